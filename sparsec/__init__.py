@@ -1,0 +1,18 @@
+"""sparsec: a sparse tensor compiler embedded in Python.
+
+Public API (stable names): :func:`einsum`, :func:`compile`, :class:`Tensor`,
+:mod:`sparsec.formats` (``Format``, ``parse_format``), and the exception types.
+"""
+
+from .errors import (
+    BackendError, FormatError, ParseError, ScheduleError, ShapeError, SparsecError, VerificationError,
+)
+from .formats import Format, LevelExpr, parse_format
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Format", "LevelExpr", "parse_format",
+    "SparsecError", "FormatError", "ParseError", "VerificationError", "ShapeError", "ScheduleError", "BackendError",
+    "__version__",
+]
