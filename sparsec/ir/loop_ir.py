@@ -15,8 +15,19 @@ Expressions are typed: every node has a ``dtype`` that is a numpy dtype name or
 bits, the Triton backend may narrow to 32 when sizes allow) or ``"bool"``.
 
 Semantics are those of :func:`sparsec.ir.interp.run_kernel`, the reference
-interpreter. Integer ``div`` is C division; ``floordiv``/``mod`` are Python's
-(operands here are never negative). Float ``max``/``min`` propagate NaN.
+interpreter:
+
+* ``and``/``or`` short-circuit: the right operand may contain a load that is only
+  in bounds when the left one holds (``u > 0 && buf[u - 1] > key``). Backends must
+  not evaluate it speculatively.
+* Every load is in bounds whenever the statement holding it executes; a
+  :class:`Select` evaluates both arms, so neither arm contains a guarded load.
+* Integer ``div`` is C division; ``floordiv``/``mod`` are Python's (operands here
+  are never negative). Float ``max``/``min`` propagate NaN (as ``np.maximum``).
+* Casts: float -> int truncates, bool -> 0/1, ``index`` is a signed 64-bit
+  integer on the CPU.
+* A parallel :class:`For` runs over ``[sc_lo, sc_hi)``: the host passes the
+  chunk bounds (the full range is recorded beside the kernel).
 """
 
 from __future__ import annotations

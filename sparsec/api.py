@@ -1,0 +1,258 @@
+"""Public entry points: :func:`compile`, :func:`einsum` and the :class:`Kernel` they return.
+
+``sc.compile`` takes index notation text (or tensor IR, or DSL tensors), the
+formats and dtypes of its tensors, and a target; it runs every pass once and
+compiles every kernel, and returns a :class:`Kernel` that is called with named
+operands any number of times. ``sc.einsum`` is the numpy-compatible one-call
+form: it derives formats and dtypes from the operands and caches the kernel.
+
+Return values: a dense output comes back as a numpy array (a torch tensor when
+the operands were torch tensors); a sparse output (``out_format=``) comes back
+as an :class:`sparsec.Tensor`.
+"""
+
+from __future__ import annotations
+
+import string
+import threading
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .backends import get_backend
+from .errors import FormatError, ScheduleError, VerificationError
+from .formats import Format, FormatLike, as_format
+from .ir.tensor_ir import Assignment, Program, TensorDecl, VALUE_DTYPES
+from .passes.pipeline import LoweredProgram, lower_program
+from .runtime import ProgramRunner, as_tensor
+from .tensor import Tensor
+
+_SCHEDULES = (None, "default", "auto")
+
+
+def _statements(statement: Any) -> list[Assignment]:
+    from .frontend import parse_program
+
+    if isinstance(statement, str):
+        return list(parse_program(statement))
+    if isinstance(statement, Assignment):
+        return [statement]
+    if isinstance(statement, Program):
+        return list(statement.statements)
+    if isinstance(statement, (list, tuple)) and all(isinstance(s, Assignment) for s in statement):
+        return list(statement)
+    stmts = getattr(statement, "statements", None)
+    if stmts:
+        return list(stmts)
+    raise TypeError(f"cannot compile a {type(statement).__name__}; pass index notation text, an Assignment, "
+                    "a Program or a DSL tensor that was assigned to")
+
+
+def _normalize_dtype(dt: Any, what: str) -> str:
+    try:
+        name = "bfloat16" if str(dt) in ("bfloat16", "torch.bfloat16") else np.dtype(str(dt).replace("torch.", "")).name
+    except TypeError:
+        raise VerificationError(f"{what}: unknown dtype {dt!r}") from None
+    if name not in VALUE_DTYPES:
+        raise VerificationError(f"{what}: unsupported dtype {name!r}; use one of {', '.join(VALUE_DTYPES)}")
+    return name
+
+
+def build_program(statements: Sequence[Assignment], formats: Mapping[str, FormatLike] | None,
+                  dtype: Any, out_format: FormatLike | None = None) -> Program:
+    """Declare every tensor of ``statements`` with its format (default dense) and dtype."""
+    formats = dict(formats or {})
+    ndims: dict[str, int] = {}
+    for s in statements:
+        for a in [s.output] + s.accesses():
+            if a.tensor in ndims and ndims[a.tensor] != len(a.indices):
+                raise VerificationError(f"tensor {a.tensor!r} is used with {ndims[a.tensor]} and with "
+                                        f"{len(a.indices)} indices")
+            ndims[a.tensor] = len(a.indices)
+    unknown = set(formats) - set(ndims)
+    if unknown:
+        raise FormatError(f"formats given for {sorted(unknown)}, which the expression does not use")
+    outputs = [s.output.tensor for s in statements]
+    if out_format is not None:
+        formats.setdefault(outputs[-1], out_format)
+    dtypes = dtype if isinstance(dtype, Mapping) else {n: dtype for n in ndims}
+    decls = []
+    for name, nd in ndims.items():
+        fmt = as_format(formats.get(name), nd)
+        dt = _normalize_dtype(dtypes.get(name, "float64"), f"tensor {name!r}")
+        decls.append(TensorDecl(name, nd, fmt, dt))
+    program = Program(tuple(statements), tuple(decls))
+    from .ir.verify import verify
+
+    verify(program)
+    return program
+
+
+class Kernel:
+    """A compiled program: call it with operands by name; ``dump(stage)`` shows each stage."""
+
+    def __init__(self, program: Program, target: str = "cpu", schedule: str | None = None, name: str = "kernel",
+                 debug: bool | None = None, parallel: bool = True):
+        if schedule not in _SCHEDULES:
+            raise ScheduleError(f"schedule {schedule!r} is not supported here; use None or 'auto' "
+                                "(the automatic schedule)")
+        from .ir.tensor_printer import statement_text
+
+        self.program = program
+        self.target = target
+        self.backend = get_backend(target)
+        self.name = name
+        out_dtypes = {program.decl(o).dtype for o in program.outputs()}
+        self.compute_dtype = program.decl(program.outputs()[-1]).dtype
+        if len(out_dtypes) > 1:
+            raise VerificationError(f"all outputs must share one dtype, got {sorted(out_dtypes)}")
+        t0 = time.perf_counter()
+        self.lowered: LoweredProgram = lower_program(program, self.compute_dtype, name, parallel=parallel,
+                                                     debug=debug, stmt_text=statement_text)
+        self._compiled: dict[str, Any] = {}
+        self._runner = ProgramRunner(self.lowered, self._compile_one, self.backend.threads)
+        self.compile_seconds = time.perf_counter() - t0
+        self.inputs = program.inputs()
+        self.outputs = [o for o in program.outputs()]
+
+    def _compile_one(self, kernel):
+        ck = self.backend.compile(kernel)
+        self._compiled[kernel.name] = ck
+        return ck
+
+    def _bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Tensor]:
+        if len(args) > len(self.inputs):
+            raise TypeError(f"kernel takes {len(self.inputs)} operands ({', '.join(self.inputs)}), got {len(args)}")
+        given = dict(zip(self.inputs, args))
+        for k, v in kwargs.items():
+            if k in given:
+                raise TypeError(f"operand {k!r} given twice")
+            if k not in self.inputs:
+                raise TypeError(f"unknown operand {k!r}; this kernel reads {', '.join(self.inputs)}")
+            given[k] = v
+        missing = [n for n in self.inputs if n not in given]
+        if missing:
+            raise TypeError(f"missing operand(s) {', '.join(map(repr, missing))}")
+        bound = {}
+        for n in self.inputs:
+            d = self.program.decl(n)
+            bound[n] = as_tensor(given[n], n, d.format, d.dtype)
+        return bound
+
+    def run(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
+        """Run and return every output as a :class:`sparsec.Tensor`, by name."""
+        return self._runner.run(self._bind(args, kwargs))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run; a dense output comes back as a numpy array, a sparse one as a Tensor."""
+        torch_in = any(type(v).__module__.startswith("torch") for v in list(args) + list(kwargs.values()))
+        results = self.run(*args, **kwargs)
+        out = [results[o] for o in self.outputs if o in results]
+        final = [_present(t, self.program.decl(n), torch_in) for n, t in zip(self.outputs, out)]
+        return final[-1] if len(self.outputs) == 1 else dict(zip(self.outputs, final))
+
+    def dump(self, stage: str = "all") -> str:
+        """Text of one stage: ``tensor``, ``loops``, ``llvm``, ``asm``, ``triton``, or ``all``."""
+        from .ir.tensor_printer import program_text
+
+        stages = ("tensor", "passes", "loops") + tuple(self.backend.stages)
+        if stage == "all":
+            return "\n\n".join(f"// ===== {s} =====\n{self.dump(s)}" for s in stages)
+        if stage == "tensor":
+            return program_text(self.program)
+        if stage == "passes":
+            return "\n".join(f"// ----- after {n} -----\n{t}" for n, t in self.lowered.log)
+        if stage == "loops":
+            return self.lowered.loops_text()
+        if stage in self.backend.stages:
+            return "\n\n".join(ck.dump(stage) for ck in self._compiled.values())
+        raise ValueError(f"unknown stage {stage!r}; this kernel has {', '.join(stages)} and 'all'")
+
+    def __repr__(self) -> str:
+        return f"<sparsec.Kernel {self.name} target={self.target} inputs={self.inputs} outputs={self.outputs}>"
+
+
+def _present(t: Tensor, decl: TensorDecl, torch_out: bool) -> Any:
+    if decl.ndim == 0:
+        return t.values.reshape(()).copy()
+    if decl.format.is_sparse:
+        return t
+    arr = t.to_numpy()
+    if torch_out:
+        import torch
+
+        return torch.from_numpy(arr)
+    return arr
+
+
+def compile(statement: Any, formats: Mapping[str, FormatLike] | None = None, dtype: Any = "float64",
+            target: str = "cpu", schedule: str | None = None, out_format: FormatLike | None = None,
+            name: str = "kernel", debug: bool | None = None) -> Kernel:
+    """Compile index notation (``"C[i,j] = A[i,k] * B[k,j]"``) into a callable :class:`Kernel`.
+
+    ``formats`` maps tensor names to formats (short names, MLIR encoding text or
+    :class:`~sparsec.formats.Format`); unnamed tensors are dense. ``dtype`` is one
+    dtype for all tensors or a mapping by name. ``out_format`` sets the format of
+    the (last) output. ``target`` is ``"cpu"``, ``"triton"`` or ``"interp"``.
+    """
+    from .ir.tensor_ir import check_identifier
+
+    check_identifier(name, "kernel name")
+    program = build_program(_statements(statement), formats, dtype, out_format)
+    return Kernel(program, target, schedule, name, debug)
+
+
+# ------------------------------------------------------------------------------------- einsum
+_EINSUM_CACHE: dict[tuple, Kernel] = {}
+_EINSUM_LOCK = threading.Lock()
+_NAMES = [c for c in string.ascii_uppercase if c not in "T"]
+
+
+def _operand_name(k: int) -> str:
+    return _NAMES[k] if k < len(_NAMES) else f"X{k}"
+
+
+def _operand_dtype(x: Any) -> str:
+    if isinstance(x, Tensor):
+        return x.dtype.name
+    dt = getattr(x, "dtype", None)
+    if dt is not None:
+        return _normalize_dtype(dt, "operand")
+    return np.asarray(x).dtype.name
+
+
+def einsum(subscripts: str, *operands: Any, out_format: FormatLike | None = None, target: str = "cpu",
+           dtype: Any = None, schedule: str | None = None) -> Any:
+    """numpy-compatible ``einsum`` over sparse and dense operands.
+
+    Operands may be numpy arrays, scipy.sparse matrices/arrays, torch tensors
+    (dense or sparse) or :class:`sparsec.Tensor` in any format; each keeps its own
+    format. The result is dense unless ``out_format`` is given. The result dtype
+    follows numpy's promotion of the operand dtypes unless ``dtype`` is given.
+    Compiled kernels are cached per (subscripts, formats, dtypes, target).
+    """
+    from .frontend import parse_einsum
+
+    names = [_operand_name(k) for k in range(len(operands))]
+    stmt = parse_einsum(subscripts, names, "out")
+    tensors = [as_tensor(x, n) for x, n in zip(operands, names)]
+    if dtype is None:
+        dts = [t.dtype for t in tensors]
+        res = np.result_type(*dts) if dts else np.dtype("float64")
+        dtype = "float64" if res == np.bool_ else res.name
+    dtype = _normalize_dtype(dtype, "einsum dtype")
+    fmts = {n: t.format for n, t in zip(names, tensors)}
+    out_nd = len(stmt.output.indices)
+    out_fmt = as_format(out_format, out_nd) if out_format is not None else None
+    key = (subscripts.replace(" ", ""), tuple(fmts.values()), dtype, out_fmt, target.lower(), schedule)
+    with _EINSUM_LOCK:
+        kernel = _EINSUM_CACHE.get(key)
+    if kernel is None:
+        program = build_program([stmt], fmts, dtype, out_fmt)
+        kernel = Kernel(program, target, schedule, "einsum")
+        with _EINSUM_LOCK:
+            _EINSUM_CACHE[key] = kernel
+    torch_in = any(type(x).__module__.startswith("torch") for x in operands)
+    results = kernel.run(**dict(zip(names, tensors)))
+    return _present(results["out"], kernel.program.decl("out"), torch_in)

@@ -1,0 +1,168 @@
+"""Choose a loop order from the iteration graph; insert conversions where none exists.
+
+The iteration graph has one node per level variable and an edge ``u -> v`` when
+some sparse-format operand stores ``v`` at a level below ``u`` (a compressed level
+can only be iterated once its parent position is known). Dense operands add no
+edges: they are addressed by arithmetic in any order. A sparse output adds its own
+level order (it is appended to in order).
+
+Every topological order is legal. Among them we prefer, in this order:
+
+1. for sparse outputs, no reduction variable before an output variable (else the
+   output needs a workspace);
+2. dense operands read along their contiguous (last) level innermost;
+3. an output variable outermost (so the outer loop can run in parallel);
+4. sparse levels as far out as possible (each sparse traversal is done once);
+5. reduction variables innermost;
+6. the variables' first-appearance order.
+
+When the graph has a cycle (CSR read together with CSC, say), the operand whose
+edges close the cycle is converted to a format that follows the chosen order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import islice
+from typing import Iterable, Sequence
+
+import networkx as nx
+
+from ..levels import Dense
+from .level_space import LevelSpace, Operand, assign_level_vars, dim_level_vars, permuted_format
+
+_MAX_ORDERS = 20000
+
+
+@dataclass(frozen=True)
+class OrderChoice:
+    """The chosen loop order (level-variable names, outermost first) and why."""
+
+    order: tuple[str, ...]
+    graph: nx.DiGraph
+    explanation: str
+
+
+def operand_edges(o: Operand) -> list[tuple[str, str]]:
+    """Ordering constraints one sparse-format operand imposes."""
+    if not o.fmt.is_sparse:
+        return []
+    names = [lv.name for lv in o.level_vars]
+    edges = []
+    for l in range(1, len(names)):
+        if any(not lvl.is_full for lvl in o.levels[: l + 1]):
+            edges += [(names[m], names[l]) for m in range(l) if names[m] != names[l]]
+    return edges
+
+
+def iteration_graph(space: LevelSpace, operands: Iterable[Operand]) -> nx.DiGraph:
+    """Graph over all level variables with the edges of ``operands`` (and block outer -> inner)."""
+    g = nx.DiGraph()
+    all_vars = space.level_vars()
+    g.add_nodes_from(all_vars)
+    for lv in all_vars.values():
+        if lv.part == "inner":
+            g.add_edge(f"{lv.dim_var}_blk", lv.name, reason="block outer before inner")
+    for o in operands:
+        for u, v in operand_edges(o):
+            g.add_edge(u, v, reason=f"{o.tensor}: level order")
+    return g
+
+
+def _score(order: Sequence[str], space: LevelSpace, reduction_vars: set[str], first_seen: dict[str, int]):
+    pos = {v: k for k, v in enumerate(order)}
+    lvars = space.level_vars()
+    is_reduction = {n: lv.dim_var in reduction_vars for n, lv in lvars.items()}
+    out = space.output
+    out_vars = [lv.name for lv in out.level_vars] if out.fmt.is_sparse else [
+        n for d in out.dim_vars for n, lv in lvars.items() if lv.dim_var == d]
+    sparse_out_penalty = 0
+    if out.fmt.is_sparse and out_vars:
+        last_out = max(pos[v] for v in out_vars)
+        sparse_out_penalty = sum(1 for v in order[:last_out] if is_reduction[v])
+    contig = 0
+    for o in space.all_operands():
+        if o.fmt.is_sparse or not o.dim_vars:
+            continue
+        loop_vars = [lv.name for d in o.dim_vars for lv in dim_level_vars(space, d)]
+        deepest = max(loop_vars, key=lambda n: pos[n])
+        contiguous = dim_level_vars(space, o.dim_vars[o.fmt.exprs[-1].dim])[-1].name
+        contig += 0 if deepest == contiguous else 1
+    outer_not_output = 1 if order and is_reduction[order[0]] else 0
+    sparse_pos = 0
+    for o in space.operands:
+        for lv, lvl in zip(o.level_vars, o.levels):
+            if not lvl.is_full:
+                sparse_pos += pos[lv.name]
+    red_pos = -sum(pos[v] for v in order if is_reduction[v])
+    tie = [first_seen.get(lvars[v].dim_var, 99) * 2 + (lvars[v].part == "inner") for v in order]
+    return (sparse_out_penalty, contig, outer_not_output, sparse_pos, red_pos, tie)
+
+
+def _best_order(g: nx.DiGraph, space: LevelSpace, reduction_vars: set[str], first_seen: dict[str, int]):
+    orders = islice(nx.all_topological_sorts(g), _MAX_ORDERS)
+    return min((tuple(o) for o in orders), key=lambda o: _score(o, space, reduction_vars, first_seen))
+
+
+def choose_loop_order(space: LevelSpace, reduction_vars: set[str], first_seen: dict[str, int]) -> OrderChoice:
+    """Pick the loop order; mutate ``space`` with the conversions it needs."""
+    sparse_inputs = [o for o in space.operands if o.fmt.is_sparse]
+    out = space.output
+    with_out = sparse_inputs + ([out] if out.fmt.is_sparse else [])
+    g = iteration_graph(space, with_out)
+    if nx.is_directed_acyclic_graph(g):
+        order = _best_order(g, space, reduction_vars, first_seen)
+        return OrderChoice(order, g, "all operand level orders agree")
+
+    # The output alone conflicts: compute it in an order-compatible format, convert afterwards.
+    g_in = iteration_graph(space, sparse_inputs)
+    if out.fmt.is_sparse and nx.is_directed_acyclic_graph(g_in):
+        order = _best_order(g_in, space, reduction_vars, first_seen)
+        _convert(space, out, order, "output level order conflicts with the inputs'")
+        return OrderChoice(order, iteration_graph(space, sparse_inputs + [out]), "output converted after the kernel")
+
+    # Drop inputs (last first) until the rest agree; convert the dropped ones.
+    kept = list(sparse_inputs)
+    dropped: list[Operand] = []
+    while kept:
+        dropped.append(kept.pop())
+        g_try = iteration_graph(space, kept + ([out] if out.fmt.is_sparse else []))
+        if nx.is_directed_acyclic_graph(g_try):
+            order = _best_order(g_try, space, reduction_vars, first_seen)
+            for o in dropped:
+                _convert(space, o, order, "its level order conflicts with the chosen loop order")
+            return OrderChoice(order, iteration_graph(space, kept + dropped + ([out] if out.fmt.is_sparse else [])),
+                               f"converted {', '.join(o.tensor for o in dropped)}")
+        g_try = iteration_graph(space, kept)
+        if nx.is_directed_acyclic_graph(g_try):
+            order = _best_order(g_try, space, reduction_vars, first_seen)
+            for o in dropped:
+                _convert(space, o, order, "its level order conflicts with the chosen loop order")
+            if out.fmt.is_sparse:
+                _convert(space, out, order, "output level order conflicts with the inputs'")
+            return OrderChoice(order, iteration_graph(space, kept + dropped + [out]),
+                               f"converted {', '.join(o.tensor for o in dropped)} and the output")
+    raise AssertionError("a graph without sparse operands is always acyclic")
+
+
+def _convert(space: LevelSpace, o: Operand, order: Sequence[str], reason: str) -> None:
+    pos = {v: k for k, v in enumerate(order)}
+    dim_rank = {}
+    for d, var in enumerate(o.dim_vars):
+        names = [lv.name for lv in o.level_vars if lv.dim_var == var] or [var]
+        dim_rank[d] = min(pos.get(n, 0) for n in names)
+    new = permuted_format(o.fmt, dim_rank)
+    if new != o.fmt:
+        space.convert(o, new, reason)
+        assign_level_vars(space)  # the level variables follow the new level order
+
+
+def order_text(choice: OrderChoice) -> str:
+    """Human-readable loop order with the graph's edges."""
+    edges = ", ".join(f"{u} -> {v}" for u, v in sorted(choice.graph.edges))
+    return f"loop order: {', '.join(choice.order)}   (constraints: {edges or 'none'}; {choice.explanation})"
+
+
+def is_full_level(lvl) -> bool:
+    """True for dense (full) levels."""
+    return isinstance(lvl, Dense)

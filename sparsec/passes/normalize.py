@@ -1,0 +1,161 @@
+"""Tensor-IR rewrites that run before sparsification.
+
+* :func:`normalize_reductions` moves factors that do not use the summed variables
+  into the sum (``M[i,j] * sum[k](U*V)`` -> ``sum[k](M*U*V)``: SDDMM stays one loop
+  nest) and merges nested reductions of the same kind.
+* :func:`precompute_nested` turns every reduction that is still nested inside an
+  expression into its own statement writing a dense temporary, so each statement
+  the sparsifier sees is ``out = op[vars](body)`` with a reduction-free body, or a
+  reduction-free expression. (Fusion, which keeps such temporaries out of memory,
+  is a later pass.)
+* :func:`split_repeated_indices` renames repeated indices of a sparse access
+  (``A[i, i]`` with A sparse) into a fresh variable plus an equality filter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from ..formats import parse_format
+from ..ir.tensor_ir import (
+    Access, Assignment, Binary, Expr, IndexVar, Literal, Program, Reduce, TensorDecl, Unary, Where,
+)
+
+
+def free_vars(e: Expr) -> list[str]:
+    """Index variables ``e`` uses that no reduction inside ``e`` binds, first-appearance order."""
+    out: list[str] = []
+
+    def go(x: Expr, bound: frozenset) -> None:
+        if isinstance(x, Access):
+            for v in x.indices:
+                if v.name not in bound and v.name not in out:
+                    out.append(v.name)
+        elif isinstance(x, Reduce):
+            go(x.body, bound | {v.name for v in x.vars})
+        else:
+            for c in x.children():
+                go(c, bound)
+
+    go(e, frozenset())
+    return out
+
+
+def _map_children(e: Expr, f: Callable[[Expr], Expr]) -> Expr:
+    if isinstance(e, Unary):
+        return Unary(e.op, f(e.operand))
+    if isinstance(e, Binary):
+        return Binary(e.op, f(e.lhs), f(e.rhs))
+    if isinstance(e, Where):
+        return Where(f(e.cond), f(e.then), f(e.other))
+    if isinstance(e, Reduce):
+        return Reduce(e.op, e.vars, f(e.body))
+    return e
+
+
+def _pull(e: Expr) -> Expr:
+    e = _map_children(e, _pull)
+    if isinstance(e, Binary) and e.op in ("mul", "div"):
+        lhs, rhs = e.lhs, e.rhs
+        if isinstance(lhs, Reduce) and lhs.op == "sum" and not {v.name for v in lhs.vars} & set(free_vars(rhs)):
+            return Reduce("sum", lhs.vars, _pull(Binary(e.op, lhs.body, rhs)))
+        if e.op == "mul" and isinstance(rhs, Reduce) and rhs.op == "sum" and not (
+                {v.name for v in rhs.vars} & set(free_vars(lhs))):
+            return Reduce("sum", rhs.vars, _pull(Binary("mul", lhs, rhs.body)))
+    if isinstance(e, Unary) and e.op == "neg" and isinstance(e.operand, Reduce) and e.operand.op == "sum":
+        r = e.operand
+        return Reduce("sum", r.vars, Unary("neg", r.body))
+    if isinstance(e, Reduce) and isinstance(e.body, Reduce) and e.body.op == e.op:
+        return Reduce(e.op, e.vars + e.body.vars, e.body.body)
+    return e
+
+
+def normalize_reductions(stmt: Assignment) -> Assignment:
+    """Apply the reduction rewrites above until nothing changes."""
+    expr = stmt.expr
+    while True:
+        new = _pull(expr)
+        if new == expr:
+            return Assignment(stmt.output, new)
+        expr = new
+
+
+def _contains_reduce(e: Expr) -> bool:
+    return any(isinstance(x, Reduce) for x in e.walk())
+
+
+def precompute_nested(stmt: Assignment, decls: dict[str, TensorDecl], fresh: Callable[[str], str],
+                      dtype: str) -> list[Assignment]:
+    """Split ``stmt`` into statements whose only reduction is at the top.
+
+    New dense temporaries are added to ``decls``; returns the statements in
+    execution order (temporaries first).
+    """
+    before: list[Assignment] = []
+    out_order = [v.name for v in stmt.output.indices]
+
+    def extract(e: Expr, top: bool) -> Expr:
+        if isinstance(e, Reduce) and top:
+            return Reduce(e.op, e.vars, extract(e.body, False))
+        if isinstance(e, Reduce):
+            body = extract(e.body, False)
+            fv = free_vars(Reduce(e.op, e.vars, body))
+            fv.sort(key=lambda v: (out_order.index(v) if v in out_order else len(out_order), fv.index(v)))
+            name = fresh("tmp")
+            decls[name] = TensorDecl(name, len(fv), parse_format("dense", len(fv)), dtype)
+            acc = Access(name, tuple(IndexVar(v) for v in fv))
+            before.append(Assignment(acc, Reduce(e.op, e.vars, body)))
+            return acc
+        return _map_children(e, lambda c: extract(c, False))
+
+    expr = extract(stmt.expr, True)
+    return before + [Assignment(stmt.output, expr)]
+
+
+@dataclass(frozen=True)
+class RepeatedIndexFix:
+    """The rewritten statement and the (var, duplicate) pairs that must be equal."""
+
+    stmt: Assignment
+    filters: tuple[tuple[str, str], ...]
+    dup_of: dict
+
+
+def split_repeated_indices(stmt: Assignment, decls: dict[str, TensorDecl], fresh: Callable[[str], str]) -> RepeatedIndexFix:
+    """Rename repeated indices inside sparse accesses; the duplicates are summed under a filter."""
+    filters: list[tuple[str, str]] = []
+    dup_of: dict[str, str] = {}
+
+    def fix(e: Expr) -> Expr:
+        if isinstance(e, Access) and decls[e.tensor].format.is_sparse and len(set(e.indices)) != len(e.indices):
+            seen: list[str] = []
+            idx: list[IndexVar] = []
+            for v in e.indices:
+                if v.name in seen:
+                    d = fresh(f"{v.name}_dup")
+                    filters.append((v.name, d))
+                    dup_of[d] = v.name
+                    idx.append(IndexVar(d))
+                else:
+                    seen.append(v.name)
+                    idx.append(v)
+            return Access(e.tensor, tuple(idx))
+        return _map_children(e, fix)
+
+    expr = fix(stmt.expr)
+    if not filters:
+        return RepeatedIndexFix(stmt, (), {})
+    dups = tuple(IndexVar(d) for d in dup_of)
+    if isinstance(expr, Reduce) and expr.op == "sum":
+        expr = Reduce("sum", expr.vars + dups, expr.body)
+    elif isinstance(expr, Reduce):
+        # max/min over a diagonal: the filter makes off-diagonal entries absent, which max would see as 0.
+        from ..errors import VerificationError
+
+        raise VerificationError(
+            f"a {expr.op} reduction over a repeated index of a sparse tensor is not supported; "
+            "convert that operand to dense or extract the diagonal first")
+    else:
+        expr = Reduce("sum", dups, expr)
+    return RepeatedIndexFix(Assignment(stmt.output, expr), tuple(filters), dup_of)

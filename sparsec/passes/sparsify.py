@@ -1,0 +1,909 @@
+"""Sparsification: lower one tensor-IR statement to loop IR.
+
+The algorithm is TACO's, over MLIR-style levels:
+
+* Loop variables are visited in the chosen order (see :mod:`.loop_order`).
+* At each variable, the sparse levels bound by it are *iterators*; the merge
+  lattice (:mod:`.lattice`) of the body over those iterators decides the loop:
+
+  - no sparse iterator: a dense ``for`` over the extent;
+  - one iterator that must be present: a ``for`` over its positions;
+  - a universe point (the body is non-zero where every iterator is absent): a
+    dense ``for`` with a cursor per iterator and an ``if`` chain of lattice cases;
+  - otherwise: TACO's sequence of ``while`` loops, one per lattice point, each with
+    an ``if`` chain over the sub-points present at the current coordinate.
+
+  Each case lowers the rest of the nest with the absent operands replaced by 0.
+* Dense levels are located, not iterated: position = parent * size + coordinate,
+  computed as soon as the coordinate and the parent position are known.
+* Reductions below all output variables accumulate in a scalar that is stored
+  once (``=``, not ``+=``); this is what makes inner loops vectorize.
+* Outputs: ``dense`` (address arithmetic), ``same_pattern`` (a sparse output with
+  exactly the pattern of one input, e.g. SDDMM: share its index buffers),
+  ``entries`` (general sparse output: a symbolic kernel counts entries per outer
+  iteration, the host turns counts into offsets, a numeric kernel writes
+  coordinates and values), ``workspace`` (an output variable below a reduction,
+  as in SpGEMM: a dense row workspace with a touched list, sorted per row), and
+  ``dense_then_convert`` (anything else: compute densely, convert on the host).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Sequence
+
+from ..errors import VerificationError
+from ..ir import loop_ir as L
+from ..ir.loop_ir import INDEX, BOOL, binop, const
+from ..ir.tensor_ir import Access, Assignment, Binary, Expr, Literal, Reduce, TensorDecl, Unary, Where
+from ..levels import Compressed, Dense, LooseCompressed, NOutOfM, Singleton
+from .lattice import LatticePoint, is_zero, lattice, operand_key, operands_in, simplify, sub_points
+from .level_space import LevelSpace, LevelVar, Operand
+from .loop_order import OrderChoice
+
+
+class NeedsOrdered(Exception):
+    """Raised when an unordered level must be co-iterated; the driver converts and retries."""
+
+    def __init__(self, key):
+        super().__init__(key)
+        self.key = key
+
+
+@dataclass(frozen=True)
+class ParallelInfo:
+    """The outer loop the host may split into chunks: its variable and full range."""
+
+    var: str
+    lo: L.LExpr
+    hi: L.LExpr
+    balance: str | None = None
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A scratch buffer the host allocates (zeroed) per parallel chunk."""
+
+    name: str
+    dtype: str
+    size: L.LExpr
+
+
+@dataclass
+class Lowered:
+    """Result of lowering one statement: kernels plus what the host must do around them."""
+
+    stmt: Assignment
+    space: LevelSpace
+    order: OrderChoice
+    compute_dtype: str
+    reduce_op: str | None
+    strategy: str
+    numeric: L.Kernel
+    symbolic: L.Kernel | None = None
+    pattern_source: Operand | None = None
+    parallel: ParallelInfo | None = None
+    workspaces: tuple[Workspace, ...] = ()
+    dim_params: dict[str, str] = field(default_factory=dict)
+    presorted: bool = True
+    #: extra equality constraints from repeated indices: (var, duplicate var)
+    filters: tuple[tuple[str, str], ...] = ()
+
+
+class Namer:
+    """Hands out identifiers that collide neither with user names nor with each other."""
+
+    def __init__(self, taken: set[str]):
+        self.taken = set(taken)
+
+    def fresh(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.taken:
+            name, k = f"{base}{k}", k + 1
+        self.taken.add(name)
+        return name
+
+
+@dataclass
+class _OpState:
+    """Per-operand iteration state: known level positions and segment ends."""
+
+    pos: list[L.LExpr | None]
+    seg_end: list[L.LExpr | None]
+
+
+@dataclass
+class _State:
+    bound: dict[str, L.LExpr]
+    ops: dict[tuple, _OpState]
+    acc: L.Var | None = None
+    hit: L.Var | None = None
+    row_count: L.Var | None = None
+
+    def copy(self) -> "_State":
+        return _State(dict(self.bound), {k: _OpState(list(v.pos), list(v.seg_end)) for k, v in self.ops.items()},
+                      self.acc, self.hit, self.row_count)
+
+
+IDENTITY = {"sum": 0, "max": float("-inf"), "min": float("inf")}
+STORE_OP = {"sum": "add", "max": "max", "min": "min"}
+
+
+def identity_value(op: str, dtype: str):
+    """The identity of a reduction in ``dtype`` (integers use their extreme values)."""
+    v = IDENTITY[op]
+    if L.is_float(dtype) or op == "sum":
+        return v
+    import numpy as np
+
+    info = np.iinfo(np.dtype(dtype)) if dtype != BOOL else None
+    if info is None:
+        return op == "min"
+    return info.min if op == "max" else info.max
+
+
+class Sparsifier:
+    """Lowers one statement (already in level space, with its loop order) to loop IR."""
+
+    def __init__(self, stmt: Assignment, space: LevelSpace, order: OrderChoice, compute_dtype: str,
+                 dim_extent: Mapping[str, str], namer: Namer, filters: Sequence[tuple[str, str]] = (),
+                 kernel_name: str = "kernel", parallel: bool = True):
+        self.stmt = stmt
+        self.space = space
+        self.order = list(order.order)
+        self.choice = order
+        self.cdt = compute_dtype
+        self.namer = namer
+        self.filters = list(filters)
+        self.kernel_name = kernel_name
+        self.want_parallel = parallel
+        self.lvars: dict[str, LevelVar] = space.level_vars()
+        self.dim_param = dict(dim_extent)  # dim var -> scalar param name
+        rhs = stmt.expr
+        self.reduce_op: str | None = None
+        self.reduce_vars: set[str] = set()
+        if isinstance(rhs, Reduce):
+            self.reduce_op = rhs.op
+            self.reduce_vars = {v.name for v in rhs.vars}
+            rhs = rhs.body
+        self.body = rhs
+        self.out = space.output
+        self.out_vars = [n for n in self.order if self.lvars[n].dim_var in set(self.out.dim_vars)]
+        self.operands = {o.key: o for o in space.operands}
+        self._buffers: dict[str, L.BufferParam] = {}
+        self._pick_strategy()
+
+    # ------------------------------------------------------------------ names and params
+    def _buf(self, name: str, dtype: str, role: str = "in", tensor: str = "", part: str = "") -> str:
+        if name not in self._buffers:
+            self._buffers[name] = L.BufferParam(name, dtype, role, tensor, part)
+        return name
+
+    def level_buffer(self, o: Operand, level: int, part: str) -> str:
+        """Buffer name of ``part`` (pos/crd) of level ``level`` of operand ``o``."""
+        width = o.fmt.pos_width if part == "pos" else o.fmt.crd_width
+        return self._buf(f"{o.prefix}_{part}{level}", f"int{width}", "in", o.prefix, f"{part}{level}")
+
+    def vals_buffer(self, o: Operand) -> str:
+        role = "out" if o.is_output else "in"
+        return self._buf(f"{o.prefix}_vals", o.dtype, role, o.prefix, "vals")
+
+    def extent(self, lv: LevelVar) -> L.LExpr:
+        """The iteration range size of a level variable."""
+        n = L.Var(self.dim_param[lv.dim_var])
+        if lv.part == "full":
+            return n
+        if lv.part == "outer":
+            return binop("floordiv", binop("add", n, lv.factor - 1), lv.factor)
+        return const(lv.factor)
+
+    def dense_hi(self, lv: LevelVar, st: _State) -> L.LExpr:
+        """Upper bound of a dense loop; the last block of a split variable may be partial."""
+        if lv.part != "inner":
+            return self.extent(lv)
+        outer = st.bound[f"{lv.dim_var}_blk"]
+        rest = binop("sub", L.Var(self.dim_param[lv.dim_var]), binop("mul", outer, lv.factor))
+        return binop("min", rest, const(lv.factor))
+
+    def dim_coord(self, dim_var: str, st: _State) -> L.LExpr | None:
+        """The full coordinate of a dimension variable, if all its loop variables are bound."""
+        f = self.space.factors.get(dim_var, 1)
+        if f == 1:
+            return st.bound.get(dim_var)
+        outer, inner = st.bound.get(f"{dim_var}_blk"), st.bound.get(f"{dim_var}_in")
+        if outer is None or inner is None:
+            return None
+        return binop("add", binop("mul", outer, f), inner)
+
+    def level_coord(self, o: Operand, level: int, st: _State) -> L.LExpr | None:
+        """Coordinate of ``o`` at ``level``, if known."""
+        e = o.fmt.exprs[level]
+        var = o.dim_vars[e.dim]
+        if o.fmt.is_sparse or o.fmt.is_blocked:
+            return st.bound.get(o.level_vars[level].name)
+        return self.dim_coord(var, st)
+
+    def level_size(self, o: Operand, level: int) -> L.LExpr:
+        e = o.fmt.exprs[level]
+        n = L.Var(self.dim_param[o.dim_vars[e.dim]])
+        if e.op == "floordiv":
+            return binop("floordiv", binop("add", n, e.factor - 1), e.factor)
+        if e.op == "mod":
+            return const(e.factor)
+        return n
+
+    # ------------------------------------------------------------------ strategy
+    def _pick_strategy(self) -> None:
+        out = self.out
+        self.pattern_source: Operand | None = None
+        self.ws_var: str | None = None
+        if not out.fmt.is_sparse:
+            self.strategy = "dense"
+            return
+        self._pick_sparse_strategy()
+        if self.strategy == "dense_then_convert":
+            # Compute into a dense array in the output's dimension order; the host converts it.
+            from ..formats import parse_format
+            from .level_space import assign_level_vars
+
+            self.space.convert(out, parse_format("dense", out.fmt.ndim), "no sparse assembly fits this loop order")
+            assign_level_vars(self.space)
+
+    def _pick_sparse_strategy(self) -> None:
+        out = self.out
+        for o in self.space.operands:
+            if o.fmt == out.fmt and o.dim_vars == out.dim_vars and o.fmt.is_sparse:
+                others = frozenset(k for k, p in self.operands.items() if p.fmt.is_sparse and k != o.key)
+                if is_zero(simplify(self.body, frozenset({o.key}))) and not is_zero(simplify(self.body, others)):
+                    self.strategy = "same_pattern"
+                    self.pattern_source = o
+                    return
+        pos = {v: k for k, v in enumerate(self.order)}
+        red = [v for v in self.order if self.lvars[v].dim_var in self.reduce_vars]
+        outs = self.out_vars
+        if not outs:
+            self.strategy = "dense_then_convert"
+            return
+        if not red or max(pos[v] for v in outs) < min(pos[v] for v in red):
+            self.strategy = "entries" if pos[outs[0]] == 0 else "dense_then_convert"
+            return
+        first_red = min(pos[v] for v in red)
+        prefix = [v for v in outs if pos[v] < first_red]
+        after = [v for v in outs if pos[v] > first_red]
+        if (len(after) == 1 and self.lvars[after[0]].part == "full" and (not prefix or pos[prefix[0]] == 0)
+                and prefix == self.order[: len(prefix)]):
+            self.strategy = "workspace"
+            self.ws_var = after[0]
+            return
+        self.strategy = "dense_then_convert"
+
+    # ------------------------------------------------------------------ entry point
+    def run(self) -> Lowered:
+        self.hoist_at = self._hoist_point()
+        numeric = self._kernel(symbolic=False)
+        symbolic = self._kernel(symbolic=True) if self.strategy in ("entries", "workspace") else None
+        workspaces: tuple[Workspace, ...] = ()
+        if self.strategy == "workspace":
+            n = L.Var(self.dim_param[self.lvars[self.ws_var].dim_var])
+            workspaces = (Workspace(self.ws_names["vals"], self.cdt, n), Workspace(self.ws_names["mark"], "int8", n),
+                          Workspace(self.ws_names["list"], "int64", n))
+        out_lvl_vars = [lv.name for lv in self.out.level_vars]
+        presorted = [v for v in self.order if v in set(out_lvl_vars)] == out_lvl_vars and not self.out.fmt.is_blocked
+        return Lowered(self.stmt, self.space, self.choice, self.cdt, self.reduce_op, self.strategy, numeric, symbolic,
+                       self.pattern_source, self.parallel_info, workspaces, dict(self.dim_param), presorted,
+                       tuple(self.filters))
+
+    def _hoist_point(self) -> int | None:
+        """Index in the order where a scalar accumulator wraps the reduction loops, if any."""
+        if self.reduce_op is None:
+            return None
+        pos = {v: k for k, v in enumerate(self.order)}
+        red = [pos[v] for v in self.order if self.lvars[v].dim_var in self.reduce_vars]
+        outs = [pos[v] for v in self.out_vars]
+        first_red = min(red)
+        if outs and max(outs) > first_red:
+            return None
+        return first_red
+
+    def _kernel(self, symbolic: bool) -> L.Kernel:
+        self.symbolic = symbolic
+        self._buffers = {}
+        self.parallel_info: ParallelInfo | None = None
+        self.ws_names: dict[str, str] = {}
+        if self.strategy == "workspace":
+            for part in ("vals", "mark", "list"):
+                self.ws_names[part] = self._buf(f"{self.out.tensor}_ws_{part}", {"vals": self.cdt, "mark": "int8",
+                                                                                   "list": "int64"}[part], "work")
+        # Declare input buffers first so parameter order is stable and readable.
+        for o in self.space.operands:
+            if o.fmt.is_sparse:
+                for l, lvl in enumerate(o.levels):
+                    for part in lvl.buffers:
+                        self.level_buffer(o, l, part)
+            self.vals_buffer(o)
+        self._declare_output_buffers()
+        st = _State({}, {o.key: _OpState([None] * len(o.levels), [None] * len(o.levels))
+                         for o in self.space.all_operands()})
+        self.count_var: L.Var | None = None
+        stmts: list[L.Stmt] = []
+        if self.strategy in ("entries", "workspace") and not symbolic:
+            self.count_var = L.Var(self.namer_once("w"))
+            if not self.order or self.order[0] not in self.out_vars:
+                stmts.append(L.Assign(self.count_var, L.Cast(L.Load(f"{self.out.prefix}_off", const(0), "int64"),
+                                                             INDEX)))
+        stmts += self.lower(0, st, self.body)
+        name = self.kernel_name + ("_symbolic" if symbolic else "")
+        dims = sorted(set(self.dim_param.values()))
+        params: list[L.Param] = list(self._buffers.values()) + [L.ScalarParam(d) for d in dims]
+        if self.parallel_info is not None:
+            params += [L.ScalarParam("sc_lo"), L.ScalarParam("sc_hi")]
+        doc = f"{'symbolic (counts) ' if symbolic else ''}kernel for: output {self.out.tensor} ({self.strategy})"
+        return L.Kernel(name, tuple(params), L.Block(tuple(stmts)), doc)
+
+    def _declare_output_buffers(self) -> None:
+        out = self.out
+        if self.strategy in ("dense", "dense_then_convert"):
+            self._buf(f"{out.prefix}_vals", self.cdt, "out", out.prefix, "vals")
+        elif self.strategy == "same_pattern":
+            self._buf(f"{out.prefix}_vals", self.cdt, "out", out.prefix, "vals")
+        elif self.symbolic:
+            self._buf(f"{out.prefix}_cnt", "int64", "out", out.prefix, "cnt")
+        else:
+            self._buf(f"{out.prefix}_off", "int64", "in", out.prefix, "off")
+            for d, _ in enumerate(out.dim_vars):
+                self._buf(f"{out.prefix}_crd{d}", "int64", "out", out.prefix, f"crd{d}")
+            self._buf(f"{out.prefix}_vals", self.cdt, "out", out.prefix, "vals")
+
+    # ------------------------------------------------------------------ recursion
+    def lower(self, k: int, st: _State, expr: Expr) -> list[L.Stmt]:
+        if is_zero(expr) and (self.reduce_op in (None, "sum")):
+            return []
+        if k == len(self.order):
+            return self.leaf(st, expr)
+        if k == self.hoist_at and st.acc is None:
+            return self.hoisted(k, st, expr)
+        if self.strategy == "workspace" and self.ws_first_red(k) and st.row_count is None:
+            return self.workspace_row(k, st, expr)
+        return self.lower_var(k, st, expr)
+
+    def ws_first_red(self, k: int) -> bool:
+        return self.lvars[self.order[k]].dim_var in self.reduce_vars and all(
+            self.lvars[v].dim_var not in self.reduce_vars for v in self.order[:k])
+
+    def iterators(self, var: str, st: _State, expr: Expr) -> list[tuple[Operand, int]]:
+        present = operands_in(expr)
+        its = []
+        for key in present:
+            o = self.operands[key]
+            if not o.fmt.is_sparse:
+                continue
+            for l, (lv, lvl) in enumerate(zip(o.level_vars, o.levels)):
+                if lv.name == var and not lvl.is_full and st.ops[key].pos[l] is None:
+                    its.append((o, l))
+                    break
+        its.sort(key=lambda t: [op.key for op in self.space.operands].index(t[0].key))
+        return its
+
+    def lower_var(self, k: int, st: _State, expr: Expr) -> list[L.Stmt]:
+        var = self.order[k]
+        lv = self.lvars[var]
+        its = self.iterators(var, st, expr)
+        keys = [o.key for o, _ in its]
+        absent_ok = not (lv.dim_var in self.reduce_vars and self.reduce_op in ("max", "min"))
+        points = lattice(expr, keys, absent_value_ok=absent_ok)
+        if not points:
+            return []
+        universe = any(p.is_universe for p in points)
+        comment = self._comment(var, its)
+        if not its:
+            return self._dense_loop(k, st, expr, comment)
+        for o, l in its:
+            if (universe or len(points) > 1 or len(its) > 1) and not o.levels[l].ordered:
+                raise NeedsOrdered(o.key)
+        if universe:
+            return self._universe_loop(k, st, its, points, comment)
+        if len(points) == 1 and len(its) == 1:
+            return self._position_loop(k, st, its[0], points[0].expr, comment)
+        return self._coiterate(k, st, its, points, comment)
+
+    def _comment(self, var: str, its) -> str:
+        lv = self.lvars[var]
+        what = {"full": lv.dim_var, "outer": f"{lv.dim_var} floordiv {lv.factor}",
+                "inner": f"{lv.dim_var} mod {lv.factor}"}[lv.part]
+        if not its:
+            return f"{var} = {what}: dense"
+        parts = ", ".join(f"{o.levels[l].mlir()} level {l} of {o.prefix}" for o, l in its)
+        return f"{var} = {what}: {parts}"
+
+    # ------------------------------------------------------------------ binding
+    def bind(self, k: int, st: _State, value: L.LExpr, expr: Expr) -> tuple[list[L.Stmt], list[L.Stmt]]:
+        """Bind loop variable ``order[k]``; return (statements, guard-wrapped continuation marker).
+
+        Returns the statements to emit before the nested body and a list of guard
+        conditions (as statements are built by the caller).
+        """
+        var = self.order[k]
+        stmts: list[L.Stmt] = []
+        v = L.Var(var)
+        if not (isinstance(value, L.Var) and value.name == var):
+            stmts.append(L.Assign(v, value))
+        st.bound[var] = v
+        stmts += self._materialize(st)
+        if k == 0 and self.count_var is not None and var in self.out_vars:
+            # Numeric pass of a sparse output: entries of this outer iteration start at off[var].
+            stmts.append(L.Assign(self.count_var, L.Cast(L.Load(f"{self.out.prefix}_off", v, "int64"), INDEX)))
+        return stmts, []
+
+    def namer_once(self, base: str) -> str:
+        key = f"_once_{base}"
+        if not hasattr(self, key):
+            setattr(self, key, self.namer.fresh(base))
+        return getattr(self, key)
+
+    def _materialize(self, st: _State) -> list[L.Stmt]:
+        """Compute positions of dense levels whose coordinate and parent position are known."""
+        stmts: list[L.Stmt] = []
+        for o in self.space.all_operands():
+            if o.is_output and self.strategy not in ("dense", "dense_then_convert"):
+                continue
+            ops = st.ops[o.key]
+            for l, lvl in enumerate(o.levels):
+                if ops.pos[l] is not None:
+                    continue
+                if not lvl.is_full:
+                    break
+                parent = const(0) if l == 0 else ops.pos[l - 1]
+                coord = self.level_coord(o, l, st)
+                if parent is None or coord is None:
+                    break
+                p = binop("add", binop("mul", parent, self.level_size(o, l)), coord) if l > 0 else coord
+                if isinstance(p, (L.Var, L.Const)):
+                    ops.pos[l] = p
+                else:
+                    name = L.Var(self.namer.fresh(f"p{o.prefix}{l}"))
+                    stmts.append(L.Assign(name, p))
+                    ops.pos[l] = name
+        return stmts
+
+    def _guarded(self, k: int, st: _State, expr: Expr, pre: list[L.Stmt]) -> list[L.Stmt]:
+        """``pre`` then the nested body, wrapped in filters for repeated indices and block padding."""
+        conds: list[L.LExpr] = []
+        var = self.order[k]
+        for a, b in self.filters:
+            if var in (a, b) and a in st.bound and b in st.bound:
+                conds.append(binop("eq", st.bound[a], st.bound[b]))
+        lv = self.lvars[var]
+        if lv.part == "inner" and self._sparse_inner(var):
+            full = self.dim_coord(lv.dim_var, st)
+            if full is not None:
+                conds.append(binop("lt", full, L.Var(self.dim_param[lv.dim_var])))
+        inner = self.lower(k + 1, st, expr)
+        if not inner:
+            return []
+        if conds:
+            c = conds[0]
+            for x in conds[1:]:
+                c = binop("and", c, x)
+            return pre + [L.If(c, L.Block(tuple(inner)))]
+        return pre + inner
+
+    def _sparse_inner(self, var: str) -> bool:
+        """True when an inner block variable is bound from stored coordinates (may hit padding)."""
+        for o in self.space.operands:
+            for lv, lvl in zip(o.level_vars, o.levels):
+                if lv.name == var and not lvl.is_full:
+                    return True
+        return False
+
+    # ------------------------------------------------------------------ loop shapes
+    def _dense_loop(self, k: int, st: _State, expr: Expr, comment: str) -> list[L.Stmt]:
+        var = self.order[k]
+        lv = self.lvars[var]
+        inner_st = st.copy()
+        pre, _ = self.bind(k, inner_st, L.Var(var), expr)
+        body = self._guarded(k, inner_st, expr, pre)
+        if not body:
+            return []
+        lo, hi = const(0), self.dense_hi(lv, st)
+        kind = L.SERIAL
+        if k == 0 and self._parallel_ok(k):
+            kind = L.LoopKind("parallel", balance=self._balance_for(var, None))
+            self.parallel_info = ParallelInfo(var, lo, hi, kind.balance)
+            lo, hi = L.Var("sc_lo"), L.Var("sc_hi")
+        return [L.For(L.Var(var), lo, hi, L.Block(tuple(body)), kind, comment, var)]
+
+    def _parallel_ok(self, k: int) -> bool:
+        if not self.want_parallel or k != 0:
+            return False
+        var = self.order[0]
+        if self.lvars[var].dim_var in self.reduce_vars or var not in self.out_vars:
+            return False
+        return self.strategy in ("dense", "dense_then_convert", "same_pattern", "entries", "workspace")
+
+    def _balance_for(self, var: str, it: tuple[Operand, int] | None) -> str | None:
+        """A pos buffer indexed by this loop's iteration variable, to split work by nonzeros."""
+        cands = []
+        for o in self.space.operands:
+            if not o.fmt.is_sparse:
+                continue
+            for l, lv in enumerate(o.level_vars[:-1]):
+                if lv.name == var and (it is None or (o.key == it[0].key and l == it[1])):
+                    nxt = o.levels[l + 1]
+                    if isinstance(nxt, Compressed) and l == 0:
+                        cands.append(self.level_buffer(o, l + 1, "pos"))
+        return cands[0] if cands else None
+
+    def _iter_range(self, o: Operand, l: int, st: _State) -> tuple[L.LExpr, L.LExpr]:
+        """Position range of level ``l`` of ``o`` under its parent's position."""
+        lvl = o.levels[l]
+        ops = st.ops[o.key]
+        parent = const(0) if l == 0 else ops.pos[l - 1]
+        assert parent is not None, "parent position must be bound (loop order guarantees it)"
+        if isinstance(lvl, Compressed):
+            buf = self.level_buffer(o, l, "pos")
+            return self._idx(buf, parent, o), self._idx(buf, binop("add", parent, 1), o)
+        if isinstance(lvl, LooseCompressed):
+            buf = self.level_buffer(o, l, "pos")
+            two = binop("mul", parent, 2)
+            return self._idx(buf, two, o), self._idx(buf, binop("add", two, 1), o)
+        if isinstance(lvl, Singleton):
+            if l > 0 and ops.seg_end[l - 1] is not None:
+                return parent, ops.seg_end[l - 1]
+            return parent, binop("add", parent, 1)
+        if isinstance(lvl, NOutOfM):
+            lo = binop("mul", parent, lvl.n)
+            return lo, binop("add", lo, lvl.n)
+        raise VerificationError(f"level type {lvl.mlir()} cannot be iterated")
+
+    def _idx(self, buf: str, index: L.LExpr, o: Operand) -> L.LExpr:
+        dt = self._buffers[buf].dtype
+        return L.Cast(L.Load(buf, index, dt), INDEX)
+
+    def _crd(self, o: Operand, l: int, p: L.LExpr) -> L.LExpr:
+        return self._idx(self.level_buffer(o, l, "crd"), p, o)
+
+    def _segment(self, o: Operand, l: int, cur: L.Var, end: L.LExpr, coord: L.LExpr) -> tuple[list[L.Stmt], L.Var]:
+        """For a non-unique level: find where the run of equal coordinates starting at ``cur`` ends."""
+        seg = L.Var(self.namer.fresh(f"seg{o.prefix}{l}"))
+        nxt = binop("add", seg, 1)
+        cond = binop("and", binop("lt", seg, end), binop("eq", self._crd(o, l, seg), coord))
+        return [L.Assign(seg, binop("add", cur, 1)), L.While(cond, L.Block((L.Assign(seg, nxt),)))], seg
+
+    def _enter(self, st: _State, o: Operand, l: int, p: L.LExpr, seg: L.LExpr | None) -> None:
+        st.ops[o.key].pos[l] = p
+        st.ops[o.key].seg_end[l] = seg
+
+    def _position_loop(self, k: int, st: _State, it: tuple[Operand, int], expr: Expr, comment: str) -> list[L.Stmt]:
+        o, l = it
+        lvl = o.levels[l]
+        lo, hi = self._iter_range(o, l, st)
+        var = self.order[k]
+        p = L.Var(self.namer.fresh(f"p{o.prefix}{l}"))
+        inner = st.copy()
+        if not lvl.unique:
+            # Iterate runs of equal coordinates: each coordinate once, children get [p, seg).
+            end = L.Var(self.namer.fresh(f"end{o.prefix}{l}"))
+            coord = self._crd(o, l, p)
+            seg_stmts, seg = self._segment(o, l, p, end, L.Var(var))
+            self._enter(inner, o, l, p, seg)
+            pre, _ = self.bind(k, inner, coord, expr)
+            body = self._guarded(k, inner, expr, pre[:1] + seg_stmts + pre[1:])
+            if not body:
+                return []
+            loop = L.While(binop("lt", p, end), L.Block(tuple(body + [L.Assign(p, seg)])), comment, var)
+            return [L.Assign(p, lo), L.Assign(end, hi), loop]
+        if isinstance(lvl, Singleton) and not (l > 0 and st.ops[o.key].seg_end[l - 1] is not None):
+            # Exactly one child: no loop.
+            self._enter(inner, o, l, lo, None)
+            pre, _ = self.bind(k, inner, self._crd(o, l, lo), expr)
+            return [L.Comment(comment)] + self._guarded(k, inner, expr, pre)
+        self._enter(inner, o, l, p, None)
+        pre, _ = self.bind(k, inner, self._crd(o, l, p), expr)
+        body = self._guarded(k, inner, expr, pre)
+        if not body:
+            return []
+        kind = L.SERIAL
+        if k == 0 and self._parallel_ok(k):
+            kind = L.LoopKind("parallel", balance=self._balance_for(var, it))
+            self.parallel_info = ParallelInfo(p.name, lo, hi, kind.balance)
+            lo, hi = L.Var("sc_lo"), L.Var("sc_hi")
+        return [L.For(p, lo, hi, L.Block(tuple(body)), kind, comment, var)]
+
+    def _cursors(self, st: _State, its) -> tuple[list[L.Stmt], dict, dict]:
+        init: list[L.Stmt] = []
+        cur, end = {}, {}
+        for o, l in its:
+            lo, hi = self._iter_range(o, l, st)
+            cur[o.key] = L.Var(self.namer.fresh(f"p{o.prefix}{l}"))
+            end[o.key] = L.Var(self.namer.fresh(f"end{o.prefix}{l}"))
+            init += [L.Assign(cur[o.key], lo), L.Assign(end[o.key], hi)]
+        return init, cur, end
+
+    def _case_chain(self, k: int, st: _State, cases: list[tuple[L.LExpr | None, LatticePoint]], its,
+                    cur: dict, segs: dict) -> list[L.Stmt]:
+        """``if c1 {body(P1)} else if c2 {...}`` where each body sees only P's operands."""
+        chain: list[L.Stmt] = []
+        for cond, point in reversed(cases):
+            inner = st.copy()
+            for o, l in its:
+                if o.key in point.iterators:
+                    self._enter(inner, o, l, cur[o.key], segs.get(o.key))
+            var = self.order[k]
+            body = self._guarded(k, inner, point.expr, self._materialize(inner))
+            if cond is None:
+                chain = body
+            elif body or chain:
+                chain = [L.If(cond, L.Block(tuple(body)), L.Block(tuple(chain)))]
+        return chain
+
+    def _universe_loop(self, k: int, st: _State, its, points: list[LatticePoint], comment: str) -> list[L.Stmt]:
+        var = self.order[k]
+        lv = self.lvars[var]
+        init, cur, end = self._cursors(st, its)
+        inner = st.copy()
+        pre, _ = self.bind(k, inner, L.Var(var), None)
+        n = self.extent(lv)
+        body: list[L.Stmt] = list(pre)
+        coords, segs, present = {}, {}, {}
+        for o, l in its:
+            c = L.Var(self.namer.fresh(f"c{o.prefix}{l}"))
+            coords[o.key] = c
+            body += [L.Assign(c, n), L.If(binop("lt", cur[o.key], end[o.key]),
+                                          L.Block((L.Assign(c, self._crd(o, l, cur[o.key])),)))]
+            present[o.key] = binop("eq", c, L.Var(var))
+            if not o.levels[l].unique:
+                seg_stmts, seg = self._segment(o, l, cur[o.key], end[o.key], c)
+                body += [L.Assign(seg, binop("add", cur[o.key], 1)), L.If(present[o.key], L.Block(tuple(seg_stmts)))]
+                segs[o.key] = seg
+        cases = []
+        for p in points:
+            cond = None
+            for key in p.iterators:
+                cond = present[key] if cond is None else binop("and", cond, present[key])
+            cases.append((cond, p))
+        body += self._case_chain(k, inner, cases, its, cur, segs)
+        for o, l in its:
+            step = segs.get(o.key, binop("add", cur[o.key], 1))
+            body.append(L.If(present[o.key], L.Block((L.Assign(cur[o.key], step),))))
+        loop = L.For(L.Var(var), const(0), self.dense_hi(lv, st), L.Block(tuple(body)), L.SERIAL, comment, var)
+        return init + [loop]
+
+    def _coiterate(self, k: int, st: _State, its, points: list[LatticePoint], comment: str) -> list[L.Stmt]:
+        var = self.order[k]
+        init, cur, end = self._cursors(st, its)
+        out: list[L.Stmt] = list(init)
+        by_key = {o.key: (o, l) for o, l in its}
+        for point in points:
+            members = [by_key[key] for key in by_key if key in point.iterators]
+            if len(members) == 1:
+                out += self._tail_loop(k, st, members[0], cur, end, point.expr, comment)
+                continue
+            inner = st.copy()
+            body: list[L.Stmt] = []
+            coords, segs, present = {}, {}, {}
+            for o, l in members:
+                c = L.Var(self.namer.fresh(f"c{o.prefix}{l}"))
+                coords[o.key] = c
+                body.append(L.Assign(c, self._crd(o, l, cur[o.key])))
+            vmin = None
+            for o, _ in members:
+                vmin = coords[o.key] if vmin is None else binop("min", vmin, coords[o.key])
+            pre, _ = self.bind(k, inner, vmin, None)
+            body += pre
+            for o, l in members:
+                present[o.key] = binop("eq", coords[o.key], L.Var(var))
+                if not o.levels[l].unique:
+                    seg_stmts, seg = self._segment(o, l, cur[o.key], end[o.key], coords[o.key])
+                    body += seg_stmts
+                    segs[o.key] = seg
+            cases = []
+            for p in sub_points(points, point):
+                if p.is_universe:
+                    continue
+                cond = None
+                for key in p.iterators:
+                    cond = present[key] if cond is None else binop("and", cond, present[key])
+                cases.append((cond, p))
+            body += self._case_chain(k, inner, cases, its, cur, segs)
+            for o, l in members:
+                step = segs.get(o.key, binop("add", cur[o.key], 1))
+                body.append(L.If(present[o.key], L.Block((L.Assign(cur[o.key], step),))))
+            cond = None
+            for o, _ in members:
+                c = binop("lt", cur[o.key], end[o.key])
+                cond = c if cond is None else binop("and", cond, c)
+            out.append(L.While(cond, L.Block(tuple(body)), comment, var))
+        return out
+
+    def _tail_loop(self, k: int, st: _State, it, cur: dict, end: dict, expr: Expr, comment: str) -> list[L.Stmt]:
+        """The remaining positions of one iterator after the others ran out."""
+        o, l = it
+        var = self.order[k]
+        inner = st.copy()
+        p = cur[o.key]
+        if not o.levels[l].unique:
+            seg_stmts, seg = self._segment(o, l, p, end[o.key], L.Var(var))
+            self._enter(inner, o, l, p, seg)
+            pre, _ = self.bind(k, inner, self._crd(o, l, p), expr)
+            body = self._guarded(k, inner, expr, pre[:1] + seg_stmts + pre[1:])
+            if not body:
+                return []
+            return [L.While(binop("lt", p, end[o.key]), L.Block(tuple(body + [L.Assign(p, seg)])), comment, var)]
+        q = L.Var(self.namer.fresh(f"q{o.prefix}{l}"))
+        self._enter(inner, o, l, q, None)
+        pre, _ = self.bind(k, inner, self._crd(o, l, q), expr)
+        body = self._guarded(k, inner, expr, pre)
+        if not body:
+            return []
+        return [L.For(q, p, end[o.key], L.Block(tuple(body)), L.SERIAL, comment, var)]
+
+    # ------------------------------------------------------------------ accumulation and output
+    def hoisted(self, k: int, st: _State, expr: Expr) -> list[L.Stmt]:
+        """Wrap the reduction loops in a scalar accumulator, then write it once."""
+        inner = st.copy()
+        stmts: list[L.Stmt] = []
+        op = self.reduce_op or "sum"
+        # A sparse output gets an entry only where some term contributed.
+        needs_hit = self.strategy == "entries"
+        if needs_hit:
+            inner.hit = L.Var(self.namer.fresh("hit"), BOOL)
+            stmts.append(L.Assign(inner.hit, const(False, BOOL)))
+        if self.symbolic:
+            inner.acc = L.Var("acc_unused", self.cdt)  # marks "inside the accumulation"; never emitted
+        else:
+            inner.acc = L.Var(self.namer.fresh("acc"), self.cdt)
+            stmts.append(L.Assign(inner.acc, const(identity_value(op, self.cdt), self.cdt)))
+        stmts += self.lower_var(k, inner, expr)
+        if self.symbolic:
+            return stmts + [L.If(inner.hit, L.Block(tuple(self.emit(st, None))))]
+        write = self.write_output(st, inner.acc, exclusive=True)
+        if needs_hit:
+            return stmts + [L.If(inner.hit, L.Block(tuple(write)))]
+        return stmts + write
+
+    def leaf(self, st: _State, expr: Expr) -> list[L.Stmt]:
+        if self.symbolic:
+            if st.hit is not None:
+                return [L.Assign(st.hit, const(True, BOOL))]
+            if self.strategy == "workspace":
+                return self.ws_touch(st)
+            return self.emit(st, None)
+        value = self.emit_expr(expr, st)
+        if self.strategy == "workspace":
+            return self.ws_touch(st) + [L.Store(self.ws_names["vals"], st.bound[self.ws_var], value, "add")]
+        if st.acc is not None:
+            op = self.reduce_op or "sum"
+            new = binop({"sum": "add", "max": "max", "min": "min"}[op], st.acc, value)
+            stmts = [L.Assign(st.acc, new)]
+            if st.hit is not None:
+                stmts.append(L.Assign(st.hit, const(True, BOOL)))
+            return stmts
+        exclusive = self.reduce_op is None
+        return self.write_output(st, value, exclusive)
+
+    def write_output(self, st: _State, value: L.LExpr, exclusive: bool) -> list[L.Stmt]:
+        red = None if exclusive else STORE_OP[self.reduce_op or "sum"]
+        if self.strategy in ("dense", "dense_then_convert"):
+            pos = st.ops[self.out.key].pos[-1] if self.out.levels else const(0)
+            if pos is None:
+                raise AssertionError("output position unknown at the leaf")
+            return [L.Store(self.vals_buffer_out(), pos, value, red)]
+        if self.strategy == "same_pattern":
+            src = self.pattern_source
+            pos = st.ops[src.key].pos[-1]
+            return [L.Store(self.vals_buffer_out(), pos, value, red)]
+        return self.emit(st, value)
+
+    def vals_buffer_out(self) -> str:
+        return f"{self.out.prefix}_vals"
+
+    def emit(self, st: _State, value: L.LExpr | None) -> list[L.Stmt]:
+        """Append one output entry (numeric) or count it (symbolic)."""
+        top = st.bound[self.order[0]] if self.order else const(0)
+        if self.symbolic:
+            return [L.Store(f"{self.out.prefix}_cnt", top, const(1, "int64"), "add")]
+        w = self.count_var if self.count_var is not None else const(0)
+        stmts: list[L.Stmt] = []
+        for d, var in enumerate(self.out.dim_vars):
+            stmts.append(L.Store(f"{self.out.prefix}_crd{d}", w, L.Cast(self.dim_coord(var, st), "int64")))
+        stmts.append(L.Store(f"{self.out.prefix}_vals", w, value))
+        stmts.append(L.Assign(w, binop("add", w, 1)))
+        return stmts
+
+    # ------------------------------------------------------------------ workspace (SpGEMM-style)
+    def workspace_row(self, k: int, st: _State, expr: Expr) -> list[L.Stmt]:
+        """Accumulate one output row in a dense workspace, then emit it sorted and clear it."""
+        inner = st.copy()
+        inner.row_count = L.Var(self.namer.fresh("nrow"))
+        stmts: list[L.Stmt] = [L.Assign(inner.row_count, const(0))]
+        stmts += self.lower_var(k, inner, expr)
+        cnt, lst, mark, vals = inner.row_count, self.ws_names["list"], self.ws_names["mark"], self.ws_names["vals"]
+        t = L.Var(self.namer.fresh("t"))
+        jv = L.Var(self.ws_var)
+        clear = [L.Store(mark, jv, const(0, "int8"))]
+        if self.symbolic:
+            top = st.bound[self.order[0]] if self.order[0] in st.bound else const(0)
+            stmts.append(L.Store(f"{self.out.prefix}_cnt", top, L.Cast(cnt, "int64"), "add"))
+            stmts.append(L.For(t, const(0), cnt, L.Block((L.Assign(jv, L.Cast(L.Load(lst, t, "int64"), INDEX)),
+                                                          *clear))))
+            return stmts
+        emit_st = st.copy()
+        emit_st.bound[self.ws_var] = jv
+        value = L.Load(vals, jv, self.cdt)
+        drain = [L.Assign(jv, L.Cast(L.Load(lst, t, "int64"), INDEX))] + self.emit(emit_st, value) + [
+            L.Store(vals, jv, const(0, self.cdt))] + clear
+        n = L.Var(self.dim_param[self.lvars[self.ws_var].dim_var])
+        # Sorting the touched list costs ~cnt^2/4 (insertion sort); scanning the row costs n.
+        scan_body = [L.If(binop("ne", L.Load(mark, jv, "int8"), const(0, "int8")),
+                          L.Block(tuple(self.emit(emit_st, value) + [L.Store(vals, jv, const(0, self.cdt))] + clear)))]
+        scan = [L.For(jv, const(0), n, L.Block(tuple(scan_body)), comment=f"{self.ws_var}: scan the dense workspace")]
+        sort_then_drain = self.insertion_sort(lst, cnt) + [L.For(t, const(0), cnt, L.Block(tuple(drain)),
+                                                                 comment=f"{self.ws_var}: touched coordinates, sorted")]
+        big = binop("gt", binop("mul", cnt, cnt), binop("mul", n, 4))
+        stmts.append(L.If(big, L.Block(tuple(scan)), L.Block(tuple(sort_then_drain))))
+        return stmts
+
+    def ws_touch(self, st: _State) -> list[L.Stmt]:
+        j = st.bound[self.ws_var]
+        mark, lst = self.ws_names["mark"], self.ws_names["list"]
+        cnt = st.row_count
+        return [L.If(binop("eq", L.Load(mark, j, "int8"), const(0, "int8")), L.Block((
+            L.Store(mark, j, const(1, "int8")),
+            L.Store(lst, cnt, L.Cast(j, "int64")),
+            L.Assign(cnt, binop("add", cnt, 1)),
+        )))]
+
+    def insertion_sort(self, buf: str, n: L.Var) -> list[L.Stmt]:
+        """Sort ``buf[0:n]`` ascending in place (loop IR; ``and`` short-circuits)."""
+        t, u, key = (L.Var(self.namer.fresh(b)) for b in ("s", "u", "key"))
+        key = L.Var(key.name, "int64")
+        prev = L.Load(buf, binop("sub", u, 1), "int64")
+        cond = binop("and", binop("gt", u, 0), binop("gt", prev, key))
+        shift = L.While(cond, L.Block((L.Store(buf, u, prev), L.Assign(u, binop("sub", u, 1)))))
+        return [L.For(t, const(1), n, L.Block((L.Assign(key, L.Load(buf, t, "int64")), L.Assign(u, t), shift,
+                                                L.Store(buf, u, key))), comment="insertion sort of the touched list")]
+
+    # ------------------------------------------------------------------ scalar expressions
+    def emit_expr(self, e: Expr, st: _State) -> L.LExpr:
+        """Translate a (reduction-free) tensor-IR body into a loop-IR value of the compute dtype."""
+        v = self._ex(e, st)
+        return self._as(v, self.cdt)
+
+    def _as(self, v: L.LExpr, dtype: str) -> L.LExpr:
+        if v.dtype == dtype:
+            return v
+        if isinstance(v, L.Const):
+            return const(v.value, dtype)
+        if dtype == BOOL:
+            return binop("ne", v, const(0, v.dtype))
+        return L.Cast(v, dtype)
+
+    def _ex(self, e: Expr, st: _State) -> L.LExpr:
+        cdt = self.cdt
+        if isinstance(e, Access):
+            o = self.operands[operand_key(e)]
+            pos = st.ops[o.key].pos[-1] if o.levels else const(0)
+            if pos is None:
+                raise AssertionError(f"position of {o.tensor} unknown at the leaf")
+            return self._as(L.Load(self.vals_buffer(o), pos, o.dtype), cdt) if o.dtype != BOOL else \
+                L.Load(self.vals_buffer(o), pos, BOOL)
+        if isinstance(e, Literal):
+            if isinstance(e.value, bool):
+                return const(e.value, BOOL)
+            return const(e.value, cdt)
+        if isinstance(e, Unary):
+            a = self._ex(e.operand, st)
+            if e.op == "not":
+                return L.UnOp("not", self._as(a, BOOL), BOOL)
+            return L.UnOp(e.op, self._as(a, cdt), cdt)
+        if isinstance(e, Binary):
+            a, b = self._ex(e.lhs, st), self._ex(e.rhs, st)
+            if e.op in ("and", "or"):
+                return L.BinOp(e.op, self._as(a, BOOL), self._as(b, BOOL), BOOL)
+            if e.op in ("lt", "le", "gt", "ge", "eq", "ne"):
+                return L.BinOp(e.op, self._as(a, cdt), self._as(b, cdt), BOOL)
+            return L.BinOp(e.op, self._as(a, cdt), self._as(b, cdt), cdt)
+        if isinstance(e, Where):
+            c = self._as(self._ex(e.cond, st), BOOL)
+            return L.Select(c, self._as(self._ex(e.then, st), cdt), self._as(self._ex(e.other, st), cdt), cdt)
+        raise VerificationError(f"nested reduction reached the sparsifier: {e!r} (precompute it first)")

@@ -1,0 +1,335 @@
+"""Host side of a compiled kernel: bind operands, convert, allocate, launch, assemble.
+
+The runtime is shared by every backend. A backend compiles one loop-IR
+:class:`~sparsec.ir.loop_ir.Kernel` into a callable taking ``(buffers, scalars)``;
+the runtime does everything around it:
+
+1. binds operands (``sc.Tensor``; numpy, scipy and torch inputs are wrapped first)
+   and checks their shapes against the index variables;
+2. runs the conversions the compiler inserted (``%B_csr = convert %B : csc -> csr``);
+3. allocates the output: dense (filled with the reduction's identity), same
+   pattern as an input (index buffers shared, values new), or *entries*: a
+   symbolic kernel counts entries per outer iteration, the counts become offsets,
+   a numeric kernel writes coordinates and values;
+4. on backends that run on CPU threads, splits the outer parallel loop into chunks
+   balanced by nonzeros (from a ``pos`` array) and runs them on a thread pool —
+   ctypes calls release the GIL — with private workspaces per chunk;
+5. assembles the output tensor and applies the output conversion, if any.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from .errors import ShapeError, VerificationError
+from .formats import Format, parse_format
+from .ir import loop_ir as L
+from .ir.interp import _Interp
+from .passes.pipeline import LoweredProgram
+from .passes.sparsify import IDENTITY, Lowered, identity_value
+from .tensor import Tensor
+
+
+class KernelFn(Protocol):
+    """A backend's compiled kernel: run once over the given buffers and scalars."""
+
+    def __call__(self, buffers: Mapping[str, Any], scalars: Mapping[str, int]) -> None: ...
+
+
+# ------------------------------------------------------------------------------------- threads
+_NUM_THREADS: int | None = None
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+#: below this much work (iterations + nonzeros) a kernel runs on the calling thread.
+MIN_PARALLEL_WORK = 32768
+
+
+def set_num_threads(n: int | None) -> None:
+    """Use ``n`` threads for parallel loops on the CPU (``None``: all cores)."""
+    global _NUM_THREADS, _POOL
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise ValueError(f"number of threads must be a positive integer, got {n!r}")
+    with _POOL_LOCK:
+        _NUM_THREADS = n
+        if _POOL is not None:
+            _POOL.shutdown(wait=False)
+            _POOL = None
+
+
+def get_num_threads() -> int:
+    """Threads used for parallel loops: ``set_num_threads``, else ``SPARSEC_NUM_THREADS``, else all cores."""
+    if _NUM_THREADS is not None:
+        return _NUM_THREADS
+    env = os.environ.get("SPARSEC_NUM_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(f"SPARSEC_NUM_THREADS must be an integer, got {env!r}") from None
+    return os.cpu_count() or 1
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < n:  # noqa: SLF001 - sizing check only
+            _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="sparsec")
+        return _POOL
+
+
+def chunk_bounds(lo: int, hi: int, nchunks: int, balance: np.ndarray | None) -> list[tuple[int, int]]:
+    """Split ``[lo, hi)`` into at most ``nchunks`` ranges, equal by ``balance`` prefix sums if given."""
+    if hi <= lo:
+        return []
+    nchunks = max(1, min(nchunks, hi - lo))
+    if nchunks == 1:
+        return [(lo, hi)]
+    if balance is None:
+        cuts = np.linspace(lo, hi, nchunks + 1).round().astype(np.int64)
+    else:
+        prefix = np.asarray(balance[lo: hi + 1], dtype=np.int64)
+        # Weight each iteration by its nonzeros plus one, so empty rows still count.
+        weight = prefix - prefix[0] + np.arange(prefix.shape[0], dtype=np.int64)
+        targets = np.linspace(0, weight[-1], nchunks + 1)
+        cuts = lo + np.searchsorted(weight, targets, side="left")
+        cuts[0], cuts[-1] = lo, hi
+    cuts = np.unique(cuts)
+    return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
+# ------------------------------------------------------------------------------------- binding
+@dataclass
+class Bound:
+    """An operand ready for the kernel: its tensor and the index-variable extents it implies."""
+
+    tensor: Tensor
+
+
+def as_tensor(x: Any, name: str, fmt: Format | None = None, dtype: str | None = None) -> Tensor:
+    """Wrap numpy / scipy / torch / sc.Tensor input as a Tensor (in ``fmt`` if given)."""
+    if isinstance(x, Tensor):
+        t = x
+    elif _is_scipy_sparse(x):
+        t = Tensor.from_scipy(x, name=name)
+    elif _is_torch(x):
+        t = Tensor.from_torch(x, name=name)
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as e:  # pragma: no cover - numpy raises many kinds
+            raise TypeError(f"operand {name!r}: cannot use {type(x).__name__} as a tensor ({e})") from None
+        if arr.dtype == object:
+            raise TypeError(f"operand {name!r}: cannot use an object array as a tensor")
+        if arr.ndim == 0:
+            arr = arr.reshape(())
+        t = Tensor.from_numpy(arr if arr.ndim else arr.reshape(1), name=name) if arr.ndim else _scalar_tensor(arr, name)
+    if fmt is not None and t.format != fmt:
+        if t.format.with_widths(fmt.pos_width, fmt.crd_width) == fmt:
+            pass  # same structure; kernels are specialized on widths through the cache key
+        else:
+            t = t.to(fmt)
+    if dtype is not None and str(t.dtype) != dtype:
+        t = t.astype(dtype)
+    if t.name != name:
+        t = _renamed(t, name)
+    return t
+
+
+def _scalar_tensor(arr: np.ndarray, name: str) -> Tensor:
+    return Tensor.from_numpy(arr.reshape(1), name=name)
+
+
+def _renamed(t: Tensor, name: str) -> Tensor:
+    """The same storage under another name (no copy, no re-validation)."""
+    return Tensor.from_buffers(t.format, t.shape, t.levels, t.values, name=name, validate=False)
+
+
+def _is_scipy_sparse(x: Any) -> bool:
+    try:
+        import scipy.sparse as sp
+    except ImportError:  # pragma: no cover
+        return False
+    return sp.issparse(x)
+
+
+def _is_torch(x: Any) -> bool:
+    mod = type(x).__module__
+    return mod.startswith("torch")
+
+
+def tensor_buffers(t: Tensor, prefix: str) -> dict[str, np.ndarray]:
+    """The kernel-parameter buffers of a tensor, named ``<prefix>_pos<k>`` etc."""
+    out: dict[str, np.ndarray] = {f"{prefix}_vals": t.values}
+    for k, lvl in enumerate(t.format.levels):
+        for part in lvl.buffers:
+            out[f"{prefix}_{part}{k}"] = t.levels[k][part]
+    return out
+
+
+def infer_extents(low: Lowered, tensors: Mapping[str, Tensor]) -> dict[str, int]:
+    """Extent of every dimension parameter from the bound operand shapes; mismatches raise ShapeError."""
+    seen: dict[str, tuple[int, str, int]] = {}
+    for o in low.space.operands:
+        t = tensors[o.tensor]
+        if t.ndim != len(o.dim_vars) and not (len(o.dim_vars) == 0 and t.shape == (1,)):
+            raise ShapeError(f"operand {o.tensor!r} is {t.ndim}-D with shape {t.shape}, but the expression "
+                             f"indexes it with {len(o.dim_vars)} indices")
+        for d, var in enumerate(o.dim_vars):
+            param = low.dim_params[var]
+            n = int(t.shape[d])
+            if param in seen and seen[param][0] != n:
+                other_n, other_t, other_d = seen[param]
+                base = next(v for v, p in low.dim_params.items() if p == param and "_dup" not in v)
+                raise ShapeError(f"index {base} has extent {other_n} in {other_t!r} (dimension {other_d}) "
+                                 f"but {n} in {o.tensor!r} (dimension {d})")
+            seen.setdefault(param, (n, o.tensor, d))
+    missing = [v for v, p in low.dim_params.items() if p not in seen]
+    if missing:
+        raise ShapeError(f"index {missing[0]!r} appears only in the output {low.space.output.tensor!r}; "
+                         "its extent is unknown")
+    return {p: n for p, (n, _, _) in seen.items()}
+
+
+# ------------------------------------------------------------------------------------- execution
+class StatementRunner:
+    """Runs one lowered statement with compiled kernels from a backend."""
+
+    def __init__(self, low: Lowered, numeric: KernelFn, symbolic: KernelFn | None, threads: bool):
+        self.low = low
+        self.numeric = numeric
+        self.symbolic = symbolic
+        self.threads = threads
+
+    def _launch(self, fn: KernelFn, kernel: L.Kernel, buffers: dict[str, Any], scalars: dict[str, int]) -> None:
+        low = self.low
+        names = {p.name for p in kernel.params}
+        bufs = {k: v for k, v in buffers.items() if k in names}
+        par = low.parallel
+        if par is None or "sc_lo" not in names:
+            ws = self._workspaces(scalars)
+            fn({**bufs, **ws}, scalars)
+            return
+        ev = _Interp(kernel, bufs, scalars)
+        lo, hi = int(ev.ev(par.lo)), int(ev.ev(par.hi))
+        balance = bufs.get(par.balance) if par.balance else None
+        work = (hi - lo) + (int(balance[hi] - balance[lo]) if balance is not None and hi > lo else 0)
+        nthreads = get_num_threads() if self.threads else 1
+        chunks = chunk_bounds(lo, hi, nthreads if work >= MIN_PARALLEL_WORK else 1, balance)
+        if not chunks:
+            return
+
+        def run(chunk: tuple[int, int]) -> None:
+            ws = self._workspaces(scalars)
+            fn({**bufs, **ws}, {**scalars, "sc_lo": chunk[0], "sc_hi": chunk[1]})
+
+        if len(chunks) == 1:
+            run(chunks[0])
+        else:
+            list(_pool(len(chunks)).map(run, chunks))
+
+    def _workspaces(self, scalars: Mapping[str, int]) -> dict[str, np.ndarray]:
+        out = {}
+        for w in self.low.workspaces:
+            n = int(_Interp(self.low.numeric, {}, scalars).ev(w.size))
+            out[w.name] = np.zeros(max(n, 1), dtype=np.dtype(w.dtype))
+        return out
+
+    def run(self, tensors: Mapping[str, Tensor]) -> Tensor:
+        low = self.low
+        space = low.space
+        tensors = dict(tensors)
+        for c in space.conversions:
+            tensors[c.alias] = _renamed(tensors[c.tensor].to(c.dst), c.alias)
+        buffers: dict[str, Any] = {}
+        for o in space.operands:
+            buffers.update(tensor_buffers(tensors[o.prefix], o.prefix))
+        scalars = infer_extents(low, {o.tensor: tensors[o.tensor] for o in space.operands})
+        out = space.output
+        shape = tuple(scalars[low.dim_params[v]] for v in out.dim_vars)
+        cdt = np.dtype(low.compute_dtype)
+        fill = identity_value(low.reduce_op, low.compute_dtype) if low.reduce_op else 0
+        if low.strategy in ("dense", "dense_then_convert"):
+            size = int(np.prod(out.fmt.level_sizes(shape), dtype=np.int64)) if out.fmt.ndim else 1
+            vals = np.full(size, fill, dtype=cdt)
+            buffers[f"{out.prefix}_vals"] = vals
+            self._launch(self.numeric, low.numeric, buffers, scalars)
+            result = Tensor.from_buffers(out.fmt, shape, [{} for _ in out.fmt.levels], vals, name=out.tensor,
+                                         validate=False) if out.fmt.ndim else _scalar_result(vals, out.tensor)
+        elif low.strategy == "same_pattern":
+            src = tensors[low.pattern_source.prefix]
+            vals = np.full(src.values.shape[0], fill, dtype=cdt)
+            buffers[f"{out.prefix}_vals"] = vals
+            self._launch(self.numeric, low.numeric, buffers, scalars)
+            result = Tensor.from_buffers(out.fmt, shape, [dict(lv) for lv in src.levels], vals, name=out.tensor,
+                                         validate=False)
+        else:
+            result = self._run_entries(buffers, scalars, shape, cdt)
+        conv = space.output_conversion
+        if conv is not None and result.ndim:
+            result = _renamed(result.to(conv.dst), out.tensor)
+        return result
+
+    def _run_entries(self, buffers: dict[str, Any], scalars: dict[str, int], shape: tuple[int, ...],
+                     cdt: np.dtype) -> Tensor:
+        low = self.low
+        out = low.space.output
+        top = low.numeric  # the count array is indexed by the outer loop variable
+        n_top = 1
+        if low.parallel is not None or low.order.order:
+            first = low.order.order[0]
+            lv = low.space.level_vars()[first]
+            ext = scalars[low.dim_params[lv.dim_var]]
+            n_top = ext if lv.part == "full" else -(-ext // lv.factor)
+        counts = np.zeros(n_top + 1, dtype=np.int64)
+        buffers[f"{out.prefix}_cnt"] = counts
+        assert self.symbolic is not None and low.symbolic is not None
+        self._launch(self.symbolic, low.symbolic, buffers, scalars)
+        offsets = np.zeros(n_top + 1, dtype=np.int64)
+        np.cumsum(counts[:-1], out=offsets[1:])
+        total = int(offsets[-1] + counts[-1])
+        buffers[f"{out.prefix}_off"] = offsets
+        crds = [np.empty(total, dtype=np.int64) for _ in out.dim_vars]
+        for d, c in enumerate(crds):
+            buffers[f"{out.prefix}_crd{d}"] = c
+        vals = np.empty(total, dtype=cdt)
+        buffers[f"{out.prefix}_vals"] = vals
+        self._launch(self.numeric, top, buffers, scalars)
+        dims = np.stack(crds) if crds else np.zeros((0, total), dtype=np.int64)
+        level_coords = []
+        for e in out.fmt.exprs:
+            c = dims[e.dim]
+            level_coords.append(c // e.factor if e.op == "floordiv" else c % e.factor if e.op == "mod" else c)
+        return Tensor.from_level_coords(out.fmt, shape, level_coords, vals, name=out.tensor,
+                                        presorted=low.presorted)
+
+
+def _scalar_result(vals: np.ndarray, name: str) -> Tensor:
+    return Tensor.from_numpy(vals.reshape(1), name=name)
+
+
+class ProgramRunner:
+    """Runs every statement of a lowered program in order; temporaries stay internal."""
+
+    def __init__(self, lowered: LoweredProgram, compile_kernel: Callable[[L.Kernel], KernelFn], threads: bool):
+        self.lowered = lowered
+        self.runners = [
+            StatementRunner(low, compile_kernel(low.numeric),
+                            compile_kernel(low.symbolic) if low.symbolic is not None else None, threads)
+            for low in lowered.statements
+        ]
+
+    def run(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        tensors = dict(inputs)
+        results: dict[str, Tensor] = {}
+        for r in self.runners:
+            t = r.run(tensors)
+            name = r.low.space.output.tensor
+            tensors[name] = t
+            results[name] = t
+        return results
