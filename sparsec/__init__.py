@@ -8,11 +8,13 @@ from .errors import (
     BackendError, FormatError, ParseError, ScheduleError, ShapeError, SparsecError, VerificationError,
 )
 from .formats import Format, LevelExpr, parse_format
+from .tensor import Tensor
+from .io import read_mtx, write_mtx
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Format", "LevelExpr", "parse_format",
+    "Format", "LevelExpr", "parse_format", "Tensor", "read_mtx", "write_mtx",
     "SparsecError", "FormatError", "ParseError", "VerificationError", "ShapeError", "ScheduleError", "BackendError",
     "__version__",
 ]

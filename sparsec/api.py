@@ -25,7 +25,7 @@ from .errors import FormatError, ScheduleError, VerificationError
 from .formats import Format, FormatLike, as_format
 from .ir.tensor_ir import Assignment, Program, TensorDecl, VALUE_DTYPES
 from .passes.pipeline import LoweredProgram, lower_program
-from .runtime import ProgramRunner, as_tensor
+from .runtime import ProgramRunner, StatementRunner, as_tensor
 from .tensor import Tensor
 
 _SCHEDULES = (None, "default", "auto")
@@ -111,7 +111,8 @@ class Kernel:
         self.lowered: LoweredProgram = lower_program(program, self.compute_dtype, name, parallel=parallel,
                                                      debug=debug, stmt_text=statement_text)
         self._compiled: dict[str, Any] = {}
-        self._runner = ProgramRunner(self.lowered, self._compile_one, self.backend.threads)
+        self._runner = ProgramRunner(self.lowered, self._compile_one, self.backend.threads,
+                                     getattr(self.backend, "runner_class", None) or StatementRunner)
         self.compile_seconds = time.perf_counter() - t0
         self.inputs = program.inputs()
         self.outputs = [o for o in program.outputs()]

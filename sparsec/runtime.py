@@ -198,13 +198,61 @@ def infer_extents(low: Lowered, tensors: Mapping[str, Tensor]) -> dict[str, int]
 
 # ------------------------------------------------------------------------------------- execution
 class StatementRunner:
-    """Runs one lowered statement with compiled kernels from a backend."""
+    """Runs one lowered statement with compiled kernels from a backend.
+
+    Array allocation and operand storage go through the small methods
+    ``full``/``empty``/``exclusive_cumsum``/``buffers_of``/``make_result``, so a
+    device backend can subclass this and keep its buffers on the device.
+    """
 
     def __init__(self, low: Lowered, numeric: KernelFn, symbolic: KernelFn | None, threads: bool):
         self.low = low
         self.numeric = numeric
         self.symbolic = symbolic
         self.threads = threads
+
+    # -- array hooks (numpy here) -------------------------------------------------------
+    def full(self, n: int, value: Any, dtype: np.dtype) -> Any:
+        """A new 1-D array of ``n`` copies of ``value``."""
+        return np.full(n, value, dtype=dtype)
+
+    def empty(self, n: int, dtype: np.dtype) -> Any:
+        """A new uninitialized 1-D array."""
+        return np.empty(n, dtype=dtype)
+
+    def exclusive_cumsum(self, counts: Any) -> tuple[Any, int]:
+        """Offsets (``offsets[0] = 0``) and the total of a counts array."""
+        offsets = np.zeros(counts.shape[0], dtype=np.int64)
+        np.cumsum(counts[:-1], out=offsets[1:])
+        return offsets, int(offsets[-1] + counts[-1])
+
+    def buffers_of(self, t: Any, prefix: str) -> dict[str, Any]:
+        """Kernel buffers of a bound operand."""
+        return tensor_buffers(t, prefix)
+
+    def convert(self, t: Any, fmt: Format, name: str) -> Any:
+        """A bound operand converted to another format."""
+        return _renamed(t.to(fmt), name)
+
+    def dense_result(self, fmt: Format, shape: tuple[int, ...], vals: Any, name: str) -> Any:
+        """Wrap the values of a dense output."""
+        if not fmt.ndim:
+            return _scalar_result(vals, name)
+        return Tensor.from_buffers(fmt, shape, [{} for _ in fmt.levels], vals, name=name, validate=False)
+
+    def pattern_result(self, fmt: Format, shape: tuple[int, ...], src: Any, vals: Any, name: str) -> Any:
+        """Wrap a same-pattern output: the source's index buffers, new values."""
+        return Tensor.from_buffers(fmt, shape, [dict(lv) for lv in src.levels], vals, name=name, validate=False)
+
+    def entries_result(self, fmt: Format, shape: tuple[int, ...], crds: list, vals: Any, name: str,
+                       presorted: bool) -> Any:
+        """Assemble output entries (one coordinate array per dimension) into ``fmt``."""
+        dims = np.stack(crds) if crds else np.zeros((0, vals.shape[0]), dtype=np.int64)
+        level_coords = []
+        for e in fmt.exprs:
+            c = dims[e.dim]
+            level_coords.append(c // e.factor if e.op == "floordiv" else c % e.factor if e.op == "mod" else c)
+        return Tensor.from_level_coords(fmt, shape, level_coords, vals, name=name, presorted=presorted)
 
     def _launch(self, fn: KernelFn, kernel: L.Kernel, buffers: dict[str, Any], scalars: dict[str, int]) -> None:
         low = self.low
@@ -233,46 +281,44 @@ class StatementRunner:
         else:
             list(_pool(len(chunks)).map(run, chunks))
 
-    def _workspaces(self, scalars: Mapping[str, int]) -> dict[str, np.ndarray]:
+    def _workspaces(self, scalars: Mapping[str, int]) -> dict[str, Any]:
         out = {}
         for w in self.low.workspaces:
             n = int(_Interp(self.low.numeric, {}, scalars).ev(w.size))
-            out[w.name] = np.zeros(max(n, 1), dtype=np.dtype(w.dtype))
+            out[w.name] = self.full(max(n, 1), 0, np.dtype(w.dtype))
         return out
 
-    def run(self, tensors: Mapping[str, Tensor]) -> Tensor:
+    def run(self, tensors: Mapping[str, Any]) -> Any:
         low = self.low
         space = low.space
         tensors = dict(tensors)
         for c in space.conversions:
-            tensors[c.alias] = _renamed(tensors[c.tensor].to(c.dst), c.alias)
+            tensors[c.alias] = self.convert(tensors[c.tensor], c.dst, c.alias)
         buffers: dict[str, Any] = {}
         for o in space.operands:
-            buffers.update(tensor_buffers(tensors[o.prefix], o.prefix))
+            buffers.update(self.buffers_of(tensors[o.prefix], o.prefix))
         scalars = infer_extents(low, {o.tensor: tensors[o.tensor] for o in space.operands})
         out = space.output
         shape = tuple(scalars[low.dim_params[v]] for v in out.dim_vars)
-        cdt = np.dtype(low.compute_dtype)
+        cdt = np.dtype(low.compute_dtype) if low.compute_dtype != "bfloat16" else low.compute_dtype
         fill = identity_value(low.reduce_op, low.compute_dtype) if low.reduce_op else 0
         if low.strategy in ("dense", "dense_then_convert"):
             size = int(np.prod(out.fmt.level_sizes(shape), dtype=np.int64)) if out.fmt.ndim else 1
-            vals = np.full(size, fill, dtype=cdt)
+            vals = self.full(size, fill, cdt)
             buffers[f"{out.prefix}_vals"] = vals
             self._launch(self.numeric, low.numeric, buffers, scalars)
-            result = Tensor.from_buffers(out.fmt, shape, [{} for _ in out.fmt.levels], vals, name=out.tensor,
-                                         validate=False) if out.fmt.ndim else _scalar_result(vals, out.tensor)
+            result = self.dense_result(out.fmt, shape, vals, out.tensor)
         elif low.strategy == "same_pattern":
             src = tensors[low.pattern_source.prefix]
-            vals = np.full(src.values.shape[0], fill, dtype=cdt)
+            vals = self.full(src.values.shape[0], fill, cdt)
             buffers[f"{out.prefix}_vals"] = vals
             self._launch(self.numeric, low.numeric, buffers, scalars)
-            result = Tensor.from_buffers(out.fmt, shape, [dict(lv) for lv in src.levels], vals, name=out.tensor,
-                                         validate=False)
+            result = self.pattern_result(out.fmt, shape, src, vals, out.tensor)
         else:
             result = self._run_entries(buffers, scalars, shape, cdt)
         conv = space.output_conversion
-        if conv is not None and result.ndim:
-            result = _renamed(result.to(conv.dst), out.tensor)
+        if conv is not None and out.fmt.ndim:
+            result = self.convert(result, conv.dst, out.tensor)
         return result
 
     def _run_entries(self, buffers: dict[str, Any], scalars: dict[str, int], shape: tuple[int, ...],
@@ -286,27 +332,19 @@ class StatementRunner:
             lv = low.space.level_vars()[first]
             ext = scalars[low.dim_params[lv.dim_var]]
             n_top = ext if lv.part == "full" else -(-ext // lv.factor)
-        counts = np.zeros(n_top + 1, dtype=np.int64)
+        counts = self.full(n_top + 1, 0, np.dtype(np.int64))
         buffers[f"{out.prefix}_cnt"] = counts
         assert self.symbolic is not None and low.symbolic is not None
         self._launch(self.symbolic, low.symbolic, buffers, scalars)
-        offsets = np.zeros(n_top + 1, dtype=np.int64)
-        np.cumsum(counts[:-1], out=offsets[1:])
-        total = int(offsets[-1] + counts[-1])
+        offsets, total = self.exclusive_cumsum(counts)
         buffers[f"{out.prefix}_off"] = offsets
-        crds = [np.empty(total, dtype=np.int64) for _ in out.dim_vars]
+        crds = [self.empty(total, np.dtype(np.int64)) for _ in out.dim_vars]
         for d, c in enumerate(crds):
             buffers[f"{out.prefix}_crd{d}"] = c
-        vals = np.empty(total, dtype=cdt)
+        vals = self.empty(total, cdt)
         buffers[f"{out.prefix}_vals"] = vals
         self._launch(self.numeric, top, buffers, scalars)
-        dims = np.stack(crds) if crds else np.zeros((0, total), dtype=np.int64)
-        level_coords = []
-        for e in out.fmt.exprs:
-            c = dims[e.dim]
-            level_coords.append(c // e.factor if e.op == "floordiv" else c % e.factor if e.op == "mod" else c)
-        return Tensor.from_level_coords(out.fmt, shape, level_coords, vals, name=out.tensor,
-                                        presorted=low.presorted)
+        return self.entries_result(out.fmt, shape, crds, vals, out.tensor, low.presorted)
 
 
 def _scalar_result(vals: np.ndarray, name: str) -> Tensor:
@@ -316,11 +354,12 @@ def _scalar_result(vals: np.ndarray, name: str) -> Tensor:
 class ProgramRunner:
     """Runs every statement of a lowered program in order; temporaries stay internal."""
 
-    def __init__(self, lowered: LoweredProgram, compile_kernel: Callable[[L.Kernel], KernelFn], threads: bool):
+    def __init__(self, lowered: LoweredProgram, compile_kernel: Callable[[L.Kernel], KernelFn], threads: bool,
+                 runner_class: type[StatementRunner] = StatementRunner):
         self.lowered = lowered
         self.runners = [
-            StatementRunner(low, compile_kernel(low.numeric),
-                            compile_kernel(low.symbolic) if low.symbolic is not None else None, threads)
+            runner_class(low, compile_kernel(low.numeric),
+                         compile_kernel(low.symbolic) if low.symbolic is not None else None, threads)
             for low in lowered.statements
         ]
 
