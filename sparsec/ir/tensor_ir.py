@@ -100,15 +100,30 @@ class Access(Expr):
         object.__setattr__(self, "indices", tuple(self.indices))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Literal(Expr):
-    """A scalar constant (int, float or bool)."""
+    """A scalar constant (int, float or bool). ``Literal(True) != Literal(1)``."""
 
     value: Union[int, float, bool]
 
     def __post_init__(self) -> None:
         if not isinstance(self.value, (bool, int, float)):
             raise VerificationError(f"a literal must be a number or a bool, got {self.value!r}")
+
+    def _key(self) -> tuple:
+        # bool is a subclass of int and 1 == 1.0 == True: compare the type too.
+        return (type(self.value).__name__, self.value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Literal):
+            return NotImplemented
+        k1, k2 = self._key(), other._key()
+        if k1[1] != k1[1] and k2[1] != k2[1]:  # NaN literals are equal to each other
+            return k1[0] == k2[0]
+        return k1 == k2
+
+    def __hash__(self) -> int:
+        return hash(self._key()) if self.value == self.value else hash((type(self.value).__name__, "nan"))
 
 
 @dataclass(frozen=True)
