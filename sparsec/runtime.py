@@ -281,6 +281,24 @@ class StatementRunner:
         else:
             list(_pool(len(chunks)).map(run, chunks))
 
+    def fill_value(self, scalars: Mapping[str, int]) -> Any:
+        """Initial value of output entries the loops may skip.
+
+        Those are coordinates where every sparse operand is absent. A sum over them
+        is 0; a max/min over a non-empty range of implicit zeros is also 0, and over
+        an empty range it is the reduction's identity (-inf for max).
+        """
+        low = self.low
+        if low.reduce_op in (None, "sum"):
+            return 0
+        if not low.skipped_are_zero:
+            return identity_value(low.reduce_op, low.compute_dtype)
+        red_vars = [v for v, lv in low.space.level_vars().items() if lv.dim_var in _reduction_dims(low)]
+        extents = [scalars[low.dim_params[low.space.level_vars()[v].dim_var]] for v in red_vars]
+        if all(n > 0 for n in extents):
+            return 0
+        return identity_value(low.reduce_op, low.compute_dtype)
+
     def _workspaces(self, scalars: Mapping[str, int]) -> dict[str, Any]:
         out = {}
         for w in self.low.workspaces:
@@ -301,7 +319,7 @@ class StatementRunner:
         out = space.output
         shape = tuple(scalars[low.dim_params[v]] for v in out.dim_vars)
         cdt = np.dtype(low.compute_dtype) if low.compute_dtype != "bfloat16" else low.compute_dtype
-        fill = identity_value(low.reduce_op, low.compute_dtype) if low.reduce_op else 0
+        fill = self.fill_value(scalars)
         if low.strategy in ("dense", "dense_then_convert"):
             size = int(np.prod(out.fmt.level_sizes(shape), dtype=np.int64)) if out.fmt.ndim else 1
             vals = self.full(size, fill, cdt)
@@ -345,6 +363,13 @@ class StatementRunner:
         buffers[f"{out.prefix}_vals"] = vals
         self._launch(self.numeric, top, buffers, scalars)
         return self.entries_result(out.fmt, shape, crds, vals, out.tensor, low.presorted)
+
+
+def _reduction_dims(low: Lowered) -> set[str]:
+    from .ir.tensor_ir import Reduce
+
+    expr = low.stmt.expr
+    return {v.name for v in expr.vars} if isinstance(expr, Reduce) else set()
 
 
 def _scalar_result(vals: np.ndarray, name: str) -> Tensor:

@@ -100,8 +100,8 @@ def precompute_nested(stmt: Assignment, decls: dict[str, TensorDecl], fresh: Cal
             return Reduce(e.op, e.vars, extract(e.body, False))
         if isinstance(e, Reduce):
             body = extract(e.body, False)
-            fv = free_vars(Reduce(e.op, e.vars, body))
-            fv.sort(key=lambda v: (out_order.index(v) if v in out_order else len(out_order), fv.index(v)))
+            seen = free_vars(Reduce(e.op, e.vars, body))
+            fv = sorted(seen, key=lambda v: (out_order.index(v) if v in out_order else len(out_order), seen.index(v)))
             name = fresh("tmp")
             decls[name] = TensorDecl(name, len(fv), parse_format("dense", len(fv)), dtype)
             acc = Access(name, tuple(IndexVar(v) for v in fv))

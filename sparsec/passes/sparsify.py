@@ -88,6 +88,8 @@ class Lowered:
     presorted: bool = True
     #: extra equality constraints from repeated indices: (var, duplicate var)
     filters: tuple[tuple[str, str], ...] = ()
+    #: True when output coordinates may be skipped under a max/min reduction (they then hold 0).
+    skipped_are_zero: bool = False
 
 
 class Namer:
@@ -291,7 +293,14 @@ class Sparsifier:
         presorted = [v for v in self.order if v in set(out_lvl_vars)] == out_lvl_vars and not self.out.fmt.is_blocked
         return Lowered(self.stmt, self.space, self.choice, self.cdt, self.reduce_op, self.strategy, numeric, symbolic,
                        self.pattern_source, self.parallel_info, workspaces, dict(self.dim_param), presorted,
-                       tuple(self.filters))
+                       tuple(self.filters), self.reduce_op in ("max", "min") and self.hoist_at is not None)
+
+    def first_reduction_index(self) -> int:
+        """Position in the loop order of the first reduction variable (len(order) if none)."""
+        for k, v in enumerate(self.order):
+            if self.lvars[v].dim_var in self.reduce_vars:
+                return k
+        return len(self.order)
 
     def _hoist_point(self) -> int | None:
         """Index in the order where a scalar accumulator wraps the reduction loops, if any."""
@@ -389,7 +398,12 @@ class Sparsifier:
         lv = self.lvars[var]
         its = self.iterators(var, st, expr)
         keys = [o.key for o, _ in its]
-        absent_ok = not (lv.dim_var in self.reduce_vars and self.reduce_op in ("max", "min"))
+        # Under a max/min reduction a skipped coordinate would still contribute an implicit 0, so every
+        # loop from the first reduction variable down visits all coordinates.
+        # When the max/min is not accumulated in a scalar, stores combine with the output's initial value,
+        # which must then be the identity, so every coordinate is visited.
+        absent_ok = not (self.reduce_op in ("max", "min")
+                         and (k >= self.first_reduction_index() or self.hoist_at is None))
         points = lattice(expr, keys, absent_value_ok=absent_ok)
         if not points:
             return []

@@ -1,0 +1,7 @@
+import os
+import sys
+
+# tests import their shared helpers (grid.py) as top-level modules
+sys.path.insert(0, os.path.dirname(__file__))
+# The Triton backend runs in its interpreter on machines without a GPU.
+os.environ.setdefault("TRITON_INTERPRET", "1")
