@@ -159,7 +159,8 @@ def _convert(space: LevelSpace, o: Operand, order: Sequence[str], reason: str) -
 
 def order_text(choice: OrderChoice) -> str:
     """Human-readable loop order with the graph's edges."""
-    edges = ", ".join(f"{u} -> {v}" for u, v in sorted(choice.graph.edges))
+    reduced = nx.transitive_reduction(choice.graph) if nx.is_directed_acyclic_graph(choice.graph) else choice.graph
+    edges = ", ".join(f"{u} -> {v}" for u, v in sorted(reduced.edges))
     return f"loop order: {', '.join(choice.order)}   (constraints: {edges or 'none'}; {choice.explanation})"
 
 

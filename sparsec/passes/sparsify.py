@@ -408,7 +408,7 @@ class Sparsifier:
         if not points:
             return []
         universe = any(p.is_universe for p in points)
-        comment = self._comment(var, its)
+        comment = self._comment(var, its, universe)
         if not its:
             return self._dense_loop(k, st, expr, comment)
         for o, l in its:
@@ -420,14 +420,13 @@ class Sparsifier:
             return self._position_loop(k, st, its[0], points[0].expr, comment)
         return self._coiterate(k, st, its, points, comment)
 
-    def _comment(self, var: str, its) -> str:
+    def _comment(self, var: str, its, universe: bool = False) -> str:
+        """``i: compressed level 1 of A`` -- ties a loop to its index variable and the levels it walks."""
         lv = self.lvars[var]
-        what = {"full": lv.dim_var, "outer": f"{lv.dim_var} floordiv {lv.factor}",
-                "inner": f"{lv.dim_var} mod {lv.factor}"}[lv.part]
-        if not its:
-            return f"{var} = {what}: dense"
-        parts = ", ".join(f"{o.levels[l].mlir()} level {l} of {o.prefix}" for o, l in its)
-        return f"{var} = {what}: {parts}"
+        head = var if lv.part == "full" else f"{var} = {lv.dim_var} {'floordiv' if lv.part == 'outer' else 'mod'} " \
+                                               f"{lv.factor}"
+        parts = ", ".join(f"{o.levels[l].mlir()} level {l} of {o.prefix}" for o, l in its) or "dense"
+        return f"{head}: {parts}{' (every coordinate)' if universe and its else ''}"
 
     # ------------------------------------------------------------------ binding
     def bind(self, k: int, st: _State, value: L.LExpr, expr: Expr) -> tuple[list[L.Stmt], list[L.Stmt]]:
@@ -690,7 +689,8 @@ class Sparsifier:
         for point in points:
             members = [by_key[key] for key in by_key if key in point.iterators]
             if len(members) == 1:
-                out += self._tail_loop(k, st, members[0], cur, end, point.expr, comment)
+                out += self._tail_loop(k, st, members[0], cur, end, point.expr,
+                                       self._comment(var, members) + " (rest)")
                 continue
             inner = st.copy()
             body: list[L.Stmt] = []
