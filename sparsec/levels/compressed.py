@@ -116,7 +116,9 @@ def check_segment_order(
 def check_pos_array(pos: np.ndarray, expected_len: int, where: str) -> None:
     """Length, pos[0] == 0 and monotonicity of a compressed level's ``pos``."""
     if len(pos) != expected_len:
-        raise FormatError(f"{where}: pos has {len(pos)} entries, expected {expected_len} (number of parent positions + 1)")
+        raise FormatError(
+            f"{where}: pos has {len(pos)} entries, expected {expected_len} (number of parent positions + 1)"
+        )
     if pos[0] != 0:
         raise FormatError(f"{where}: pos[0]={int(pos[0])}, expected 0")
     dec = pos[1:] < pos[:-1]
@@ -166,6 +168,9 @@ class Compressed(Level):
         pos, crd = buffers["pos"], buffers["crd"]
         parent_pos = np.asarray(parent_pos, dtype=_I64)
         parent_index, positions = segment_ranges(pos[parent_pos], pos[parent_pos + 1])
+        n = len(positions)
+        if n and positions[-1] - positions[0] == n - 1:  # one contiguous run (monotone pos): slice, no gather
+            return parent_index, crd[positions[0] : positions[0] + n].astype(_I64), positions
         return parent_index, crd[positions].astype(_I64), positions
 
     def validate(self, buffers: Mapping[str, np.ndarray], num_parents: int, size: int, where: str) -> int:

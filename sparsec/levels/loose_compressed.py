@@ -72,7 +72,9 @@ class LooseCompressed(Level):
         """pos has 2*num_parents entries, 0 <= lo <= hi <= len(crd), stored crd in range and ordered."""
         pos, crd = buffers["pos"], buffers["crd"]
         if len(pos) != 2 * num_parents:
-            raise FormatError(f"{where}: pos has {len(pos)} entries, expected {2 * num_parents} (a lo, hi pair per parent position)")
+            raise FormatError(
+                f"{where}: pos has {len(pos)} entries, expected {2 * num_parents} (a lo, hi pair per parent position)"
+            )
         lo, hi = pos[0::2], pos[1::2]
         for bad, msg in (
             (lo < 0, lambda p: f"pos[{2 * p}]={int(lo[p])} is negative"),

@@ -1,0 +1,992 @@
+"""Runtime tensors: storage in any format, conversion, validation, interop.
+
+A :class:`Tensor` is a shape, a :class:`~sparsec.formats.Format`, one dict of index
+buffers per level (``{"pos": ..., "crd": ...}``, names from ``level.buffers``) and a
+1-D ``values`` array indexed by the last level's positions. It is what compiled
+kernels read and write.
+
+Everything here is vectorized numpy. The central mechanism is generic over level
+types (the levels are plug-ins, see :mod:`sparsec.levels`):
+
+* **enumerate** stored entries with each level's ``expand`` (level coordinates plus
+  the position of each entry's value);
+* **map** level coordinates to dimension coordinates (``block * b + offset`` for
+  ``floordiv``/``mod`` pairs) and dimension coordinates to another format's level
+  coordinates;
+* **sort** once into lexicographic level order (one linear key and one argsort when
+  the product of level sizes fits in int64, else ``np.lexsort``; skipped when the
+  entries are already in order);
+* **assemble** each target level with its ``assemble`` hook and scatter the values.
+
+Index widths: pos arrays are int32 when ``format.pos_width == 32`` and int64
+otherwise, crd arrays likewise with ``crd_width``. When a tensor has more than
+2**31 - 1 positions in some level, or a level size whose coordinates do not fit in
+int32, its format is widened automatically (``fmt.with_widths(...)``).
+
+Measured on the 2-core dev VM (shared with other jobs; numpy 2.4), 200000 x 200000
+random matrix with 10M nonzeros: CSR -> CSC 1.4-4.3 s (1.4 s once memory is warm;
+the spread is first-touch page faults and load), CSC -> CSR 2.4-3.1 s, CSR -> COO
+0.4-0.8 s, COO -> CSR 0.45-0.65 s (already in order: no sort), from_coo of shuffled
+entries -> CSR 3.5-4.5 s. Reproduce with ``SPARSEC_BENCH=1 python -m pytest -q -s
+tests/test_tensor.py -k ten_million``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import numbers
+import operator
+import warnings
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import FormatError
+from .formats import Format, FormatLike, as_format, parse_format
+from .levels import Level
+
+__all__ = ["Tensor", "VALUE_DTYPES"]
+
+_I64 = np.dtype(np.int64)
+_INT32_MAX = 2**31 - 1
+
+#: value dtypes a Tensor may hold (bfloat16 is not a numpy dtype: convert in torch first).
+VALUE_DTYPES: tuple[np.dtype, ...] = tuple(
+    np.dtype(t) for t in ("bool", "int8", "int16", "int32", "int64", "float16", "float32", "float64")
+)
+
+
+# =====================================================================================
+# small helpers: names, dtypes, shapes
+# =====================================================================================
+
+def _label(name: str | None) -> str:
+    """How error messages name a tensor."""
+    return f"tensor {name!r}" if name else "tensor <unnamed>"
+
+
+def _where(name: str | None, fmt: Format, k: int) -> str:
+    return f"{_label(name)}, level {k} ({fmt.levels[k].mlir()})"
+
+
+def _index_dtype(width: int) -> np.dtype:
+    return np.dtype(np.int32) if width == 32 else _I64
+
+
+def _check_dtype(dtype: Any, name: str | None) -> np.dtype:
+    """The value dtype as np.dtype, or FormatError when it is not supported."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise FormatError(f"{_label(name)}: {dtype!r} is not a dtype") from None
+    if dt.byteorder == ">" or (dt.byteorder == "<" and not np.little_endian):
+        dt = dt.newbyteorder("=")  # values are stored in native byte order
+    if dt not in VALUE_DTYPES:
+        raise FormatError(
+            f"{_label(name)}: values dtype {dt} is not supported "
+            f"(supported: {', '.join(str(d) for d in VALUE_DTYPES)})"
+        )
+    return dt
+
+
+def _check_shape(shape: Any, name: str | None) -> tuple[int, ...]:
+    """A tuple of non-negative Python ints with at least one dimension."""
+    bad = FormatError(f"{_label(name)}: shape must be a sequence of non-negative integers, got {shape!r}")
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) and not isinstance(shape, np.ndarray):
+        raise bad
+    out = []
+    for n in shape:
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral) or n < 0:
+            raise bad
+        out.append(int(n))
+    if not out:
+        raise FormatError(f"{_label(name)}: 0-dimensional tensors are not supported (shape ())")
+    return tuple(out)
+
+
+def _resolve_format(fmt: FormatLike | None, ndim: int, name: str | None, default: str = "dense") -> Format:
+    """as_format, with the tensor's name on dimension mismatches."""
+    try:
+        return as_format(fmt, ndim, default)
+    except FormatError as e:
+        raise FormatError(f"{_label(name)}: {e}") from None
+
+
+def _structure(fmt: Format) -> Format:
+    """The format with default widths: compares formats while ignoring index widths."""
+    return fmt.with_widths(32, 32)
+
+
+def _is_named(fmt: Format, short: str) -> bool:
+    """Whether ``fmt`` is the short-named format (any widths)."""
+    try:
+        return _structure(fmt) == parse_format(short, fmt.ndim)
+    except FormatError:
+        return False
+
+
+def _needed_format(fmt: Format, level_sizes: Sequence[int], num_positions: Sequence[int]) -> Format:
+    """``fmt`` widened to 64-bit pos / crd where the tensor's sizes need it (never narrowed)."""
+    pos_w = 64 if fmt.pos_width == 64 or max(num_positions, default=0) > _INT32_MAX else 32
+    crd_w = 64 if fmt.crd_width == 64 or max(level_sizes, default=0) - 1 > _INT32_MAX else 32
+    if (pos_w, crd_w) == (fmt.pos_width, fmt.crd_width):
+        return fmt
+    return fmt.with_widths(pos_w, crd_w)
+
+
+def _cast_levels(levels: Sequence[Mapping[str, np.ndarray]], fmt: Format) -> tuple[dict[str, np.ndarray], ...]:
+    """Index buffers cast to the format's widths (no copy when already right)."""
+    dts = {"pos": _index_dtype(fmt.pos_width), "crd": _index_dtype(fmt.crd_width)}
+    return tuple({k: np.asarray(v).astype(dts.get(k, _I64), copy=False) for k, v in bufs.items()} for bufs in levels)
+
+
+def _fills(level: Level) -> bool:
+    """Whether a level creates positions that hold zeros which are not real entries."""
+    return bool(getattr(level, "fills", False))
+
+
+# =====================================================================================
+# coordinate maps
+# =====================================================================================
+
+def _dims_to_levels(fmt: Format, dim_coords: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Dimension coordinates (one array per dimension) -> one coordinate array per level."""
+    out = []
+    for e in fmt.exprs:
+        c = dim_coords[e.dim]
+        if e.op == "floordiv":
+            c = c // e.factor
+        elif e.op == "mod":
+            c = c % e.factor
+        out.append(np.ascontiguousarray(c, dtype=_I64))
+    return out
+
+
+def _levels_to_dims(fmt: Format, level_coords: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Level coordinates -> one array per dimension (block * factor + offset; shared when unblocked)."""
+    dims: list[np.ndarray | None] = [None] * fmt.ndim
+    for e, c in zip(fmt.exprs, level_coords):
+        part = c * e.factor if e.op == "floordiv" else c
+        dims[e.dim] = part if dims[e.dim] is None else dims[e.dim] + part
+    return dims  # type: ignore[return-value]
+
+
+def _linear_key(level_coords: Sequence[np.ndarray], sizes: Sequence[int]) -> np.ndarray | None:
+    """One int64 per entry ordering like the coordinate tuples, or None if it could overflow."""
+    total = 1
+    for s in sizes:
+        total *= max(int(s), 1)
+    if total >= 2**63:
+        return None
+    key = np.zeros(len(level_coords[0]), dtype=_I64)
+    for c, s in zip(level_coords, sizes):
+        key *= max(int(s), 1)
+        key += c
+    return key
+
+
+def _lex_compare(level_coords: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """For neighbouring entries: (descending, equal) masks of the coordinate tuples."""
+    n = len(level_coords[0])
+    desc = np.zeros(max(n - 1, 0), dtype=bool)
+    equal = np.ones(max(n - 1, 0), dtype=bool)
+    for c in level_coords:
+        desc |= equal & (c[1:] < c[:-1])
+        equal &= c[1:] == c[:-1]
+    return desc, equal
+
+
+def _canonicalize(
+    level_coords: list[np.ndarray],
+    values: np.ndarray,
+    sizes: Sequence[int],
+    *,
+    sum_duplicates: bool,
+    presorted: bool = False,
+    may_have_duplicates: bool = True,
+    name: str | None = None,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Sort entries into lexicographic level order; sum (or reject) duplicate tuples.
+
+    ``may_have_duplicates=False`` (entries known to be unique) skips the duplicate scan.
+    """
+    n = len(values)
+    if n < 2 or not level_coords:
+        return level_coords, values
+    key = _linear_key(level_coords, sizes)
+    if not presorted:
+        order = _sort_order(level_coords, key)
+        if order is not None:
+            level_coords = [c[order] for c in level_coords]
+            values = values[order]
+            key = None if key is None or not may_have_duplicates else key[order]
+    if not may_have_duplicates:
+        return level_coords, values
+    dup = (key[1:] == key[:-1]) if key is not None else _lex_compare(level_coords)[1]
+    if not dup.any():
+        return level_coords, values
+    if not sum_duplicates:
+        k = int(np.argmax(dup))
+        raise FormatError(
+            f"{_label(name)}: duplicate entry at level coordinates {tuple(int(c[k]) for c in level_coords)}"
+        )
+    starts = np.flatnonzero(np.concatenate(([True], ~dup)))
+    summed = np.add.reduceat(values, starts).astype(values.dtype, copy=False)
+    return [c[starts] for c in level_coords], summed
+
+
+def _sort_order(level_coords: Sequence[np.ndarray], key: np.ndarray | None) -> np.ndarray | None:
+    """Permutation into lexicographic order, or None when the entries already are in order."""
+    if key is not None:
+        if not (key[1:] < key[:-1]).any():
+            return None
+        # introsort: ~2x faster than the stable sort on 10M int64 keys. Duplicates are then
+        # summed in a deterministic order that is not their input order.
+        return np.argsort(key)
+    if not _lex_compare(level_coords)[0].any():
+        return None
+    return np.lexsort(tuple(level_coords[::-1]))
+
+
+# =====================================================================================
+# the tensor
+# =====================================================================================
+
+class Tensor:
+    """A tensor of any number of dimensions stored in any :class:`Format`.
+
+    Build one with :meth:`from_numpy`, :meth:`from_scipy`, :meth:`from_torch`,
+    :meth:`from_coo`, :meth:`from_buffers` or :meth:`from_level_coords`. The plain
+    constructor trusts its arguments (buffers already cast to the format's widths)
+    and is meant for sparsec's own code.
+    """
+
+    def __init__(
+        self,
+        format: Format,
+        shape: Sequence[int],
+        levels: Sequence[Mapping[str, np.ndarray]],
+        values: np.ndarray,
+        name: str | None = None,
+    ):
+        self.name: str | None = name
+        self.shape: tuple[int, ...] = tuple(int(n) for n in shape)
+        self.format: Format = format
+        self.levels: tuple[dict[str, np.ndarray], ...] = tuple(dict(b) for b in levels)
+        self.values: np.ndarray = values
+
+    # -- basic properties ------------------------------------------------------------
+    @property
+    def dtype(self) -> np.dtype:
+        """The values' dtype."""
+        return self.values.dtype
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions."""
+        return len(self.shape)
+
+    @property
+    def nse(self) -> int:
+        """Number of stored entries (``len(values)``, padding and filler zeros included)."""
+        return int(len(self.values))
+
+    @property
+    def level_sizes(self) -> tuple[int, ...]:
+        """Size of each level (``format.level_sizes(shape)``)."""
+        return self.format.level_sizes(self.shape)
+
+    def buffer(self, level: int, part: str) -> np.ndarray:
+        """Index buffer ``part`` (``"pos"`` or ``"crd"``) of level ``level``."""
+        if not 0 <= level < len(self.levels):
+            raise FormatError(f"{_label(self.name)}: no level {level} (format {self.format} has {len(self.levels)})")
+        try:
+            return self.levels[level][part]
+        except KeyError:
+            have = ", ".join(self.levels[level]) or "none"
+            where = _where(self.name, self.format, level)
+            raise FormatError(f"{where} has no buffer {part!r} (buffers: {have})") from None
+
+    def __repr__(self) -> str:
+        return (
+            f"Tensor(name={self.name!r}, shape={self.shape}, format={self.format}, "
+            f"dtype={self.dtype}, nse={self.nse})"
+        )
+
+    # -- constructors ------------------------------------------------------------------
+    @classmethod
+    def from_numpy(cls, arr: Any, format: FormatLike = "dense", name: str | None = None) -> "Tensor":
+        """A tensor holding the array ``arr`` (any ndim >= 1) in ``format``.
+
+        Zeros are not stored, except where dense levels store every position.
+        """
+        arr = np.asarray(arr)
+        shape = _check_shape(arr.shape, name)
+        dtype = _check_dtype(arr.dtype, name)
+        fmt = _resolve_format(format, arr.ndim, name)
+        if fmt.is_dense:
+            return cls._from_dense_array(arr.astype(dtype, copy=False), fmt, name)
+        nz = np.nonzero(arr)
+        coords = np.array(nz, dtype=_I64).reshape(arr.ndim, -1)
+        return cls._from_dim_coords(fmt, shape, coords, arr[nz].astype(dtype, copy=False), name, sum_duplicates=False)
+
+    @classmethod
+    def from_coo(
+        cls,
+        coords: Any,
+        values: Any,
+        shape: Sequence[int],
+        format: FormatLike = "coo",
+        name: str | None = None,
+    ) -> "Tensor":
+        """A tensor from coordinates and values in any order.
+
+        ``coords`` is an ``(ndim, nnz)`` integer array or a sequence of ``ndim`` 1-D
+        arrays. **Duplicate coordinates are summed.** Explicit zeros are kept as
+        stored entries. A coordinate outside the shape raises FormatError naming the
+        dimension and the entry.
+        """
+        shape = _check_shape(shape, name)
+        fmt = _resolve_format(format, len(shape), name)
+        values = np.asarray(values)
+        if values.ndim != 1:
+            raise FormatError(f"{_label(name)}: values must be 1-D, got shape {values.shape}")
+        dtype = _check_dtype(values.dtype, name)
+        dim_coords = _coords_array(coords, len(shape), len(values), name)
+        for d, n in enumerate(shape):
+            bad = (dim_coords[d] < 0) | (dim_coords[d] >= n)
+            if bad.any():
+                e = int(np.argmax(bad))
+                raise FormatError(
+                    f"{_label(name)}: entry {e} has coordinate {int(dim_coords[d, e])} in dimension {d}, "
+                    f"out of range [0, {n})"
+                )
+        return cls._from_dim_coords(fmt, shape, dim_coords, values.astype(dtype, copy=False), name, sum_duplicates=True)
+
+    @classmethod
+    def from_level_coords(
+        cls,
+        format: FormatLike,
+        shape: Sequence[int],
+        level_coords: Sequence[Any],
+        values: Any,
+        name: str | None = None,
+        presorted: bool = False,
+    ) -> "Tensor":
+        """Fast path for kernel outputs: entries given as level-space coordinates.
+
+        ``level_coords`` has one 1-D integer array per level of ``format`` (for BSR:
+        ``[i // bm, j // bn, i % bm, j % bn]``), aligned with ``values``. Entries must
+        be unique (a duplicate raises FormatError); with ``presorted=True`` they must
+        already be in lexicographic level order (the sort and its check are skipped).
+        """
+        shape = _check_shape(shape, name)
+        fmt = _resolve_format(format, len(shape), name)
+        values = np.asarray(values)
+        if values.ndim != 1:
+            raise FormatError(f"{_label(name)}: values must be 1-D, got shape {values.shape}")
+        values = values.astype(_check_dtype(values.dtype, name), copy=False)
+        if len(level_coords) != fmt.rank:
+            raise FormatError(
+                f"{_label(name)}: format {fmt} has {fmt.rank} levels, got {len(level_coords)} coordinate arrays"
+            )
+        sizes = fmt.level_sizes(shape)
+        lc = []
+        for k, (c, size) in enumerate(zip(level_coords, sizes)):
+            c = np.asarray(c)
+            if c.ndim != 1 or len(c) != len(values) or (len(c) and c.dtype.kind not in "iu"):
+                raise FormatError(
+                    f"{_where(name, fmt, k)}: level coordinates must be a 1-D integer array of {len(values)} entries"
+                )
+            c = c.astype(_I64, copy=False)
+            if len(c) and (c.min() < 0 or c.max() >= size):
+                bad = int(np.argmax((c < 0) | (c >= size)))
+                raise FormatError(
+                    f"{_where(name, fmt, k)}: entry {bad} has level coordinate {int(c[bad])}, out of range [0, {size})"
+                )
+            lc.append(c)
+        out_lc, out_values = _canonicalize(lc, values, sizes, sum_duplicates=False, presorted=presorted, name=name)
+        return cls._assemble(fmt, shape, out_lc, out_values, name, copy_values=out_values is values)
+
+    @classmethod
+    def from_buffers(
+        cls,
+        format: FormatLike,
+        shape: Sequence[int],
+        levels: Sequence[Mapping[str, Any]],
+        values: Any,
+        name: str | None = None,
+        validate: bool = True,
+    ) -> "Tensor":
+        """A tensor from raw index buffers handed in by a user.
+
+        ``levels`` has one mapping per level with exactly that level's buffer names
+        (``{"pos": ..., "crd": ...}``, ``{}`` for dense). Index arrays may have any
+        integer dtype; they are converted to the format's widths, widened to int64 when
+        the tensor needs it. With ``validate=True`` (the default) every buffer is
+        checked (see :meth:`validate`); with False only names, dtypes and lengths are.
+
+        Like scipy's ``csr_matrix((data, indices, indptr))``, arrays that already have
+        the right dtype are used without copying: the tensor shares them. This keeps
+        re-wrapping a tensor's own buffers (a new name, new values) free.
+        """
+        shape = _check_shape(shape, name)
+        fmt = _resolve_format(format, len(shape), name)
+        if isinstance(levels, Mapping) or not isinstance(levels, Sequence):
+            raise FormatError(f"{_label(name)}: levels must be a sequence with one buffer mapping per level")
+        if len(levels) != fmt.rank:
+            raise FormatError(f"{_label(name)}: format {fmt} has {fmt.rank} levels, got buffers for {len(levels)}")
+        bufs = tuple(_check_level_buffers(fmt, k, b, name) for k, b in enumerate(levels))
+        vals = _check_values(values, name, copy=False)
+        t = cls(fmt, shape, bufs, vals, name)
+        counts = t._validate_levels() if validate else t._position_counts()
+        t._check_values_length(counts[-1])
+        if validate:
+            t._check_padding()
+        t.format = _needed_format(fmt, t.level_sizes, counts)
+        t.levels = _cast_levels(bufs, t.format)
+        return t
+
+    @classmethod
+    def from_scipy(cls, m: Any, format: FormatLike | None = None, name: str | None = None) -> "Tensor":
+        """A tensor from any scipy.sparse matrix or array (csr, csc, coo, bsr, dia, lil, dok).
+
+        ``format=None`` picks the natural format: csr, csc, coo, ``bsr(R, C)`` with
+        scipy's block size, and csr for the others. Explicit zeros scipy stores are
+        kept, unsorted indices are sorted and duplicates are summed.
+        """
+        import scipy.sparse as sp
+
+        if not sp.issparse(m):
+            got = type(m).__name__
+            raise FormatError(f"{_label(name)}: from_scipy needs a scipy.sparse matrix or array, got {got}")
+        if m.ndim != 2 and m.format != "coo":
+            m = m.tocoo()  # 1-D sparse arrays
+        kind = m.format
+        if format is None:
+            format = {"csr": "csr", "csc": "csc", "coo": "coo"}.get(kind, "csr")
+            if kind == "bsr":
+                format = "bsr({}, {})".format(*m.blocksize)
+        shape = tuple(int(n) for n in m.shape)
+        fmt = _resolve_format(format, len(shape), name)
+        if kind in ("csr", "csc"):
+            return cls._from_compressed(m.indptr, m.indices, m.data, shape, kind, fmt, name)
+        if kind == "bsr":
+            return cls._from_bsr(m.indptr, m.indices, m.data, shape, fmt, name)
+        if kind != "coo":
+            m = m.tocoo()
+        coords = np.array(m.coords if hasattr(m, "coords") else (m.row, m.col), dtype=_I64).reshape(len(shape), -1)
+        return cls.from_coo(coords, m.data, shape, fmt, name)
+
+    @classmethod
+    def from_torch(cls, t: Any, format: FormatLike | None = None, name: str | None = None) -> "Tensor":
+        """A tensor from a torch tensor: strided, sparse_coo, sparse_csr, sparse_csc or sparse_bsr.
+
+        ``format=None`` picks the natural format (dense, coo, csr, csc, ``bsr(R, C)``).
+        CUDA tensors are copied to the CPU. bfloat16 is not supported (numpy has no
+        bfloat16): convert with ``t.float()`` first.
+        """
+        torch = _import_torch()
+        if not isinstance(t, torch.Tensor):
+            raise FormatError(f"{_label(name)}: from_torch needs a torch.Tensor, got {type(t).__name__}")
+        t = t.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        if t.dtype == torch.bfloat16:
+            raise FormatError(f"{_label(name)}: bfloat16 has no numpy dtype; convert with t.float() first")
+        shape = tuple(int(n) for n in t.shape)
+        layout = t.layout
+        if layout == torch.strided:
+            return cls.from_numpy(t.numpy(), "dense" if format is None else format, name)
+        if t.dense_dim() != 0 or (layout != torch.sparse_coo and t.ndim != 2):
+            raise FormatError(
+                f"{_label(name)}: hybrid or batched torch sparse tensors are not supported ({layout}, shape {shape})"
+            )
+        if layout == torch.sparse_coo:
+            fmt = "coo" if format is None else format
+            return cls.from_coo(t._indices().numpy(), t._values().numpy(), shape, fmt, name)
+        if layout in (torch.sparse_csr, torch.sparse_csc):
+            kind = "csr" if layout == torch.sparse_csr else "csc"
+            ptr, idx = (t.crow_indices(), t.col_indices()) if kind == "csr" else (t.ccol_indices(), t.row_indices())
+            fmt = _resolve_format(kind if format is None else format, 2, name)
+            return cls._from_compressed(ptr.numpy(), idx.numpy(), t.values().numpy(), shape, kind, fmt, name)
+        if layout == torch.sparse_bsr:
+            blocks = t.values().numpy()
+            fmt = _resolve_format("bsr({}, {})".format(*blocks.shape[1:]) if format is None else format, 2, name)
+            return cls._from_bsr(t.crow_indices().numpy(), t.col_indices().numpy(), blocks, shape, fmt, name)
+        coo = t.to_sparse_coo() if hasattr(t, "to_sparse_coo") else t.to_sparse()
+        return cls.from_torch(coo, format, name)
+
+    # -- internal constructors -----------------------------------------------------------
+    @classmethod
+    def _from_dense_array(cls, arr: np.ndarray, fmt: Format, name: str | None) -> "Tensor":
+        """All-dense unblocked format: values are the array in level order."""
+        order = [e.dim for e in fmt.exprs]
+        values = np.array(arr.transpose(order), order="C").reshape(-1)
+        sizes = fmt.level_sizes(arr.shape)
+        counts = list(itertools.accumulate(sizes, operator.mul))
+        out_fmt = _needed_format(fmt, sizes, counts)
+        return cls(out_fmt, arr.shape, tuple({} for _ in fmt.levels), values, name)
+
+    @classmethod
+    def _from_dim_coords(
+        cls,
+        fmt: Format,
+        shape: tuple[int, ...],
+        dim_coords: Sequence[np.ndarray],
+        values: np.ndarray,
+        name: str | None,
+        sum_duplicates: bool,
+        unique: bool = False,
+    ) -> "Tensor":
+        """Entries in dimension space (any order) -> tensor in ``fmt``; ``unique``: known duplicate-free."""
+        if fmt.is_dense:
+            return cls._from_dense_array(_scatter_dense(shape, dim_coords, values, sum_duplicates), fmt, name)
+        sizes = fmt.level_sizes(shape)
+        lc = _dims_to_levels(fmt, dim_coords)
+        out_lc, out_values = _canonicalize(
+            lc, values, sizes, sum_duplicates=sum_duplicates, may_have_duplicates=not unique, name=name
+        )
+        return cls._assemble(fmt, shape, out_lc, out_values, name, copy_values=out_values is values)
+
+    @classmethod
+    def _assemble(
+        cls,
+        fmt: Format,
+        shape: tuple[int, ...],
+        level_coords: Sequence[np.ndarray],
+        values: np.ndarray,
+        name: str | None,
+        copy_values: bool = True,
+    ) -> "Tensor":
+        """Sorted, unique level coordinates -> buffers, via each level's ``assemble``.
+
+        ``copy_values=False`` lets the tensor keep ``values`` itself (a fresh array).
+        """
+        n = len(values)
+        sizes = fmt.level_sizes(shape)
+        parent = np.zeros(n, dtype=_I64)
+        num_parents = 1
+        levels: list[dict[str, np.ndarray]] = []
+        counts: list[int] = []
+        for k, (lvl, coords, size) in enumerate(zip(fmt.levels, level_coords, sizes)):
+            try:
+                bufs, child, num_parents = lvl.assemble(parent, coords, num_parents, size, _I64)
+            except FormatError as e:
+                raise _locate_error(e, fmt, k, parent, level_coords, name) from None
+            levels.append(bufs)
+            counts.append(num_parents)
+            parent = child
+        if num_parents == n:
+            vals = values.copy() if copy_values else values  # positions are 0..n-1 in order
+        else:
+            vals = np.zeros(num_parents, dtype=values.dtype)
+            vals[parent] = values
+        out_fmt = _needed_format(fmt, sizes, counts)
+        return cls(out_fmt, shape, _cast_levels(levels, out_fmt), vals, name)
+
+    @classmethod
+    def _from_compressed(
+        cls, indptr: Any, indices: Any, data: Any, shape: tuple[int, ...], kind: str, fmt: Format, name: str | None
+    ) -> "Tensor":
+        """CSR/CSC arrays (scipy, torch): buffers directly when canonical, else via from_coo."""
+        indptr, indices, data = np.asarray(indptr), np.asarray(indices), np.asarray(data)
+        nnz = int(indptr[-1]) if len(indptr) else 0
+        indices, data = indices[:nnz], data[:nnz]
+        major, minor = (0, 1) if kind == "csr" else (1, 0)
+        if _is_named(fmt, kind) and _valid_compressed(indptr, indices, shape[major], shape[minor]):
+            bufs = [{}, {"pos": indptr.copy(), "crd": indices.copy()}]
+            return cls.from_buffers(fmt, shape, bufs, data.copy(), name, validate=False)
+        counts = np.diff(indptr.astype(_I64)) if len(indptr) else np.zeros(0, _I64)
+        if len(indptr) != shape[major] + 1 or (counts < 0).any():
+            raise FormatError(f"{_label(name)}: malformed {kind} index pointer array")
+        coords = np.empty((2, nnz), dtype=_I64)
+        coords[major] = np.repeat(np.arange(shape[major], dtype=_I64), counts)
+        coords[minor] = indices
+        return cls.from_coo(coords, data, shape, fmt, name)
+
+    @classmethod
+    def _from_bsr(
+        cls, indptr: Any, indices: Any, blocks: Any, shape: tuple[int, ...], fmt: Format, name: str | None
+    ) -> "Tensor":
+        """BSR arrays (scipy, torch): buffers directly when canonical, else every block entry via from_coo."""
+        indptr, indices, blocks = np.asarray(indptr), np.asarray(indices), np.asarray(blocks)
+        nb = int(indptr[-1]) if len(indptr) else 0
+        indices, blocks = indices[:nb], blocks[:nb]
+        bm, bn = blocks.shape[1:]
+        exact = shape[0] % bm == 0 and shape[1] % bn == 0
+        canonical = exact and _valid_compressed(indptr, indices, shape[0] // bm, shape[1] // bn)
+        if canonical and _is_named(fmt, f"bsr({bm}, {bn})"):
+            bufs = [{}, {"pos": indptr.copy(), "crd": indices.copy()}, {}, {}]
+            return cls.from_buffers(fmt, shape, bufs, blocks.reshape(-1).copy(), name, validate=False)
+        brow = np.repeat(np.arange(len(indptr) - 1, dtype=_I64), np.diff(indptr.astype(_I64)))
+        rows = brow[:, None, None] * bm + np.arange(bm)[None, :, None]
+        cols = indices.astype(_I64)[:, None, None] * bn + np.arange(bn)[None, None, :]
+        coords = np.stack([np.broadcast_to(rows, blocks.shape).ravel(), np.broadcast_to(cols, blocks.shape).ravel()])
+        return cls.from_coo(coords, blocks.reshape(-1), shape, fmt, name)
+
+    # -- enumeration and export ------------------------------------------------------------
+    def _entries(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """(level coordinates, value position) of every stored entry, in storage order."""
+        parent = np.zeros(1, dtype=_I64)
+        coords: list[np.ndarray] = []
+        for lvl, bufs, size in zip(self.format.levels, self.levels, self.level_sizes):
+            parent_index, c, positions = lvl.expand(bufs, parent, size)
+            coords = [x[parent_index] for x in coords] + [c]
+            parent = positions
+        return coords, parent
+
+    def level_coords(self) -> list[np.ndarray]:
+        """Level-space coordinates of every stored entry in storage order, one array per level."""
+        return self._entries()[0]
+
+    def _dim_entries(self, drop_fill_zeros: bool) -> tuple[list[np.ndarray], np.ndarray]:
+        """Per-dimension coordinates and values of the stored entries (values may be ``self.values``).
+
+        Padding outside the shape is dropped, and so are zeros that dense levels or
+        N:M padding fill in when ``drop_fill_zeros``.
+        """
+        lc, pos = self._entries()
+        dims = _levels_to_dims(self.format, lc)
+        n = len(pos)
+        vals = self.values if _is_identity(pos, len(self.values)) else self.values[pos]
+        keep = None
+        if self.format.padded_shape(self.shape) != self.shape:
+            keep = np.ones(n, dtype=bool)
+            for d, extent in zip(dims, self.shape):
+                keep &= d < extent
+        if drop_fill_zeros and self.format.levels and _fills(self.format.levels[-1]):
+            nz = vals != 0
+            keep = nz if keep is None else keep & nz
+        if keep is not None:
+            dims, vals = [d[keep] for d in dims], vals[keep]
+        return dims, vals
+
+    def to_coo(self) -> tuple[np.ndarray, np.ndarray]:
+        """(coords (ndim, n) int64, values) of the stored entries, in dimension space.
+
+        Entries come in storage order. Padding entries of blocked / N:M formats that
+        lie outside the shape are dropped; other stored zeros are kept.
+        """
+        dims, vals = self._dim_entries(drop_fill_zeros=False)
+        coords = np.array(dims, dtype=_I64).reshape(self.ndim, len(vals))
+        return coords, np.array(vals, copy=True)
+
+    def to_numpy(self) -> np.ndarray:
+        """The tensor as a dense numpy array of ``shape`` (a new array)."""
+        if self.format.is_dense:
+            order = [e.dim for e in self.format.exprs]
+            arr = self.values.reshape(self.level_sizes)
+            return np.array(arr.transpose(np.argsort(order)), order="C")
+        dims, vals = self._dim_entries(drop_fill_zeros=False)
+        unique = all(l.unique for l in self.format.levels)
+        return _scatter_dense(self.shape, dims, vals, sum_duplicates=not unique)
+
+    def to_scipy(self) -> Any:
+        """The tensor as a scipy.sparse matrix (2-D only).
+
+        csr -> csr_matrix and csc -> csc_matrix sharing the index arrays, bsr(R, C)
+        -> bsr_matrix (when the shape is a multiple of the block), coo ->
+        coo_matrix, anything else -> csr_matrix. float16 values become float32
+        (scipy.sparse has no float16).
+        """
+        import scipy.sparse as sp
+
+        if self.ndim != 2:
+            raise FormatError(f"{_label(self.name)}: to_scipy needs a 2-D tensor, this one has shape {self.shape}")
+        vals = self.values.astype(np.float32) if self.dtype == np.float16 else self.values
+        fmt = self.format
+        for kind, ctor in (("csr", sp.csr_matrix), ("csc", sp.csc_matrix)):
+            if _is_named(fmt, kind):
+                return ctor((vals, self.levels[1]["crd"], self.levels[1]["pos"]), shape=self.shape)
+        block = self._whole_bsr_blocks()
+        if block is not None:
+            blocks = vals.reshape(-1, *block)
+            return sp.bsr_matrix((blocks, self.levels[1]["crd"], self.levels[1]["pos"]), shape=self.shape)
+        if fmt.is_dense:
+            return sp.csr_matrix(self.to_numpy().astype(vals.dtype, copy=False))
+        dims, v = self._dim_entries(drop_fill_zeros=True)
+        coo = sp.coo_matrix((v.astype(vals.dtype), (dims[0], dims[1])), shape=self.shape)
+        return coo if _is_named(fmt, "coo") else coo.tocsr()
+
+    def to_torch(self) -> Any:
+        """The tensor as a torch tensor (a copy): strided for dense formats, else a natural sparse layout.
+
+        csr -> sparse_csr, csc -> sparse_csc, bsr(R, C) -> sparse_bsr (when the
+        shape is a multiple of the block), anything else -> coalesced sparse_coo.
+        """
+        torch = _import_torch()
+        fmt = self.format
+        if fmt.is_dense:
+            return torch.from_numpy(self.to_numpy())
+        vals = torch.from_numpy(self.values.copy())
+        idt = np.int32 if (fmt.pos_width, fmt.crd_width) == (32, 32) else np.int64
+
+        def ix(k: int, part: str) -> Any:
+            return torch.from_numpy(self.levels[k][part].astype(idt, copy=True))
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse (CSR|CSC|BSR|BSC) tensor support is in beta")
+            compressed = self._torch_compressed(torch, ix, vals)
+        if compressed is not None:
+            return compressed
+        dims, v = self._dim_entries(drop_fill_zeros=True)
+        coords = torch.from_numpy(np.array(dims, dtype=_I64).reshape(self.ndim, len(v)))
+        coo = torch.sparse_coo_tensor(coords, torch.from_numpy(v.copy()), size=self.shape, check_invariants=False)
+        return coo.coalesce()
+
+    def _torch_compressed(self, torch: Any, ix: Any, vals: Any) -> Any:
+        """sparse_csr / sparse_csc / sparse_bsr for the formats that have one, else None."""
+        fmt = self.format
+        if _is_named(fmt, "csr"):
+            return torch.sparse_csr_tensor(ix(1, "pos"), ix(1, "crd"), vals, size=self.shape, check_invariants=False)
+        if _is_named(fmt, "csc"):
+            return torch.sparse_csc_tensor(ix(1, "pos"), ix(1, "crd"), vals, size=self.shape, check_invariants=False)
+        block = self._whole_bsr_blocks()
+        if block is not None:
+            blocks = vals.reshape(-1, *block)
+            return torch.sparse_bsr_tensor(ix(1, "pos"), ix(1, "crd"), blocks, size=self.shape, check_invariants=False)
+        return None
+
+    def _whole_bsr_blocks(self) -> tuple[int, int] | None:
+        """(bm, bn) when the format is bsr(bm, bn) and the shape is a whole number of blocks."""
+        fmt = self.format
+        if self.ndim != 2 or not fmt.is_blocked:
+            return None
+        bm, bn = fmt.block_sizes()
+        if _is_named(fmt, f"bsr({bm}, {bn})") and self.shape[0] % bm == 0 and self.shape[1] % bn == 0:
+            return bm, bn
+        return None
+
+    # -- conversion -----------------------------------------------------------------------
+    def to(self, format: FormatLike) -> "Tensor":
+        """This tensor in another format (``self`` when the format is already that one).
+
+        When only the index widths differ the result shares the values array. Works
+        between any two formats. Explicit zeros stored by sparse levels are
+        kept; zeros that dense levels or N:M padding merely fill in are not carried
+        over. Converting to ``nm(n, m)`` raises FormatError naming the first block
+        with more than n nonzeros.
+        """
+        target = _resolve_format(format, self.ndim, self.name)
+        if target == self.format:
+            return self
+        if _structure(target) == _structure(self.format):
+            out_fmt = _needed_format(target, self.level_sizes, self._position_counts())
+            return Tensor(out_fmt, self.shape, _cast_levels(self.levels, out_fmt), self.values, self.name)
+        if self.format.is_dense:
+            return Tensor.from_numpy(self.to_numpy(), target, self.name)
+        if target.is_dense:
+            return Tensor._from_dense_array(self.to_numpy(), target, self.name)
+        dims, vals = self._dim_entries(drop_fill_zeros=True)
+        unique = all(l.unique for l in self.format.levels)
+        return Tensor._from_dim_coords(
+            target, self.shape, dims, vals, self.name, sum_duplicates=not unique, unique=unique
+        )
+
+    def astype(self, dtype: Any) -> "Tensor":
+        """The same tensor with values cast to ``dtype`` (index buffers are shared)."""
+        dt = _check_dtype(dtype, self.name)
+        return Tensor(self.format, self.shape, self.levels, self.values.astype(dt), self.name)
+
+    def copy(self) -> "Tensor":
+        """A deep copy (new index and value arrays)."""
+        levels = tuple({k: v.copy() for k, v in b.items()} for b in self.levels)
+        return Tensor(self.format, self.shape, levels, self.values.copy(), self.name)
+
+    # -- validation ---------------------------------------------------------------------
+    def validate(self) -> None:
+        """Check every buffer (O(nse), vectorized); raise FormatError at the first problem.
+
+        Checks buffer names and dtypes against the format, each level's structure
+        (monotone pos, coordinates in range, sorted / unique where the level says so,
+        lengths consistent with the parent's positions), the values' length and dtype,
+        and that padding outside the shape (partial blocks) holds zeros.
+        """
+        _check_shape(self.shape, self.name)
+        if self.format.ndim != self.ndim or len(self.levels) != self.format.rank:
+            raise FormatError(
+                f"{_label(self.name)}: format {self.format} does not match shape {self.shape} "
+                f"and {len(self.levels)} level buffer sets"
+            )
+        dts = {"pos": _index_dtype(self.format.pos_width), "crd": _index_dtype(self.format.crd_width)}
+        for k, bufs in enumerate(self.levels):
+            _check_level_buffers(self.format, k, bufs, self.name)
+            for part, arr in bufs.items():
+                if arr.dtype != dts[part]:
+                    where = _where(self.name, self.format, k)
+                    raise FormatError(f"{where}: {part} has dtype {arr.dtype}, the format says {dts[part]}")
+        _check_values(self.values, self.name, copy=False)
+        counts = self._validate_levels()
+        self._check_values_length(counts[-1])
+        self._check_padding()
+
+    def _validate_levels(self) -> list[int]:
+        """Run each level's validate hook; return the position count per level."""
+        counts, num_parents = [], 1
+        for k, (lvl, bufs, size) in enumerate(zip(self.format.levels, self.levels, self.level_sizes)):
+            num_parents = lvl.validate(bufs, num_parents, size, _where(self.name, self.format, k))
+            counts.append(num_parents)
+        return counts
+
+    def _position_counts(self) -> list[int]:
+        """Position count per level without validating: len(crd) where a level has one, else parents * size."""
+        counts, num_parents = [], 1
+        for bufs, size in zip(self.levels, self.level_sizes):
+            num_parents = len(bufs["crd"]) if "crd" in bufs else num_parents * size
+            counts.append(num_parents)
+        return counts
+
+    def _check_values_length(self, num_positions: int) -> None:
+        if len(self.values) != num_positions:
+            k = self.format.rank - 1
+            raise FormatError(
+                f"{_label(self.name)}: values has {len(self.values)} entries, but level {k} "
+                f"({self.format.levels[k].mlir()}) has {num_positions} positions"
+            )
+
+    def _check_padding(self) -> None:
+        """Values stored outside the shape (partial blocks) must be zero."""
+        if self.format.padded_shape(self.shape) == self.shape:
+            return
+        lc, pos = self._entries()
+        outside = np.zeros(len(pos), dtype=bool)
+        dims = _levels_to_dims(self.format, lc)
+        for d, extent in zip(dims, self.shape):
+            outside |= d >= extent
+        bad = outside & (self.values[pos] != 0)
+        if bad.any():
+            e = int(np.argmax(bad))
+            raise FormatError(
+                f"{_label(self.name)}: values[{int(pos[e])}]={self.values[pos[e]].item()!r} is padding at "
+                f"coordinates {tuple(int(d[e]) for d in dims)}, outside the shape {self.shape}; padding must be 0"
+            )
+
+
+# =====================================================================================
+# helpers used by the constructors
+# =====================================================================================
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except ImportError:  # torch is optional
+        raise ImportError("this needs PyTorch (pip install torch)") from None
+    return torch
+
+
+def _coords_array(coords: Any, ndim: int, nnz: int, name: str | None) -> np.ndarray:
+    """(ndim, nnz) int64 coordinates from an array or a sequence of 1-D arrays."""
+    if isinstance(coords, np.ndarray) or not isinstance(coords, (list, tuple)):
+        arr = np.asarray(coords)
+    else:
+        parts = [np.asarray(c) for c in coords]
+        if any(p.ndim != 1 for p in parts):
+            raise FormatError(f"{_label(name)}: coordinate arrays must be 1-D")
+        arr = np.stack(parts) if parts else np.zeros((0, nnz), dtype=_I64)
+    if arr.size == 0 and nnz == 0:
+        arr = arr.reshape(ndim, 0)
+    if arr.ndim != 2 or arr.shape != (ndim, nnz):
+        raise FormatError(f"{_label(name)}: coords must have shape ({ndim}, {nnz}) (ndim, nnz), got {arr.shape}")
+    if arr.size and (arr.dtype.kind not in "iu"):
+        raise FormatError(f"{_label(name)}: coords must be integers, got dtype {arr.dtype}")
+    return arr.astype(_I64, copy=False)
+
+
+def _is_identity(positions: np.ndarray, n: int) -> bool:
+    """Whether ``positions`` is exactly 0, 1, ..., n-1 (then values need no gather)."""
+    if len(positions) != n:
+        return False
+    if n == 0:
+        return True
+    return positions[0] == 0 and positions[-1] == n - 1 and (n < 2 or bool((positions[1:] > positions[:-1]).all()))
+
+
+def _scatter_dense(
+    shape: tuple[int, ...], dims: Sequence[np.ndarray], values: np.ndarray, sum_duplicates: bool
+) -> np.ndarray:
+    """A dense array with ``values`` at ``dims``; duplicates summed when asked."""
+    out = np.zeros(shape, dtype=values.dtype)
+    if sum_duplicates:
+        np.add.at(out, tuple(dims), values)
+    else:
+        out[tuple(dims)] = values
+    return out
+
+
+def _valid_compressed(indptr: np.ndarray, indices: np.ndarray, num_major: int, num_minor: int) -> bool:
+    """Whether CSR/CSC-style arrays are canonical (valid, sorted, no duplicates)."""
+    from .levels import Compressed
+
+    if indptr.ndim != 1 or indices.ndim != 1 or indptr.dtype.kind not in "iu" or indices.dtype.kind not in "iu":
+        return False
+    try:
+        Compressed().validate({"pos": indptr, "crd": indices}, num_major, num_minor, "")
+    except (FormatError, IndexError):
+        return False
+    return True
+
+
+def _check_level_buffers(fmt: Format, k: int, bufs: Any, name: str | None) -> dict[str, np.ndarray]:
+    """Names and dtypes of one level's buffers; returns them as integer arrays (not copied)."""
+    where = _where(name, fmt, k)
+    if not isinstance(bufs, Mapping):
+        raise FormatError(f"{where}: expected a mapping of buffers {fmt.levels[k].buffers}, got {type(bufs).__name__}")
+    want = tuple(fmt.levels[k].buffers)
+    if set(bufs) != set(want):
+        missing = [b for b in want if b not in bufs]
+        extra = [b for b in bufs if b not in want]
+        raise FormatError(f"{where}: expected buffers {list(want)}, missing {missing}, unexpected {extra}")
+    return {part: _index_array(bufs[part], f"{where}: {part}") for part in want}
+
+
+def _index_array(arr: Any, what: str) -> np.ndarray:
+    """A 1-D integer index array, not copied (FormatError for floats, bools, other shapes)."""
+    arr = np.asarray(arr)
+    if arr.ndim != 1:
+        raise FormatError(f"{what} must be a 1-D array, got shape {arr.shape}")
+    if arr.dtype.kind not in "iu" and not (arr.size == 0 and arr.dtype.kind == "f"):  # [] is float64
+        raise FormatError(f"{what} must have an integer dtype, got {arr.dtype}")
+    if arr.dtype == np.uint64 and len(arr) and int(arr.max()) > 2**63 - 1:
+        k = int(np.argmax(arr > 2**63 - 1))
+        raise FormatError(f"{what}[{k}]={int(arr[k])} does not fit in int64")
+    if arr.dtype.kind == "f" or arr.dtype == np.uint64:
+        return arr.astype(_I64)  # the empty-list case, and uint64 that fits
+    return arr
+
+
+def _check_values(values: Any, name: str | None, copy: bool = True) -> np.ndarray:
+    """The values array (a copy unless ``copy=False``): 1-D with a supported dtype."""
+    vals = np.array(values) if copy else np.asarray(values)
+    if vals.ndim != 1:
+        raise FormatError(f"{_label(name)}: values must be a 1-D array, got shape {vals.shape}")
+    return vals.astype(_check_dtype(vals.dtype, name), copy=False)
+
+
+def _locate_error(
+    err: FormatError, fmt: Format, k: int, parent: np.ndarray, level_coords: Sequence[np.ndarray], name: str | None
+) -> FormatError:
+    """Prefix a level's assemble error with the tensor and level, and name the parent by coordinates."""
+    where = _where(name, fmt, k)
+    p = getattr(err, "parent_position", None)
+    if p is None:
+        return FormatError(f"{where}: {err}")
+    e = int(np.searchsorted(parent, p))
+    place = _describe_parent(fmt, k, [int(c[e]) for c in level_coords[:k]])
+    return FormatError(f"{where}: {place} {err.detail}")  # type: ignore[attr-defined]
+
+
+def _describe_parent(fmt: Format, k: int, coords: Sequence[int]) -> str:
+    """Words for the coordinates of levels 0..k-1, e.g. ``row 3, column block 1 (columns 4..7)``."""
+    two_d = fmt.ndim == 2
+    parts = []
+    for e, c in zip(fmt.exprs[:k], coords):
+        dim = ("row", "column")[e.dim] if two_d else f"dimension {e.dim}"
+        many = f"{dim}s" if two_d else f"{dim} indices"
+        if e.op == "id":
+            parts.append(f"{dim} {c}")
+        elif e.op == "floordiv":
+            parts.append(f"{dim} block {c} ({many} {c * e.factor}..{c * e.factor + e.factor - 1})")
+        else:
+            parts.append(f"{dim} offset {c}")
+    return ", ".join(parts) if parts else "the tensor"
