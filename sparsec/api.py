@@ -93,7 +93,7 @@ class Kernel:
     """A compiled program: call it with operands by name; ``dump(stage)`` shows each stage."""
 
     def __init__(self, program: Program, target: str = "cpu", schedule: str | None = None, name: str = "kernel",
-                 debug: bool | None = None, parallel: bool = True):
+                 debug: bool | None = None, parallel: bool = True, outputs: Sequence[str] | None = None):
         if schedule not in _SCHEDULES:
             raise ScheduleError(f"schedule {schedule!r} is not supported here; use None or 'auto' "
                                 "(the automatic schedule)")
@@ -108,14 +108,20 @@ class Kernel:
         if len(out_dtypes) > 1:
             raise VerificationError(f"all outputs must share one dtype, got {sorted(out_dtypes)}")
         t0 = time.perf_counter()
+        written = program.outputs()
+        if outputs is not None:
+            unknown = [o for o in outputs if o not in written]
+            if unknown:
+                raise VerificationError(f"outputs {unknown} are not written by the program (it writes {written})")
         self.lowered: LoweredProgram = lower_program(program, self.compute_dtype, name, parallel=parallel,
-                                                     debug=debug, stmt_text=statement_text)
+                                                     debug=debug, stmt_text=statement_text,
+                                                     outputs=set(outputs) if outputs is not None else None)
         self._compiled: dict[str, Any] = {}
         self._runner = ProgramRunner(self.lowered, self._compile_one, self.backend.threads,
                                      getattr(self.backend, "runner_class", None) or StatementRunner)
         self.compile_seconds = time.perf_counter() - t0
         self.inputs = program.inputs()
-        self.outputs = [o for o in program.outputs()]
+        self.outputs = list(outputs) if outputs is not None else written
 
     def _compile_one(self, kernel):
         ck = self.backend.compile(kernel)
@@ -189,19 +195,22 @@ def _present(t: Tensor, decl: TensorDecl, torch_out: bool) -> Any:
 
 def compile(statement: Any, formats: Mapping[str, FormatLike] | None = None, dtype: Any = "float64",
             target: str = "cpu", schedule: str | None = None, out_format: FormatLike | None = None,
-            name: str = "kernel", debug: bool | None = None) -> Kernel:
+            name: str = "kernel", debug: bool | None = None, outputs: Sequence[str] | None = None) -> Kernel:
     """Compile index notation (``"C[i,j] = A[i,k] * B[k,j]"``) into a callable :class:`Kernel`.
 
     ``formats`` maps tensor names to formats (short names, MLIR encoding text or
     :class:`~sparsec.formats.Format`); unnamed tensors are dense. ``dtype`` is one
     dtype for all tensors or a mapping by name. ``out_format`` sets the format of
     the (last) output. ``target`` is ``"cpu"``, ``"triton"`` or ``"interp"``.
+    ``outputs`` lists the tensors to return when the text has several statements;
+    the others are intermediates, fused into the statements that read them where
+    that is legal (``None``: return every written tensor, fuse nothing).
     """
     from .ir.tensor_ir import check_identifier
 
     check_identifier(name, "kernel name")
     program = build_program(_statements(statement), formats, dtype, out_format)
-    return Kernel(program, target, schedule, name, debug)
+    return Kernel(program, target, schedule, name, debug, outputs=outputs)
 
 
 # ------------------------------------------------------------------------------------- einsum

@@ -13,7 +13,7 @@ import pytest
 import sparsec as sc
 from sparsec import api
 from sparsec.frontend import parse_statement
-from sparsec.ir.tensor_ir import Access, Binary, IndexVar, Literal, Unary
+from sparsec.ir.tensor_ir import Access, Binary, IndexVar, Literal, Unary, Where
 from sparsec.passes.lattice import lattice, operand_key, simplify
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
@@ -24,8 +24,8 @@ C = Access("C", (IndexVar("i"),))
 KA, KB, KC = operand_key(A), operand_key(B), operand_key(C)
 
 
-def points(expr, its, absent_ok=True):
-    return [set(p.iterators) for p in lattice(expr, its, absent_ok)]
+def points(expr, its, skip=None):
+    return [set(p.iterators) for p in (lattice(expr, its, skip) if skip else lattice(expr, its))]
 
 
 def test_lattice_intersection_union_universe():
@@ -35,8 +35,12 @@ def test_lattice_intersection_union_universe():
     assert points(Unary("exp", A), [KA]) == [{KA}, set()]
     # A*B + C: {A, C} reduces to {C} because A*0 vanishes
     assert points(Binary("add", Binary("mul", A, B), C), [KA, KB, KC]) == [{KA, KB, KC}, {KA, KB}, {KC}]
-    # max/min reductions force the universe
-    assert points(A, [KA], absent_ok=False) == [{KA}, set()]
+    # under a max an implicit 0 is not skippable: the universe is needed; -inf would be
+    never = lambda e: False  # noqa: E731
+    assert points(A, [KA], never) == [{KA}, set()]
+    minus_inf = lambda e: isinstance(e, Literal) and e.value == float("-inf")  # noqa: E731
+    masked = Where(Binary("ne", A, Literal(0)), A, Literal(float("-inf")))
+    assert points(masked, [KA], minus_inf) == [{KA}]
 
 
 def test_simplify_structural_zeros():

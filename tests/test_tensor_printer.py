@@ -27,7 +27,8 @@ GOLDEN = [
     ("y = (a < b) == (c >= d)", "y = (a < b) == (c >= d)"),
     ("C[i] = where(A[i] < 0, exp(-A[i]), max(A[i], 0.5))", "C[i] = where(A[i] < 0, exp(-A[i]), max(A[i], 0.5))"),
     ("m[i] = max[j](A[i,j] + sum[k](B[i,j,k]))", "m[i] = max[j](A[i, j] + sum[k](B[i, j, k]))"),
-    ("C[i] = logical_not(logical_and(true, A[i] != 1e999))", "C[i] = logical_not(logical_and(true, A[i] != 1e999))"),
+    ("C[i] = logical_not(logical_and(true, A[i] != 1e999))", "C[i] = logical_not(logical_and(true, A[i] != inf))"),
+    ("C[i] = A[i] * -inf + nan", "C[i] = A[i] * -inf + nan"),
     ("C[i] = -A[i,j] * x[j]", "C[i] = sum[j](-A[i, j] * x[j])"),
     ("C[i] = -(A[i,j] * x[j])", "C[i] = -sum[j](A[i, j] * x[j])"),
 ]

@@ -245,12 +245,16 @@ class _Builder:
         if kind == "access":
             return Access(self.name(c[0], "tensor name"), tuple(self.var(v) for v in c[1:]))
         if kind == "bare":
+            if str(c[0]) in _FLOAT_WORDS:
+                return Literal(_FLOAT_WORDS[str(c[0])])
             return Access(self.name(c[0], "tensor name"), ())
         if kind == "paren":
             return self.expr(c[0])
         if kind == "neg":
             if isinstance(c[0], Tree) and c[0].data == "number":
                 return Literal(-_number(c[0].children[0]))
+            if isinstance(c[0], Tree) and c[0].data == "bare" and str(c[0].children[0]) in _FLOAT_WORDS:
+                return Literal(-_FLOAT_WORDS[str(c[0].children[0])])
             return Unary("neg", self.expr(c[0]))
         if kind in _BINARY:
             return Binary(_BINARY[kind], self.expr(c[0]), self.expr(c[1]))
@@ -284,6 +288,10 @@ class _Builder:
         node = Reduce(op, tuple(vars_), self.expr(body))
         self.reduce_tokens[id(node)] = (node, var_toks)
         return node
+
+
+#: words read as float literals (and therefore not usable as tensor names)
+_FLOAT_WORDS = {"inf": float("inf"), "nan": float("nan")}
 
 
 def _number(tok: Token) -> int | float:

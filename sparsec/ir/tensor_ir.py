@@ -43,7 +43,8 @@ VALUE_DTYPES = ("float16", "bfloat16", "float32", "float64", "int8", "int16", "i
 _IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 #: names generated code uses for itself; user names may not collide with them.
 RESERVED_NAMES = frozenset({"tl", "triton", "np", "torch", "math", "sc", "sparsec", "range", "min", "max",
-                            "abs", "sum", "exp", "log", "sqrt", "where", "len", "int", "float", "bool"})
+                            "abs", "sum", "exp", "log", "sqrt", "where", "len", "int", "float", "bool",
+                            "inf", "nan", "true", "false"})
 
 
 def check_identifier(name: str, what: str = "name") -> str:

@@ -45,7 +45,9 @@ def _literal(value: bool | int | float) -> tuple[str, int]:
     if math.isnan(value):
         return "nan", _ATOM
     if math.isinf(value):
-        return ("-1e999" if value < 0 else "1e999"), (_UNARY_PREC if value < 0 else _ATOM)
+        return ("-inf" if value < 0 else "inf"), (_UNARY_PREC if value < 0 else _ATOM)
+    if math.isnan(value):
+        return "nan", _ATOM
     text = repr(float(value))
     return text, (_UNARY_PREC if text.startswith("-") else _ATOM)
 

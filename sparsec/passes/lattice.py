@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Hashable, Iterable, Sequence
+from typing import Callable, Hashable, Iterable, Sequence
 
 import numpy as np
 
@@ -27,6 +27,16 @@ from ..ir.tensor_ir import Access, Binary, Expr, Literal, Reduce, Unary, Where
 ZERO = Literal(0)
 
 OperandKey = tuple  # (tensor name, index var names) identifies one access instance
+
+
+@dataclass(frozen=True)
+class Opaque(Expr):
+    """A value computed earlier in the loop nest (a fused reduction's scalar).
+
+    It is never a structural zero and reads no operand.
+    """
+
+    name: str
 
 
 def operand_key(a: Access) -> OperandKey:
@@ -92,7 +102,7 @@ def simplify(e: Expr, absent: frozenset) -> Expr:
     """
     if isinstance(e, Access):
         return ZERO if operand_key(e) in absent else e
-    if isinstance(e, Literal):
+    if isinstance(e, (Literal, Opaque)):
         return e
     if isinstance(e, Unary):
         a = simplify(e.operand, absent)
@@ -153,12 +163,13 @@ class LatticePoint:
         return not self.iterators
 
 
-def lattice(expr: Expr, iterators: Sequence[Hashable], absent_value_ok: bool = True) -> list[LatticePoint]:
+def lattice(expr: Expr, iterators: Sequence[Hashable], skip: Callable[[Expr], bool] = is_zero) -> list[LatticePoint]:
     """Lattice points of ``expr`` over the given sparse ``iterators`` (operand keys).
 
-    Points come ordered from most iterators to fewest (the universe, if present,
-    last). ``absent_value_ok=False`` forces the universe point: used for
-    max/min reductions, where a skipped coordinate would still contribute 0.
+    A combination whose simplified body satisfies ``skip`` needs no visit: 0 for
+    sums and plain assignments; the identity (-inf) for a max, where an implicit 0
+    is *not* skippable. Points come ordered from most iterators to fewest (the
+    universe, if present, last).
     """
     its = list(iterators)
     points: dict[frozenset, Expr] = {}
@@ -166,14 +177,15 @@ def lattice(expr: Expr, iterators: Sequence[Hashable], absent_value_ok: bool = T
         for subset in combinations(its, r):
             absent = frozenset(its) - frozenset(subset)
             e = simplify(expr, absent)
-            if is_zero(e) and (absent_value_ok or absent != frozenset(its)):
+            if skip(e):
                 continue
             refs = frozenset(operands_in(e)) & frozenset(its)
             if refs not in points:
                 points[refs] = e
-    if not absent_value_ok and frozenset() not in points:
-        points[frozenset()] = simplify(expr, frozenset(its))
-    return [LatticePoint(k, v) for k, v in sorted(points.items(), key=lambda kv: -len(kv[0]))]
+    rank = {it: n for n, it in enumerate(its)}
+    # Largest first; ties broken by operand order so generated code never depends on hash order.
+    return [LatticePoint(k, v) for k, v in
+            sorted(points.items(), key=lambda kv: (-len(kv[0]), sorted(rank[i] for i in kv[0])))]
 
 
 def sub_points(points: Iterable[LatticePoint], of: LatticePoint) -> list[LatticePoint]:

@@ -69,13 +69,22 @@ def iteration_graph(space: LevelSpace, operands: Iterable[Operand]) -> nx.DiGrap
     return g
 
 
-def _score(order: Sequence[str], space: LevelSpace, reduction_vars: set[str], first_seen: dict[str, int]):
+def _score(order: Sequence[str], space: LevelSpace, reduction_vars: set[str], first_seen: dict[str, int],
+           nested_free: Sequence[set[str]] = ()):
     pos = {v: k for k, v in enumerate(order)}
     lvars = space.level_vars()
+    # A fused reduction is computed once its free variables are bound; it is only computed once per
+    # combination of them if they are the outermost loops.
+    not_prefix = 0
+    for free in nested_free:
+        names = [n for n in order if lvars[n].dim_var in free]
+        if sorted(pos[n] for n in names) != list(range(len(names))):
+            not_prefix += 1
     is_reduction = {n: lv.dim_var in reduction_vars for n, lv in lvars.items()}
     out = space.output
     out_vars = [lv.name for lv in out.level_vars] if out.fmt.is_sparse else [
         n for d in out.dim_vars for n, lv in lvars.items() if lv.dim_var == d]
+    out_vars = [v for v in out_vars if v in pos]  # a fused reduction's sub-order holds no output variable
     sparse_out_penalty = 0
     if out.fmt.is_sparse and out_vars:
         last_out = max(pos[v] for v in out_vars)
@@ -84,63 +93,93 @@ def _score(order: Sequence[str], space: LevelSpace, reduction_vars: set[str], fi
     for o in space.all_operands():
         if o.fmt.is_sparse or not o.dim_vars:
             continue
-        loop_vars = [lv.name for d in o.dim_vars for lv in dim_level_vars(space, d)]
-        deepest = max(loop_vars, key=lambda n: pos[n])
+        loop_vars = [lv.name for d in o.dim_vars for lv in dim_level_vars(space, d) if lv.name in pos]
         contiguous = dim_level_vars(space, o.dim_vars[o.fmt.exprs[-1].dim])[-1].name
+        if not loop_vars or contiguous not in pos:
+            continue  # read inside a fused reduction: that nest has its own order
+        deepest = max(loop_vars, key=lambda n: pos[n])
         contig += 0 if deepest == contiguous else 1
     outer_not_output = 1 if order and is_reduction[order[0]] else 0
     sparse_pos = 0
     for o in space.operands:
         for lv, lvl in zip(o.level_vars, o.levels):
-            if not lvl.is_full:
+            if not lvl.is_full and lv.name in pos:
                 sparse_pos += pos[lv.name]
     red_pos = -sum(pos[v] for v in order if is_reduction[v])
     tie = [first_seen.get(lvars[v].dim_var, 99) * 2 + (lvars[v].part == "inner") for v in order]
-    return (sparse_out_penalty, contig, outer_not_output, sparse_pos, red_pos, tie)
+    return (not_prefix, sparse_out_penalty, contig, outer_not_output, sparse_pos, red_pos, tie)
 
 
-def _best_order(g: nx.DiGraph, space: LevelSpace, reduction_vars: set[str], first_seen: dict[str, int]):
+def choose_loop_order(space: LevelSpace, reduction_vars: set[str], first_seen: dict[str, int],
+                      main_dims: set[str] | None = None, nested_free: Sequence[set[str]] = ()) -> OrderChoice:
+    """Pick the loop order over ``main_dims`` (default: all); mutate ``space`` with needed conversions.
+
+    Variables bound by fused nested reductions are left out of the main order;
+    each gets its own order from :func:`sub_order`.
+    """
+    lvars = space.level_vars()
+    keep = None if main_dims is None else {n for n, lv in lvars.items() if lv.dim_var in main_dims}
+
+    def restrict(g: nx.DiGraph) -> nx.DiGraph:
+        return g if keep is None else g.subgraph(keep).copy()
+
+    def best(g: nx.DiGraph):
+        orders = islice(nx.all_topological_sorts(g), _MAX_ORDERS)
+        return min((tuple(o) for o in orders),
+                   key=lambda o: _score(o, space, reduction_vars, first_seen, nested_free))
+
+    return _choose(space, restrict, best)
+
+
+def sub_order(space: LevelSpace, dims: set[str], first_seen: dict[str, int]) -> tuple[str, ...]:
+    """Loop order for the variables of one fused reduction (they are all reduction variables)."""
+    lvars = space.level_vars()
+    keep = {n for n, lv in lvars.items() if lv.dim_var in dims}
+    g = iteration_graph(space, [o for o in space.operands if o.fmt.is_sparse]).subgraph(keep).copy()
+    if not nx.is_directed_acyclic_graph(g):
+        raise nx.NetworkXUnfeasible("reduction variables conflict")
     orders = islice(nx.all_topological_sorts(g), _MAX_ORDERS)
-    return min((tuple(o) for o in orders), key=lambda o: _score(o, space, reduction_vars, first_seen))
+    return min((tuple(o) for o in orders), key=lambda o: _score(o, space, dims, first_seen))
 
 
-def choose_loop_order(space: LevelSpace, reduction_vars: set[str], first_seen: dict[str, int]) -> OrderChoice:
-    """Pick the loop order; mutate ``space`` with the conversions it needs."""
+def _choose(space: LevelSpace, restrict, _best_order) -> OrderChoice:
     sparse_inputs = [o for o in space.operands if o.fmt.is_sparse]
     out = space.output
     with_out = sparse_inputs + ([out] if out.fmt.is_sparse else [])
-    g = iteration_graph(space, with_out)
+    g = restrict(iteration_graph(space, with_out))
     if nx.is_directed_acyclic_graph(g):
-        order = _best_order(g, space, reduction_vars, first_seen)
+        order = _best_order(g)
         return OrderChoice(order, g, "all operand level orders agree")
 
     # The output alone conflicts: compute it in an order-compatible format, convert afterwards.
-    g_in = iteration_graph(space, sparse_inputs)
+    g_in = restrict(iteration_graph(space, sparse_inputs))
     if out.fmt.is_sparse and nx.is_directed_acyclic_graph(g_in):
-        order = _best_order(g_in, space, reduction_vars, first_seen)
+        order = _best_order(g_in)
         _convert(space, out, order, "output level order conflicts with the inputs'")
-        return OrderChoice(order, iteration_graph(space, sparse_inputs + [out]), "output converted after the kernel")
+        return OrderChoice(order, restrict(iteration_graph(space, sparse_inputs + [out])),
+                           "output converted after the kernel")
 
     # Drop inputs (last first) until the rest agree; convert the dropped ones.
     kept = list(sparse_inputs)
     dropped: list[Operand] = []
     while kept:
         dropped.append(kept.pop())
-        g_try = iteration_graph(space, kept + ([out] if out.fmt.is_sparse else []))
+        g_try = restrict(iteration_graph(space, kept + ([out] if out.fmt.is_sparse else [])))
         if nx.is_directed_acyclic_graph(g_try):
-            order = _best_order(g_try, space, reduction_vars, first_seen)
+            order = _best_order(g_try)
             for o in dropped:
                 _convert(space, o, order, "its level order conflicts with the chosen loop order")
-            return OrderChoice(order, iteration_graph(space, kept + dropped + ([out] if out.fmt.is_sparse else [])),
-                               f"converted {', '.join(o.tensor for o in dropped)}")
-        g_try = iteration_graph(space, kept)
+            return OrderChoice(order, restrict(iteration_graph(
+                space, kept + dropped + ([out] if out.fmt.is_sparse else []))),
+                f"converted {', '.join(o.tensor for o in dropped)}")
+        g_try = restrict(iteration_graph(space, kept))
         if nx.is_directed_acyclic_graph(g_try):
-            order = _best_order(g_try, space, reduction_vars, first_seen)
+            order = _best_order(g_try)
             for o in dropped:
                 _convert(space, o, order, "its level order conflicts with the chosen loop order")
             if out.fmt.is_sparse:
                 _convert(space, out, order, "output level order conflicts with the inputs'")
-            return OrderChoice(order, iteration_graph(space, kept + dropped + [out]),
+            return OrderChoice(order, restrict(iteration_graph(space, kept + dropped + [out])),
                                f"converted {', '.join(o.tensor for o in dropped)} and the output")
     raise AssertionError("a graph without sparse operands is always acyclic")
 
@@ -150,7 +189,7 @@ def _convert(space: LevelSpace, o: Operand, order: Sequence[str], reason: str) -
     dim_rank = {}
     for d, var in enumerate(o.dim_vars):
         names = [lv.name for lv in o.level_vars if lv.dim_var == var] or [var]
-        dim_rank[d] = min(pos.get(n, 0) for n in names)
+        dim_rank[d] = min(pos.get(n, len(order)) for n in names)
     new = permuted_format(o.fmt, dim_rank)
     if new != o.fmt:
         space.convert(o, new, reason)

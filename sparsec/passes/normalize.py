@@ -54,14 +54,22 @@ def _map_children(e: Expr, f: Callable[[Expr], Expr]) -> Expr:
     return e
 
 
+def _movable_into(factor: Expr, r: Reduce) -> bool:
+    """A factor may join a sum's body when it uses none of the summed variables and no variable
+    the sum does not already depend on: moving it in then adds no work per summed element
+    (SDDMM's ``M[i,j] * sum[k](...)``), while ``sum[d](...) * V[j,e]`` must stay outside,
+    or the d-loop would run once per e."""
+    fv = set(free_vars(factor))
+    return not ({v.name for v in r.vars} & fv) and fv <= set(free_vars(r))
+
+
 def _pull(e: Expr) -> Expr:
     e = _map_children(e, _pull)
     if isinstance(e, Binary) and e.op in ("mul", "div"):
         lhs, rhs = e.lhs, e.rhs
-        if isinstance(lhs, Reduce) and lhs.op == "sum" and not {v.name for v in lhs.vars} & set(free_vars(rhs)):
+        if isinstance(lhs, Reduce) and lhs.op == "sum" and _movable_into(rhs, lhs):
             return Reduce("sum", lhs.vars, _pull(Binary(e.op, lhs.body, rhs)))
-        if e.op == "mul" and isinstance(rhs, Reduce) and rhs.op == "sum" and not (
-                {v.name for v in rhs.vars} & set(free_vars(lhs))):
+        if e.op == "mul" and isinstance(rhs, Reduce) and rhs.op == "sum" and _movable_into(lhs, rhs):
             return Reduce("sum", rhs.vars, _pull(Binary("mul", lhs, rhs.body)))
     if isinstance(e, Unary) and e.op == "neg" and isinstance(e.operand, Reduce) and e.operand.op == "sum":
         r = e.operand
@@ -113,6 +121,30 @@ def precompute_nested(stmt: Assignment, decls: dict[str, TensorDecl], fresh: Cal
     return before + [Assignment(stmt.output, expr)]
 
 
+def nested_reductions(stmt: Assignment) -> list[Reduce]:
+    """Reductions below the statement's top-level one (outermost first)."""
+    body = stmt.expr.body if isinstance(stmt.expr, Reduce) else stmt.expr
+    return [e for e in body.walk() if isinstance(e, Reduce)]
+
+
+def extract_reduction(stmt: Assignment, target: Reduce, decls: dict[str, TensorDecl], fresh: Callable[[str], str],
+                      dtype: str) -> list[Assignment]:
+    """Move one nested reduction into its own statement writing a dense temporary."""
+    out_order = [v.name for v in stmt.output.indices]
+    seen = free_vars(target)
+    fv = sorted(seen, key=lambda v: (out_order.index(v) if v in out_order else len(out_order), seen.index(v)))
+    name = fresh("tmp")
+    decls[name] = TensorDecl(name, len(fv), parse_format("dense", len(fv)), dtype)
+    acc = Access(name, tuple(IndexVar(v) for v in fv))
+
+    def swap(e: Expr) -> Expr:
+        if e is target:
+            return acc
+        return _map_children(e, swap)
+
+    return [Assignment(acc, target), Assignment(stmt.output, swap(stmt.expr))]
+
+
 @dataclass(frozen=True)
 class RepeatedIndexFix:
     """The rewritten statement and the (var, duplicate) pairs that must be equal."""
@@ -159,3 +191,49 @@ def split_repeated_indices(stmt: Assignment, decls: dict[str, TensorDecl], fresh
     else:
         expr = Reduce("sum", dups, expr)
     return RepeatedIndexFix(Assignment(stmt.output, expr), tuple(filters), dup_of)
+
+
+def _rename_vars(e: Expr, mapping: dict[str, str]) -> Expr:
+    if isinstance(e, Access):
+        return Access(e.tensor, tuple(IndexVar(mapping.get(v.name, v.name)) for v in e.indices))
+    if isinstance(e, Reduce):
+        return Reduce(e.op, tuple(IndexVar(mapping.get(v.name, v.name)) for v in e.vars), _rename_vars(e.body, mapping))
+    return _map_children(e, lambda c: _rename_vars(c, mapping))
+
+
+def inline_intermediates(stmts: list[Assignment], keep: set[str], fresh: Callable[[str], str]) -> list[Assignment]:
+    """Substitute producers whose output is not in ``keep`` into the statements that read them.
+
+    ``T[i,j] = A[i,j] * sum[k](U[i,k] * V[k,j]);  Y[i,l] = T[i,j] * W[j,l]`` becomes
+    ``Y[i,l] = sum[j](A[i,j] * sum[k2](U[i,k2] * V[k2,j]) * W[j,l])``; the sparsifier
+    then computes the inner sum per nonzero, and T never reaches memory. Values
+    are unchanged: a tensor's format does not change its values.
+    """
+    out = list(stmts)
+    changed = True
+    while changed:
+        changed = False
+        for n, prod in enumerate(out):
+            name = prod.output.tensor
+            if name in keep or any(s.output.tensor == name for s in out[n + 1:]):
+                continue
+            readers = [m for m in range(n + 1, len(out)) if any(a.tensor == name for a in out[m].accesses())]
+            if not readers or any(a.tensor == name for a in prod.accesses()):
+                continue
+            for m in readers:
+                out[m] = Assignment(out[m].output, _substitute(out[m].expr, prod, fresh))
+            del out[n]
+            changed = True
+            break
+    return out
+
+
+def _substitute(e: Expr, prod: Assignment, fresh: Callable[[str], str]) -> Expr:
+    if isinstance(e, Access) and e.tensor == prod.output.tensor:
+        mapping = {v.name: u.name for v, u in zip(prod.output.indices, e.indices)}
+        for r in prod.expr.walk():
+            if isinstance(r, Reduce):
+                for v in r.vars:
+                    mapping.setdefault(v.name, fresh(v.name))
+        return _rename_vars(prod.expr, mapping)
+    return _map_children(e, lambda c: _substitute(c, prod, fresh))

@@ -23,8 +23,11 @@ from ..ir.loop_printer import kernel_text
 from ..ir.tensor_ir import Assignment, Program, Reduce, TensorDecl
 from .level_space import build_level_space
 from .loop_order import choose_loop_order, order_text
-from .normalize import free_vars, normalize_reductions, precompute_nested, split_repeated_indices
-from .sparsify import Lowered, Namer, NeedsOrdered, Sparsifier
+from .normalize import (
+    extract_reduction, free_vars, inline_intermediates, nested_reductions, normalize_reductions,
+    split_repeated_indices,
+)
+from .sparsify import Lowered, Namer, NeedsOrdered, NotFusable, Sparsifier
 
 
 @dataclass
@@ -57,8 +60,13 @@ def _debug_enabled(debug: bool | None) -> bool:
 
 def lower_program(program: Program, compute_dtype: str, kernel_name: str = "kernel",
                   parallel: bool = True, debug: bool | None = None,
-                  stmt_text: Callable[[Assignment], str] | None = None) -> LoweredProgram:
-    """Run all passes over ``program`` (declarations must carry formats and dtypes)."""
+                  stmt_text: Callable[[Assignment], str] | None = None,
+                  outputs: set[str] | None = None) -> LoweredProgram:
+    """Run all passes over ``program`` (declarations must carry formats and dtypes).
+
+    ``outputs`` names the tensors the caller wants back; any other written tensor
+    is an intermediate and is inlined into its consumers (fused). ``None`` keeps all.
+    """
     decls = dict(program.decl_map)
     taken = set(decls)
     for s in program.statements:
@@ -73,43 +81,63 @@ def lower_program(program: Program, compute_dtype: str, kernel_name: str = "kern
         if show:
             print(f"// ----- after {name} -----\n{text}", file=sys.stderr)
 
-    stmts: list[Assignment] = []
-    for s in program.statements:
-        s = normalize_reductions(s)
-        stmts += precompute_nested(s, decls, namer.fresh, compute_dtype)
-    record("normalize-reductions + precompute-nested", "\n".join(render(s) for s in stmts))
+    stmts = list(program.statements)
+    if outputs is not None:
+        stmts = inline_intermediates(stmts, set(outputs), namer.fresh)
+        record("inline-intermediates", "\n".join(render(s) for s in stmts))
+    stmts = [normalize_reductions(s) for s in stmts]
+    record("normalize-reductions", "\n".join(render(s) for s in stmts))
 
     lowered: list[Lowered] = []
-    temps = [decls[n] for n in decls if n not in program.decl_map]
-    for idx, s in enumerate(stmts):
-        fix = split_repeated_indices(s, decls, namer.fresh)
-        s = fix.stmt
-        dim_params: dict[str, str] = {}
-        for v in s.index_vars():
-            base = fix.dup_of.get(v.name, v.name)
-            if base not in dim_params:
-                dim_params[base] = namer.fresh(f"n_{base}")
-            dim_params[v.name] = dim_params[base]
-        out_decl = decls[s.output.tensor]
-        reduction_vars = {v.name for v in s.expr.vars} if isinstance(s.expr, Reduce) else set()
-        first_seen = {v.name: k for k, v in enumerate(s.index_vars())}
-        taken_now = taken | set(dim_params) | set(decls)
-        name = kernel_name if len(stmts) == 1 else f"{kernel_name}_{idx}"
-        space = build_level_space(s, decls, out_decl, taken_now)
-        for _ in range(len(space.operands) + 1):
-            choice = choose_loop_order(space, reduction_vars, first_seen)
-            try:
-                low = Sparsifier(s, space, choice, compute_dtype, dim_params, namer, fix.filters, name,
-                                 parallel).run()
-                break
-            except NeedsOrdered as need:
-                o = space.operand(need.key)
-                space.convert(o, o.fmt.with_ordered(), "co-iteration needs ordered coordinates")
-        else:  # pragma: no cover - each retry orders one more operand
-            raise VerificationError("could not order the operands for co-iteration")
-        record(f"level-space + loop-order [{name}]", "\n".join(
-            [c.text() for c in space.conversions] + [order_text(choice)]))
-        record(f"sparsify [{name}]", "\n".join(
-            ([kernel_text(low.symbolic)] if low.symbolic else []) + [kernel_text(low.numeric)]))
+    idx = 0
+    while idx < len(stmts):
+        s = stmts[idx]
+        try:
+            low = _lower_statement(s, idx, len(stmts), decls, taken, namer, compute_dtype, kernel_name, parallel,
+                                   record)
+        except NotFusable as nf:
+            # Materialize that reduction in a dense temporary and lower both statements again.
+            stmts[idx: idx + 1] = extract_reduction(s, nf.reduce, decls, namer.fresh, compute_dtype)
+            record("precompute-nested", f"{nf}: " + "; ".join(render(x) for x in stmts[idx: idx + 2]))
+            continue
         lowered.append(low)
+        idx += 1
+    temps = [decls[n] for n in decls if n not in program.decl_map]
     return LoweredProgram(program, lowered, temps, log)
+
+
+def _lower_statement(s: Assignment, idx: int, count: int, decls: dict, taken: set, namer: Namer,
+                     compute_dtype: str, kernel_name: str, parallel: bool, record) -> Lowered:
+    """Lower one statement (nested reductions fused as scalars; raises NotFusable otherwise)."""
+    fix = split_repeated_indices(s, decls, namer.fresh)
+    s = fix.stmt
+    dim_params: dict[str, str] = {}
+    for v in s.index_vars():
+        base = fix.dup_of.get(v.name, v.name)
+        if base not in dim_params:
+            dim_params[base] = namer.fresh(f"n_{base}")
+        dim_params[v.name] = dim_params[base]
+    out_decl = decls[s.output.tensor]
+    reduction_vars = {v.name for v in s.expr.vars} if isinstance(s.expr, Reduce) else set()
+    first_seen = {v.name: k for k, v in enumerate(s.index_vars())}
+    taken_now = taken | set(dim_params) | set(decls)
+    name = kernel_name if count == 1 else f"{kernel_name}_{idx}"
+    space = build_level_space(s, decls, out_decl, taken_now)
+    main_dims = {v.name for v in s.output.indices} | reduction_vars
+    nested_free = [set(free_vars(r)) for r in nested_reductions(s)]
+    for _ in range(len(space.operands) + 1):
+        choice = choose_loop_order(space, reduction_vars, first_seen, main_dims, nested_free)
+        try:
+            low = Sparsifier(s, space, choice, compute_dtype, dim_params, namer, fix.filters, name,
+                             parallel).run()
+            break
+        except NeedsOrdered as need:
+            o = space.operand(need.key)
+            space.convert(o, o.fmt.with_ordered(), "co-iteration needs ordered coordinates")
+    else:  # pragma: no cover - each retry orders one more operand
+        raise VerificationError("could not order the operands for co-iteration")
+    record(f"level-space + loop-order [{name}]", "\n".join(
+        [c.text() for c in space.conversions] + [order_text(choice)]))
+    record(f"sparsify [{name}]", "\n".join(
+        ([kernel_text(low.symbolic)] if low.symbolic else []) + [kernel_text(low.numeric)]))
+    return low

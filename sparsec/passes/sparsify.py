@@ -37,9 +37,29 @@ from ..ir import loop_ir as L
 from ..ir.loop_ir import INDEX, BOOL, binop, const
 from ..ir.tensor_ir import Access, Assignment, Binary, Expr, Literal, Reduce, TensorDecl, Unary, Where
 from ..levels import Compressed, Dense, LooseCompressed, NOutOfM, Singleton
-from .lattice import LatticePoint, is_zero, lattice, operand_key, operands_in, simplify, sub_points
+from .lattice import LatticePoint, Opaque, is_zero, lattice, operand_key, operands_in, simplify, sub_points
 from .level_space import LevelSpace, LevelVar, Operand
 from .loop_order import OrderChoice
+
+
+class NotFusable(Exception):
+    """A nested reduction cannot be computed in a scalar without recomputing it; precompute it instead."""
+
+    def __init__(self, reduce: Reduce, why: str):
+        super().__init__(why)
+        self.reduce = reduce
+
+
+@dataclass
+class Nest:
+    """One loop nest being lowered: the statement's main nest, or a fused reduction's sub-nest."""
+
+    order: list[str]
+    reduce_op: str | None
+    reduce_vars: set[str]
+    top: bool
+    acc: L.Var | None = None
+    hoist_at: int | None = None
 
 
 class NeedsOrdered(Exception):
@@ -131,6 +151,21 @@ IDENTITY = {"sum": 0, "max": float("-inf"), "min": float("inf")}
 STORE_OP = {"sum": "add", "max": "max", "min": "min"}
 
 
+def _replace(e: Expr, target: Expr, new: Expr) -> Expr:
+    """``e`` with the node ``target`` (by identity or equality) replaced by ``new``."""
+    if e is target or e == target:
+        return new
+    if isinstance(e, Unary):
+        return Unary(e.op, _replace(e.operand, target, new))
+    if isinstance(e, Binary):
+        return Binary(e.op, _replace(e.lhs, target, new), _replace(e.rhs, target, new))
+    if isinstance(e, Where):
+        return Where(_replace(e.cond, target, new), _replace(e.then, target, new), _replace(e.other, target, new))
+    if isinstance(e, Reduce):
+        return Reduce(e.op, e.vars, _replace(e.body, target, new))
+    return e
+
+
 def identity_value(op: str, dtype: str):
     """The identity of a reduction in ``dtype`` (integers use their extreme values)."""
     v = IDENTITY[op]
@@ -152,7 +187,6 @@ class Sparsifier:
                  kernel_name: str = "kernel", parallel: bool = True):
         self.stmt = stmt
         self.space = space
-        self.order = list(order.order)
         self.choice = order
         self.cdt = compute_dtype
         self.namer = namer
@@ -162,18 +196,40 @@ class Sparsifier:
         self.lvars: dict[str, LevelVar] = space.level_vars()
         self.dim_param = dict(dim_extent)  # dim var -> scalar param name
         rhs = stmt.expr
-        self.reduce_op: str | None = None
-        self.reduce_vars: set[str] = set()
+        reduce_op: str | None = None
+        reduce_vars: set[str] = set()
         if isinstance(rhs, Reduce):
-            self.reduce_op = rhs.op
-            self.reduce_vars = {v.name for v in rhs.vars}
+            reduce_op = rhs.op
+            reduce_vars = {v.name for v in rhs.vars}
             rhs = rhs.body
+        self.main = Nest(list(order.order), reduce_op, reduce_vars, top=True)
+        self.nest = self.main
         self.body = rhs
         self.out = space.output
-        self.out_vars = [n for n in self.order if self.lvars[n].dim_var in set(self.out.dim_vars)]
+        self.out_vars = [n for n in self.main.order if self.lvars[n].dim_var in set(self.out.dim_vars)]
         self.operands = {o.key: o for o in space.operands}
         self._buffers: dict[str, L.BufferParam] = {}
+        self.opaque: dict[str, L.Var] = {}
+        self._sub_orders: dict[Reduce, list[str]] = {}
+        self.first_seen = {v.name: k for k, v in enumerate(stmt.index_vars())}
         self._pick_strategy()
+
+    # The lowering methods read the nest being lowered through these properties.
+    @property
+    def order(self) -> list[str]:
+        return self.nest.order
+
+    @property
+    def reduce_op(self) -> str | None:
+        return self.nest.reduce_op
+
+    @property
+    def reduce_vars(self) -> set[str]:
+        return self.nest.reduce_vars
+
+    @property
+    def hoist_at(self) -> int | None:
+        return self.nest.hoist_at
 
     # ------------------------------------------------------------------ names and params
     def _buf(self, name: str, dtype: str, role: str = "in", tensor: str = "", part: str = "") -> str:
@@ -281,7 +337,7 @@ class Sparsifier:
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> Lowered:
-        self.hoist_at = self._hoist_point()
+        self.main.hoist_at = self._hoist_point()
         numeric = self._kernel(symbolic=False)
         symbolic = self._kernel(symbolic=True) if self.strategy in ("entries", "workspace") else None
         workspaces: tuple[Workspace, ...] = ()
@@ -367,13 +423,70 @@ class Sparsifier:
     def lower(self, k: int, st: _State, expr: Expr) -> list[L.Stmt]:
         if is_zero(expr) and (self.reduce_op in (None, "sum")):
             return []
+        pre, expr = self.fuse_ready(st, expr)
+        if pre:
+            return pre + self.lower(k, st, expr)
         if k == len(self.order):
             return self.leaf(st, expr)
-        if k == self.hoist_at and st.acc is None:
+        if self.nest.top and k == self.hoist_at and st.acc is None:
             return self.hoisted(k, st, expr)
-        if self.strategy == "workspace" and self.ws_first_red(k) and st.row_count is None:
+        if self.nest.top and self.strategy == "workspace" and self.ws_first_red(k) and st.row_count is None:
             return self.workspace_row(k, st, expr)
         return self.lower_var(k, st, expr)
+
+    # ------------------------------------------------------------------ fused nested reductions
+    def fuse_ready(self, st: _State, expr: Expr) -> tuple[list[L.Stmt], Expr]:
+        """Compute every nested reduction whose free variables are all bound, as a scalar."""
+        from .normalize import free_vars
+
+        ready: list[Reduce] = []
+
+        def find(e: Expr) -> None:
+            if isinstance(e, Reduce):
+                if all(self.dim_coord(v, st) is not None for v in free_vars(e)):
+                    ready.append(e)
+                    return
+            for c in e.children():
+                find(c)
+
+        find(expr)
+        if not ready:
+            return [], expr
+        stmts: list[L.Stmt] = []
+        for r in ready:
+            code, var = self.scalar_reduce(r, st)
+            stmts += code
+            expr = _replace(expr, r, Opaque(var.name))
+        return stmts, expr
+
+    def scalar_reduce(self, r: Reduce, st: _State) -> tuple[list[L.Stmt], L.Var]:
+        """Lower ``r`` into a sub-nest that accumulates into a fresh scalar."""
+        from .normalize import free_vars
+        from .loop_order import sub_order
+
+        free = set(free_vars(r))
+        extra = [v for v in st.bound if self.lvars.get(v) is not None and self.lvars[v].dim_var not in free
+                 and not self._bound_by_enclosing(v)]
+        if extra:
+            raise NotFusable(r, f"computing it below {extra[0]!r} would repeat it for every {extra[0]!r}")
+        if r not in self._sub_orders:
+            try:
+                self._sub_orders[r] = list(sub_order(self.space, {v.name for v in r.vars}, self.first_seen))
+            except Exception:
+                raise NotFusable(r, "its operands' level orders conflict") from None
+        acc = L.Var(self.namer.fresh("red"), self.cdt)
+        sub = Nest(self._sub_orders[r], r.op, {v.name for v in r.vars}, top=False, acc=acc)
+        outer, self.nest = self.nest, sub
+        try:
+            body = self.lower(0, st.copy(), r.body)
+        finally:
+            self.nest = outer
+        self.opaque[acc.name] = acc
+        return [L.Assign(acc, const(identity_value(r.op, self.cdt), self.cdt))] + body, acc
+
+    def _bound_by_enclosing(self, var: str) -> bool:
+        """True when ``var`` belongs to a nest enclosing the current one (not the current nest's loops)."""
+        return var not in self.nest.order
 
     def ws_first_red(self, k: int) -> bool:
         return self.lvars[self.order[k]].dim_var in self.reduce_vars and all(
@@ -402,9 +515,13 @@ class Sparsifier:
         # loop from the first reduction variable down visits all coordinates.
         # When the max/min is not accumulated in a scalar, stores combine with the output's initial value,
         # which must then be the identity, so every coordinate is visited.
-        absent_ok = not (self.reduce_op in ("max", "min")
-                         and (k >= self.first_reduction_index() or self.hoist_at is None))
-        points = lattice(expr, keys, absent_value_ok=absent_ok)
+        skip = is_zero
+        if self.reduce_op in ("max", "min") and (k >= self.first_reduction_index()
+                                                  or (self.nest.top and self.hoist_at is None)):
+            # ... unless a coordinate yields the identity itself (a masked max: where(M, A, -inf)).
+            ident = IDENTITY[self.reduce_op]
+            skip = lambda e: isinstance(e, Literal) and not isinstance(e.value, bool) and e.value == ident  # noqa
+        points = lattice(expr, keys, skip)
         if not points:
             return []
         universe = any(p.is_universe for p in points)
@@ -442,7 +559,7 @@ class Sparsifier:
             stmts.append(L.Assign(v, value))
         st.bound[var] = v
         stmts += self._materialize(st)
-        if k == 0 and self.count_var is not None and var in self.out_vars:
+        if self.nest.top and k == 0 and self.count_var is not None and var in self.out_vars:
             # Numeric pass of a sparse output: entries of this outer iteration start at off[var].
             stmts.append(L.Assign(self.count_var, L.Cast(L.Load(f"{self.out.prefix}_off", v, "int64"), INDEX)))
         return stmts, []
@@ -526,7 +643,7 @@ class Sparsifier:
         return [L.For(L.Var(var), lo, hi, L.Block(tuple(body)), kind, comment, var)]
 
     def _parallel_ok(self, k: int) -> bool:
-        if not self.want_parallel or k != 0:
+        if not self.want_parallel or k != 0 or not self.nest.top:
             return False
         var = self.order[0]
         if self.lvars[var].dim_var in self.reduce_vars or var not in self.out_vars:
@@ -671,8 +788,9 @@ class Sparsifier:
         cases = []
         for p in points:
             cond = None
-            for key in p.iterators:
-                cond = present[key] if cond is None else binop("and", cond, present[key])
+            for o, _ in its:  # operand order, so the generated code is deterministic
+                if o.key in p.iterators:
+                    cond = present[o.key] if cond is None else binop("and", cond, present[o.key])
             cases.append((cond, p))
         body += self._case_chain(k, inner, cases, its, cur, segs)
         for o, l in its:
@@ -715,8 +833,9 @@ class Sparsifier:
                 if p.is_universe:
                     continue
                 cond = None
-                for key in p.iterators:
-                    cond = present[key] if cond is None else binop("and", cond, present[key])
+                for o, _ in members:
+                    if o.key in p.iterators:
+                        cond = present[o.key] if cond is None else binop("and", cond, present[o.key])
                 cases.append((cond, p))
             body += self._case_chain(k, inner, cases, its, cur, segs)
             for o, l in members:
@@ -776,6 +895,10 @@ class Sparsifier:
         return stmts + write
 
     def leaf(self, st: _State, expr: Expr) -> list[L.Stmt]:
+        if not self.nest.top:
+            value = self.emit_expr(expr, st)
+            acc = self.nest.acc
+            return [L.Assign(acc, binop(STORE_OP[self.reduce_op], acc, value))]
         if self.symbolic:
             if st.hit is not None:
                 return [L.Assign(st.hit, const(True, BOOL))]
@@ -901,6 +1024,8 @@ class Sparsifier:
                 raise AssertionError(f"position of {o.tensor} unknown at the leaf")
             return self._as(L.Load(self.vals_buffer(o), pos, o.dtype), cdt) if o.dtype != BOOL else \
                 L.Load(self.vals_buffer(o), pos, BOOL)
+        if isinstance(e, Opaque):
+            return self.opaque[e.name]
         if isinstance(e, Literal):
             if isinstance(e.value, bool):
                 return const(e.value, BOOL)
