@@ -10,11 +10,14 @@ from .errors import (
 from .formats import Format, LevelExpr, parse_format
 from .tensor import Tensor
 from .io import read_mtx, write_mtx
+from .api import Kernel, compile, einsum
+from .runtime import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Format", "LevelExpr", "parse_format", "Tensor", "read_mtx", "write_mtx",
+    "einsum", "compile", "Kernel", "Tensor", "Format", "LevelExpr", "parse_format", "read_mtx", "write_mtx",
+    "set_num_threads", "get_num_threads",
     "SparsecError", "FormatError", "ParseError", "VerificationError", "ShapeError", "ScheduleError", "BackendError",
     "__version__",
 ]

@@ -152,7 +152,14 @@ class Kernel:
         return self._runner.run(self._bind(args, kwargs))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run; a dense output comes back as a numpy array, a sparse one as a Tensor."""
+        """Run; a dense output comes back as a numpy array, a sparse one as a Tensor.
+
+        A backend may take over the call to keep operands on its device (the Triton
+        backend returns torch tensors on the device the kernel ran on).
+        """
+        hook = getattr(self.backend, "call", None)
+        if hook is not None:
+            return hook(self, args, kwargs)
         torch_in = any(type(v).__module__.startswith("torch") for v in list(args) + list(kwargs.values()))
         results = self.run(*args, **kwargs)
         out = [results[o] for o in self.outputs if o in results]
@@ -216,7 +223,7 @@ def compile(statement: Any, formats: Mapping[str, FormatLike] | None = None, dty
 # ------------------------------------------------------------------------------------- einsum
 _EINSUM_CACHE: dict[tuple, Kernel] = {}
 _EINSUM_LOCK = threading.Lock()
-_NAMES = [c for c in string.ascii_uppercase if c not in "T"]
+_NAMES = list(string.ascii_uppercase)
 
 
 def _operand_name(k: int) -> str:
@@ -244,6 +251,11 @@ def einsum(subscripts: str, *operands: Any, out_format: FormatLike | None = None
     """
     from .frontend import parse_einsum
 
+    backend_einsum = getattr(get_backend(target), "einsum", None)
+    if backend_einsum is not None:  # device backends bind operands on their device
+        if schedule not in _SCHEDULES:
+            raise ScheduleError(f"schedule {schedule!r} is not supported here; use None or 'auto'")
+        return backend_einsum(subscripts, *operands, out_format=out_format, dtype=dtype)
     names = [_operand_name(k) for k in range(len(operands))]
     stmt = parse_einsum(subscripts, names, "out")
     tensors = [as_tensor(x, n) for x, n in zip(operands, names)]

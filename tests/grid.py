@@ -124,6 +124,8 @@ def run_case(case: Case, target: str) -> tuple[np.ndarray, np.ndarray]:
             fmts[stmt.output.tensor] = case.out_format
         k = api.compile(case.expr, formats=fmts, dtype=case.dtype, target=target)
         out = k(**{_name(i): t for i, t in enumerate(tensors)})
+    if hasattr(out, "to_host"):          # the Triton backend's device-resident sparse result
+        out = out.to_host()
     if isinstance(out, sc.Tensor):
         assert case.out_format is not None, "a sparse result needs out_format"
         out.validate()
@@ -131,7 +133,8 @@ def run_case(case: Case, target: str) -> tuple[np.ndarray, np.ndarray]:
             sc.parse_format(case.out_format, out.ndim), (out.format, case.out_format)
         got = out.to_numpy()
     else:
-        got = np.asarray(out)
+        assert case.out_format is None, f"expected a sparse {case.out_format} result, got {type(out).__name__}"
+        got = out.cpu().numpy() if hasattr(out, "cpu") else np.asarray(out)
     return np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
 
 

@@ -1,0 +1,315 @@
+"""Target ``"triton"``: loop IR -> generated Triton source -> ``triton.jit`` -> launch on torch tensors.
+
+Modules, one job each:
+
+* :mod:`.schedule` -- GPU scheduling pass: grid mapping and fast-path block forms
+  (CSR-vector / multi-row reductions, SDDMM tiles, SpMM register tiles, ``tl.dot``
+  on BSR blocks), printed as annotated loop IR;
+* :mod:`.codegen` -- loop IR + plan -> Triton source (scalar lowering for everything,
+  vector lowering for the fast paths);
+* :mod:`.launch` -- source cache directory, import, module cache;
+* :mod:`.device` -- device tensors, operand binding, the torch-based statement runner;
+* :mod:`.options` -- :class:`TritonOptions` (``precision="ieee" | "tf32"``, tile sizes,
+  warps) and the launch heuristics.
+
+Running: ``sc.compile(..., target="triton")`` / ``sc.einsum(..., target="triton")``
+use this backend's :class:`~.device.DeviceRunner`. Kernels run on CUDA when
+available, or on the CPU in Triton's interpreter with ``TRITON_INTERPRET=1``
+(anything else raises :class:`~sparsec.errors.BackendError`).
+
+Results: through :func:`call` / :func:`einsum` here (device-resident path), a dense
+output is a torch tensor on the device the kernel ran on and a sparse output a
+:class:`~.device.DeviceTensor` (``.to_torch()`` gives ``sparse_csr`` etc. on that
+device); torch CUDA inputs (strided, sparse_csr/csc/coo/bsr) are bound without a
+host round trip. Through the generic ``sc.Kernel.__call__`` / ``sc.einsum`` the
+runtime wraps operands as numpy-backed tensors first and presents dense results as
+numpy (or CPU torch), so CUDA operands round-trip through the host there unless
+the API uses this backend's ``call`` hook (see :meth:`TritonBackend.call`).
+
+Precision: float32 ``tl.dot`` uses ``input_precision="ieee"`` by default (matches
+numpy); ``set_options(precision="tf32")`` or ``with options(precision="tf32")``
+selects TF32 tensor cores. float16/bfloat16 fast paths accumulate in float32.
+Index arithmetic is int32 when every buffer length and size fits (with margin), else
+int64; each width is its own generated source (part of the cache key).
+``SPARSEC_TRITON_INDEX64=1`` forces int64 (to test that variant on small inputs).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Mapping
+
+from ...errors import BackendError
+from ...ir import loop_ir as L
+from .codegen import generate
+from .device import DeviceRunner, DeviceTensor, bind_operand, host_eval, pick_device
+from .launch import interpreting, load_kernel
+from .options import TritonOptions, choose_constexprs, choose_num_warps, get_options, options, set_options
+from .schedule import MapTile, Plan, schedule
+
+__all__ = ["TritonBackend", "TritonKernel", "TritonOptions", "DeviceTensor", "call", "einsum", "options",
+           "set_options", "get_options"]
+
+#: above this, index arithmetic uses int64 (slack for sums of in-range positions)
+INDEX32_LIMIT = 2**31 - 2**24
+
+
+class TritonKernel:
+    """One loop-IR kernel compiled for Triton: ``ck(buffers, scalars)`` launches it."""
+
+    def __init__(self, kernel: L.Kernel, opts: TritonOptions):
+        self.kernel = kernel
+        self.fast_paths = opts.fast_paths
+        self.plan: Plan = schedule(kernel, opts.fast_paths, opts.dot_min_block)
+        self._variants: dict[bool, tuple] = {}
+        self._stats_memo: dict[tuple, float] = {}
+        self._lock = threading.Lock()
+        self.variant(False)  # generate eagerly: errors surface at compile time, dump works
+
+    @property
+    def internal(self) -> list[str]:
+        if self.plan.mode == "atomic":
+            return ["_t_lo"]
+        if self.plan.mode == "persistent":
+            return [f"_t_ws{q}" for q in range(len(self.plan.workspaces))]
+        return []
+
+    def variant(self, idx64: bool) -> tuple:
+        with self._lock:
+            v = self._variants.get(idx64)
+            if v is None:
+                names = [c.name for c in self.plan.constexprs]
+                src, cg = generate(self.plan, idx64, names, self.internal)
+                v = (src, cg, None)
+                self._variants[idx64] = v
+            return v
+
+    def source(self, idx64: bool = False) -> str:
+        return self.variant(idx64)[0]
+
+    def dump(self, stage: str = "triton") -> str:
+        return self.source(False)
+
+    def _fn(self, idx64: bool):
+        src, cg, fn = self.variant(idx64)
+        if fn is None or getattr(fn, "_sc_interp", None) != interpreting():
+            from .codegen import py_name
+
+            fn = load_kernel(self.kernel.name, src, py_name(self.kernel.name))
+            try:
+                fn._sc_interp = interpreting()
+            except AttributeError:  # pragma: no cover
+                pass
+            with self._lock:
+                self._variants[idx64] = (src, cg, fn)
+        return fn, cg
+
+    def programs(self, n_iter: int, device: Any) -> int:
+        """Programs of a persistent grid (workspace kernels): a few per SM, capped by the work."""
+        if self.plan.mode != "persistent":
+            return 1
+        opts = get_options()
+        cap = opts.max_programs
+        if cap is None:
+            cap = 2
+            if getattr(device, "type", "cpu") == "cuda" and not interpreting():
+                import torch
+
+                cap = 4 * torch.cuda.get_device_properties(device).multi_processor_count
+        return max(1, min(int(n_iter), int(cap)))
+
+    def __call__(self, buffers: Mapping[str, Any], scalars: Mapping[str, int]) -> None:
+        import torch
+
+        bufs = dict(buffers)
+        for k, v in list(bufs.items()):
+            if not isinstance(v, torch.Tensor):
+                bufs[k] = torch.from_numpy(v)
+        scal = dict(scalars)
+        plan = self.plan
+        big = max([t.numel() for t in bufs.values()] + [abs(int(v)) for v in scal.values()] + [0])
+        idx64 = big > INDEX32_LIMIT or os.environ.get("SPARSEC_TRITON_INDEX64", "0") == "1"
+        # index buffers whose width differs from the kernel's (same format, other widths):
+        # the generated code types loads by the IR, so bind them at the IR's width
+        for p in self.kernel.buffers:
+            t = bufs.get(p.name)
+            if t is None or not p.dtype.startswith("int"):
+                continue
+            have = str(t.dtype).replace("torch.", "")
+            if have != p.dtype and have.startswith("int") and not (idx64 and p.dtype == "int32"):
+                bufs[p.name] = t.to(getattr(torch, p.dtype))
+        fn, cg = self._fn(idx64)
+        internal: list[int] = []
+        if plan.mode == "grid":
+            n_iter = int(scal["sc_hi"]) - int(scal["sc_lo"])
+        elif plan.mode == "persistent":
+            n_iter = int(scal["sc_hi"]) - int(scal["sc_lo"])
+            internal = [int(scal[f"_t_ws:{w}"]) for w in plan.workspaces]
+        elif plan.mode == "atomic":
+            lo = host_eval(plan.top.lo, bufs, scal)
+            hi = host_eval(plan.top.hi, bufs, scal)
+            n_iter = hi - lo
+            internal = [lo]
+        else:
+            n_iter = 1
+        if n_iter <= 0:
+            return
+        opts = get_options()
+        estimates = self._estimates(bufs, scal)
+        consts = choose_constexprs(plan.constexprs, estimates, opts)
+        top = plan.fast.get(id(plan.top)) if plan.top is not None else None
+        if plan.mode == "grid":
+            grid = -(-n_iter // consts[top.lanes]) if isinstance(top, MapTile) else n_iter
+        elif plan.mode == "persistent":
+            device = next(iter(bufs.values())).device if bufs else None
+            grid = self.programs(n_iter, device)
+        elif plan.mode == "atomic":
+            grid = n_iter
+        else:
+            grid = 1
+        kwargs: dict[str, Any] = dict(consts)
+        if cg.uses_prec:
+            kwargs["PREC"] = opts.precision
+        warps = choose_num_warps(consts, cg.uses_dot, opts)
+        args = []
+        for p in self.kernel.params:
+            if isinstance(p, L.BufferParam):
+                if p.name not in bufs:
+                    raise BackendError(f"kernel {self.kernel.name}: missing buffer {p.name!r}")
+                args.append(bufs[p.name])
+            else:
+                if p.name not in scal:
+                    raise BackendError(f"kernel {self.kernel.name}: missing scalar {p.name!r}")
+                args.append(int(scal[p.name]))
+        args += internal
+        fn[(grid,)](*args, num_warps=warps, **kwargs)
+
+    def _estimates(self, bufs: Mapping[str, Any], scal: Mapping[str, int]) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        cache: dict[str, float] = {}
+        memo = self._stats_memo
+        for c in self.plan.constexprs:
+            e = c.est
+            val = None
+            try:
+                if e.kind == "pos" and e.buffer in bufs:
+                    if e.buffer not in cache:
+                        b = bufs[e.buffer]
+                        n = b.numel()
+                        # one device read per pos array (memoized by storage and version: no sync on reuse)
+                        key = (b.data_ptr(), n, getattr(b, "_version", 0), str(b.device))
+                        if key not in memo:
+                            ends = b[[0, n - 1]].tolist() if n > 1 else [0, 0]
+                            if len(memo) > 64:
+                                memo.clear()
+                            memo[key] = (ends[1] - ends[0]) / max(n - 1, 1)
+                        cache[e.buffer] = memo[key]
+                    val = cache[e.buffer]
+                elif e.kind == "expr":
+                    val = float(host_eval(e.hi, {}, scal) - host_eval(e.lo, {}, scal))
+            except (BackendError, KeyError, IndexError):
+                val = None
+            out[c.name] = val
+        return out
+
+
+class TritonBackend:
+    """Backend ``triton``: generated Triton kernels on torch tensors (GPU, or the CPU interpreter)."""
+
+    name = "triton"
+    threads = False
+    stages: tuple[str, ...] = ("triton",)
+    runner_class = DeviceRunner
+
+    def compile(self, kernel: L.Kernel) -> TritonKernel:
+        return TritonKernel(kernel, get_options())
+
+    # hooks for the public API (device-resident binding and results)
+    def bind_operand(self, x: Any, name: str, fmt=None, dtype: str | None = None, device=None) -> DeviceTensor:
+        return bind_operand(x, name, fmt, dtype, device if device is not None else pick_device([x]))
+
+    def call(self, kernel, args, kwargs) -> Any:
+        """What ``sc.Kernel.__call__`` does on this target: see :func:`call`."""
+        return call(kernel, *args, **kwargs)
+
+    def einsum(self, subscripts: str, *operands: Any, out_format=None, dtype: Any = None) -> Any:
+        """What ``sc.einsum(..., target="triton")`` does: see :func:`einsum`."""
+        return einsum(subscripts, *operands, out_format=out_format, dtype=dtype)
+
+
+def _present(t: Any, decl) -> Any:
+    import torch
+
+    if decl.ndim == 0:
+        if isinstance(t, DeviceTensor):
+            return t.values.reshape(())
+        return torch.from_numpy(t.values.reshape(()).copy())
+    if decl.format.is_sparse:
+        return t
+    if isinstance(t, DeviceTensor):
+        return t.to_torch()
+    return torch.from_numpy(t.to_numpy())
+
+
+def call(kernel, *args: Any, **kwargs: Any) -> Any:
+    """Run an ``sc.compile(..., target="triton")`` kernel keeping everything on the device.
+
+    Operands are bound with :func:`~.device.bind_operand` (torch CUDA tensors stay where
+    they are). Dense outputs come back as torch tensors on the device the kernel ran
+    on (0-d outputs as 0-d tensors), sparse outputs as :class:`DeviceTensor`.
+    """
+    if not isinstance(kernel.backend, TritonBackend):
+        raise BackendError(f"call() needs a kernel compiled with target='triton', got target={kernel.target!r}")
+    if len(args) > len(kernel.inputs):
+        raise TypeError(f"kernel takes {len(kernel.inputs)} operands ({', '.join(kernel.inputs)}), got {len(args)}")
+    given = dict(zip(kernel.inputs, args))
+    for k, v in kwargs.items():
+        if k in given:
+            raise TypeError(f"operand {k!r} given twice")
+        if k not in kernel.inputs:
+            raise TypeError(f"unknown operand {k!r}; this kernel reads {', '.join(kernel.inputs)}")
+        given[k] = v
+    missing = [n for n in kernel.inputs if n not in given]
+    if missing:
+        raise TypeError(f"missing operand(s) {', '.join(map(repr, missing))}")
+    device = pick_device(given.values())
+    bound = {}
+    for n in kernel.inputs:
+        d = kernel.program.decl(n)
+        bound[n] = bind_operand(given[n], n, d.format, d.dtype, device)
+    results = kernel._runner.run(bound)
+    outs = {n: _present(results[n], kernel.program.decl(n)) for n in kernel.outputs if n in results}
+    return outs[kernel.outputs[-1]] if len(kernel.outputs) == 1 else outs
+
+
+_EINSUM: dict[tuple, Any] = {}
+
+
+def einsum(subscripts: str, *operands: Any, out_format=None, dtype: Any = None) -> Any:
+    """``sc.einsum(..., target="triton")`` with device-resident operands and results (see :func:`call`)."""
+    import numpy as np
+
+    from ...api import Kernel, _normalize_dtype, _operand_name, build_program
+    from ...formats import as_format
+    from ...frontend import parse_einsum
+
+    names = [_operand_name(k) for k in range(len(operands))]
+    stmt = parse_einsum(subscripts, names, "out")
+    device = pick_device(operands)
+    bound = [bind_operand(x, n, None, None, device) for x, n in zip(operands, names)]
+    if dtype is None:
+        dts = [np.dtype("float32") if str(t.dtype) == "bfloat16" else t.dtype for t in bound]
+        res = np.result_type(*dts) if dts else np.dtype("float64")
+        dtype = "float64" if res == np.bool_ else res.name
+        if dts and all(str(t.dtype) == "bfloat16" for t in bound):
+            dtype = "bfloat16"
+    dtype = _normalize_dtype(dtype, "einsum dtype")
+    fmts = {n: t.format for n, t in zip(names, bound)}
+    out_fmt = as_format(out_format, len(stmt.output.indices)) if out_format is not None else None
+    key = (subscripts.replace(" ", ""), tuple(fmts.values()), dtype, out_fmt)
+    kernel = _EINSUM.get(key)
+    if kernel is None:
+        kernel = Kernel(build_program([stmt], fmts, dtype, out_fmt), "triton", None, "einsum")
+        _EINSUM[key] = kernel
+    return call(kernel, *bound)

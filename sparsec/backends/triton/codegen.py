@@ -1,0 +1,871 @@
+"""Loop IR + GPU plan -> Triton source text.
+
+The generated file is self-contained (``import triton``, ``import triton.language as
+tl``, three small ``@triton.jit`` helpers, one kernel) and readable: variables and
+buffers keep their loop-IR names (``i``, ``pA1``, ``A_pos1``), each loop is preceded
+by a comment naming its index variable, and the scheduled loop IR heads the file.
+
+Scalar lowering (works for every kernel): loop-IR statements become Python-syntax
+Triton code on scalars -- ``for v in range(lo, hi)``, ``while``, ``if``,
+``tl.load(ptr + idx)``, ``tl.store``. Types follow the IR exactly: every value has
+the Triton type of its IR dtype (``index`` is ``tl.int32`` or ``tl.int64``, chosen
+per launch), literals are typed with ``tl.full([], v, T)`` wherever Triton would
+otherwise infer a different type, and variables that live across a loop or an
+``if`` are declared before it (Triton needs loop-carried values typed up front).
+Short-circuit ``and``/``or`` evaluate both sides, so loads on the right side are
+masked by the left side (``tl.load(p, mask=left, other=0)``): never out of bounds.
+
+Vector lowering (fast paths, see :mod:`.schedule`): a context maps some loop
+variables to ``tl.arange`` axes; every vector value is kept *full rank*
+(``[R, 1]``, ``[1, B]``, ``[R, B]``...) so broadcasting does the work, and each
+value carries the set of axes it depends on, so each load is masked by exactly
+the masks of those axes.
+"""
+
+from __future__ import annotations
+
+import keyword
+import math
+from dataclasses import dataclass
+
+from ...ir import loop_ir as L
+from ...ir.loop_printer import expr_text
+from .schedule import AccTile, MapTile, NoFastPath, Plan, ReduceLoop, assigned, expr_vars, reads, scheduled_text
+
+_TL = {"float16": "tl.float16", "bfloat16": "tl.bfloat16", "float32": "tl.float32", "float64": "tl.float64",
+       "int8": "tl.int8", "int16": "tl.int16", "int32": "tl.int32", "int64": "tl.int64", "bool": "tl.int1",
+       "uint8": "tl.uint8"}
+_RESERVED = set(keyword.kwlist) | {"tl", "triton", "range", "float", "int", "min", "max", "abs", "print", "len",
+                                   "bool", "math", "static_range"}
+_SMALL_FLOATS = ("float16", "bfloat16")
+
+HELPERS = '''
+@triton.jit
+def _sc_nanmax(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _sc_nanmin(a, b):
+    return tl.minimum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _sc_idiv(a, b):
+    # C integer division (truncates toward zero) whatever the signs
+    q = tl.abs(a) // tl.abs(b)
+    return tl.where((a < 0) != (b < 0), -q, q)
+'''
+
+
+def py_name(name: str) -> str:
+    """A loop-IR name as a Python identifier that cannot clash with generated names."""
+    if name in _RESERVED or name.startswith("_t") or name.startswith("_sc"):
+        return name + "_"
+    return name
+
+
+@dataclass(frozen=True)
+class Val:
+    """An emitted value: code, IR dtype, the vector axes it depends on, and weak (an untyped literal)."""
+
+    code: str
+    dtype: str
+    deps: frozenset = frozenset()
+    weak: bool = False
+    py: object = None  # the Python value of a weak literal
+
+
+def _lit(v, dtype: str) -> str:
+    if dtype == "bool":
+        return "True" if v else "False"
+    if isinstance(v, float) or L.is_float(dtype):
+        v = float(v)
+        if math.isnan(v):
+            return 'float("nan")'
+        if math.isinf(v):
+            return 'float("inf")' if v > 0 else '-float("inf")'
+        return repr(v)
+    return str(int(v))
+
+
+def _paren(code: str) -> str:
+    if code.replace("_", "").replace(".", "").isalnum() or (code.startswith("(") and _balanced_outer(code)):
+        return code
+    if code.endswith("]") and "[" in code:
+        h = code.split("[", 1)[0]
+        if h.replace("_", "").isalnum() and _balanced_outer(code[len(h):]):
+            return code
+    head = code.split("(", 1)[0]
+    if code.endswith(")") and head and head.replace("_", "").replace(".", "").isalnum() and \
+            _balanced_outer(code[len(head):]):
+        return code
+    return f"({code})"
+
+
+def _balanced_outer(code: str) -> bool:
+    depth = 0
+    for k, ch in enumerate(code):
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+            if depth == 0 and k != len(code) - 1:
+                return False
+    return True
+
+
+class Emitter:
+    """Expression emitter for one context (scalar when ``env``/``masks`` are empty)."""
+
+    def __init__(self, cg: "Codegen", env: dict[str, Val] | None = None,
+                 masks: dict[str, tuple[str, frozenset]] | None = None, promote: bool = True):
+        self.cg = cg
+        self.env = env if env is not None else {}
+        self.masks = masks if masks is not None else {}
+        self.promote = promote
+
+    # -- typing ------------------------------------------------------------------------------
+    def T(self, dtype: str) -> str:
+        return self.cg.T(dtype, self.promote)
+
+    def typed(self, v: Val, dtype: str | None = None) -> str:
+        dtype = dtype or v.dtype
+        if v.weak:
+            py = v.py
+            if dtype == "bool":
+                return f"tl.full([], {_lit(bool(py), 'bool')}, tl.int1)"
+            if L.is_float(dtype):
+                return f"tl.full([], {_lit(float(py), dtype)}, {self.T(dtype)})"
+            return f"tl.full([], {int(py)}, {self.T(dtype)})"
+        if self.T(v.dtype) != self.T(dtype):
+            if dtype == "bool":
+                return f"({v.code} != 0)"
+            return f"tl.cast({v.code}, {self.T(dtype)})"
+        return v.code
+
+    def mask_for(self, deps, guard: Val | None = None) -> tuple[str | None, frozenset]:
+        parts: list[str] = []
+        all_deps = set(deps)
+        for a in sorted(deps):
+            if a in self.masks:
+                code, mdeps = self.masks[a]
+                if code not in parts:
+                    parts.append(code)
+                all_deps |= mdeps
+        if guard is not None and not guard.weak:
+            parts.append(_paren(guard.code))
+            all_deps |= guard.deps
+        if not parts:
+            return None, frozenset(all_deps)
+        return " & ".join(parts), frozenset(all_deps)
+
+    # -- expressions -------------------------------------------------------------------------
+    def emit(self, e: L.LExpr, guard: Val | None = None) -> Val:
+        if isinstance(e, L.Const):
+            v = e.value
+            if e.dtype == "bool":
+                v = bool(v)
+            elif L.is_float(e.dtype):
+                v = float(v)
+            else:
+                v = int(v)
+            return Val(_lit(v, e.dtype), e.dtype, frozenset(), True, v)
+        if isinstance(e, L.Var):
+            if e.name in self.env:
+                return self.env[e.name]
+            return Val(self.cg.scalar_name(e.name), e.dtype)
+        if isinstance(e, L.Load):
+            idx = self.emit(e.index, guard)
+            buf = py_name(e.buffer)
+            mask, deps = self.mask_for(idx.deps, guard)
+            icode = idx.code if not idx.weak else str(idx.py)
+            ptr = f"{buf} + {_paren(icode)}" if icode != "0" else buf
+            up = ".to(tl.float32)" if self.promote and e.dtype in _SMALL_FLOATS else ""
+            if mask is None:
+                return Val(f"tl.load({ptr}){up}", e.dtype, deps)
+            return Val(f"tl.load({ptr}, mask={mask}, other=0){up}", e.dtype, deps)
+        if isinstance(e, L.BinOp):
+            return self.binop(e, guard)
+        if isinstance(e, L.UnOp):
+            return self.unop(e, guard)
+        if isinstance(e, L.Select):
+            c = self.emit(e.cond, guard)
+            a = self.emit(e.a, guard)
+            b = self.emit(e.b, guard)
+            if c.weak:
+                return a if c.py else b
+            ac = self.typed(a, e.dtype) if a.weak or self.T(a.dtype) != self.T(e.dtype) else a.code
+            bc = self.typed(b, e.dtype) if b.weak or self.T(b.dtype) != self.T(e.dtype) else b.code
+            return Val(f"tl.where({c.code}, {ac}, {bc})", e.dtype, c.deps | a.deps | b.deps)
+        if isinstance(e, L.Cast):
+            a = self.emit(e.a, guard)
+            if a.weak:
+                py = a.py
+                if e.dtype == "bool":
+                    py = bool(py)
+                elif L.is_float(e.dtype):
+                    py = float(py)
+                else:
+                    py = int(py)
+                return Val(_lit(py, e.dtype), e.dtype, frozenset(), True, py)
+            if e.dtype == "bool":
+                return Val(f"({a.code} != 0)", "bool", a.deps)
+            if self.T(a.dtype) == self.T(e.dtype):
+                return Val(a.code, e.dtype, a.deps)
+            return Val(f"tl.cast({a.code}, {self.T(e.dtype)})", e.dtype, a.deps)
+        raise TypeError(f"not a loop-IR expression: {e!r}")
+
+    def binop(self, e: L.BinOp, guard: Val | None) -> Val:
+        op = e.op
+        a = self.emit(e.a, guard)
+        if op in ("and", "or"):
+            if a.weak:
+                if (op == "and") == bool(a.py):
+                    return self.emit(e.b, guard)
+                return a
+            cond = a if op == "and" else Val(f"({a.code} == 0)", "bool", a.deps)
+            g = cond if guard is None or guard.weak else Val(f"{_paren(guard.code)} & {_paren(cond.code)}", "bool",
+                                                             guard.deps | cond.deps)
+            b = self.emit(e.b, g)
+            if b.weak:
+                if (op == "and") == bool(b.py):
+                    return a
+                return b
+            sym = "&" if op == "and" else "|"
+            return Val(f"{_paren(a.code)} {sym} {_paren(b.code)}", "bool", a.deps | b.deps)
+        b = self.emit(e.b, guard)
+        in_dt = e.a.dtype
+        fl = L.is_float(in_dt)
+        if a.weak and b.weak:
+            r = _fold(op, a.py, b.py, fl)
+            if r is not None:
+                dt = "bool" if op in L.CMP_OPS else e.dtype
+                return Val(_lit(r, dt), dt, frozenset(), True, r)
+        deps = a.deps | b.deps
+        if op in L.CMP_OPS:
+            sym = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}[op]
+            ac, bc = a.code, b.code
+            if self.cg.idx64 is False and in_dt == "index" and (_has_var_product(e.a) or _has_var_product(e.b)):
+                ac, bc = f"{_paren(self.typed(a, 'index'))}.to(tl.int64)", f"{_paren(self.typed(b, 'index'))}.to(tl.int64)"
+            if a.weak and b.weak:
+                ac = self.typed(a, in_dt)
+            return Val(f"{_paren(ac)} {sym} {_paren(bc)}", "bool", deps)
+        dt = e.dtype
+        if op in ("max", "min"):
+            ac, bc = self.typed(a, dt), self.typed(b, dt)
+            if fl:
+                return Val(f"_sc_nan{op}({ac}, {bc})", dt, deps)
+            return Val(f"tl.{'maximum' if op == 'max' else 'minimum'}({ac}, {bc})", dt, deps)
+        if op in ("add", "sub", "mul"):
+            sym = {"add": "+", "sub": "-", "mul": "*"}[op]
+            ac = a.code if not a.weak else (a.code if not b.weak else self.typed(a, dt))
+            bc = b.code
+            if not a.weak and self.T(a.dtype) != self.T(dt):
+                ac = self.typed(a, dt)
+            if not b.weak and self.T(b.dtype) != self.T(dt):
+                bc = self.typed(b, dt)
+            if b.weak and isinstance(b.py, (int, float)) and b.py < 0:
+                bc = f"({bc})"
+            return Val(f"{_paren(ac)} {sym} {_paren(bc)}", dt, deps)
+        if op == "div":
+            if fl:
+                ac, bc = self.typed(a, dt), self.typed(b, dt)
+                if dt == "float32":
+                    return Val(f"tl.div_rn({ac}, {bc})", dt, deps)
+                if dt in _SMALL_FLOATS:
+                    return Val(f"({_paren(ac)}.to(tl.float32) / {_paren(bc)}.to(tl.float32)).to({self.T(dt)})", dt, deps)
+                return Val(f"{_paren(ac)} / {_paren(bc)}", dt, deps)
+            return Val(f"_sc_idiv({self.typed(a, dt)}, {self.typed(b, dt)})", dt, deps)
+        if op in ("floordiv", "mod"):
+            if fl:
+                ac, bc = self.typed(a, dt), self.typed(b, dt)
+                q = f"tl.floor({_paren(ac)} / {_paren(bc)})"
+                if op == "floordiv":
+                    return Val(q, dt, deps)
+                return Val(f"{_paren(ac)} - {_paren(bc)} * {q}", dt, deps)
+            sym = "//" if op == "floordiv" else "%"
+            ac = a.code if not a.weak else self.typed(a, dt)
+            return Val(f"{_paren(ac)} {sym} {_paren(b.code)}", dt, deps)
+        raise TypeError(f"unknown binary op {op!r}")
+
+    def unop(self, e: L.UnOp, guard: Val | None) -> Val:
+        a = self.emit(e.a, guard)
+        dt = e.dtype
+        if a.weak:
+            r = _fold_un(e.op, a.py)
+            if r is not None:
+                return Val(_lit(r, dt), dt, frozenset(), True, r)
+        ac = self.typed(a, dt if e.op != "not" else "bool")
+        if e.op == "neg":
+            return Val(f"-{_paren(ac)}", dt, a.deps)
+        if e.op == "not":
+            return Val(f"({_paren(ac)} == 0)", "bool", a.deps)
+        if e.op == "abs":
+            return Val(f"tl.abs({ac})", dt, a.deps)
+        fn = {"exp": "tl.exp", "log": "tl.log", "sqrt": "tl.sqrt_rn"}[e.op]
+        if dt in _SMALL_FLOATS:
+            return Val(f"{fn}({_paren(ac)}.to(tl.float32)).to({self.T(dt)})", dt, a.deps)
+        if not L.is_float(dt):
+            return Val(f"{fn}({_paren(ac)}.to(tl.float64)).to({self.T(dt)})", dt, a.deps)
+        return Val(f"{fn}({ac})", dt, a.deps)
+
+
+def loop_comment(s: L.For, note: str = "") -> str:
+    """``# for v in [lo, hi) kind -- comment`` for a loop (ties it to its index variable)."""
+    kind = f" {s.kind}" if str(s.kind) else ""
+    text = f"# for {s.var.name} in [{expr_text(s.lo)}, {expr_text(s.hi)}){kind}"
+    if s.comment:
+        text += f"  -- {s.comment}"
+    return text + note
+
+
+def _has_var_product(e: L.LExpr) -> bool:
+    for x in e.walk():
+        if isinstance(x, L.BinOp) and x.op == "mul" and not isinstance(x.a, L.Const) and not isinstance(x.b, L.Const):
+            return True
+    return False
+
+
+def _fold(op: str, a, b, fl: bool):
+    try:
+        if op == "add":
+            return a + b
+        if op == "sub":
+            return a - b
+        if op == "mul":
+            return a * b
+        if op == "div":
+            return a / b if fl else int(a / b)
+        if op == "floordiv":
+            return a // b
+        if op == "mod":
+            return a % b
+        if op == "max":
+            return max(a, b)
+        if op == "min":
+            return min(a, b)
+        if op in L.CMP_OPS:
+            return {"lt": a < b, "le": a <= b, "gt": a > b, "ge": a >= b, "eq": a == b, "ne": a != b}[op]
+    except (ZeroDivisionError, OverflowError):
+        return None
+    return None
+
+
+def _fold_un(op: str, a):
+    try:
+        if op == "neg":
+            return -a
+        if op == "not":
+            return not a
+        if op == "abs":
+            return abs(a)
+        if op == "exp":
+            return math.exp(a)
+        if op == "log":
+            return math.log(a)
+        if op == "sqrt":
+            return math.sqrt(a)
+    except (ValueError, OverflowError):
+        return None
+    return None
+
+
+_IDENT = {"add": 0, "max": float("-inf"), "min": float("inf")}
+
+
+def identity(op: str, dtype: str):
+    if op == "add":
+        return 0.0 if L.is_float(dtype) else 0
+    if L.is_float(dtype):
+        return _IDENT[op]
+    bits = 64 if dtype in ("int64", "index") else int(dtype[3:]) if dtype.startswith("int") else 32
+    return -(2 ** (bits - 1)) if op == "max" else 2 ** (bits - 1) - 1
+
+
+class Codegen:
+    """Generates the Triton source of one planned kernel for one index width."""
+
+    def __init__(self, plan: Plan, idx64: bool):
+        self.plan = plan
+        self.k = plan.kernel
+        self.idx64 = idx64
+        self.lines: list[str] = []
+        self.n = 0
+        self.total_reads = reads(self.k.body)
+        self.scalars = {p.name for p in self.k.scalars}
+        self.bufdt = {p.name: p.dtype for p in self.k.buffers}
+        self.atomic = False
+        self.uses_dot = False
+        self.uses_prec = False
+        self.notes: list[str] = []
+        self.renames: dict[str, str] = {}
+
+    # -- small helpers -----------------------------------------------------------------------
+    def T(self, dtype: str, promote: bool = True) -> str:
+        """The Triton type holding values of an IR dtype (float16/bfloat16 compute in float32)."""
+        if dtype == "index":
+            return "tl.int64" if self.idx64 else "tl.int32"
+        if promote and dtype in _SMALL_FLOATS:
+            return "tl.float32"
+        return _TL[dtype]
+
+    def stored(self, code: str, dtype: str) -> str:
+        """A float32 register value narrowed to a 16-bit buffer's type (explicit for clarity)."""
+        return f"tl.cast({code}, {_TL[dtype]})" if dtype in _SMALL_FLOATS else code
+
+    def fresh(self) -> int:
+        self.n += 1
+        return self.n
+
+    def scalar_name(self, name: str) -> str:
+        return self.renames.get(name, py_name(name))
+
+    def out(self, ind: int, text: str) -> None:
+        self.lines.append("    " * ind + text)
+
+    def read_outside(self, s: L.Stmt) -> set[str]:
+        inside = reads(s)
+        return {v for v, n in self.total_reads.items() if n > inside.get(v, 0)}
+
+    def zero(self, dtype: str) -> str:
+        if dtype == "bool":
+            return "tl.full([], False, tl.int1)"
+        if L.is_float(dtype):
+            return f"tl.full([], 0.0, {self.T(dtype)})"
+        return f"tl.full([], 0, {self.T(dtype)})"
+
+    def predeclare(self, s: L.Stmt, ind: int, defined: set[str]) -> None:
+        asg = assigned(s)
+        need = (set(asg) & self.read_outside(s)) - defined
+        for v in sorted(need):
+            self.out(ind, f"{self.scalar_name(v)} = {self.zero(asg[v])}")
+            defined.add(v)
+
+    # -- statements --------------------------------------------------------------------------
+    def block(self, stmts, ind: int, defined: set[str]) -> None:
+        start = len(self.lines)
+        for s in stmts:
+            self.stmt(s, ind, defined)
+        if len(self.lines) == start or all(line.strip().startswith("#") for line in self.lines[start:]):
+            self.out(ind, "pass")
+
+    def stmt(self, s: L.Stmt, ind: int, defined: set[str]) -> None:
+        E = Emitter(self)
+        if isinstance(s, L.Block):
+            for c in s.stmts:
+                self.stmt(c, ind, defined)
+        elif isinstance(s, L.Assign):
+            v = E.emit(s.value)
+            self.out(ind, f"{self.scalar_name(s.var.name)} = {E.typed(v, s.var.dtype)}")
+            defined.add(s.var.name)
+        elif isinstance(s, L.Store):
+            self.store(E, s, ind)
+        elif isinstance(s, L.Comment):
+            self.out(ind, f"# {s.text}")
+        elif isinstance(s, L.For):
+            self.predeclare(s, ind, defined)
+            t = self.plan.fast.get(id(s))
+            if t is not None:
+                mark = len(self.lines)
+                saved_n = self.n
+                try:
+                    self.fast(t, ind, set(defined))
+                    return
+                except NoFastPath as why:
+                    del self.lines[mark:]
+                    self.n = saved_n
+                    self.notes.append(f"fast path for loop {s.var.name} not taken: {why}")
+            self.scalar_for(s, ind, defined)
+        elif isinstance(s, L.While):
+            self.predeclare(s, ind, defined)
+            c = E.emit(s.cond)
+            note = f"  # {s.comment}" if s.comment else ""
+            self.out(ind, f"while {E.typed(c, 'bool') if c.weak else c.code}:{note}")
+            self.block(s.body.stmts, ind + 1, set(defined))
+        elif isinstance(s, L.If):
+            self.predeclare(s, ind, defined)
+            c = E.emit(s.cond)
+            if c.weak:
+                self.block((s.then if c.py else s.orelse).stmts, ind, defined)
+                return
+            self.out(ind, f"if {c.code}:")
+            self.block(s.then.stmts, ind + 1, set(defined))
+            if s.orelse.stmts:
+                self.out(ind, "else:")
+                self.block(s.orelse.stmts, ind + 1, set(defined))
+        else:
+            raise TypeError(f"not a loop-IR statement: {s!r}")
+
+    def loop_header(self, s: L.For, ind: int, defined: set[str], lo: str, hi: str, step: str | None = None,
+                    note: str = "") -> set[str]:
+        self.out(ind, loop_comment(s, note))
+        inner = set(defined)
+        name = self.scalar_name(s.var.name)
+        rng = f"range({lo}, {hi}{', ' + step if step else ''})"
+        if s.var.name in defined:
+            it = f"_t_it{self.fresh()}"
+            self.out(ind, f"for {it} in {rng}:")
+            self.out(ind + 1, f"{name} = tl.cast({it}, {self.T('index')})")
+        else:
+            self.out(ind, f"for {name} in {rng}:")
+        inner.add(s.var.name)
+        return inner
+
+    def bounds(self, E: "Emitter", lo: L.LExpr, hi: L.LExpr) -> tuple[str, str]:
+        """Loop bounds: typed where needed so the induction variable gets the index type."""
+        lv, hv = E.emit(lo), E.emit(hi)
+        if lv.weak and hv.weak:
+            return E.typed(lv, "index"), hv.code
+        return (lv.code if lv.weak else E.typed(lv, "index")), (hv.code if hv.weak else E.typed(hv, "index"))
+
+    def scalar_for(self, s: L.For, ind: int, defined: set[str]) -> None:
+        E = Emitter(self)
+        lo, hi = self.bounds(E, s.lo, s.hi)
+        inner = self.loop_header(s, ind, defined, lo, hi)
+        self.block(s.body.stmts, ind + 1, inner)
+
+    def store(self, E: Emitter, s: L.Store, ind: int, mask: str | None = None, idx: Val | None = None,
+              val: Val | None = None) -> None:
+        idx = idx or E.emit(s.index)
+        val = val or E.emit(s.value)
+        buf = py_name(s.buffer)
+        bdt = self.bufdt[s.buffer]
+        icode = idx.code if not idx.weak else str(idx.py)
+        ptr = f"{buf} + {_paren(icode)}" if icode != "0" else buf
+        m = f", mask={mask}" if mask else ""
+        v = self.stored(E.typed(val, bdt), bdt)
+        if s.reduce is None:
+            self.out(ind, f"tl.store({ptr}, {v}{m})")
+            return
+        if self.atomic:
+            fn = {"add": "atomic_add", "max": "atomic_max", "min": "atomic_min"}[s.reduce]
+            self.out(ind, f"tl.{fn}({ptr}, {v}{m})")
+            return
+        old = f"tl.load({ptr}{m}{', other=0' if mask else ''})"
+        if bdt in _SMALL_FLOATS:
+            old += ".to(tl.float32)"
+        self.out(ind, f"tl.store({ptr}, {self.stored(self.combine(s.reduce, old, E.typed(val, bdt), bdt), bdt)}{m})")
+
+    def combine(self, op: str, a: str, b: str, dtype: str) -> str:
+        if op == "add":
+            return f"{a} + {_paren(b)}"
+        if L.is_float(dtype):
+            return f"_sc_nan{op}({a}, {b})"
+        return f"tl.{'maximum' if op == 'max' else 'minimum'}({a}, {b})"
+
+    # -- fast paths --------------------------------------------------------------------------
+    def fast(self, t, ind: int, defined: set[str]) -> None:
+        if isinstance(t, MapTile):
+            self.map_tile(t, ind, defined)
+        elif isinstance(t, ReduceLoop):
+            self.reduce_loop(t, Emitter(self), ind, defined, lanes=None)
+        elif isinstance(t, AccTile):
+            self.acc_tile(t, ind, defined)
+        else:  # pragma: no cover
+            raise NoFastPath(f"unknown template {type(t).__name__}")
+
+    def vec_name(self, name: str, defined: set[str]) -> str:
+        base = py_name(name)
+        return f"{base}_v" if name in defined else base
+
+    def map_tile(self, t: MapTile, ind: int, defined: set[str]) -> None:
+        loop = t.loop
+        two = t.red is not None
+        R = t.lanes
+        ar = f"tl.arange(0, {R})" + ("[:, None]" if two else "")
+        E = Emitter(self)
+        n = self.fresh()
+        v = self.vec_name(loop.var.name, defined)
+        lo = E.typed(E.emit(loop.lo), "index")
+        hi = E.typed(E.emit(loop.hi), "index")
+        mr = f"_t_m{n}"
+        body_ind = ind
+        self.out(ind, loop_comment(loop, f"  [{R} lanes]"))
+        if t.top:
+            self.out(ind, f"{v} = {_paren(lo)} + {self.pid()} * {R} + {ar}")
+            self.out(ind, f"{mr} = {v} < {_paren(hi)}")
+        else:
+            self.out(ind, f"_t_hi{n} = {hi}")
+            self.out(ind, f"for _t_b{n} in range({lo}, _t_hi{n}, {R}):")
+            body_ind = ind + 1
+            self.out(body_ind, f"{v} = _t_b{n} + {ar}")
+            self.out(body_ind, f"{mr} = {v} < _t_hi{n}")
+        env = {loop.var.name: Val(v, loop.var.dtype, frozenset({"r"}))}
+        masks = {"r": (mr, frozenset({"r"}))}
+        VE = Emitter(self, env, masks)
+        local = set(defined)
+        for it in t.items:
+            if isinstance(it, L.Assign):
+                val = VE.emit(it.value)
+                name = self.vec_name(it.var.name, defined)
+                self.out(body_ind, f"{name} = {VE.typed(val, it.var.dtype)}")
+                env[it.var.name] = Val(name, it.var.dtype, val.deps)
+                local.add(it.var.name)
+            elif isinstance(it, L.Store):
+                idx = VE.emit(it.index)
+                val = VE.emit(it.value)
+                if "r" not in idx.deps:
+                    raise NoFastPath(f"store to {it.buffer} is not indexed by the lanes")
+                mask, _ = VE.mask_for(idx.deps | val.deps)
+                self.store(VE, it, body_ind, mask, idx, val)
+            elif isinstance(it, ReduceLoop):
+                self.reduce_loop(it, VE, body_ind, local, lanes=R)
+            else:  # pragma: no cover
+                raise NoFastPath("unexpected item")
+
+    def pid(self) -> str:
+        return "tl.program_id(0).to(tl.int64)" if self.idx64 else "tl.program_id(0)"
+
+    def reduce_loop(self, r: ReduceLoop, E: Emitter, ind: int, defined: set[str], lanes: str | None) -> None:
+        loop = r.loop
+        n = self.fresh()
+        B = r.block
+        two = lanes is not None
+        lo = E.emit(loop.lo)
+        hi = E.emit(loop.hi)
+        acc_dt = r.acc.dtype
+        work_dt = "float32" if acc_dt in _SMALL_FLOATS else acc_dt
+        self.out(ind, loop_comment(loop, f"  [{B} lanes, vector accumulator]"))
+        self.out(ind, f"_t_lo{n} = {E.typed(lo, 'index')}")
+        self.out(ind, f"_t_hi{n} = {E.typed(hi, 'index')}")
+        shape = f"[{lanes}, {B}]" if two else f"[{B}]"
+        ident = identity(r.op, work_dt)
+        self.out(ind, f"_t_acc{n} = tl.full({shape}, {_lit(ident, work_dt)}, {self.T(work_dt)})")
+        bdeps = lo.deps | hi.deps
+        if bdeps:
+            lane_mask, _ = E.mask_for(bdeps)
+            self.out(ind, f"_t_n{n} = tl.max(tl.where({lane_mask}, _t_hi{n} - _t_lo{n}, 0))")
+        else:
+            self.out(ind, f"_t_n{n} = _t_hi{n} - _t_lo{n}")
+        self.out(ind, f"for _t_o{n} in range(0, _t_n{n}, {B}):")
+        bi = ind + 1
+        arb = f"tl.arange(0, {B})" + ("[None, :]" if two else "")
+        v = self.vec_name(loop.var.name, defined)
+        self.out(bi, f"{v} = _t_lo{n} + _t_o{n} + {arb}")
+        mb = f"_t_m{n}"
+        self.out(bi, f"{mb} = {v} < _t_hi{n}")
+        deps = frozenset({"b"}) | bdeps
+        env = dict(E.env)
+        env[loop.var.name] = Val(v, loop.var.dtype, deps)
+        masks = dict(E.masks)
+        masks["b"] = (mb, deps)
+        VE = Emitter(self, env, masks)
+        for a in r.assigns:
+            val = VE.emit(a.value)
+            name = self.vec_name(a.var.name, defined)
+            self.out(bi, f"{name} = {VE.typed(val, a.var.dtype)}")
+            env[a.var.name] = Val(name, a.var.dtype, val.deps)
+        val = VE.emit(r.value)
+        all_axes = set(masks)
+        mask, _ = VE.mask_for(frozenset(all_axes))
+        vc = VE.typed(val, work_dt)
+        if r.op == "add":
+            self.out(bi, f"_t_acc{n} = _t_acc{n} + tl.where({mask}, {vc}, 0)")
+        else:
+            fn = f"_sc_nan{r.op}" if L.is_float(work_dt) else f"tl.{'maximum' if r.op == 'max' else 'minimum'}"
+            self.out(bi, f"_t_acc{n} = tl.where({mask}, {fn}(_t_acc{n}, {vc}), _t_acc{n})")
+        axis = 1 if two else 0
+        kd = ", keep_dims=True" if two else ""
+        if r.op == "add":
+            red = f"tl.sum(_t_acc{n}, axis={axis}{kd})"
+        elif L.is_float(work_dt):
+            red = f"tl.reduce(_t_acc{n}, {axis}, _sc_nan{r.op}{kd})"
+        else:
+            red = f"tl.{r.op}(_t_acc{n}, axis={axis}{kd})"
+        acc_v = E.emit(r.acc)
+        acc_code = E.typed(acc_v, r.acc.dtype)
+        if work_dt != acc_dt:
+            acc_code = f"{_paren(acc_code)}.to({self.T(work_dt)})"
+        comb = self.combine(r.op, acc_code, red, work_dt)
+        if work_dt != acc_dt:
+            comb = f"({comb}).to({self.T(acc_dt)})"
+        name = acc_v.code if r.acc.name in E.env else self.scalar_name(r.acc.name)
+        self.out(ind, f"{name} = {comb}")
+        if two:
+            E.env[r.acc.name] = Val(name, r.acc.dtype, acc_v.deps | (E.masks.get("r", ("", frozenset()))[1]))
+
+    def acc_tile(self, t: AccTile, ind: int, defined: set[str]) -> None:
+        n = self.fresh()
+        E = Emitter(self)
+        axes = list(t.axes)
+        d = len(axes)
+        acc_dt = self.bufdt[t.store.buffer]
+        op = t.store.reduce
+        work_dt = "float32" if acc_dt in _SMALL_FLOATS else acc_dt
+        if t.variant == "dot":
+            self.uses_dot = True
+        names = [self.vec_name(ax.loop.var.name, defined) for ax in axes]
+        mnames = [f"_t_m{n}_{py_name(ax.loop.var.name)}" for ax in axes]
+        # the open axis (if any) loops over blocks around the whole tile
+        for q, ax in enumerate(axes):
+            if ax.static is None:
+                lo, hi = self.bounds(E, ax.lo, ax.hi)
+                self.out(ind, loop_comment(ax.loop, f"  [{ax.size} lanes]"))
+                self.out(ind, f"for _t_jb{n} in range({lo}, {hi}, {ax.size}):")
+                ind += 1
+        desc = ", ".join(f"{a.loop.var.name} ({a.role}, {a.size})" for a in axes)
+        self.out(ind, f"# register tile over {desc}: {t.store.buffer}[...] {op}= ... accumulated over "
+                      f"{', '.join(f.var.name for f in t.rloops)}")
+
+        def axis_vectors(roles: tuple[str, ...], at: int) -> None:
+            for q, ax in enumerate(axes):
+                if ax.role not in roles:
+                    continue
+                if ax.static is None:
+                    start = f"_t_jb{n}"
+                else:
+                    lo = E.emit(ax.lo)
+                    start = "" if lo.weak and lo.py == 0 else E.typed(lo, "index")
+                rng = f"tl.arange(0, {ax.size})"
+                self.out(at, f"{names[q]} = {_paren(start) + ' + ' + rng if start else rng}")
+                hi = E.typed(E.emit(ax.hi), "index")
+                self.out(at, f"{mnames[q]} = {names[q]} < {_paren(hi)}")
+
+        def ctx(dims: list[int], promote: bool = True) -> Emitter:
+            env: dict[str, Val] = {}
+            masks: dict[str, tuple[str, frozenset]] = {}
+            for pos, q in enumerate(dims):
+                rs = "" if len(dims) == 1 else "[" + ", ".join(":" if p == pos else "None" for p in range(len(dims))) + "]"
+                env[axes[q].loop.var.name] = Val(names[q] + rs, "index", frozenset({f"a{q}"}))
+                masks[f"a{q}"] = (mnames[q] + rs, frozenset({f"a{q}"}))
+            return Emitter(self, env, masks, promote)
+
+        axis_vectors(("out",), ind)
+        if t.variant == "dot":
+            x, y, m_ax, k_ax, n_ax = t.dot
+            qm, qk, qn = axes.index(m_ax), axes.index(k_ax), axes.index(n_ax)
+            shape = f"[{m_ax.size}, {n_ax.size}]"
+        else:
+            shape = "[" + ", ".join(str(a.size) if a.role == "out" else "1" for a in axes) + "]"
+            if d == 1:
+                shape = f"[{axes[0].size}]"
+        ident = identity(op, work_dt)
+        self.out(ind, f"_t_acc{n} = tl.full({shape}, {_lit(ident, work_dt)}, {self.T(work_dt)})")
+        inner = set(defined)
+        cur = ind
+        for f, asg in zip(t.rloops, t.raassigns):
+            lo, hi = self.bounds(E, f.lo, f.hi)
+            inner = self.loop_header(f, cur, inner, lo, hi)
+            cur += 1
+            for a in asg:
+                self.stmt(a, cur, inner)
+        axis_vectors(("red",), cur)
+        if t.variant == "dot":
+            X = ctx([qm, qk], promote=False).emit(x)
+            Y = ctx([qk, qn], promote=False).emit(y)
+            self.out(cur, f"_t_x{n} = {X.code}")
+            self.out(cur, f"_t_y{n} = {Y.code}")
+            if x.dtype == "float32":
+                self.uses_prec = True
+                self.out(cur, f"_t_acc{n} += tl.dot(_t_x{n}, _t_y{n}, input_precision=PREC)")
+            else:
+                self.out(cur, f"_t_acc{n} += tl.dot(_t_x{n}, _t_y{n})")
+            SE = ctx([qm, qn])
+        else:
+            VE = ctx(list(range(d)))
+            val = VE.emit(t.value)
+            mask, _ = VE.mask_for(frozenset(f"a{q}" for q in range(d)))
+            fill = "0" if op == "add" else _lit(ident, work_dt)
+            term = f"tl.where({mask}, {VE.typed(val, work_dt)}, {fill})"
+            for q, ax in enumerate(axes):
+                if ax.role == "red":
+                    axis = q if d > 1 else 0
+                    kd = ", keep_dims=True" if d > 1 else ""
+                    if op == "add":
+                        term = f"tl.sum({term}, axis={axis}{kd})"
+                    elif L.is_float(work_dt):
+                        term = f"tl.reduce({term}, {axis}, _sc_nan{op}{kd})"
+                    else:
+                        term = f"tl.{op}({term}, axis={axis}{kd})"
+            self.out(cur, f"_t_acc{n} = {self.combine(op, f'_t_acc{n}', term, work_dt)}")
+            SE = ctx(list(range(d)))
+        idx = SE.emit(t.index)
+        out_deps = frozenset(f"a{q}" for q, a in enumerate(axes) if a.role == "out")
+        if not out_deps <= idx.deps:
+            raise NoFastPath("store index does not cover every output axis")
+        mask, _ = SE.mask_for(out_deps)
+        buf = py_name(t.store.buffer)
+        self.out(ind, f"_t_p{n} = {buf} + {_paren(idx.code)}")
+        if self.atomic:
+            fn = {"add": "atomic_add", "max": "atomic_max", "min": "atomic_min"}[op]
+            self.out(ind, f"tl.{fn}(_t_p{n}, {self.stored(f'_t_acc{n}', acc_dt)}, mask={mask})")
+            return
+        old = f"tl.load(_t_p{n}, mask={mask}, other=0)"
+        if acc_dt in _SMALL_FLOATS:
+            old += ".to(tl.float32)"
+        new = self.stored(self.combine(op, old, f"_t_acc{n}", work_dt), acc_dt)
+        self.out(ind, f"tl.store(_t_p{n}, {new}, mask={mask})")
+
+    # -- the kernel --------------------------------------------------------------------------
+    def source(self, constexprs: list[str], internal: list[str]) -> str:
+        plan = self.plan
+        k = self.k
+        body_lines: list[str] = []
+        self.lines = body_lines
+        defined: set[str] = set(self.scalars)
+        ind = 1
+        for p in k.scalars:
+            self.out(ind, f"{py_name(p.name)} = {py_name(p.name)}.to({self.T('index')})")
+        for name in internal:
+            self.out(ind, f"{name} = {name}.to({self.T('index')})")
+        if plan.mode == "single":
+            self.block(k.body.stmts, ind, defined)
+        else:
+            top = plan.top
+            for s in plan.pre:
+                self.stmt(s, ind, defined)
+            self.atomic = plan.atomic
+            E = Emitter(self)
+            t = plan.fast.get(id(top))
+            done = False
+            if plan.mode == "grid" and t is not None:
+                mark = len(self.lines)
+                try:
+                    self.map_tile(t, ind, set(defined))
+                    done = True
+                except NoFastPath as why:
+                    del self.lines[mark:]
+                    self.notes.append(f"map tile over {top.var.name} not taken: {why}")
+                    plan.fast.pop(id(top), None)
+            if not done:
+                name = self.scalar_name(top.var.name)
+                lo = E.typed(E.emit(top.lo), "index")
+                hi = E.typed(E.emit(top.hi), "index")
+                self.out(ind, loop_comment(top))
+                if plan.mode == "persistent":
+                    for q, w in enumerate(plan.workspaces):
+                        self.out(ind, f"{py_name(w)} = {py_name(w)} + {self.pid()} * _t_ws{q}")
+                    step = "tl.num_programs(0).to(tl.int64)" if self.idx64 else "tl.num_programs(0)"
+                    self.out(ind, f"for {name} in range({_paren(lo)} + {self.pid()}, {hi}, {step}):")
+                    self.block(top.body.stmts, ind + 1, defined | {top.var.name})
+                elif plan.mode == "atomic":
+                    self.out(ind, f"{name} = _t_lo + {self.pid()}")
+                    self.block(top.body.stmts, ind, defined | {top.var.name})
+                else:
+                    self.out(ind, f"{name} = {_paren(lo)} + {self.pid()}")
+                    self.block(top.body.stmts, ind, defined | {top.var.name})
+        params = [py_name(p.name) for p in k.params] + internal + [f"{c}: tl.constexpr" for c in constexprs]
+        if self.uses_prec:
+            params.append("PREC: tl.constexpr")
+        scal = [py_name(p.name) for p in k.scalars] + internal
+        header = [
+            "# Generated by sparsec (Triton backend). Do not edit: regenerated from the loop IR.",
+            f"# index arithmetic: {'int64' if self.idx64 else 'int32'}",
+            "#",
+        ]
+        header += ["# " + line for line in scheduled_text(plan).splitlines()]
+        header += [f"# note: {x}" for x in self.notes]
+        out = header + ["", "import triton", "import triton.language as tl", "", HELPERS.strip("\n"), "", ""]
+        out.append(f"@triton.jit(do_not_specialize={scal!r})")
+        out.append(f"def {py_name(k.name)}({', '.join(params)}):")
+        if k.doc:
+            out.append(f'    """{k.doc}"""')
+        out += body_lines
+        return "\n".join(out) + "\n"
+
+
+def generate(plan: Plan, idx64: bool, constexprs: list[str], internal: list[str]) -> tuple[str, Codegen]:
+    """Triton source for ``plan`` (and the generator, which records what it used)."""
+    cg = Codegen(plan, idx64)
+    return cg.source(constexprs, internal), cg

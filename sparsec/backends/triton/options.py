@@ -1,0 +1,191 @@
+"""Options and launch heuristics of the Triton backend (the knobs to tune on a real GPU).
+
+:class:`TritonOptions` holds user-facing settings; set them process-wide with
+:func:`set_options` or for a block with ``with options(precision="tf32"): ...``,
+or through environment variables read once at import
+(``SPARSEC_TRITON_PRECISION``, ``SPARSEC_TRITON_NUM_WARPS``, ``SPARSEC_TRITON_ROWS``,
+``SPARSEC_TRITON_BLOCK``, ``SPARSEC_TRITON_BLOCK_N``, ``SPARSEC_TRITON_FAST=0``).
+
+**Precision** (``precision="ieee" | "tf32" | "tf32x3"``) is the ``input_precision`` of
+``tl.dot`` for float32 operands. The default ``"ieee"`` matches numpy; ``"tf32"``
+uses the tensor cores' TF32 mode (about 3 decimal digits of mantissa in the
+products, much faster). float16/bfloat16 ``tl.dot`` always multiplies in the input
+type and accumulates in float32; float64 never uses ``tl.dot``. Precision is a
+launch-time constant: changing it does not regenerate code.
+
+:func:`choose_constexprs` turns cheap statistics of the operands (average nonzeros
+per row from a ``pos`` array, dense extents) into the block sizes of the fast paths.
+It is a plain function of (role, estimate) so autotuning can replace it later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, replace
+from typing import Iterator
+
+from ...errors import BackendError
+
+PRECISIONS = ("ieee", "tf32", "tf32x3")
+
+
+@dataclass(frozen=True)
+class TritonOptions:
+    """Settings of the Triton backend.
+
+    * ``precision``: ``tl.dot`` input precision for float32 (``ieee`` default, ``tf32``, ``tf32x3``).
+    * ``num_warps``: fixed warps per program (None: heuristic).
+    * ``rows`` / ``block`` / ``block_n`` / ``lanes``: fixed tile sizes of the fast paths
+      (None: heuristic); powers of two.
+    * ``tile``: target number of elements of a ``[ROWS, BLOCK]`` tile (heuristic input).
+    * ``max_programs``: programs of a persistent grid (None: 4 per SM on a GPU, 2 on the CPU).
+    * ``fast_paths``: False emits only the generic scalar lowering (for debugging).
+    * ``dot_min_block``: smallest static block side that uses ``tl.dot`` (smaller blocks
+      use broadcast-multiply + ``tl.sum``).
+    """
+
+    precision: str = "ieee"
+    num_warps: int | None = None
+    rows: int | None = None
+    block: int | None = None
+    block_n: int | None = None
+    lanes: int | None = None
+    tile: int = 256
+    max_programs: int | None = None
+    fast_paths: bool = True
+    dot_min_block: int = 16
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise BackendError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name in ("rows", "block", "block_n", "lanes"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1 or v & (v - 1)):
+                raise BackendError(f"{name} must be a power of two, got {v!r}")
+
+
+def _from_env() -> TritonOptions:
+    kw: dict = {}
+    env = os.environ
+    if env.get("SPARSEC_TRITON_PRECISION"):
+        kw["precision"] = env["SPARSEC_TRITON_PRECISION"]
+    for key, name in (("SPARSEC_TRITON_NUM_WARPS", "num_warps"), ("SPARSEC_TRITON_ROWS", "rows"),
+                      ("SPARSEC_TRITON_BLOCK", "block"), ("SPARSEC_TRITON_BLOCK_N", "block_n")):
+        if env.get(key):
+            kw[name] = int(env[key])
+    if env.get("SPARSEC_TRITON_FAST", "1") == "0":
+        kw["fast_paths"] = False
+    return TritonOptions(**kw)
+
+
+_OPTIONS = _from_env()
+
+
+def get_options() -> TritonOptions:
+    """The options in force."""
+    return _OPTIONS
+
+
+def set_options(**kw) -> TritonOptions:
+    """Change options process-wide (``set_options(precision="tf32")``); returns the new options."""
+    global _OPTIONS
+    _OPTIONS = replace(_OPTIONS, **kw)
+    return _OPTIONS
+
+
+@contextlib.contextmanager
+def options(**kw) -> Iterator[TritonOptions]:
+    """``with options(precision="tf32"): ...`` -- options for a block, restored after."""
+    global _OPTIONS
+    old = _OPTIONS
+    _OPTIONS = replace(old, **kw)
+    try:
+        yield _OPTIONS
+    finally:
+        _OPTIONS = old
+
+
+def _pow2(n: float) -> int:
+    n = max(1, int(n + 0.999))
+    return 1 << (n - 1).bit_length()
+
+
+def _clamp(v: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, v))
+
+
+def choose_constexprs(specs, estimates: dict[str, float | None], opts: TritonOptions) -> dict[str, int]:
+    """Block sizes of every fast path of a kernel.
+
+    ``specs`` are :class:`~.schedule.ConstexprSpec`; ``estimates`` maps each spec name to
+    its estimated trip count (average nonzeros per row for ``pos`` estimates, the
+    exact extent for dense loops, None when unknown).
+
+    * rows + inner (CSR-vector SpMV, row reductions): ``BLOCK`` = the average row length
+      rounded up to a power of two (4..16); ``ROWS`` fills a tile of ``opts.tile``
+      elements (1..128): 64 rows x 4 at 4 nonzeros/row, 16 x 16 from 16 nonzeros/row.
+    * rows alone (elementwise over the parallel loop): ``ROWS`` = ``opts.tile``.
+    * lanes + inner (SDDMM): ``BLOCK`` = the dense extent (16..128); ``LANES`` = nonzeros
+      per row (1..64) within a tile of ``8 * opts.tile``.
+    * block (a reduction loop alone): its trip count (8..256).
+    * block_n (SpMM's dense columns): the extent (16..128).
+    """
+    out: dict[str, int] = {}
+    by_group: dict[str, list] = {}
+    for s in specs:
+        by_group.setdefault(s.group or s.name, []).append(s)
+    for group, members in by_group.items():
+        roles = {m.role: m for m in members}
+        if "rows" in roles:
+            inner = roles.get("inner")
+            if inner is not None:
+                avg = estimates.get(inner.name) or estimates.get(roles["rows"].name) or 16.0
+                # measured on an H200 (Triton 3.6, fp32 CSR SpMV): BLOCK=16 with 16-32 rows beats one long
+                # row per program even at 128 nonzeros/row; 64x4 is best at 4 nonzeros/row
+                block = opts.block or _clamp(_pow2(avg), 4, 16)
+                rows = opts.rows or _clamp(opts.tile // block, 1, 128)
+                out[inner.name] = block
+            else:
+                rows = opts.rows or opts.tile
+            out[roles["rows"].name] = rows
+        elif "lanes" in roles:
+            inner = roles.get("inner")
+            lanes_est = estimates.get(roles["lanes"].name) or 8.0
+            if inner is not None:
+                ext = estimates.get(inner.name) or 32.0
+                block = opts.block or _clamp(_pow2(ext), 16, 128)
+                lanes = opts.lanes or _clamp(min(_pow2(lanes_est), (8 * opts.tile) // block), 1, 64)
+                out[inner.name] = block
+            else:
+                lanes = opts.lanes or _clamp(_pow2(lanes_est), 1, 256)
+            out[roles["lanes"].name] = lanes
+        for m in members:
+            if m.name in out:
+                continue
+            est = estimates.get(m.name)
+            if m.role == "block":
+                out[m.name] = opts.block or _clamp(_pow2(est or 32.0), 8, 256)
+            elif m.role == "block_n":
+                out[m.name] = max(m.minimum, opts.block_n or _clamp(_pow2(est or 64.0), 16, 128))
+            else:
+                out[m.name] = _clamp(_pow2(est or 32.0), 1, 256)
+    return out
+
+
+def choose_num_warps(constexprs: dict[str, int], uses_dot: bool, opts: TritonOptions) -> int:
+    """Warps per program: about one warp per 64 tile elements (1..8); 4 at least with tl.dot."""
+    if opts.num_warps:
+        return opts.num_warps
+    tile = 1
+    for v in constexprs.values():
+        tile = max(tile, v)
+    groups = 1
+    vals = sorted(constexprs.values(), reverse=True)
+    if len(vals) >= 2:
+        groups = vals[0] * vals[1]
+    elems = max(tile, groups)
+    w = _clamp(elems // 64, 1, 8)
+    if uses_dot:
+        w = max(w, 4)
+    return 1 << (w.bit_length() - 1)

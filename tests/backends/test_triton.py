@@ -1,0 +1,379 @@
+"""Triton backend, on the CPU through Triton's interpreter (TRITON_INTERPRET=1).
+
+The differential grid of the compiler core with target="triton" against
+numpy.einsum in float64, small shapes (the interpreter is slow): SpMV over every
+format, SpMM (B dense and B sparse), SDDMM, sparse add/multiply with CSR output,
+SpGEMM, TTV/TTM/MTTKRP on CSF, inner product, axis sums, transposed access, exp,
+max; float16/bfloat16 with float32 accumulation; tl.dot precision ieee/tf32;
+empty tensors and one-row matrices; and checks that the fast paths were taken.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+import sparsec as sc  # noqa: E402
+import sparsec.api as api  # noqa: E402
+from sparsec.backends import triton as tb  # noqa: E402
+
+
+INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+RNG = np.random.default_rng(20240917)
+
+
+def rand(shape, density=0.45, nm=False, rng=RNG):
+    """A random array with some empty rows; ``nm``: at most 2 nonzeros per 4 columns (last axis)."""
+    a = rng.standard_normal(shape)
+    a[rng.random(shape) > density] = 0.0
+    if a.ndim >= 2 and a.shape[0] > 2:
+        a[1] = 0.0  # an empty row
+    if nm:
+        flat = a.reshape(-1, a.shape[-1])
+        for row in flat:
+            for b in range(0, row.shape[0], 4):
+                nz = np.flatnonzero(row[b:b + 4])
+                row[b + nz[2:]] = 0.0
+    return a
+
+
+def tensor(a, fmt):
+    return sc.Tensor.from_numpy(np.ascontiguousarray(a), fmt)
+
+
+def dense(x):
+    if isinstance(x, sc.Tensor):
+        return x.to_numpy()
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().double().numpy()
+    return np.asarray(x)
+
+
+def check(subs, arrays, fmts, out_format=None, rtol=1e-9, atol=1e-9):
+    ops = [tensor(a, f) if f is not None else a for a, f in zip(arrays, fmts)]
+    got = api.einsum(subs, *ops, target="triton", out_format=out_format)
+    want = np.einsum(subs, *[np.asarray(a, dtype=np.float64) for a in arrays])
+    np.testing.assert_allclose(dense(got), want, rtol=rtol, atol=atol)
+    return got
+
+
+def einsum_kernel(subs, fmts, out_format=None, dtype="float64"):
+    names = [api._operand_name(k) for k in range(len(fmts))]
+    from sparsec.frontend import parse_einsum
+
+    stmt = parse_einsum(subs, names, "out")
+    ndims = [len(x) for x in subs.split("->")[0].split(",")]
+    formats = {n: sc.formats.as_format(f, nd) for n, f, nd in zip(names, fmts, ndims)}
+    return api.compile(stmt, formats=formats, dtype=dtype, target="triton", out_format=out_format)
+
+
+# ------------------------------------------------------------------------------------- SpMV
+SPMV_FORMATS = ["dense", "csr", "csc", "coo", "dcsr", "bsr(2, 2)", "ell", "nm(2, 4)"]
+
+
+@pytest.mark.parametrize("fmt", SPMV_FORMATS)
+@pytest.mark.parametrize("shape", [(9, 8), (1, 8)])
+def test_spmv(fmt, shape):
+    A = rand(shape, nm=fmt.startswith("nm"))
+    x = RNG.standard_normal(shape[1])
+    check("ij,j->i", [A, x], [fmt, None])
+
+
+@pytest.mark.parametrize("fmt", ["csr", "coo", "dense"])
+def test_spmv_empty(fmt):
+    check("ij,j->i", [np.zeros((0, 5)), RNG.standard_normal(5)], [fmt, None])
+    check("ij,j->i", [np.zeros((4, 5)), RNG.standard_normal(5)], [fmt, None])
+
+
+def test_spmv_fast_path_source():
+    k = einsum_kernel("ij,j->i", ["csr", "dense"])
+    src = k.dump("triton")
+    assert "tl.arange(0, ROWS)" in src and "tl.arange(0, BLOCK)" in src
+    assert "tl.sum(" in src and "map-tile" in src
+    assert "# for pA1 in" in src and "j: compressed level 1 of A" in src  # loops tied to index variables
+
+
+def test_spmv_long_and_short_rows():
+    A = rand((13, 40), density=0.3)
+    A[3, :] = RNG.standard_normal(40)  # one long row
+    x = RNG.standard_normal(40)
+    with tb.options(rows=4, block=8):
+        check("ij,j->i", [A, x], ["csr", None])
+    check("ij,j->i", [A, x], ["csr", None])
+
+
+# ------------------------------------------------------------------------------------- SpMM
+@pytest.mark.parametrize("fmt", ["csr", "coo", "bsr(2, 2)", "dense", "dcsr"])
+def test_spmm_b_dense(fmt):
+    A = rand((7, 6))
+    B = RNG.standard_normal((6, 5))
+    check("ik,kj->ij", [A, B], [fmt, None])
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_spmm_b_sparse(fmt):
+    A = RNG.standard_normal((5, 6))
+    B = rand((6, 7))
+    check("ik,kj->ij", [A, B], [None, fmt])
+
+
+def test_spmm_fast_path_source():
+    src = einsum_kernel("ik,kj->ij", ["csr", "dense"]).dump("triton")
+    assert "acc-tile" in src and "tl.arange(0, BLOCK_N)" in src and "_t_jb" in src
+
+
+def test_spmm_sparse_times_sparse_dense_out():
+    check("ik,kj->ij", [rand((5, 6)), rand((6, 4))], ["csr", "csr"])
+
+
+# ------------------------------------------------------------------------------------- SDDMM
+@pytest.mark.parametrize("shape", [(6, 7, 5), (1, 4, 3)])
+def test_sddmm(shape):
+    m, n, kk = shape
+    M = rand((m, n))
+    U = RNG.standard_normal((m, kk))
+    V = RNG.standard_normal((kk, n))
+    got = check("ij,ik,kj->ij", [M, U, V], ["csr", None, None], out_format="csr")
+    assert isinstance(got, sc.Tensor)
+
+
+def test_sddmm_fast_path_source():
+    src = einsum_kernel("ij,ik,kj->ij", ["csr", "dense", "dense"], out_format="csr").dump("triton")
+    assert "LANES" in src and "tl.sum(" in src and "tl.arange(0, BLOCK)" in src
+
+
+# ------------------------------------------------------------------------------------- add / multiply
+PAIRS = [("csr", "csr"), ("csr", "csc"), ("coo", "csr"), ("dcsr", "coo"), ("csc", "dcsr"), ("coo", "coo")]
+
+
+@pytest.mark.parametrize("op", ["+", "*"])
+@pytest.mark.parametrize("fa,fb", PAIRS)
+def test_add_mul(op, fa, fb):
+    A, B = rand((6, 7)), rand((6, 7))
+    k = api.compile(f"C[i,j] = A[i,j] {op} B[i,j]", formats={"A": fa, "B": fb, "C": "csr"}, target="triton")
+    got = k(A=tensor(A, fa), B=tensor(B, fb))
+    want = A + B if op == "+" else A * B
+    np.testing.assert_allclose(dense(got), want, rtol=1e-12, atol=1e-12)
+
+
+def test_spgemm():
+    A, B = rand((7, 6)), rand((6, 8))
+    check("ik,kj->ij", [A, B], ["csr", "csr"], out_format="csr")
+    check("ik,kj->ij", [np.zeros((3, 6)), B], ["csr", "csr"], out_format="csr")
+
+
+def test_spgemm_dense_workspace_scan():
+    # rows with many products trigger the scan of the dense workspace instead of the sort
+    A = np.zeros((3, 4))
+    A[0] = 1.0
+    B = rand((4, 5), density=0.9)
+    check("ik,kj->ij", [A, B], ["csr", "csr"], out_format="csr")
+
+
+# ------------------------------------------------------------------------------------- tensors
+def test_ttv_csf():
+    A = rand((4, 5, 6), density=0.3)
+    x = RNG.standard_normal(6)
+    check("ijk,k->ij", [A, x], ["csf", None])
+
+
+def test_ttm_csf():
+    A = rand((4, 3, 5), density=0.3)
+    B = RNG.standard_normal((5, 6))
+    check("ijl,lk->ijk", [A, B], ["csf", None])
+
+
+def test_mttkrp_csf():
+    B = rand((4, 5, 3), density=0.3)
+    C = RNG.standard_normal((5, 6))
+    D = RNG.standard_normal((3, 6))
+    check("ikl,kj,lj->ij", [B, C, D], ["csf", None, None])
+
+
+# ------------------------------------------------------------------------------------- reductions etc.
+def test_inner_product():
+    A, B = rand((5, 6)), rand((5, 6))
+    got = check("ij,ij->", [A, B], ["csr", "csr"])
+    assert np.ndim(got) == 0
+
+
+@pytest.mark.parametrize("subs", ["ij->i", "ij->j"])
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_axis_sums(subs, fmt):
+    check(subs, [rand((6, 5))], [fmt])
+
+
+def test_transposed_access():
+    A = rand((5, 7))
+    x = RNG.standard_normal(5)
+    check("ji,j->i", [A, x], ["csr", None])
+
+
+@pytest.mark.parametrize("out", ["dense", "csr"])
+def test_exp(out):
+    A = rand((4, 5))
+    k = api.compile("C[i,j] = exp(A[i,j])", formats={"A": "csr", "C": out}, target="triton")
+    np.testing.assert_allclose(dense(k(A=tensor(A, "csr"))), np.exp(A), rtol=1e-12)
+
+
+def test_max_reduction_and_elementwise():
+    A = rand((6, 5))
+    A[2] = -np.abs(RNG.standard_normal(5)) - 1.0  # a full negative row
+    k = api.compile("y[i] = max[j](A[i,j])", formats={"A": "csr"}, target="triton")
+    np.testing.assert_allclose(k(A=tensor(A, "csr")), A.max(axis=1))
+    k2 = api.compile("C[i,j] = max(A[i,j], B[i,j])", formats={"A": "csr"}, target="triton")
+    B = RNG.standard_normal((6, 5))
+    np.testing.assert_allclose(k2(A=tensor(A, "csr"), B=B), np.maximum(A, B))
+
+
+def test_where_select():
+    A = rand((5, 4))
+    k = api.compile("C[i,j] = where(A[i,j] > 0, A[i,j], 2 * A[i,j])", formats={"A": "csr"}, target="triton")
+    np.testing.assert_allclose(k(A=tensor(A, "csr")), np.where(A > 0, A, 2 * A))
+
+
+def test_csc_spmv_atomic_grid():
+    k = einsum_kernel("ij,j->i", ["csc", "dense"])
+    src = k.dump("triton")
+    assert "tl.atomic_add" in src and "grid mapping: atomic" in src
+    A = rand((7, 9))
+    x = RNG.standard_normal(9)
+    np.testing.assert_allclose(k(A=tensor(A, "csc"), B=x), A @ x, rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------------- low precision
+@pytest.mark.parametrize("dt", [torch.float16, torch.bfloat16])
+def test_spmm_low_precision(dt):
+    A = rand((9, 16)).astype(np.float32)
+    B = RNG.standard_normal((16, 8)).astype(np.float32)
+    At = torch.from_numpy(A).to(dt).to_sparse_csr()
+    Bt = torch.from_numpy(B).to(dt)
+    got = tb.einsum("ik,kj->ij", At, Bt)
+    assert got.dtype == dt
+    want = torch.from_numpy(A).to(dt).double().numpy() @ Bt.double().numpy()
+    np.testing.assert_allclose(dense(got), want, rtol=3e-2, atol=3e-2)
+
+
+BF16_DOT = pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
+    INTERPRETING, reason="Triton's interpreter computes bfloat16 tl.dot wrongly (checked in test_gpu.py)"))
+
+
+@pytest.mark.parametrize("dt", [torch.float16, BF16_DOT, torch.float32])
+def test_bsr_dot_low_precision(dt):
+    A = np.zeros((32, 48), dtype=np.float32)
+    A[:16, 16:32] = RNG.standard_normal((16, 16))
+    A[16:, 32:] = RNG.standard_normal((16, 16))
+    B = RNG.standard_normal((48, 16)).astype(np.float32)
+    At = torch.from_numpy(A).to(dt).to_sparse_bsr((16, 16))
+    Bt = torch.from_numpy(B).to(dt)
+    got = tb.einsum("ik,kj->ij", At, Bt)
+    want = torch.from_numpy(A).to(dt).double().numpy() @ Bt.double().numpy()
+    tol = 1e-4 if dt == torch.float32 else 5e-2
+    np.testing.assert_allclose(dense(got), want, rtol=tol, atol=tol)
+
+
+def test_bsr_dot_source_and_precision():
+    k = einsum_kernel("ik,kj->ij", ["bsr(16, 16)", "dense"], dtype="float32")
+    src = k.dump("triton")
+    assert "tl.dot(" in src and "input_precision=PREC" in src
+    A = np.zeros((32, 32), dtype=np.float32)
+    A[16:, :16] = RNG.standard_normal((16, 16))
+    B = RNG.standard_normal((32, 20)).astype(np.float32)
+    want = A.astype(np.float64) @ B
+    for prec, tol in (("ieee", 1e-5), ("tf32", 2e-2)):
+        with tb.options(precision=prec):
+            got = k(A=tensor(A, "bsr(16, 16)"), B=B)
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    with pytest.raises(sc.BackendError):
+        tb.set_options(precision="fp8")
+
+
+def test_small_bsr_uses_sum_not_dot():
+    src = einsum_kernel("ik,kj->ij", ["bsr(2, 2)", "dense"]).dump("triton")
+    assert "acc-tile sum" in src and "tl.sum(" in src and "tl.dot(" not in src
+
+
+# ------------------------------------------------------------------------------------- runtime
+def test_device_resident_call_returns_torch():
+    A = rand((6, 5))
+    x = torch.from_numpy(RNG.standard_normal(5))
+    At = torch.from_numpy(A).to_sparse_csr()
+    y = tb.einsum("ij,j->i", At, x)
+    assert isinstance(y, torch.Tensor) and y.device.type == ("cpu" if INTERPRETING else "cuda")
+    np.testing.assert_allclose(y.cpu().numpy(), A @ x.numpy(), rtol=1e-12)
+    S = tb.einsum("ij,ik,kj->ij", At, torch.ones(6, 3, dtype=torch.float64), torch.ones(3, 5, dtype=torch.float64),
+                  out_format="csr")
+    assert isinstance(S, tb.DeviceTensor)
+    st = S.to_torch()
+    assert st.layout == torch.sparse_csr
+    np.testing.assert_allclose(st.to_dense().cpu().numpy(), A * 3.0, rtol=1e-12)
+
+
+def test_sparse_output_is_csr_on_device():
+    A, B = rand((5, 6)), rand((5, 6))
+    k = api.compile("C[i,j] = A[i,j] + B[i,j]", formats={"A": "csr", "B": "csr", "C": "csr"}, target="triton")
+    C = tb.call(k, torch.from_numpy(A).to_sparse_csr(), torch.from_numpy(B).to_sparse_csr())
+    assert isinstance(C, tb.DeviceTensor)
+    np.testing.assert_allclose(C.to_numpy(), A + B)
+    np.testing.assert_allclose(C.to_scipy().toarray(), A + B)
+
+
+def test_cache_dir_and_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+    k = api.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"}, target="triton", name="spmv")
+    k(A=tensor(rand((3, 4)), "csr"), x=np.ones(4))
+    files = list((tmp_path / "triton").glob("spmv_*.py"))
+    assert files and "def spmv(" in files[0].read_text()
+
+
+def test_int64_index_variant():
+    k = einsum_kernel("ij,j->i", ["csr", "dense"])
+    ck = next(iter(k._compiled.values()))
+    assert "tl.int64" in ck.source(True) and "index arithmetic: int64" in ck.source(True)
+
+
+def test_no_gpu_no_interpreter_is_a_clear_error(monkeypatch):
+    from sparsec.backends.triton import device
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(sc.BackendError, match="TRITON_INTERPRET=1"):
+        device.pick_device([np.ones(3)])
+
+
+def test_generic_fallback_matches_fast_paths():
+    A = rand((8, 6))
+    x = RNG.standard_normal(6)
+    with tb.options(fast_paths=False):
+        k = api.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"}, target="triton")
+    src = k.dump("triton")
+    assert "tl.arange" not in src
+    np.testing.assert_allclose(k(A=tensor(A, "csr"), x=x), A @ x, rtol=1e-12)
+
+
+def test_integer_values():
+    A = (rand((5, 6)) * 10).astype(np.int64)
+    x = np.arange(6, dtype=np.int64)
+    got = api.einsum("ij,j->i", tensor(A, "csr"), x, target="triton")
+    np.testing.assert_array_equal(got, A @ x)
+
+
+# ------------------------------------------------------------------------------------- the shared grid
+from grid import check as grid_check, extra_cases, grid, run_case  # noqa: E402
+
+GRID = grid() + extra_cases()
+
+
+@pytest.mark.parametrize("case", GRID, ids=[c.id() for c in GRID])
+def test_grid(case):
+    """The compiler core's differential grid (tests/grid.py) on target="triton"."""
+    got, ref = run_case(case, "triton")
+    grid_check(got, ref, case.dtype)
