@@ -22,7 +22,7 @@ import numpy as np
 
 from .backends import get_backend
 from .errors import FormatError, ScheduleError, VerificationError
-from .formats import Format, FormatLike, as_format
+from .formats import FormatLike, as_format
 from .ir.tensor_ir import Assignment, Program, TensorDecl, VALUE_DTYPES
 from .passes.pipeline import LoweredProgram, lower_program
 from .runtime import ProgramRunner, StatementRunner, as_tensor

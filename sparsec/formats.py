@@ -472,7 +472,7 @@ def _parse_mlir(text: str) -> Format:
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as e:
-        raise ParseError(f"cannot parse sparse tensor encoding: unexpected input", text, e.line, e.column) from None
+        raise ParseError("cannot parse sparse tensor encoding: unexpected input", text, e.line, e.column) from None
     try:
         return _Build(text).transform(tree)
     except Exception as e:  # lark wraps errors raised in callbacks

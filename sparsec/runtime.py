@@ -23,16 +23,16 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
-from .errors import ShapeError, VerificationError
-from .formats import Format, parse_format
+from .errors import ShapeError
+from .formats import Format
 from .ir import loop_ir as L
 from .ir.interp import _Interp
 from .passes.pipeline import LoweredProgram
-from .passes.sparsify import IDENTITY, Lowered, identity_value
+from .passes.sparsify import Lowered, identity_value
 from .tensor import Tensor
 
 

@@ -8,6 +8,7 @@ import sparsec as sc
 from sparsec import api
 from sparsec.frontend import parse_program
 from sparsec.ir.tensor_eval import evaluate_program
+from sparsec.ir.tensor_ir import Program
 
 TARGETS = ["interp", "cpu"]
 
@@ -89,7 +90,7 @@ def test_intermediates_kept_when_requested(target):
     both = api.compile(text, formats={"A": "csr"}, target=target)
     res = both(A=sc.Tensor.from_numpy(A, "csr"), x=x)
     assert set(res) == {"t", "y"}
-    ref = evaluate_program(parse_program(text), {"A": A, "x": x})
+    ref = evaluate_program(Program(tuple(parse_program(text))), {"A": A, "x": x})
     np.testing.assert_allclose(res["y"], ref["y"], rtol=1e-12)
     only_y = api.compile(text, formats={"A": "csr"}, target=target, outputs=["y"])
     assert len(only_y.lowered.statements) == 1

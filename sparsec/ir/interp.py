@@ -6,7 +6,6 @@ parallel or block run serially; reducing stores accumulate in place.
 
 from __future__ import annotations
 
-import math
 from typing import Mapping
 
 import numpy as np

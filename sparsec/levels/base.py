@@ -21,9 +21,22 @@ registers itself in :data:`LEVEL_TYPES`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Mapping
+from typing import TYPE_CHECKING, ClassVar, Mapping, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:  # the compiler hooks build loop IR
+    from ..ir.loop_ir import LExpr
+
+
+class LevelCodegen(Protocol):
+    """What the sparsifier gives a level when asking it for loop IR."""
+
+    def buffer(self, part: str) -> str:
+        """Kernel buffer name of this level's ``part`` (``pos``, ``crd``, ...)."""
+
+    def load_index(self, buffer: str, index: "LExpr") -> "LExpr":
+        """An ``index``-typed load of ``buffer[index]``."""
 
 #: level-type keyword -> class; filled by each level module on import.
 LEVEL_TYPES: dict[str, type["Level"]] = {}
@@ -46,6 +59,10 @@ class Level:
     is_full: ClassVar[bool] = False
     #: True when a coordinate can be found in O(1) without searching.
     can_locate: ClassVar[bool] = False
+    #: True when every parent position has exactly one child (no loop is needed).
+    single_child: ClassVar[bool] = False
+    #: buffer part holding prefix sums of children per parent (splits work evenly by nonzeros), if any.
+    balance_part: ClassVar[str | None] = None
 
     @property
     def unique(self) -> bool:
@@ -63,6 +80,21 @@ class Level:
 
     def __str__(self) -> str:
         return self.mlir()
+
+    # -- compiler hooks (loop IR) -----------------------------------------------
+    def position_range(self, cg: LevelCodegen, parent: "LExpr",
+                       parent_segment_end: "LExpr | None") -> tuple["LExpr", "LExpr"]:
+        """Loop IR for the positions ``[lo, hi)`` of the children of parent position ``parent``.
+
+        ``parent_segment_end`` is set when the parent level is non-unique: then the
+        parent "position" is the first of a run ``[parent, parent_segment_end)`` of
+        equal coordinates, which a singleton child iterates.
+        """
+        raise NotImplementedError(f"level type {self.mlir()} cannot be iterated")
+
+    def coordinate(self, cg: LevelCodegen, position: "LExpr") -> "LExpr":
+        """Loop IR for the coordinate stored at ``position`` (default: ``crd[position]``)."""
+        return cg.load_index(cg.buffer("crd"), position)
 
     # -- runtime hooks (numpy) -------------------------------------------------
     def assemble(

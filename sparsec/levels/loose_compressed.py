@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import FormatError
 from .base import Level, property_suffix, register
-from .compressed import check_coords_in_range, check_segment_order, distinct_children, segment_ranges
+from ._helpers import check_coords_in_range, check_segment_order, distinct_children, segment_ranges
 
 _I64 = np.dtype(np.int64)
 
@@ -40,6 +40,12 @@ class LooseCompressed(Level):
 
     def mlir(self) -> str:
         return "loose_compressed" + property_suffix(self.is_unique, self.is_ordered)
+
+    def position_range(self, cg, parent, parent_segment_end):
+        from ..ir.loop_ir import binop
+
+        pos, two = cg.buffer("pos"), binop("mul", parent, 2)
+        return cg.load_index(pos, two), cg.load_index(pos, binop("add", two, 1))
 
     def assemble(
         self, parent_pos: np.ndarray, coords: np.ndarray, num_parents: int, size: int, index_dtype: np.dtype

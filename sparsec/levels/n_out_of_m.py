@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import FormatError
 from .base import Level, register
-from .compressed import check_coords_in_range, distinct_children, located_error
+from ._helpers import check_coords_in_range, distinct_children, located_error
 
 _I64 = np.dtype(np.int64)
 
@@ -43,6 +43,12 @@ class NOutOfM(Level):
 
     def mlir(self) -> str:
         return f"structured[{self.n}, {self.m}]"
+
+    def position_range(self, cg, parent, parent_segment_end):
+        from ..ir.loop_ir import binop
+
+        lo = binop("mul", parent, self.n)
+        return lo, binop("add", lo, self.n)
 
     def assemble(
         self, parent_pos: np.ndarray, coords: np.ndarray, num_parents: int, size: int, index_dtype: np.dtype

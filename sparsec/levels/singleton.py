@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import FormatError
 from .base import Level, property_suffix, register
-from .compressed import check_coords_in_range, located_error
+from ._helpers import check_coords_in_range, located_error
 
 _I64 = np.dtype(np.int64)
 
@@ -35,6 +35,16 @@ class Singleton(Level):
 
     def mlir(self) -> str:
         return "singleton" + property_suffix(self.is_unique, self.is_ordered)
+
+    single_child = True
+
+    def position_range(self, cg, parent, parent_segment_end):
+        from ..ir.loop_ir import binop
+
+        # Under a non-unique parent (COO) the children of a run of equal coordinates are that run.
+        if parent_segment_end is not None:
+            return parent, parent_segment_end
+        return parent, binop("add", parent, 1)
 
     def assemble(
         self, parent_pos: np.ndarray, coords: np.ndarray, num_parents: int, size: int, index_dtype: np.dtype

@@ -14,13 +14,13 @@ the level variable of each of its levels, and the conversions to apply first.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Mapping
 
 from ..errors import VerificationError
 from ..formats import Format, LevelExpr
 from ..ir.tensor_ir import Access, Assignment, TensorDecl
-from ..levels import Compressed, Dense, Level, NOutOfM
+from ..levels import Compressed, Dense, Level
 from .lattice import OperandKey, operand_key
 
 
@@ -156,7 +156,7 @@ def unblocked(fmt: Format) -> Format:
         return fmt
     levels: list[Level] = []
     exprs: list[LevelExpr] = []
-    sparse_dims = {e.dim for e, l in zip(fmt.exprs, fmt.levels) if not isinstance(l, Dense)}
+    sparse_dims = {e.dim for e, l in zip(fmt.exprs, fmt.levels) if not l.is_full}
     for e, l in zip(fmt.exprs, fmt.levels):
         if e.op == "mod":
             continue

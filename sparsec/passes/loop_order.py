@@ -28,7 +28,6 @@ from typing import Iterable, Sequence
 
 import networkx as nx
 
-from ..levels import Dense
 from .level_space import LevelSpace, Operand, assign_level_vars, dim_level_vars, permuted_format
 
 _MAX_ORDERS = 20000
@@ -202,7 +201,3 @@ def order_text(choice: OrderChoice) -> str:
     edges = ", ".join(f"{u} -> {v}" for u, v in sorted(reduced.edges))
     return f"loop order: {', '.join(choice.order)}   (constraints: {edges or 'none'}; {choice.explanation})"
 
-
-def is_full_level(lvl) -> bool:
-    """True for dense (full) levels."""
-    return isinstance(lvl, Dense)

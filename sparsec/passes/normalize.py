@@ -14,12 +14,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 from ..formats import parse_format
 from ..ir.tensor_ir import (
-    Access, Assignment, Binary, Expr, IndexVar, Literal, Program, Reduce, TensorDecl, Unary, Where,
+    Access, Assignment, Binary, Expr, IndexVar, Reduce, TensorDecl, Unary, Where,
 )
 
 
@@ -138,11 +138,14 @@ def extract_reduction(stmt: Assignment, target: Reduce, decls: dict[str, TensorD
     acc = Access(name, tuple(IndexVar(v) for v in fv))
 
     def swap(e: Expr) -> Expr:
-        if e is target:
+        if e == target:  # structural: earlier passes may have rebuilt the nodes
             return acc
         return _map_children(e, swap)
 
-    return [Assignment(acc, target), Assignment(stmt.output, swap(stmt.expr))]
+    new_expr = swap(stmt.expr)
+    if new_expr == stmt.expr:
+        raise ValueError(f"reduction {target!r} not found in the statement")
+    return [Assignment(acc, target), Assignment(stmt.output, new_expr)]
 
 
 @dataclass(frozen=True)

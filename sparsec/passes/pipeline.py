@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable
 
 from ..errors import VerificationError
 from ..ir.loop_printer import kernel_text

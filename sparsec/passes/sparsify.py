@@ -29,14 +29,13 @@ The algorithm is TACO's, over MLIR-style levels:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from ..errors import VerificationError
 from ..ir import loop_ir as L
 from ..ir.loop_ir import INDEX, BOOL, binop, const
-from ..ir.tensor_ir import Access, Assignment, Binary, Expr, Literal, Reduce, TensorDecl, Unary, Where
-from ..levels import Compressed, Dense, LooseCompressed, NOutOfM, Singleton
+from ..ir.tensor_ir import Access, Assignment, Binary, Expr, Literal, Reduce, Unary, Where
 from .lattice import LatticePoint, Opaque, is_zero, lattice, operand_key, operands_in, simplify, sub_points
 from .level_space import LevelSpace, LevelVar, Operand
 from .loop_order import OrderChoice
@@ -110,6 +109,19 @@ class Lowered:
     filters: tuple[tuple[str, str], ...] = ()
     #: True when output coordinates may be skipped under a max/min reduction (they then hold 0).
     skipped_are_zero: bool = False
+
+
+class _LevelCG:
+    """The :class:`~sparsec.levels.base.LevelCodegen` view a level gets of the sparsifier."""
+
+    def __init__(self, sp: "Sparsifier", o: Operand, level: int):
+        self.sp, self.o, self.level = sp, o, level
+
+    def buffer(self, part: str) -> str:
+        return self.sp.level_buffer(self.o, self.level, part)
+
+    def load_index(self, buffer: str, index: L.LExpr) -> L.LExpr:
+        return self.sp._idx(buffer, index, self.o)
 
 
 class Namer:
@@ -508,7 +520,6 @@ class Sparsifier:
 
     def lower_var(self, k: int, st: _State, expr: Expr) -> list[L.Stmt]:
         var = self.order[k]
-        lv = self.lvars[var]
         its = self.iterators(var, st, expr)
         keys = [o.key for o, _ in its]
         # Under a max/min reduction a skipped coordinate would still contribute an implicit 0, so every
@@ -658,39 +669,25 @@ class Sparsifier:
                 continue
             for l, lv in enumerate(o.level_vars[:-1]):
                 if lv.name == var and (it is None or (o.key == it[0].key and l == it[1])):
-                    nxt = o.levels[l + 1]
-                    if isinstance(nxt, Compressed) and l == 0:
-                        cands.append(self.level_buffer(o, l + 1, "pos"))
+                    part = o.levels[l + 1].balance_part
+                    if part is not None and l == 0:
+                        cands.append(self.level_buffer(o, l + 1, part))
         return cands[0] if cands else None
 
     def _iter_range(self, o: Operand, l: int, st: _State) -> tuple[L.LExpr, L.LExpr]:
-        """Position range of level ``l`` of ``o`` under its parent's position."""
-        lvl = o.levels[l]
+        """Position range of level ``l`` of ``o`` under its parent's position (asked of the level)."""
         ops = st.ops[o.key]
         parent = const(0) if l == 0 else ops.pos[l - 1]
         assert parent is not None, "parent position must be bound (loop order guarantees it)"
-        if isinstance(lvl, Compressed):
-            buf = self.level_buffer(o, l, "pos")
-            return self._idx(buf, parent, o), self._idx(buf, binop("add", parent, 1), o)
-        if isinstance(lvl, LooseCompressed):
-            buf = self.level_buffer(o, l, "pos")
-            two = binop("mul", parent, 2)
-            return self._idx(buf, two, o), self._idx(buf, binop("add", two, 1), o)
-        if isinstance(lvl, Singleton):
-            if l > 0 and ops.seg_end[l - 1] is not None:
-                return parent, ops.seg_end[l - 1]
-            return parent, binop("add", parent, 1)
-        if isinstance(lvl, NOutOfM):
-            lo = binop("mul", parent, lvl.n)
-            return lo, binop("add", lo, lvl.n)
-        raise VerificationError(f"level type {lvl.mlir()} cannot be iterated")
+        seg = ops.seg_end[l - 1] if l > 0 else None
+        return o.levels[l].position_range(_LevelCG(self, o, l), parent, seg)
 
     def _idx(self, buf: str, index: L.LExpr, o: Operand) -> L.LExpr:
         dt = self._buffers[buf].dtype
         return L.Cast(L.Load(buf, index, dt), INDEX)
 
     def _crd(self, o: Operand, l: int, p: L.LExpr) -> L.LExpr:
-        return self._idx(self.level_buffer(o, l, "crd"), p, o)
+        return o.levels[l].coordinate(_LevelCG(self, o, l), p)
 
     def _segment(self, o: Operand, l: int, cur: L.Var, end: L.LExpr, coord: L.LExpr) -> tuple[list[L.Stmt], L.Var]:
         """For a non-unique level: find where the run of equal coordinates starting at ``cur`` ends."""
@@ -722,7 +719,7 @@ class Sparsifier:
                 return []
             loop = L.While(binop("lt", p, end), L.Block(tuple(body + [L.Assign(p, seg)])), comment, var)
             return [L.Assign(p, lo), L.Assign(end, hi), loop]
-        if isinstance(lvl, Singleton) and not (l > 0 and st.ops[o.key].seg_end[l - 1] is not None):
+        if lvl.single_child and not (l > 0 and st.ops[o.key].seg_end[l - 1] is not None):
             # Exactly one child: no loop.
             self._enter(inner, o, l, lo, None)
             pre, _ = self.bind(k, inner, self._crd(o, l, lo), expr)
@@ -758,7 +755,6 @@ class Sparsifier:
             for o, l in its:
                 if o.key in point.iterators:
                     self._enter(inner, o, l, cur[o.key], segs.get(o.key))
-            var = self.order[k]
             body = self._guarded(k, inner, point.expr, self._materialize(inner))
             if cond is None:
                 chain = body

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from ...ir import loop_ir as L
 from ...ir.loop_printer import expr_text
-from .schedule import AccTile, MapTile, NoFastPath, Plan, ReduceLoop, assigned, expr_vars, reads, scheduled_text
+from .schedule import AccTile, MapTile, NoFastPath, Plan, ReduceLoop, assigned, reads, scheduled_text
 
 _TL = {"float16": "tl.float16", "bfloat16": "tl.bfloat16", "float32": "tl.float32", "float64": "tl.float64",
        "int8": "tl.int8", "int16": "tl.int16", "int32": "tl.int32", "int64": "tl.int64", "bool": "tl.int1",
