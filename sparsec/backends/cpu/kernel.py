@@ -1,0 +1,257 @@
+"""A JIT-compiled kernel and its call path from Python.
+
+Each kernel's object code holds two functions (see :mod:`.codegen`): the kernel
+itself (buffers as pointers, scalars as ``i64``) and an *entry point* that takes
+the buffers as one Python tuple of numpy arrays plus a small ``sig`` array and
+reads each array's data pointer (after checking its type, dtype object, rank and
+flags) itself. Both are called through ``ctypes.CFUNCTYPE`` function objects,
+which release the GIL during the call, so several threads can run kernels (the
+same one included) at once; nothing in the call path is mutable.
+
+**Why the entry point.** Getting a data pointer from numpy in Python is slow
+(``arr.ctypes.data`` costs about 3 µs per array with numpy 2), while ctypes
+passes a tuple as one pointer; the per-call cost is then building the tuple and
+converting the scalars (passed as ``c_void_p``, the cheapest integer conversion
+ctypes has; the ABI is the same as ``i64``). When the entry point rejects an
+array (a subclass, a non-native dtype object, a strided view, a read-only
+output...), the **checked path** validates every buffer in Python, raises a
+:class:`~sparsec.errors.BackendError` naming a bad one, copies inputs that are
+merely non-contiguous or unaligned, and calls the kernel with the pointers.
+
+The object layouts the entry point relies on (where ``PyObject`` keeps its type,
+where a tuple keeps its items, where ``PyArrayObject`` keeps ``data``, ``nd``,
+``descr`` and ``flags``, the numpy ABI every C extension compiles against) are
+*probed* once per process and passed in ``sig``; if a probe disagrees, the entry
+point is never used and every call takes the checked path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import operator
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ...errors import BackendError
+from ...ir import loop_ir as L
+from . import codegen, jit
+from .jit import Compiled
+
+_NP_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64, "int8": np.int8,
+              "int16": np.int16, "int32": np.int32, "int64": np.int64, "index": np.int64, "bool": np.bool_}
+
+# numpy's array flags (numpy/ndarraytypes.h), verified by the probe below.
+_C_CONTIGUOUS = 0x0001
+_ALIGNED = 0x0100
+_WRITEABLE = 0x0400
+
+
+def _probe_layout() -> tuple[int, ...] | None:
+    """Offsets (ob_type, ndarray type address, tuple items, data, nd, descr, flags), or None if unverified."""
+    try:
+        def rd64(addr: int) -> int:
+            return ctypes.c_int64.from_address(addr).value
+
+        def rd32(addr: int) -> int:
+            return ctypes.c_int32.from_address(addr).value
+
+        head = object.__basicsize__
+        ob_type = head - ctypes.sizeof(ctypes.c_void_p)
+        items = tuple.__basicsize__
+        data, nd, descr, flags = head, head + 8, head + 40, head + 48
+        base = np.zeros(12, dtype=np.float64)
+        probes = [base, base.reshape(3, 4), base[::2], np.arange(5, dtype=np.int32), base[1:]]
+        ro = base[2:]
+        ro.flags.writeable = False
+        probes.append(ro)
+        t = tuple(probes)
+        for k, a in enumerate(probes):
+            if rd64(id(t) + items + 8 * k) != id(a):
+                return None
+            if rd64(id(a) + ob_type) != id(np.ndarray):
+                return None
+            if rd64(id(a) + data) != a.ctypes.data or rd32(id(a) + nd) != a.ndim:
+                return None
+            if rd64(id(a) + descr) != id(a.dtype) or rd32(id(a) + flags) != a.flags.num:
+                return None
+            f = a.flags.num
+            if bool(f & _C_CONTIGUOUS) != a.flags.c_contiguous or bool(f & _WRITEABLE) != a.flags.writeable \
+                    or bool(f & _ALIGNED) != a.flags.aligned:
+                return None
+        return (ob_type, id(np.ndarray), items, data, nd, descr, flags)
+    except Exception:  # pragma: no cover - an unusual interpreter: use the checked path
+        return None
+
+
+_LAYOUT: tuple[int, ...] | None = _probe_layout()
+
+
+def fast_path_available() -> bool:
+    """True when the entry point's object-layout probe succeeded in this process."""
+    return _LAYOUT is not None
+
+
+@dataclass(eq=False)
+class Loaded:
+    """A kernel's object code linked into the JIT: addresses, and the texts for ``dump``.
+
+    Holds the JIT library's resource tracker; when the last reference goes, the
+    library is handed to :func:`.jit.retire` to be unloaded.
+    """
+
+    tracker: Any
+    kernel_addr: int
+    entry_addr: int
+    compiled: Compiled
+    key: str = ""
+
+    def asm(self) -> str:
+        """The assembly, emitted from the optimized IR on first request (and written back to the disk cache)."""
+        c = self.compiled
+        if not c.asm:
+            with _ASM_LOCK:
+                if not c.asm:
+                    c.asm = jit.emit_asm(c.llvm_ir)
+                    if self.key:
+                        from . import cache
+
+                        cache.disk_write(self.key, c)
+        return c.asm
+
+    def __del__(self, _graveyard: list = jit._RETIRED) -> None:  # bound early: globals vanish at exit
+        tr, self.tracker = self.tracker, None
+        if tr is not None:
+            _graveyard.append(tr)  # see jit.retire: unloaded later, under the LLVM lock
+
+
+_ASM_LOCK = threading.Lock()
+
+
+def load(kernel: L.Kernel, compiled: Compiled, key: str = "") -> Loaded:
+    """Link compiled object code and look up the kernel and its entry point."""
+    sym, ent = codegen.symbol_name(kernel), codegen.entry_name(kernel)
+    tracker, addrs = jit.load_object(compiled.obj, (sym, ent))
+    return Loaded(tracker, addrs[sym], addrs[ent], compiled, key)
+
+
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _getter(names: tuple[str, ...]) -> Any:
+    """``mapping -> tuple of mapping[name]`` for ``names``, as fast as Python allows (C itemgetter)."""
+    if len(names) >= 2:
+        return operator.itemgetter(*names)
+    if len(names) == 1:
+        (n,) = names
+        return lambda m: (m[n],)
+    return lambda m: ()
+
+
+class CPUKernel:
+    """A loop-IR kernel compiled for the host CPU: ``ck(buffers, scalars)``; ``ck.dump("llvm"|"asm")``."""
+
+    stages = ("llvm", "asm")
+
+    def __init__(self, kernel: L.Kernel, loaded: Loaded):
+        self.kernel = kernel
+        self._loaded = loaded  # keeps the JIT library alive as long as this kernel
+        self._bparams = kernel.buffers
+        self._bnames = tuple(p.name for p in self._bparams)
+        self._snames = tuple(p.name for p in kernel.scalars)
+        self._np_dtypes = tuple(np.dtype(_NP_DTYPES[p.dtype]) for p in self._bparams)
+        self._writes = tuple(p.role in ("out", "work") for p in self._bparams)
+        argtypes = [ctypes.c_void_p] * len(kernel.params)
+        self._plain = ctypes.CFUNCTYPE(None, *argtypes)(loaded.kernel_addr)
+        self._get_buffers = _getter(self._bnames)
+        self._get_scalars = _getter(self._snames)
+        self._order = tuple((isinstance(p, L.BufferParam), p.name) for p in kernel.params)
+        self._entry = None
+        self._sig = None
+        if _LAYOUT is not None:
+            sig = list(_LAYOUT)
+            for dt, w in zip(self._np_dtypes, self._writes):
+                sig += [id(dt), _C_CONTIGUOUS | _ALIGNED | (_WRITEABLE if w else 0)]
+            self._sig_array = np.array(sig, dtype=np.int64)
+            self._sig = self._sig_array.ctypes.data
+            entry_types = [ctypes.py_object, ctypes.c_void_p] + [ctypes.c_void_p] * len(self._snames)
+            self._entry = ctypes.CFUNCTYPE(ctypes.c_int32, *entry_types)(loaded.entry_addr)
+
+    # ------------------------------------------------------------------ calling
+    def __call__(self, buffers: Mapping[str, Any], scalars: Mapping[str, int]) -> None:
+        try:
+            arrays = self._get_buffers(buffers)
+            svals = self._get_scalars(scalars)
+        except KeyError as e:
+            raise self._missing(buffers, scalars) from e
+        entry = self._entry
+        if entry is not None:
+            # Scalars are extents and chunk bounds (Python ints far below 2**63); ctypes would
+            # truncate a larger int silently, but checking costs more than the rest of the call.
+            try:
+                if not entry(arrays, self._sig, *svals):
+                    return
+            except ctypes.ArgumentError:
+                pass  # a scalar that is not a plain int: the checked path converts it or explains
+        self._checked_call(arrays, svals)
+
+    def _missing(self, buffers: Mapping[str, Any], scalars: Mapping[str, int]) -> BackendError:
+        for n in self._bnames:
+            if n not in buffers:
+                return BackendError(f"kernel {self.kernel.name}: missing buffer {n!r}")
+        for n in self._snames:
+            if n not in scalars:
+                return BackendError(f"kernel {self.kernel.name}: missing scalar {n!r}")
+        return BackendError(f"kernel {self.kernel.name}: missing argument")  # pragma: no cover
+
+    def _checked_call(self, arrays: tuple, svals: tuple) -> None:
+        """Validate every argument, then call the kernel on data pointers."""
+        name = self.kernel.name
+        keep = []
+        ptrs = {}
+        for a, p, dt, w in zip(arrays, self._bparams, self._np_dtypes, self._writes):
+            if not isinstance(a, np.ndarray):
+                raise BackendError(f"kernel {name}: buffer {p.name!r} must be a numpy array, "
+                                   f"got {type(a).__name__}")
+            if a.dtype != dt:
+                raise BackendError(f"kernel {name}: buffer {p.name!r} has dtype {a.dtype}, expected {dt}")
+            if a.ndim != 1:
+                raise BackendError(f"kernel {name}: buffer {p.name!r} must be 1-D, got shape {a.shape}")
+            if not (a.flags.c_contiguous and a.flags.aligned):
+                if w:
+                    raise BackendError(f"kernel {name}: output buffer {p.name!r} must be contiguous and aligned")
+                a = np.ascontiguousarray(a)
+                if not a.flags.aligned:  # pragma: no cover - ascontiguousarray aligns
+                    a = a.copy()
+            if w and not a.flags.writeable:
+                raise BackendError(f"kernel {name}: output buffer {p.name!r} is read-only")
+            keep.append(a)
+            ptrs[p.name] = a.ctypes.data
+        ints = {}
+        for n, v in zip(self._snames, svals):
+            try:
+                iv = int(v.__index__())
+            except (AttributeError, TypeError):
+                raise BackendError(f"kernel {name}: scalar {n!r} must be an integer, got {type(v).__name__}") \
+                    from None
+            if not _I64_MIN <= iv <= _I64_MAX:
+                raise BackendError(f"kernel {name}: scalar {n!r}={iv} does not fit in 64 bits")
+            ints[n] = iv
+        args = [ptrs[n] if is_buf else ints[n] for is_buf, n in self._order]
+        self._plain(*args)
+        del keep
+
+    # ------------------------------------------------------------------ dumps
+    def dump(self, stage: str = "llvm") -> str:
+        """``llvm``: the optimized LLVM IR; ``asm``: the host assembly."""
+        if stage == "llvm":
+            return self._loaded.compiled.llvm_ir
+        if stage == "asm":
+            return self._loaded.asm()
+        raise ValueError(f"unknown stage {stage!r}; the cpu backend has {', '.join(self.stages)}")
+
+    def __repr__(self) -> str:
+        return f"<CPUKernel {self.kernel.name} ({len(self._bnames)} buffers, {len(self._snames)} scalars)>"
