@@ -13,6 +13,8 @@ as an :class:`sparsec.Tensor`.
 
 from __future__ import annotations
 
+import functools
+import os
 import string
 import threading
 import time
@@ -25,6 +27,7 @@ from .errors import FormatError, ScheduleError, VerificationError
 from .formats import FormatLike, as_format
 from .ir.tensor_ir import Assignment, Program, TensorDecl, VALUE_DTYPES
 from .passes.pipeline import LoweredProgram, lower_program
+from .fastcall import FALLBACK, FastCall
 from .runtime import ProgramRunner, StatementRunner, as_tensor
 from .tensor import Tensor
 
@@ -49,7 +52,24 @@ def _statements(statement: Any) -> list[Assignment]:
                     "a Program or a DSL tensor that was assigned to")
 
 
+_DTYPE_NAMES: dict[Any, str] = {}
+
+
 def _normalize_dtype(dt: Any, what: str) -> str:
+    """The dtype's name in :data:`VALUE_DTYPES`, or a VerificationError naming ``what``."""
+    try:
+        return _DTYPE_NAMES[dt]
+    except (KeyError, TypeError):
+        pass
+    name = _dtype_name(dt, what)
+    try:
+        _DTYPE_NAMES[dt] = name
+    except TypeError:  # pragma: no cover - unhashable dtype spec
+        pass
+    return name
+
+
+def _dtype_name(dt: Any, what: str) -> str:
     try:
         name = "bfloat16" if str(dt) in ("bfloat16", "torch.bfloat16") else np.dtype(str(dt).replace("torch.", "")).name
     except TypeError:
@@ -120,7 +140,13 @@ class Kernel:
         self._runner = ProgramRunner(self.lowered, self._compile_one, self.backend.threads,
                                      getattr(self.backend, "runner_class", None) or StatementRunner)
         self.compile_seconds = time.perf_counter() - t0
+        self._fast = None
+        if len(self._runner.runners) == 1 and not self.lowered.temporaries and os.environ.get(
+                "SPARSEC_NO_FAST_CALL", "") in ("", "0"):
+            self._fast = FastCall.build(self._runner.runners[0], program, self.backend.threads)
         self.inputs = program.inputs()
+        self._input_set = set(self.inputs)
+        self._call_hook = getattr(self.backend, "call", None)
         self.outputs = list(outputs) if outputs is not None else written
 
     def _compile_one(self, kernel):
@@ -157,9 +183,15 @@ class Kernel:
         A backend may take over the call to keep operands on its device (the Triton
         backend returns torch tensors on the device the kernel ran on).
         """
-        hook = getattr(self.backend, "call", None)
-        if hook is not None:
-            return hook(self, args, kwargs)
+        if self._call_hook is not None:
+            return self._call_hook(self, args, kwargs)
+        fast = self._fast
+        if fast is not None:
+            given = kwargs if not args else {**dict(zip(self.inputs, args)), **kwargs}
+            if given.keys() == self._input_set:
+                result = fast(given)
+                if result is not FALLBACK:
+                    return result
         torch_in = any(type(v).__module__.startswith("torch") for v in list(args) + list(kwargs.values()))
         results = self.run(*args, **kwargs)
         out = [results[o] for o in self.outputs if o in results]
@@ -256,25 +288,89 @@ def einsum(subscripts: str, *operands: Any, out_format: FormatLike | None = None
         if schedule not in _SCHEDULES:
             raise ScheduleError(f"schedule {schedule!r} is not supported here; use None or 'auto'")
         return backend_einsum(subscripts, *operands, out_format=out_format, dtype=dtype)
-    names = [_operand_name(k) for k in range(len(operands))]
-    stmt = parse_einsum(subscripts, names, "out")
-    tensors = [as_tensor(x, n) for x, n in zip(operands, names)]
+    names = _operand_names(len(operands))
+    bound: list[Any] = []
+    fmt_key: list[Any] = []
+    for x, n in zip(operands, names):
+        if type(x) is np.ndarray and x.dtype != object and x.ndim:
+            bound.append(x)                                  # dense operands are used in place
+            fmt_key.append(("dense", x.ndim))
+        else:
+            t = _scipy_view(x, n) if _is_scipy_sparse(x) else as_tensor(x, n)
+            bound.append(t)
+            fmt_key.append(t.format)
     if dtype is None:
-        dts = [t.dtype for t in tensors]
+        dts = [b.dtype for b in bound]
         res = np.result_type(*dts) if dts else np.dtype("float64")
-        dtype = "float64" if res == np.bool_ else res.name
+        dtype = "float64" if res == np.bool_ else res
     dtype = _normalize_dtype(dtype, "einsum dtype")
-    fmts = {n: t.format for n, t in zip(names, tensors)}
-    out_nd = len(stmt.output.indices)
-    out_fmt = as_format(out_format, out_nd) if out_format is not None else None
-    key = (subscripts.replace(" ", ""), tuple(fmts.values()), dtype, out_fmt, target.lower(), schedule)
+    key = (subscripts, tuple(fmt_key), dtype, out_format if isinstance(out_format, (str, type(None))) else
+           str(out_format), target.lower(), schedule)
     with _EINSUM_LOCK:
         kernel = _EINSUM_CACHE.get(key)
     if kernel is None:
-        program = build_program([stmt], fmts, dtype, out_fmt)
-        kernel = Kernel(program, target, schedule, "einsum")
+        stmt = parse_einsum(subscripts, names, "out")
+        fmts = {n: (b.format if isinstance(b, Tensor) else as_format("dense", b.ndim)) for n, b in zip(names, bound)}
+        out_fmt = as_format(out_format, len(stmt.output.indices)) if out_format is not None else None
+        kernel = Kernel(build_program([stmt], fmts, dtype, out_fmt), target, schedule, "einsum")
         with _EINSUM_LOCK:
             _EINSUM_CACHE[key] = kernel
+    given = dict(zip(names, bound))
+    if kernel._fast is not None:
+        result = kernel._fast(given)
+        if result is not FALLBACK:
+            return result
     torch_in = any(type(x).__module__.startswith("torch") for x in operands)
-    results = kernel.run(**dict(zip(names, tensors)))
+    results = kernel.run(**given)
     return _present(results["out"], kernel.program.decl("out"), torch_in)
+
+
+@functools.lru_cache(maxsize=64)
+def _operand_names(n: int) -> tuple[str, ...]:
+    return tuple(_operand_name(k) for k in range(n))
+
+
+_VIEWS: "dict[int, tuple[Any, tuple, Tensor]]" = {}
+_VIEWS_MAX = 64
+
+
+def _scipy_view(m: Any, name: str) -> Tensor:
+    """A Tensor sharing a canonical scipy CSR/CSC matrix's arrays (no copy), validated once per matrix.
+
+    The view is reused while the matrix object holds the same index and value
+    arrays, so values changed in place are seen by the next call; index arrays
+    mutated in place after the first call are not re-validated. Other scipy
+    types (and non-canonical CSR/CSC) are converted, as ``sc.Tensor.from_scipy`` does.
+    """
+    import weakref
+
+    fmt = getattr(m, "format", None)
+    arrays = (getattr(m, "indptr", None), getattr(m, "indices", None), getattr(m, "data", None))
+    hit = _VIEWS.get(id(m))
+    if hit is not None and hit[0]() is m and all(a is b for a, b in zip(hit[1], arrays)) and \
+            hit[2].shape == tuple(m.shape):
+        return hit[2]
+    if fmt in ("csr", "csc") and m.has_canonical_format and arrays[0].dtype == arrays[1].dtype and \
+            arrays[0].dtype in (np.int32, np.int64):
+        width = 32 if arrays[0].dtype == np.int32 else 64
+        sc_fmt = as_format(fmt, 2).with_widths(width, width)
+        t = Tensor.from_buffers(sc_fmt, tuple(m.shape), [{}, {"pos": arrays[0], "crd": arrays[1]}], arrays[2],
+                                name=name, validate=True)
+    else:
+        t = Tensor.from_scipy(m, name=name)
+    if len(_VIEWS) >= _VIEWS_MAX:
+        _VIEWS.pop(next(iter(_VIEWS)))
+    try:
+        _VIEWS[id(m)] = (weakref.ref(m), arrays, t)
+    except TypeError:  # pragma: no cover - not weak-referenceable
+        pass
+    return t
+
+
+def _is_scipy_sparse(x: Any) -> bool:
+    mod = type(x).__module__
+    if not mod.startswith("scipy"):
+        return False
+    import scipy.sparse as sp
+
+    return sp.issparse(x)

@@ -97,6 +97,11 @@ class Format:
         object.__setattr__(self, "levels", tuple(self.levels))
         object.__setattr__(self, "exprs", tuple(self.exprs))
         _check_format(self)
+        # formats key every kernel cache: hash once
+        object.__setattr__(self, "_hash", hash((self.levels, self.exprs, self.ndim, self.pos_width, self.crd_width)))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[attr-defined]
 
     # -- structure -----------------------------------------------------------
     @property

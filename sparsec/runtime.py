@@ -62,17 +62,27 @@ def set_num_threads(n: int | None) -> None:
             _POOL = None
 
 
+_DEFAULT_THREADS: int | None = None
+
+
 def get_num_threads() -> int:
-    """Threads used for parallel loops: ``set_num_threads``, else ``SPARSEC_NUM_THREADS``, else all cores."""
+    """Threads used for parallel loops: ``set_num_threads``, else ``SPARSEC_NUM_THREADS``, else all cores.
+
+    The environment variable is read once, at the first call.
+    """
+    global _DEFAULT_THREADS
     if _NUM_THREADS is not None:
         return _NUM_THREADS
-    env = os.environ.get("SPARSEC_NUM_THREADS")
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            raise ValueError(f"SPARSEC_NUM_THREADS must be an integer, got {env!r}") from None
-    return os.cpu_count() or 1
+    if _DEFAULT_THREADS is None:
+        env = os.environ.get("SPARSEC_NUM_THREADS")
+        if env:
+            try:
+                _DEFAULT_THREADS = max(1, int(env))
+            except ValueError:
+                raise ValueError(f"SPARSEC_NUM_THREADS must be an integer, got {env!r}") from None
+        else:
+            _DEFAULT_THREADS = os.cpu_count() or 1
+    return _DEFAULT_THREADS
 
 
 def _pool(n: int) -> ThreadPoolExecutor:

@@ -1,0 +1,103 @@
+"""The fast call path agrees with the general runtime, is really taken, and falls back when it must."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import sparsec as sc
+from sparsec import fastcall
+from sparsec.fastcall import FALLBACK
+from sparsec.frontend import parse_statement
+
+CASES = [
+    ("y[i] = A[i,j] * x[j]", {"A": "csr"}, None),
+    ("y[i] = A[i,j] * x[j]", {"A": "csc"}, None),
+    ("y[i] = A[i,j] * x[j]", {"A": "coo"}, None),
+    ("C[i,j] = A[i,k] * B[k,j]", {"A": "csr"}, None),
+    ("y[i] = max[j](A[i,j])", {"A": "dcsr"}, None),
+    ("S[i,j] = M[i,j] * U[i,k] * V[k,j]", {"M": "csr"}, "csr"),
+    ("y[i] = A[i,j] * x[j]", {"A": "bsr(2,3)"}, None),
+]
+
+
+def operands(text, formats, rng):
+    shapes = {"A": (13, 9), "x": (9,), "B": (9, 4), "M": (6, 7), "U": (6, 3), "V": (3, 7)}
+    names = sorted({a.tensor for a in parse_statement(text).accesses()})
+    out = {}
+    for n in names:
+        a = rng.uniform(-1, 1, shapes[n])
+        if n in formats:
+            a = np.where(rng.random(shapes[n]) < 0.35, a, 0.0)
+            out[n] = sc.Tensor.from_numpy(a, formats[n], name=n)
+        else:
+            out[n] = a
+    return out
+
+
+@pytest.mark.parametrize("target", ["cpu", "interp"])
+@pytest.mark.parametrize("text,formats,out", CASES)
+def test_fast_path_matches_general_path(target, text, formats, out):
+    rng = np.random.default_rng(7)
+    k = sc.compile(text, formats=formats, out_format=out, target=target)
+    assert k._fast is not None, "this kernel should have a fast call plan"
+    ops = operands(text, formats, rng)
+    fast = k._fast(ops)
+    assert fast is not FALLBACK
+    general = k.run(**ops)[k.outputs[0]]
+    if isinstance(fast, sc.Tensor):
+        np.testing.assert_array_equal(fast.to_numpy(), general.to_numpy())
+    else:
+        np.testing.assert_array_equal(fast, general.to_numpy())
+    # and the public call takes the fast path
+    calls = []
+    orig = k._fast.__call__
+
+    class Spy:
+        def __call__(self, given):
+            calls.append(1)
+            return orig(given)
+
+    k._fast = Spy()
+    k(**ops)
+    assert calls
+
+
+def test_fallbacks_give_the_same_answers_and_errors():
+    rng = np.random.default_rng(8)
+    A = np.where(rng.random((8, 6)) < 0.4, rng.uniform(-1, 1, (8, 6)), 0.0)
+    x = rng.uniform(-1, 1, 6)
+    k = sc.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"}, target="cpu")
+    ref = A @ x
+    # another format (converted), another dtype (cast), a scipy matrix, a non-contiguous vector
+    assert k._fast({"A": sc.Tensor.from_numpy(A, "csc"), "x": x}) is FALLBACK
+    np.testing.assert_allclose(k(A=sc.Tensor.from_numpy(A, "csc"), x=x), ref)
+    np.testing.assert_allclose(k(A=sc.Tensor.from_numpy(A.astype(np.float32), "csr"), x=x), ref, rtol=1e-6)
+    np.testing.assert_allclose(k(A=sp.csr_matrix(A), x=x), ref)
+    x2 = np.repeat(x, 2)[::2]
+    assert not x2.flags.c_contiguous
+    np.testing.assert_allclose(k(A=sp.csr_matrix(A), x=x2), ref)
+    # a shape mismatch still gets the precise message from the general path
+    with pytest.raises(sc.ShapeError, match="index j has extent 6"):
+        k(A=sc.Tensor.from_numpy(A, "csr"), x=np.ones(5))
+
+
+def test_host_bounds_compile_to_closures():
+    from sparsec.ir import loop_ir as L
+
+    e = L.binop("floordiv", L.binop("add", L.Var("n"), 3), 4)
+    assert fastcall.host_expr(e)({}, {"n": 9}) == 3
+    load = L.Cast(L.Load("p", L.Const(1), "int32"), "index")
+    assert fastcall.host_expr(load)({"p": np.array([2, 5])}, {}) == 5
+    assert fastcall.host_value(L.Const(0)) == 0 and fastcall.host_value(L.Var("n")) == "n"
+
+
+def test_einsum_scipy_view_sees_values_changed_in_place():
+    A = sp.random(20, 15, 0.3, format="csr", random_state=3)
+    x = np.random.default_rng(3).random(15)
+    np.testing.assert_allclose(sc.einsum("ij,j->i", A, x), A @ x)
+    A.data[:] = -A.data
+    np.testing.assert_allclose(sc.einsum("ij,j->i", A, x), A @ x)
+    A2 = A.copy()
+    A2.indices[0] = 10 ** 6      # corrupt a *new* matrix object: validated before any kernel runs
+    with pytest.raises(sc.FormatError):
+        sc.einsum("ij,j->i", A2, x)
