@@ -96,7 +96,8 @@ class _Interp:
                 else:
                     if b == 0:
                         raise BackendError("integer division by zero")
-                    r = int(a / b)
+                    q = abs(a) // abs(b)          # exact C division (truncates toward zero)
+                    r = q if (a >= 0) == (b >= 0) else -q
             elif op == "floordiv":
                 r = a // b
             elif op == "mod":

@@ -178,6 +178,20 @@ def _replace(e: Expr, target: Expr, new: Expr) -> Expr:
     return e
 
 
+def promote(*dtypes: str) -> str:
+    """numpy's type promotion for value dtypes (bfloat16 promotes like float32)."""
+    import numpy as np
+
+    np_dts = [np.dtype("float32" if d == "bfloat16" else "int64" if d == INDEX else d) for d in dtypes]
+    out = np_dts[0]
+    for d in np_dts[1:]:
+        out = np.promote_types(out, d)
+    name = out.name
+    if name == "float32" and all(d == "bfloat16" for d in dtypes):
+        return "bfloat16"
+    return name
+
+
 def identity_value(op: str, dtype: str):
     """The identity of a reduction in ``dtype`` (integers use their extreme values)."""
     v = IDENTITY[op]
@@ -1011,34 +1025,49 @@ class Sparsifier:
             return binop("ne", v, const(0, v.dtype))
         return L.Cast(v, dtype)
 
+    def _arith(self, *dtypes: str) -> str:
+        """Arithmetic runs in the compute dtype when it is a float; otherwise (bool or int outputs)
+        in the operands' promoted dtype, and the result is cast on store, as numpy does."""
+        return self.cdt if L.is_float(self.cdt) else promote(*dtypes)
+
     def _ex(self, e: Expr, st: _State) -> L.LExpr:
-        cdt = self.cdt
+        """Values keep their own dtype until an operator needs another (see :meth:`_arith`)."""
         if isinstance(e, Access):
             o = self.operands[operand_key(e)]
             pos = st.ops[o.key].pos[-1] if o.levels else const(0)
             if pos is None:
                 raise AssertionError(f"position of {o.tensor} unknown at the leaf")
-            return self._as(L.Load(self.vals_buffer(o), pos, o.dtype), cdt) if o.dtype != BOOL else \
-                L.Load(self.vals_buffer(o), pos, BOOL)
+            return L.Load(self.vals_buffer(o), pos, o.dtype)
         if isinstance(e, Opaque):
             return self.opaque[e.name]
         if isinstance(e, Literal):
             if isinstance(e.value, bool):
                 return const(e.value, BOOL)
-            return const(e.value, cdt)
+            if L.is_float(self.cdt):
+                return const(e.value, self.cdt)
+            return const(e.value, "float64" if isinstance(e.value, float) else "int64")
         if isinstance(e, Unary):
             a = self._ex(e.operand, st)
             if e.op == "not":
                 return L.UnOp("not", self._as(a, BOOL), BOOL)
-            return L.UnOp(e.op, self._as(a, cdt), cdt)
+            dt = self._arith(a.dtype)
+            if e.op in ("exp", "log", "sqrt") and not L.is_float(dt):
+                dt = "float64"
+            return L.UnOp(e.op, self._as(a, dt), dt)
         if isinstance(e, Binary):
             a, b = self._ex(e.lhs, st), self._ex(e.rhs, st)
             if e.op in ("and", "or"):
                 return L.BinOp(e.op, self._as(a, BOOL), self._as(b, BOOL), BOOL)
             if e.op in ("lt", "le", "gt", "ge", "eq", "ne"):
-                return L.BinOp(e.op, self._as(a, cdt), self._as(b, cdt), BOOL)
-            return L.BinOp(e.op, self._as(a, cdt), self._as(b, cdt), cdt)
+                dt = promote(a.dtype, b.dtype)
+                return L.BinOp(e.op, self._as(a, dt), self._as(b, dt), BOOL)
+            dt = self._arith(a.dtype, b.dtype)
+            if e.op == "div" and not L.is_float(dt):
+                dt = "float64"  # true division, as numpy's /
+            return L.BinOp(e.op, self._as(a, dt), self._as(b, dt), dt)
         if isinstance(e, Where):
             c = self._as(self._ex(e.cond, st), BOOL)
-            return L.Select(c, self._as(self._ex(e.then, st), cdt), self._as(self._ex(e.other, st), cdt), cdt)
+            t, o = self._ex(e.then, st), self._ex(e.other, st)
+            dt = self._arith(t.dtype, o.dtype)
+            return L.Select(c, self._as(t, dt), self._as(o, dt), dt)
         raise VerificationError(f"nested reduction reached the sparsifier: {e!r} (precompute it first)")
