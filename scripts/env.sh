@@ -11,14 +11,17 @@ VENV="${SPARSEC_VENV:-$ROOT/.venv}"
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[sparsec] creating virtual environment $VENV"
   "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 fi
 EXTRA="${1:-}"
 STAMP="$VENV/.sparsec-installed${EXTRA:+-$EXTRA}"
 # Reinstall only when pyproject.toml changed since the last install.
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
   echo "[sparsec] installing sparsec${EXTRA:+[$EXTRA]} into $VENV"
-  "$VENV/bin/python" -m pip install -q -e ".${EXTRA:+[$EXTRA]}" 2>&1 | grep -v "^WARNING: Location" || true
+  LOG="$VENV/pip-install.log"
+  if ! "$VENV/bin/python" -m pip install -q -e ".${EXTRA:+[$EXTRA]}" >"$LOG" 2>&1; then
+    cat "$LOG" >&2; echo "[sparsec] pip install failed (log above)" >&2; exit 1
+  fi
   "$VENV/bin/python" -c "import sparsec" && touch "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"

@@ -20,13 +20,16 @@ every kernel both ways.
 
 from __future__ import annotations
 
+import functools
 import operator
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from .ir import loop_ir as L
-from .runtime import MIN_PARALLEL_WORK, StatementRunner, _pool, chunk_bounds, get_num_threads, tensor_buffers
+from . import runtime
+from .runtime import StatementRunner, chunk_bounds, get_num_threads, tensor_buffers
+from .threads import TEAM
 from .tensor import Tensor
 
 FALLBACK = object()
@@ -178,13 +181,9 @@ class FastCall:
             return
         balance = buffers[self.balance] if self.balance else None
         work = (hi - lo) + (int(balance[hi]) - int(balance[lo]) if balance is not None else 0)
-        if work < MIN_PARALLEL_WORK or not self.threads or (nthreads := get_num_threads()) == 1:
+        if work < runtime.MIN_PARALLEL_WORK or not self.threads or (nthreads := get_num_threads()) == 1:
             scalars["sc_lo"], scalars["sc_hi"] = lo, hi
             fn(buffers, scalars)
             return
         chunks = chunk_bounds(lo, hi, nthreads, balance)
-
-        def run(chunk: tuple[int, int]) -> None:
-            fn(buffers, {**scalars, "sc_lo": chunk[0], "sc_hi": chunk[1]})
-
-        list(_pool(len(chunks)).map(run, chunks))
+        TEAM.run([functools.partial(fn, buffers, {**scalars, "sc_lo": a, "sc_hi": b}) for a, b in chunks])

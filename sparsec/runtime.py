@@ -20,8 +20,6 @@ the runtime does everything around it:
 from __future__ import annotations
 
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 
@@ -34,6 +32,7 @@ from .ir.interp import _Interp
 from .passes.pipeline import LoweredProgram
 from .passes.sparsify import Lowered, identity_value
 from .tensor import Tensor
+from .threads import TEAM
 
 
 class KernelFn(Protocol):
@@ -44,22 +43,18 @@ class KernelFn(Protocol):
 
 # ------------------------------------------------------------------------------------- threads
 _NUM_THREADS: int | None = None
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-#: below this much work (iterations + nonzeros) a kernel runs on the calling thread.
-MIN_PARALLEL_WORK = 32768
+#: below this much work (iterations + nonzeros) a kernel runs on the calling thread. Waking the
+#: team costs ~100 us on the 2-vCPU CI machines (futex wake of an idle vCPU), which only pays off
+#: for kernels well above that: measured break-even for CSR SpMV there is ~600k nonzeros.
+MIN_PARALLEL_WORK = 600_000
 
 
 def set_num_threads(n: int | None) -> None:
     """Use ``n`` threads for parallel loops on the CPU (``None``: all cores)."""
-    global _NUM_THREADS, _POOL
+    global _NUM_THREADS
     if n is not None and (not isinstance(n, int) or n < 1):
         raise ValueError(f"number of threads must be a positive integer, got {n!r}")
-    with _POOL_LOCK:
-        _NUM_THREADS = n
-        if _POOL is not None:
-            _POOL.shutdown(wait=False)
-            _POOL = None
+    _NUM_THREADS = n
 
 
 _DEFAULT_THREADS: int | None = None
@@ -85,32 +80,29 @@ def get_num_threads() -> int:
     return _DEFAULT_THREADS
 
 
-def _pool(n: int) -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < n:  # noqa: SLF001 - sizing check only
-            _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="sparsec")
-        return _POOL
-
-
 def chunk_bounds(lo: int, hi: int, nchunks: int, balance: np.ndarray | None) -> list[tuple[int, int]]:
-    """Split ``[lo, hi)`` into at most ``nchunks`` ranges, equal by ``balance`` prefix sums if given."""
+    """Split ``[lo, hi)`` into at most ``nchunks`` ranges, equal by nonzeros when ``balance`` (a pos array) is given.
+
+    With a pos array the cuts are found by binary search (O(nchunks log n), no per-call
+    arrays), so splitting costs microseconds even for millions of rows.
+    """
     if hi <= lo:
         return []
     nchunks = max(1, min(nchunks, hi - lo))
     if nchunks == 1:
         return [(lo, hi)]
     if balance is None:
-        cuts = np.linspace(lo, hi, nchunks + 1).round().astype(np.int64)
+        cuts = [lo + (hi - lo) * c // nchunks for c in range(nchunks + 1)]
     else:
-        prefix = np.asarray(balance[lo: hi + 1], dtype=np.int64)
-        # Weight each iteration by its nonzeros plus one, so empty rows still count.
-        weight = prefix - prefix[0] + np.arange(prefix.shape[0], dtype=np.int64)
-        targets = np.linspace(0, weight[-1], nchunks + 1)
-        cuts = lo + np.searchsorted(weight, targets, side="left")
-        cuts[0], cuts[-1] = lo, hi
-    cuts = np.unique(cuts)
-    return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+        first, last = int(balance[lo]), int(balance[hi])
+        targets = [first + (last - first) * c // nchunks for c in range(1, nchunks)]
+        inner = np.searchsorted(balance[lo: hi + 1], targets, side="left") + lo
+        cuts = [lo] + [int(c) for c in inner] + [hi]
+    out = []
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        if b > a and (not out or a >= out[-1][1]):
+            out.append((a, b))
+    return out
 
 
 # ------------------------------------------------------------------------------------- binding
@@ -282,14 +274,11 @@ class StatementRunner:
         if not chunks:
             return
 
-        def run(chunk: tuple[int, int]) -> None:
-            ws = self._workspaces(scalars)
-            fn({**bufs, **ws}, {**scalars, "sc_lo": chunk[0], "sc_hi": chunk[1]})
+        def task(chunk: tuple[int, int]) -> Callable[[], None]:
+            ws = self._workspaces(scalars)  # each chunk gets its own scratch space
+            return lambda: fn({**bufs, **ws}, {**scalars, "sc_lo": chunk[0], "sc_hi": chunk[1]})
 
-        if len(chunks) == 1:
-            run(chunks[0])
-        else:
-            list(_pool(len(chunks)).map(run, chunks))
+        TEAM.run([task(c) for c in chunks])
 
     def fill_value(self, scalars: Mapping[str, int]) -> Any:
         """Initial value of output entries the loops may skip.

@@ -539,6 +539,7 @@ class _ChunkRecorder:
 
 
 def test_one_vs_two_threads_identical(monkeypatch):
+    monkeypatch.setattr(runtime, "MIN_PARALLEL_WORK", 32768)  # split these mid-sized inputs
     rng = np.random.default_rng(SEED + 11)
     A = _big_csr(rng, 40000, 3000, 3)
     T = Tensor.from_scipy(A, format="csr")
