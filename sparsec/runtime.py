@@ -246,6 +246,15 @@ class StatementRunner:
         """Wrap a same-pattern output: the source's index buffers, new values."""
         return Tensor.from_buffers(fmt, shape, [dict(lv) for lv in src.levels], vals, name=name, validate=False)
 
+    def compressed_result(self, fmt: Format, shape: tuple[int, ...], offsets: Any, crd: Any, vals: Any,
+                          name: str) -> Any:
+        """Wrap a (dense, compressed) output whose ``pos`` are the entry offsets (no sort, no copy of crd)."""
+        total = int(offsets[-1])
+        width = fmt.pos_width if total <= np.iinfo(np.int32).max or fmt.pos_width == 64 else 64
+        pos = offsets.astype(np.dtype(f"int{width}"), copy=False)
+        return Tensor.from_buffers(fmt.with_widths(width, fmt.crd_width), shape, [{}, {"pos": pos, "crd": crd}],
+                                   vals, name=name, validate=False)
+
     def entries_result(self, fmt: Format, shape: tuple[int, ...], crds: list, vals: Any, name: str,
                        presorted: bool) -> Any:
         """Assemble output entries (one coordinate array per dimension) into ``fmt``."""
@@ -355,11 +364,16 @@ class StatementRunner:
         self._launch(self.symbolic, low.symbolic, buffers, scalars)
         offsets, total = self.exclusive_cumsum(counts)
         buffers[f"{out.prefix}_off"] = offsets
+        vals = self.empty(total, cdt)
+        buffers[f"{out.prefix}_vals"] = vals
+        if low.direct_compressed:
+            crd = self.empty(total, np.dtype(f"int{out.fmt.crd_width}"))
+            buffers[f"{out.prefix}_crd1"] = crd
+            self._launch(self.numeric, top, buffers, scalars)
+            return self.compressed_result(out.fmt, shape, offsets, crd, vals, out.tensor)
         crds = [self.empty(total, np.dtype(np.int64)) for _ in out.dim_vars]
         for d, c in enumerate(crds):
             buffers[f"{out.prefix}_crd{d}"] = c
-        vals = self.empty(total, cdt)
-        buffers[f"{out.prefix}_vals"] = vals
         self._launch(self.numeric, top, buffers, scalars)
         return self.entries_result(out.fmt, shape, crds, vals, out.tensor, low.presorted)
 

@@ -109,6 +109,9 @@ class Lowered:
     filters: tuple[tuple[str, str], ...] = ()
     #: True when output coordinates may be skipped under a max/min reduction (they then hold 0).
     skipped_are_zero: bool = False
+    #: entries/workspace output stored as (dense, compressed) directly: the counts' prefix sums are
+    #: ``pos`` and the kernel writes only level 1's coordinates, in the output's index width.
+    direct_compressed: bool = False
 
 
 class _LevelCG:
@@ -362,8 +365,21 @@ class Sparsifier:
         self.strategy = "dense_then_convert"
 
     # ------------------------------------------------------------------ entry point
+    def _direct_compressed(self) -> bool:
+        """(dense, compressed) output whose dense level is the outer loop and whose entries come in order."""
+        out = self.out
+        if self.strategy not in ("entries", "workspace") or out.fmt.is_blocked or len(out.levels) != 2:
+            return False
+        lv0, lv1 = out.levels
+        if not lv0.is_full or lv1.kind != "compressed" or not lv1.unique or not self.main.order:
+            return False
+        out_lvl_vars = [lv.name for lv in out.level_vars]
+        in_order = [v for v in self.main.order if v in set(out_lvl_vars)] == out_lvl_vars
+        return in_order and self.main.order[0] == out_lvl_vars[0]
+
     def run(self) -> Lowered:
         self.main.hoist_at = self._hoist_point()
+        self.direct = self._direct_compressed()
         numeric = self._kernel(symbolic=False)
         symbolic = self._kernel(symbolic=True) if self.strategy in ("entries", "workspace") else None
         workspaces: tuple[Workspace, ...] = ()
@@ -375,7 +391,8 @@ class Sparsifier:
         presorted = [v for v in self.order if v in set(out_lvl_vars)] == out_lvl_vars and not self.out.fmt.is_blocked
         return Lowered(self.stmt, self.space, self.choice, self.cdt, self.reduce_op, self.strategy, numeric, symbolic,
                        self.pattern_source, self.parallel_info, workspaces, dict(self.dim_param), presorted,
-                       tuple(self.filters), self.reduce_op in ("max", "min") and self.hoist_at is not None)
+                       tuple(self.filters), self.reduce_op in ("max", "min") and self.hoist_at is not None,
+                       self.direct)
 
     def first_reduction_index(self) -> int:
         """Position in the loop order of the first reduction variable (len(order) if none)."""
@@ -441,8 +458,11 @@ class Sparsifier:
             self._buf(f"{out.prefix}_cnt", "int64", "out", out.prefix, "cnt")
         else:
             self._buf(f"{out.prefix}_off", "int64", "in", out.prefix, "off")
-            for d, _ in enumerate(out.dim_vars):
-                self._buf(f"{out.prefix}_crd{d}", "int64", "out", out.prefix, f"crd{d}")
+            if self.direct:
+                self._buf(f"{out.prefix}_crd1", f"int{out.fmt.crd_width}", "out", out.prefix, "crd1")
+            else:
+                for d, _ in enumerate(out.dim_vars):
+                    self._buf(f"{out.prefix}_crd{d}", "int64", "out", out.prefix, f"crd{d}")
             self._buf(f"{out.prefix}_vals", self.cdt, "out", out.prefix, "vals")
 
     # ------------------------------------------------------------------ recursion
@@ -951,8 +971,13 @@ class Sparsifier:
             return [L.Store(f"{self.out.prefix}_cnt", top, const(1, "int64"), "add")]
         w = self.count_var if self.count_var is not None else const(0)
         stmts: list[L.Stmt] = []
-        for d, var in enumerate(self.out.dim_vars):
-            stmts.append(L.Store(f"{self.out.prefix}_crd{d}", w, L.Cast(self.dim_coord(var, st), "int64")))
+        if self.direct:
+            d = self.out.fmt.exprs[1].dim
+            dt = f"int{self.out.fmt.crd_width}"
+            stmts.append(L.Store(f"{self.out.prefix}_crd1", w, L.Cast(self.dim_coord(self.out.dim_vars[d], st), dt)))
+        else:
+            for d, var in enumerate(self.out.dim_vars):
+                stmts.append(L.Store(f"{self.out.prefix}_crd{d}", w, L.Cast(self.dim_coord(var, st), "int64")))
         stmts.append(L.Store(f"{self.out.prefix}_vals", w, value))
         stmts.append(L.Assign(w, binop("add", w, 1)))
         return stmts

@@ -398,6 +398,14 @@ class DeviceRunner(StatementRunner):
         d = self._dev(src)
         return DeviceTensor(fmt, shape, [dict(lv) for lv in d.levels], vals, name)
 
+    def compressed_result(self, fmt: Format, shape: tuple[int, ...], offsets: Any, crd: Any, vals: Any,
+                          name: str) -> Any:
+        torch = _torch()
+        total = int(offsets[-1]) if offsets.numel() else 0
+        w = 64 if total > _INT32_MAX or fmt.pos_width == 64 else 32
+        pos = offsets.to(torch.int32 if w == 32 else torch.int64)
+        return DeviceTensor(fmt.with_widths(w, fmt.crd_width), shape, [{}, {"pos": pos, "crd": crd}], vals, name)
+
     def entries_result(self, fmt: Format, shape: tuple[int, ...], crds: list, vals: Any, name: str,
                        presorted: bool) -> Any:
         torch = _torch()
