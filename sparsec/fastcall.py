@@ -120,6 +120,7 @@ class FastCall:
                         self.decls[o.tensor].ndim) for o in self.inputs]
         self._cache: dict[str, tuple[Any, dict]] = {}
         self.fill_needs_scalars = low.reduce_op in ("max", "min")
+        self.writes_all = low.writes_all
 
     def _tensor_buffers(self, name: str, x: Tensor, fmt, dtype) -> dict | None:
         hit = self._cache.get(name)
@@ -160,7 +161,10 @@ class FastCall:
             size = 1
             for n in shape:
                 size *= n
-        vals = np.zeros(size, self.cdt) if fill == 0 else np.full(size, fill, self.cdt)
+        if self.writes_all:
+            vals = runtime.uninitialized(size, self.cdt)
+        else:
+            vals = np.zeros(size, self.cdt) if fill == 0 else np.full(size, fill, self.cdt)
         buffers[self.out_prefix + "_vals"] = vals
         if self.parallel is None:
             self.kernel_fn(buffers, scalars)

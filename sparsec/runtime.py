@@ -105,6 +105,27 @@ def chunk_bounds(lo: int, hi: int, nchunks: int, balance: np.ndarray | None) -> 
     return out
 
 
+#: tests set SPARSEC_POISON_OUTPUTS=1: "uninitialized" outputs are filled with NaN (or the integer
+#: maximum), so a kernel that fails to write an element cannot pass by reading fresh zero pages.
+POISON = os.environ.get("SPARSEC_POISON_OUTPUTS", "") not in ("", "0")
+
+
+def poison_value(dtype: np.dtype) -> Any:
+    """The value written into uninitialized outputs when poisoning."""
+    if dtype.kind == "f":
+        return np.nan
+    if dtype.kind == "b":
+        return True
+    return np.iinfo(dtype).max
+
+
+def uninitialized(n: int, dtype: np.dtype) -> np.ndarray:
+    """``np.empty``, or a poisoned array under ``SPARSEC_POISON_OUTPUTS=1``."""
+    if POISON:
+        return np.full(n, poison_value(np.dtype(dtype)), dtype=dtype)
+    return np.empty(n, dtype=dtype)
+
+
 # ------------------------------------------------------------------------------------- binding
 @dataclass
 class Bound:
@@ -219,8 +240,8 @@ class StatementRunner:
         return np.full(n, value, dtype=dtype)
 
     def empty(self, n: int, dtype: np.dtype) -> Any:
-        """A new uninitialized 1-D array."""
-        return np.empty(n, dtype=dtype)
+        """A new uninitialized 1-D array (poisoned under ``SPARSEC_POISON_OUTPUTS=1``)."""
+        return uninitialized(n, dtype)
 
     def exclusive_cumsum(self, counts: Any) -> tuple[Any, int]:
         """Offsets (``offsets[0] = 0``) and the total of a counts array."""
@@ -330,13 +351,14 @@ class StatementRunner:
         fill = self.fill_value(scalars)
         if low.strategy in ("dense", "dense_then_convert"):
             size = int(np.prod(out.fmt.level_sizes(shape), dtype=np.int64)) if out.fmt.ndim else 1
-            vals = self.full(size, fill, cdt)
+            vals = self.empty(size, cdt) if low.writes_all else self.full(size, fill, cdt)
             buffers[f"{out.prefix}_vals"] = vals
             self._launch(self.numeric, low.numeric, buffers, scalars)
             result = self.dense_result(out.fmt, shape, vals, out.tensor)
         elif low.strategy == "same_pattern":
             src = tensors[low.pattern_source.prefix]
-            vals = self.full(src.values.shape[0], fill, cdt)
+            n = src.values.shape[0]
+            vals = self.empty(n, cdt) if low.writes_all else self.full(n, fill, cdt)
             buffers[f"{out.prefix}_vals"] = vals
             self._launch(self.numeric, low.numeric, buffers, scalars)
             result = self.pattern_result(out.fmt, shape, src, vals, out.tensor)

@@ -112,6 +112,8 @@ class Lowered:
     #: entries/workspace output stored as (dense, compressed) directly: the counts' prefix sums are
     #: ``pos`` and the kernel writes only level 1's coordinates, in the output's index width.
     direct_compressed: bool = False
+    #: every output value is written exactly once, so the output needs no initial fill.
+    writes_all: bool = False
 
 
 class _LevelCG:
@@ -365,6 +367,30 @@ class Sparsifier:
         self.strategy = "dense_then_convert"
 
     # ------------------------------------------------------------------ entry point
+    def _writes_all(self) -> bool:
+        """True when each output value is stored exactly once, with '=' (no fill needed beforehand).
+
+        Dense outputs: no output loop may skip coordinates (no sparse level is bound by an
+        output variable), reductions (if any) are all below the output variables, and no
+        filter or block guard hides a store. Same-pattern outputs: every stored position
+        of the source is visited once.
+        """
+        if self.filters or any(o.fmt.is_blocked for o in self.space.all_operands()):
+            return False
+        exclusive = self.reduce_op is None or self.main.hoist_at is not None
+        if not exclusive:
+            return False
+        if self.strategy == "same_pattern":
+            return True
+        if self.strategy != "dense":
+            return False
+        out_dims = set(self.out.dim_vars)
+        for o in self.space.operands:
+            for lv, lvl in zip(o.level_vars, o.levels):
+                if lv.dim_var in out_dims and not lvl.is_full:
+                    return False
+        return True
+
     def _direct_compressed(self) -> bool:
         """(dense, compressed) output whose dense level is the outer loop and whose entries come in order."""
         out = self.out
@@ -392,7 +418,7 @@ class Sparsifier:
         return Lowered(self.stmt, self.space, self.choice, self.cdt, self.reduce_op, self.strategy, numeric, symbolic,
                        self.pattern_source, self.parallel_info, workspaces, dict(self.dim_param), presorted,
                        tuple(self.filters), self.reduce_op in ("max", "min") and self.hoist_at is not None,
-                       self.direct)
+                       self.direct, self._writes_all())
 
     def first_reduction_index(self) -> int:
         """Position in the loop order of the first reduction variable (len(order) if none)."""

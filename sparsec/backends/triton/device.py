@@ -358,6 +358,10 @@ class DeviceRunner(StatementRunner):
         return _torch().full((int(n),), value, dtype=torch_dtype(dtype), device=self.device)
 
     def empty(self, n: int, dtype: Any) -> Any:
+        from ...runtime import POISON, poison_value
+
+        if POISON and dtype != "bfloat16":
+            return self.full(n, poison_value(np.dtype(dtype)), dtype)
         return _torch().empty((int(n),), dtype=torch_dtype(dtype), device=self.device)
 
     def exclusive_cumsum(self, counts: Any) -> tuple[Any, int]:
