@@ -101,3 +101,25 @@ def test_einsum_scipy_view_sees_values_changed_in_place():
     A2.indices[0] = 10 ** 6      # corrupt a *new* matrix object: validated before any kernel runs
     with pytest.raises(sc.FormatError):
         sc.einsum("ij,j->i", A2, x)
+
+
+def test_triton_fast_path_matches_and_rebinds_edited_tensors():
+    torch = pytest.importorskip("torch")
+    from sparsec.backends import triton as tb
+
+    rng = np.random.default_rng(9)
+    A = np.where(rng.random((12, 9)) < 0.4, rng.uniform(-1, 1, (12, 9)), 0.0).astype(np.float32)
+    x = rng.uniform(-1, 1, 9).astype(np.float32)
+    k = sc.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"}, dtype="float32", target="triton")
+    At, xt = torch.from_numpy(A).to_sparse_csr(), torch.from_numpy(x)
+    y = k(A=At, x=xt)
+    assert k._triton_fast is not None
+    np.testing.assert_allclose(y.numpy(), A @ x, rtol=1e-5, atol=1e-6)
+    # the fast path's result equals the general device path's
+    k._triton_fast, fast = None, k._triton_fast
+    general = tb.call(k, A=At, x=xt)
+    k._triton_fast = fast
+    np.testing.assert_array_equal(y.numpy(), general.numpy())
+    # an in-place edit bumps the tensor's version: the cached binding is not reused
+    xt.mul_(2)
+    np.testing.assert_allclose(k(A=At, x=xt).numpy(), A @ (2 * x), rtol=1e-5, atol=1e-6)
