@@ -121,5 +121,6 @@ def test_triton_fast_path_matches_and_rebinds_edited_tensors():
     k._triton_fast = fast
     np.testing.assert_array_equal(y.numpy(), general.numpy())
     # an in-place edit bumps the tensor's version: the cached binding is not reused
-    xt.mul_(2)
-    np.testing.assert_allclose(k(A=At, x=xt).numpy(), A @ (2 * x), rtol=1e-5, atol=1e-6)
+    expected = A @ (2 * x)
+    xt.mul_(2)                       # (x shares xt's memory, so expected was taken first)
+    np.testing.assert_allclose(k(A=At, x=xt).numpy(), expected, rtol=1e-5, atol=1e-6)
