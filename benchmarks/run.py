@@ -77,10 +77,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def select_kernels(a) -> list[C.KernelSpec]:
+    """The default kernels, or those named: a kind (``spmm``: every default size) or a sized name
+    (``spmm32``, ``sddmm64``), which need not be a default size."""
     ks = C.kernel_specs(a.quick, a.tiny, a.sddmm_k)
-    if a.kernels:
-        ks = [k for k in ks if k.kind in a.kernels or k.name in a.kernels]
-    return ks
+    if not a.kernels:
+        return ks
+    out: list[C.KernelSpec] = []
+    for name in a.kernels:
+        m = re.fullmatch(r"(spmm|sddmm)(\d+)", name)
+        chosen = [C.KernelSpec(m.group(1), int(m.group(2)))] if m else [k for k in ks if k.kind == name]
+        out += [k for k in chosen if k not in out]
+    return out
 
 
 def make_peers(a) -> list[Peer]:

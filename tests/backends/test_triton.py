@@ -228,7 +228,7 @@ def test_max_reduction_and_elementwise():
     A = rand((6, 5))
     A[2] = -np.abs(RNG.standard_normal(5)) - 1.0  # a full negative row
     k = api.compile("y[i] = max[j](A[i,j])", formats={"A": "csr"}, target="triton")
-    np.testing.assert_allclose(k(A=tensor(A, "csr")), A.max(axis=1))
+    np.testing.assert_allclose(dense(k(A=tensor(A, "csr"))), A.max(axis=1))
     k2 = api.compile("C[i,j] = max(A[i,j], B[i,j])", formats={"A": "csr"}, target="triton")
     B = RNG.standard_normal((6, 5))
     np.testing.assert_allclose(k2(A=tensor(A, "csr"), B=B), np.maximum(A, B))
@@ -237,7 +237,7 @@ def test_max_reduction_and_elementwise():
 def test_where_select():
     A = rand((5, 4))
     k = api.compile("C[i,j] = where(A[i,j] > 0, A[i,j], 2 * A[i,j])", formats={"A": "csr"}, target="triton")
-    np.testing.assert_allclose(k(A=tensor(A, "csr")), np.where(A > 0, A, 2 * A))
+    np.testing.assert_allclose(dense(k(A=tensor(A, "csr"))), np.where(A > 0, A, 2 * A))
 
 
 def test_csc_spmv_atomic_grid():
@@ -246,7 +246,7 @@ def test_csc_spmv_atomic_grid():
     assert "tl.atomic_add" in src and "grid mapping: atomic" in src
     A = rand((7, 9))
     x = RNG.standard_normal(9)
-    np.testing.assert_allclose(k(A=tensor(A, "csc"), B=x), A @ x, rtol=1e-12)
+    np.testing.assert_allclose(dense(k(A=tensor(A, "csc"), B=x)), A @ x, rtol=1e-12)
 
 
 # ------------------------------------------------------------------------------------- low precision
@@ -290,7 +290,7 @@ def test_bsr_dot_source_and_precision():
     want = A.astype(np.float64) @ B
     for prec, tol in (("ieee", 1e-5), ("tf32", 2e-2)):
         with tb.options(precision=prec):
-            got = k(A=tensor(A, "bsr(16, 16)"), B=B)
+            got = dense(k(A=tensor(A, "bsr(16, 16)"), B=B))
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
     with pytest.raises(sc.BackendError):
         tb.set_options(precision="fp8")
@@ -356,14 +356,14 @@ def test_generic_fallback_matches_fast_paths():
         k = api.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"}, target="triton")
     src = k.dump("triton")
     assert "tl.arange" not in src
-    np.testing.assert_allclose(k(A=tensor(A, "csr"), x=x), A @ x, rtol=1e-12)
+    np.testing.assert_allclose(dense(k(A=tensor(A, "csr"), x=x)), A @ x, rtol=1e-12)
 
 
 def test_integer_values():
     A = (rand((5, 6)) * 10).astype(np.int64)
     x = np.arange(6, dtype=np.int64)
     got = api.einsum("ij,j->i", tensor(A, "csr"), x, target="triton")
-    np.testing.assert_array_equal(got, A @ x)
+    np.testing.assert_array_equal(dense(got), A @ x)
 
 
 # ------------------------------------------------------------------------------------- the shared grid
