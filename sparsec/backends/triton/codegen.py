@@ -744,14 +744,20 @@ class Codegen:
         self.out(ind, f"_t_acc{n} = tl.full({shape}, {_lit(ident, work_dt)}, {self.T(work_dt)})")
         inner = set(defined)
         cur = ind
-        for f, asg in zip(t.rloops, t.raassigns):
+        blocked = t.block_k is not None and t.variant == "sum" and all(a.role == "out" for a in axes)
+        scalar_loops = list(zip(t.rloops, t.raassigns))
+        if blocked:
+            scalar_loops = scalar_loops[:-1]
+        for f, asg in scalar_loops:
             lo, hi = self.bounds(E, f.lo, f.hi)
             inner = self.loop_header(f, cur, inner, lo, hi)
             cur += 1
             for a in asg:
                 self.stmt(a, cur, inner)
         axis_vectors(("red",), cur)
-        if t.variant == "dot":
+        if blocked:
+            self.blocked_reduction(t, n, axes, names, mnames, cur, inner, acc_dt, work_dt, op)
+        elif t.variant == "dot":
             X = ctx([qm, qk], promote=False).emit(x)
             Y = ctx([qk, qn], promote=False).emit(y)
             self.out(cur, f"_t_x{n} = {X.code}")
@@ -761,7 +767,6 @@ class Codegen:
                 self.out(cur, f"_t_acc{n} += tl.dot(_t_x{n}, _t_y{n}, input_precision=PREC)")
             else:
                 self.out(cur, f"_t_acc{n} += tl.dot(_t_x{n}, _t_y{n})")
-            SE = ctx([qm, qn])
         else:
             VE = ctx(list(range(d)))
             val = VE.emit(t.value)
@@ -779,7 +784,7 @@ class Codegen:
                     else:
                         term = f"tl.{op}({term}, axis={axis}{kd})"
             self.out(cur, f"_t_acc{n} = {self.combine(op, f'_t_acc{n}', term, work_dt)}")
-            SE = ctx(list(range(d)))
+        SE = ctx([qm, qn]) if t.variant == "dot" and not blocked else ctx(list(range(d)))
         idx = SE.emit(t.index)
         out_deps = frozenset(f"a{q}" for q, a in enumerate(axes) if a.role == "out")
         if not out_deps <= idx.deps:
@@ -796,6 +801,54 @@ class Codegen:
             old += ".to(tl.float32)"
         new = self.stored(self.combine(op, old, f"_t_acc{n}", work_dt), acc_dt)
         self.out(ind, f"tl.store(_t_p{n}, {new}, mask={mask})")
+
+    def blocked_reduction(self, t: AccTile, n: int, axes, names, mnames, cur: int, defined: set[str],
+                          acc_dt: str, work_dt: str, op: str) -> None:
+        """The innermost reduction loop of an accumulator tile, BLOCK_K positions at a time.
+
+        CSR SpMM: instead of one nonzero (one [BLOCK_N] slice of B) per iteration, gather a
+        [BLOCK_K, BLOCK_N] tile of B rows and reduce it over its first axis, so the loads of
+        BLOCK_K rows are in flight together.
+        """
+        rf, rasg = t.rloops[-1], t.raassigns[-1]
+        E = Emitter(self)
+        lo, hi = self.bounds(E, rf.lo, rf.hi)
+        self.out(cur, f"_t_khi{n} = {hi}")
+        self.out(cur, loop_comment(rf, f"  [{t.block_k} positions at a time]"))
+        self.out(cur, f"for _t_kb{n} in range({lo}, _t_khi{n}, {t.block_k}):")
+        cur += 1
+        kname = self.vec_name(rf.var.name, defined)
+        kmask = f"_t_mk{n}"
+        self.out(cur, f"{kname} = _t_kb{n} + tl.arange(0, {t.block_k})")
+        self.out(cur, f"{kmask} = {kname} < _t_khi{n}")
+        d = len(axes)
+        rank = d + 1
+
+        def sfx(pos: int) -> str:
+            return "[" + ", ".join(":" if p == pos else "None" for p in range(rank)) + "]"
+
+        # per-position values (k = crd[p], ...) as [BLOCK_K] vectors
+        env1 = {rf.var.name: Val(kname, "index", frozenset({"k"}))}
+        masks1 = {"k": (kmask, frozenset({"k"}))}
+        vec_vars: dict[str, tuple[str, str]] = {}
+        for a in rasg:
+            v = Emitter(self, dict(env1), dict(masks1)).emit(a.value)
+            vname = self.vec_name(a.var.name, defined)
+            self.out(cur, f"{vname} = {v.code}")
+            env1[a.var.name] = Val(vname, v.dtype, v.deps | frozenset({"k"}))
+            vec_vars[a.var.name] = (vname, v.dtype)
+        env: dict[str, Val] = {rf.var.name: Val(kname + sfx(0), "index", frozenset({"k"}))}
+        for var, (vname, dt) in vec_vars.items():
+            env[var] = Val(vname + sfx(0), dt, frozenset({"k"}))
+        masks: dict[str, tuple[str, frozenset]] = {"k": (kmask + sfx(0), frozenset({"k"}))}
+        for q, ax in enumerate(axes):
+            env[ax.loop.var.name] = Val(names[q] + sfx(q + 1), "index", frozenset({f"a{q}"}))
+            masks[f"a{q}"] = (mnames[q] + sfx(q + 1), frozenset({f"a{q}"}))
+        VE = Emitter(self, env, masks, True)
+        val = VE.emit(t.value)
+        mask, _ = VE.mask_for(frozenset({"k"} | {f"a{q}" for q in range(d)}))
+        term = f"tl.sum(tl.where({mask}, {VE.typed(val, work_dt)}, 0), axis=0)"
+        self.out(cur, f"_t_acc{n} = {self.combine(op, f'_t_acc{n}', term, work_dt)}")
 
     # -- the kernel --------------------------------------------------------------------------
     def source(self, constexprs: list[str], internal: list[str]) -> str:

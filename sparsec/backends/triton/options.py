@@ -130,6 +130,8 @@ def choose_constexprs(specs, estimates: dict[str, float | None], opts: TritonOpt
       per row (1..64) within a tile of ``8 * opts.tile``.
     * block (a reduction loop alone): its trip count (8..256).
     * block_n (SpMM's dense columns): the extent (16..128).
+    * block_k (SpMM's row walk, grouped with block_n): the average row length (1..32), with
+      BLOCK_K x BLOCK_N at most ``16 * opts.tile`` elements.
     """
     out: dict[str, int] = {}
     by_group: dict[str, list] = {}
@@ -160,6 +162,15 @@ def choose_constexprs(specs, estimates: dict[str, float | None], opts: TritonOpt
             else:
                 lanes = opts.lanes or _clamp(_pow2(lanes_est), 1, 256)
             out[roles["lanes"].name] = lanes
+        if "block_k" in roles:
+            # SpMM: a [BLOCK_K, BLOCK_N] gather of B per step of the row walk, ~4096 elements at most
+            bn_spec = roles.get("block_n")
+            bn = 1
+            if bn_spec is not None:
+                bn = max(bn_spec.minimum, opts.block_n or _clamp(_pow2(estimates.get(bn_spec.name) or 64.0), 16, 128))
+                out[bn_spec.name] = bn
+            avg = estimates.get(roles["block_k"].name) or 8.0
+            out[roles["block_k"].name] = _clamp(_pow2(avg), 1, max(1, min(32, opts.tile * 16 // bn)))
         for m in members:
             if m.name in out:
                 continue

@@ -210,6 +210,9 @@ class AccTile:
     variant: str         # "dot" or "sum"
     dot: tuple | None    # (x_expr, y_expr, m_axis, k_axis, n_axis) for the dot variant
     est: Est
+    #: constexpr of the block size when the innermost reduction loop (SpMM's walk over a row's
+    #: nonzeros) runs BLOCK_K positions at a time as a tile axis reduced with tl.sum
+    block_k: str | None = None
 
 
 @dataclass
@@ -526,7 +529,19 @@ class Scheduler:
                 self.plan.constexprs.append(ConstexprSpec(name, "block_n", est, minimum=16 if dot else 1))
             else:
                 ax.size = max(next_pow2(ax.static), 16 if dot else 1)
-        return AccTile(tuple(chain[:s]), tuple(assigns[:s]), tuple(axes), store, index, value, variant, dot, est)
+        block_k = None
+        if variant == "sum" and store.reduce == "add":
+            # Gather BLOCK_K rows of B at once instead of one per iteration: memory-level parallelism
+            # for long rows (one row per program otherwise walks its nonzeros serially).
+            block_k = self.fresh("BLOCK_K")
+            group = next((c.name for c in self.plan.constexprs if c.role == "block_n" and
+                          any(ax.size == c.name for ax in axes)), block_k)
+            for c in self.plan.constexprs:
+                if c.name == group:
+                    c.group = group
+            self.plan.constexprs.append(ConstexprSpec(block_k, "block_k", estimate_for(chain[s - 1]), group=group))
+        return AccTile(tuple(chain[:s]), tuple(assigns[:s]), tuple(axes), store, index, value, variant, dot, est,
+                       block_k)
 
     def _dot_operands(self, value: L.LExpr, axes: list[Axis], reduce: str):
         if reduce != "add":
