@@ -194,7 +194,7 @@ class TritonKernel:
         Buffers must already be torch tensors of the parameters' dtypes (the fast path
         binds them so); outputs may change from call to call.
         """
-        key = (tuple(scalars.values()), tuple(
+        key = (get_options(), tuple(scalars.values()), tuple(
             (b.data_ptr(), b.numel()) for p, b in ((p, buffers[p.name]) for p in self.kernel.buffers)
             if p.role == "in"))
         hit = self._launch_memo.get(key)

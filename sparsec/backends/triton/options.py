@@ -36,8 +36,8 @@ class TritonOptions:
 
     * ``precision``: ``tl.dot`` input precision for float32 (``ieee`` default, ``tf32``, ``tf32x3``).
     * ``num_warps``: fixed warps per program (None: heuristic).
-    * ``rows`` / ``block`` / ``block_n`` / ``lanes``: fixed tile sizes of the fast paths
-      (None: heuristic); powers of two.
+    * ``rows`` / ``block`` / ``block_n`` / ``block_k`` / ``lanes``: fixed tile sizes of the fast
+      paths (None: heuristic); powers of two.
     * ``tile``: target number of elements of a ``[ROWS, BLOCK]`` tile (heuristic input).
     * ``max_programs``: programs of a persistent grid (None: 4 per SM on a GPU, 2 on the CPU).
     * ``fast_paths``: False emits only the generic scalar lowering (for debugging).
@@ -50,6 +50,7 @@ class TritonOptions:
     rows: int | None = None
     block: int | None = None
     block_n: int | None = None
+    block_k: int | None = None
     lanes: int | None = None
     tile: int = 256
     max_programs: int | None = None
@@ -59,7 +60,7 @@ class TritonOptions:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise BackendError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        for name in ("rows", "block", "block_n", "lanes"):
+        for name in ("rows", "block", "block_n", "block_k", "lanes"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1 or v & (v - 1)):
                 raise BackendError(f"{name} must be a power of two, got {v!r}")
@@ -170,7 +171,7 @@ def choose_constexprs(specs, estimates: dict[str, float | None], opts: TritonOpt
                 bn = max(bn_spec.minimum, opts.block_n or _clamp(_pow2(estimates.get(bn_spec.name) or 64.0), 16, 128))
                 out[bn_spec.name] = bn
             avg = estimates.get(roles["block_k"].name) or 8.0
-            out[roles["block_k"].name] = _clamp(_pow2(avg), 1, max(1, min(32, opts.tile * 16 // bn)))
+            out[roles["block_k"].name] = opts.block_k or _clamp(_pow2(avg), 1, max(1, min(32, opts.tile * 16 // bn)))
         for m in members:
             if m.name in out:
                 continue
