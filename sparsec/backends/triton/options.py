@@ -131,8 +131,8 @@ def choose_constexprs(specs, estimates: dict[str, float | None], opts: TritonOpt
       per row (1..64) within a tile of ``8 * opts.tile``.
     * block (a reduction loop alone): its trip count (8..256).
     * block_n (SpMM's dense columns): the extent (16..128).
-    * block_k (SpMM's row walk, grouped with block_n): the average row length (1..32), with
-      BLOCK_K x BLOCK_N at most ``16 * opts.tile`` elements.
+    * block_k (SpMM's row walk, grouped with block_n): an eighth of the average row length
+      (1..32), with BLOCK_K x BLOCK_N at most ``4 * opts.tile`` elements.
     """
     out: dict[str, int] = {}
     by_group: dict[str, list] = {}
@@ -170,8 +170,14 @@ def choose_constexprs(specs, estimates: dict[str, float | None], opts: TritonOpt
             if bn_spec is not None:
                 bn = max(bn_spec.minimum, opts.block_n or _clamp(_pow2(estimates.get(bn_spec.name) or 64.0), 16, 128))
                 out[bn_spec.name] = bn
+            # measured on an H200 (Triton 3.6, fp32, N = 32 and 128, 7 shared matrices; benchmarks/tune_triton.py):
+            # small steps win (1-2 nonzeros at ~14 per row: cage11 34 us vs 82 us at BLOCK_K=16); only long rows
+            # want more, and tiles above ~1024 elements lose to register pressure (proj4 at N=128: 37 vs 70 us)
             avg = estimates.get(roles["block_k"].name) or 8.0
-            out[roles["block_k"].name] = opts.block_k or _clamp(_pow2(avg), 1, max(1, min(32, opts.tile * 16 // bn)))
+            bk = _clamp(_pow2(avg / 8), 1, 32)
+            while bk > 1 and bk * bn > 4 * opts.tile:
+                bk //= 2
+            out[roles["block_k"].name] = opts.block_k or bk
         for m in members:
             if m.name in out:
                 continue
