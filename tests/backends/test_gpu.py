@@ -261,3 +261,23 @@ def test_bench_side_by_side():
     t_sc = do_bench(lambda: tb.call(k, bound, U, V))
     rows.append(f"sddmm n=100000 nnz/row=16 K=64: sparsec {t_sc:.3f} ms")
     print("\n" + "\n".join(rows))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_repeated_calls_take_the_direct_launch_and_agree():
+    # the second call with the same operands reuses the compiled kernel without Triton's binder
+    from sparsec.backends import triton as tb
+
+    for text, fmts, shapes in [("y[i] = A[i,j] * x[j]", {"A": "csr"}, {"x": (300,)}),
+                               ("C[i,j] = A[i,k] * B[k,j]", {"A": "csr"}, {"B": (300, 48)})]:
+        A = np.where(RNG.random((500, 300)) < 0.05, RNG.standard_normal((500, 300)), 0.0).astype(np.float32)
+        At = torch.from_numpy(A).to_sparse_csr().cuda()
+        other = {n: torch.randn(*s, device="cuda") for n, s in shapes.items()}
+        k = sc.compile(text, formats=fmts, dtype="float32", target="triton")
+        first = k(A=At, **other).clone()
+        memo = next(iter(k._triton_fast.tk._launch_memo.values()))
+        assert memo[-1] is not None, "no direct launcher was made"
+        second = k(A=At, **other)
+        torch.testing.assert_close(second, first)
+        ref = A @ next(iter(other.values())).cpu().numpy()
+        np.testing.assert_allclose(second.cpu().numpy(), ref, rtol=1e-4, atol=1e-4)

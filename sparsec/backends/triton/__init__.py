@@ -65,6 +65,7 @@ class TritonKernel:
         self._variants: dict[bool, tuple] = {}
         self._stats_memo: dict[tuple, float] = {}
         self._launch_memo: dict[tuple, tuple] = {}
+        self._input_names = tuple(p.name for p in kernel.buffers if p.role == "in")
         self._lock = threading.Lock()
         self.variant(False)  # generate eagerly: errors surface at compile time, dump works
 
@@ -185,8 +186,8 @@ class TritonKernel:
                     raise BackendError(f"kernel {self.kernel.name}: missing scalar {p.name!r}")
                 args.append(int(scal[p.name]))
         args += internal
-        fn[(grid,)](*args, num_warps=warps, **kwargs)
-        return fn, grid, warps, kwargs, internal
+        ck = fn[(grid,)](*args, num_warps=warps, **kwargs)
+        return fn, grid, warps, kwargs, internal, ck
 
     def launch(self, buffers: Mapping[str, Any], scalars: Mapping[str, int]) -> None:
         """``__call__`` with its set-up memoized by the scalars and the input buffers' addresses.
@@ -194,22 +195,27 @@ class TritonKernel:
         Buffers must already be torch tensors of the parameters' dtypes (the fast path
         binds them so); outputs may change from call to call.
         """
-        key = (get_options(), tuple(scalars.values()), tuple(
-            (b.data_ptr(), b.numel()) for p, b in ((p, buffers[p.name]) for p in self.kernel.buffers)
-            if p.role == "in"))
+        # cheap key: the options object (replaced on every change), the scalars, and the input buffers'
+        # identities and lengths (block sizes depend on their contents only through performance estimates)
+        key = (id(get_options()), tuple(scalars.values()),
+               tuple([(id(b), b.shape[0]) for b in map(buffers.__getitem__, self._input_names)]))
         hit = self._launch_memo.get(key)
         if hit is None:
             done = self(buffers, scalars)
             if done is None:  # nothing to launch (empty range)
                 return
-            fn, grid, warps, kwargs, internal = done
+            fn, grid, warps, kwargs, internal, ck = done
             names = [(isinstance(p, L.BufferParam), p.name) for p in self.kernel.params]
             if len(self._launch_memo) > 256:
                 self._launch_memo.clear()
-            self._launch_memo[key] = (fn, grid, warps, kwargs, internal, names)
+            order = [c.name for c in self.plan.constexprs] + (["PREC"] if "PREC" in kwargs else [])
+            direct = _DirectLaunch.make(ck, grid, [kwargs[n] for n in order])  # signature order
+            self._launch_memo[key] = (fn, grid, warps, kwargs, internal, names, direct)
             return
-        fn, grid, warps, kwargs, internal, names = hit
+        fn, grid, warps, kwargs, internal, names, direct = hit
         args = [buffers[n] if is_buf else int(scalars[n]) for is_buf, n in names] + internal
+        if direct is not None and direct(args):
+            return
         fn[(grid,)](*args, num_warps=warps, **kwargs)
 
     def _estimates(self, bufs: Mapping[str, Any], scal: Mapping[str, int]) -> dict[str, float | None]:
@@ -239,6 +245,50 @@ class TritonKernel:
                 val = None
             out[c.name] = val
         return out
+
+
+class _DirectLaunch:
+    """Launch an already compiled kernel without Triton's per-call argument binding.
+
+    ``fn[grid](...)`` re-binds and re-specializes every argument (~10-17 us of Python on the
+    GPU hosts). A memoized launch reuses the same input tensors (same alignment, same
+    specialization) and fresh outputs from torch's allocator (aligned), so the compiled kernel
+    from the first launch is the right one: its ``run`` takes every argument in parameter order,
+    constexprs included (Triton >= 3.3). Used only when no launch hooks are installed; any
+    failure disables it and falls back to ``fn[grid]``.
+    """
+
+    def __init__(self, ck, grid: int, consts: list, driver, device: int):
+        self.ck, self.grid, self.consts, self.driver, self.device = ck, grid, consts, driver, device
+        self.ok = True
+
+    @staticmethod
+    def make(ck, grid: int, consts: list) -> "_DirectLaunch | None":
+        if ck is None or interpreting() or os.environ.get("SPARSEC_TRITON_DIRECT_LAUNCH", "1") == "0":
+            return None
+        try:
+            from triton import knobs
+            from triton.runtime import driver
+
+            if knobs.runtime.launch_enter_hook is not None or knobs.runtime.launch_exit_hook is not None:
+                return None
+            if not all(hasattr(ck, a) for a in ("run", "function", "packed_metadata")):
+                return None
+            return _DirectLaunch(ck, grid, consts, driver, driver.active.get_current_device())
+        except Exception:
+            return None
+
+    def __call__(self, args: list) -> bool:
+        if not self.ok:
+            return False
+        try:
+            stream = self.driver.active.get_current_stream(self.device)
+            ck = self.ck
+            ck.run(self.grid, 1, 1, stream, ck.function, ck.packed_metadata, None, None, None, *args, *self.consts)
+            return True
+        except Exception:
+            self.ok = False
+            return False
 
 
 class TritonBackend:
@@ -290,23 +340,13 @@ def call(kernel, *args: Any, **kwargs: Any) -> Any:
         raise BackendError(f"call() needs a kernel compiled with target='triton', got target={kernel.target!r}")
     fast = kernel.__dict__.get("_triton_fast", False)
     if fast is False:
-        from .fast import TritonFastCall
-
         fast = kernel._triton_fast = TritonFastCall.build(kernel) if os.environ.get(
             "SPARSEC_NO_FAST_CALL", "") in ("", "0") else None
-    if fast is not None and not args and kwargs.keys() == kernel._input_set:
-        from ...fastcall import FALLBACK
-
-        result = fast(kwargs)
-        if result is not FALLBACK:
-            return result
-    elif fast is not None and args and len(args) + len(kwargs) == len(kernel.inputs):
-        from ...fastcall import FALLBACK
-
-        given = {**dict(zip(kernel.inputs, args)), **kwargs}
+    if fast is not None:
+        given = kwargs if not args else {**dict(zip(kernel.inputs, args)), **kwargs}
         if given.keys() == kernel._input_set:
             result = fast(given)
-            if result is not FALLBACK:
+            if result is not _FALLBACK:
                 return result
     if len(args) > len(kernel.inputs):
         raise TypeError(f"kernel takes {len(kernel.inputs)} operands ({', '.join(kernel.inputs)}), got {len(args)}")
@@ -329,6 +369,9 @@ def call(kernel, *args: Any, **kwargs: Any) -> Any:
     outs = {n: _present(results[n], kernel.program.decl(n)) for n in kernel.outputs if n in results}
     return outs[kernel.outputs[-1]] if len(kernel.outputs) == 1 else outs
 
+
+from ...fastcall import FALLBACK as _FALLBACK  # noqa: E402
+from .fast import TritonFastCall  # noqa: E402
 
 _EINSUM: dict[tuple, Any] = {}
 
