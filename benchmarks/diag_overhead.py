@@ -42,7 +42,8 @@ def main() -> None:
     fast = k._triton_fast
     tk = fast.tk
     memo = next(iter(tk._launch_memo.values()))
-    fn, grid, warps, kwargs, internal, names = memo
+    fn, grid, warps, kwargs, internal, names, direct = memo
+    print('direct launch available:', direct is not None)
     bound = {n_: fast._bound[n_][2] for n_ in ("A",)}
     bufs = {**fast.runner.buffers_of(bound["A"], "A"), "x_vals": x, "y_vals": torch.empty(A.shape[0], device=dev)}
     scal = {"n_i": A.shape[0], "n_j": A.shape[1], "sc_lo": 0, "sc_hi": A.shape[0]}

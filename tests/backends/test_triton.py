@@ -377,3 +377,17 @@ def test_grid(case):
     """The compiler core's differential grid (tests/grid.py) on target="triton"."""
     got, ref = run_case(case, "triton")
     grid_check(got, ref, case.dtype)
+
+
+def test_row_split_variant_agrees_and_is_chosen_for_skewed_rows():
+    # one long row among short ones: segments of that row are added atomically into C
+    A = rand((40, 30), 0.05)
+    A[3] = RNG.standard_normal(30)
+    B = RNG.standard_normal((30, 20))
+    k = api.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr"}, target="triton")
+    assert "row-split variant" in k.dump("triton") and "_t_work" in k.dump("triton")
+    tk = k._runner.runners[0].numeric
+    for opts in (dict(split_rows=True, split_segments=50), dict(split_rows=False), dict()):
+        with tb.options(**opts):
+            np.testing.assert_allclose(dense(k(A=tensor(A, "csr"), B=B)), A @ B, rtol=1e-10, atol=1e-12)
+    assert any(split for (_, split) in tk._variants), "the skewed matrix did not take the split variant"

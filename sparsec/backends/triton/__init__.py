@@ -65,6 +65,7 @@ class TritonKernel:
         self._variants: dict[bool, tuple] = {}
         self._stats_memo: dict[tuple, float] = {}
         self._launch_memo: dict[tuple, tuple] = {}
+        self._split_memo: dict[tuple, Any] = {}
         self._input_names = tuple(p.name for p in kernel.buffers if p.role == "in")
         self._lock = threading.Lock()
         self.variant(False)  # generate eagerly: errors surface at compile time, dump works
@@ -77,24 +78,28 @@ class TritonKernel:
             return [f"_t_ws{q}" for q in range(len(self.plan.workspaces))]
         return []
 
-    def variant(self, idx64: bool) -> tuple:
+    def variant(self, idx64: bool, split: bool = False) -> tuple:
         with self._lock:
-            v = self._variants.get(idx64)
+            v = self._variants.get((idx64, split))
             if v is None:
                 names = [c.name for c in self.plan.constexprs]
-                src, cg = generate(self.plan, idx64, names, self.internal)
+                src, cg = generate(self.plan, idx64, names, self.internal, split)
                 v = (src, cg, None)
-                self._variants[idx64] = v
+                self._variants[(idx64, split)] = v
             return v
 
-    def source(self, idx64: bool = False) -> str:
-        return self.variant(idx64)[0]
+    def source(self, idx64: bool = False, split: bool = False) -> str:
+        return self.variant(idx64, split)[0]
 
     def dump(self, stage: str = "triton") -> str:
-        return self.source(False)
+        text = self.source(False)
+        if self.plan.split is not None:
+            text += "\n# ----- row-split variant (launched when rows are skewed or too few) -----\n"
+            text += self.source(False, True)
+        return text
 
-    def _fn(self, idx64: bool):
-        src, cg, fn = self.variant(idx64)
+    def _fn(self, idx64: bool, split: bool = False):
+        src, cg, fn = self.variant(idx64, split)
         if fn is None or getattr(fn, "_sc_interp", None) != interpreting():
             from .codegen import py_name
 
@@ -104,8 +109,52 @@ class TritonKernel:
             except AttributeError:  # pragma: no cover
                 pass
             with self._lock:
-                self._variants[idx64] = (src, cg, fn)
+                self._variants[(idx64, split)] = (src, cg, fn)
         return fn, cg
+
+    def split_work(self, pos: Any, device: Any, idx64: bool) -> Any | None:
+        """The (row, lo, hi) segments for the row-split variant, or None when rows need no splitting.
+
+        Rows are split into segments of at most L positions when they are skewed (the longest
+        row over 4x the average) or too few to keep the GPU busy; L is chosen so that there are
+        about 32 segments per SM. Computed on the device and memoized per pos array.
+        """
+        import torch
+
+        key = (pos.data_ptr(), pos.numel(), getattr(pos, "_version", 0), str(device), idx64)
+        memo = self._split_memo
+        if key in memo:
+            return memo[key]
+        n = pos.numel() - 1
+        work = None
+        if n > 0:
+            p = pos.to(torch.int64)
+            lens = p[1:] - p[:-1]
+            nnz, longest = int(p[-1] - p[0]), int(lens.max())
+            sms = 132
+            if device.type == "cuda" and not interpreting():
+                sms = torch.cuda.get_device_properties(device).multi_processor_count
+            opts = get_options()
+            target = opts.split_segments or 32 * sms
+            seg_len = max(16, 1 << max(0, (max(nnz // target, 1) - 1).bit_length()))
+            avg = max(nnz / n, 1.0)
+            if opts.split_rows is True or (opts.split_rows is None and longest > seg_len and (
+                    longest > 4 * avg or n < target)):
+                nseg = (lens + seg_len - 1) // seg_len
+                total = int(nseg.sum())
+                if not idx64 and 3 * total > INDEX32_LIMIT:  # the work array is indexed with int32
+                    memo[key] = None
+                    return None
+                rows = torch.repeat_interleave(torch.arange(n, device=p.device), nseg, output_size=total)
+                first = torch.cumsum(nseg, 0) - nseg
+                seg = torch.arange(total, device=p.device) - torch.repeat_interleave(first, nseg, output_size=total)
+                lo = p[rows] + seg * seg_len
+                hi = torch.minimum(lo + seg_len, p[rows + 1])
+                work = torch.stack([rows, lo, hi], 1).reshape(-1).to(torch.int64 if idx64 else torch.int32)
+        if len(memo) > 32:
+            memo.clear()
+        memo[key] = work
+        return work
 
     def programs(self, n_iter: int, device: Any) -> int:
         """Programs of a persistent grid (workspace kernels): a few per SM, capped by the work."""
@@ -142,9 +191,14 @@ class TritonKernel:
             have = str(t.dtype).replace("torch.", "")
             if have != p.dtype and have.startswith("int") and not (idx64 and p.dtype == "int32"):
                 bufs[p.name] = t.to(getattr(torch, p.dtype))
-        fn, cg = self._fn(idx64)
-        internal: list[int] = []
-        if plan.mode == "grid":
+        internal: list[Any] = []
+        work = None
+        if plan.split is not None and plan.split.pos in bufs and int(scal.get("sc_lo", 0)) == 0:
+            work = self.split_work(bufs[plan.split.pos], bufs[plan.split.pos].device, idx64)
+        fn, cg = self._fn(idx64, work is not None)
+        if work is not None:
+            n_iter = work.numel() // 3
+        elif plan.mode == "grid":
             n_iter = int(scal["sc_hi"]) - int(scal["sc_lo"])
         elif plan.mode == "persistent":
             n_iter = int(scal["sc_hi"]) - int(scal["sc_lo"])
@@ -162,7 +216,9 @@ class TritonKernel:
         estimates = self._estimates(bufs, scal)
         consts = choose_constexprs(plan.constexprs, estimates, opts)
         top = plan.fast.get(id(plan.top)) if plan.top is not None else None
-        if plan.mode == "grid":
+        if work is not None:
+            grid = n_iter
+        elif plan.mode == "grid":
             grid = -(-n_iter // consts[top.lanes]) if isinstance(top, MapTile) else n_iter
         elif plan.mode == "persistent":
             device = next(iter(bufs.values())).device if bufs else None
@@ -185,6 +241,8 @@ class TritonKernel:
                 if p.name not in scal:
                     raise BackendError(f"kernel {self.kernel.name}: missing scalar {p.name!r}")
                 args.append(int(scal[p.name]))
+        if work is not None:
+            internal.append(work)
         args += internal
         ck = fn[(grid,)](*args, num_warps=warps, **kwargs)
         return fn, grid, warps, kwargs, internal, ck
@@ -247,6 +305,14 @@ class TritonKernel:
         return out
 
 
+def _hooks_installed(hook) -> bool:
+    """Triton >= 3.6 keeps launch hooks in an always-present HookChain; older ones use None."""
+    if hook is None:
+        return False
+    calls = getattr(hook, "calls", None)
+    return calls is None or len(calls) > 0
+
+
 class _DirectLaunch:
     """Launch an already compiled kernel without Triton's per-call argument binding.
 
@@ -270,7 +336,7 @@ class _DirectLaunch:
             from triton import knobs
             from triton.runtime import driver
 
-            if knobs.runtime.launch_enter_hook is not None or knobs.runtime.launch_exit_hook is not None:
+            if _hooks_installed(knobs.runtime.launch_enter_hook) or _hooks_installed(knobs.runtime.launch_exit_hook):
                 return None
             if not all(hasattr(ck, a) for a in ("run", "function", "packed_metadata")):
                 return None

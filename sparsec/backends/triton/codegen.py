@@ -390,6 +390,7 @@ class Codegen:
         self.plan = plan
         self.k = plan.kernel
         self.idx64 = idx64
+        self.split = False
         self.lines: list[str] = []
         self.n = 0
         self.total_reads = reads(self.k.body)
@@ -685,7 +686,23 @@ class Codegen:
         if two:
             E.env[r.acc.name] = Val(name, r.acc.dtype, acc_v.deps | (E.masks.get("r", ("", frozenset()))[1]))
 
+    def _split_loop(self, f: L.For) -> bool:
+        return self.split and self.plan.split is not None and id(f) == self.plan.split.loop_id
+
+    def loop_bounds(self, E: "Emitter", f: L.For) -> tuple[str, str]:
+        """Bounds of a loop; a split row's accumulator loop takes its segment from _t_work."""
+        if self._split_loop(f):
+            T = self.T("index")
+            return f"tl.load(_t_work + _t_w + 1).to({T})", f"tl.load(_t_work + _t_w + 2).to({T})"
+        return self.bounds(E, f.lo, f.hi)
+
     def acc_tile(self, t: AccTile, ind: int, defined: set[str]) -> None:
+        if self._split_loop(t.rloops[0]) and not self.atomic:
+            self.atomic = True  # segments of one row add into the same output row
+            try:
+                return self.acc_tile(t, ind, defined)
+            finally:
+                self.atomic = False
         n = self.fresh()
         E = Emitter(self)
         axes = list(t.axes)
@@ -749,7 +766,7 @@ class Codegen:
         if blocked:
             scalar_loops = scalar_loops[:-1]
         for f, asg in scalar_loops:
-            lo, hi = self.bounds(E, f.lo, f.hi)
+            lo, hi = self.loop_bounds(E, f)
             inner = self.loop_header(f, cur, inner, lo, hi)
             cur += 1
             for a in asg:
@@ -812,7 +829,7 @@ class Codegen:
         """
         rf, rasg = t.rloops[-1], t.raassigns[-1]
         E = Emitter(self)
-        lo, hi = self.bounds(E, rf.lo, rf.hi)
+        lo, hi = self.loop_bounds(E, rf)
         self.out(cur, f"_t_khi{n} = {hi}")
         self.out(cur, loop_comment(rf, f"  [{t.block_k} positions at a time]"))
         self.out(cur, f"for _t_kb{n} in range({lo}, _t_khi{n}, {t.block_k}):")
@@ -895,10 +912,16 @@ class Codegen:
                 elif plan.mode == "atomic":
                     self.out(ind, f"{name} = _t_lo + {self.pid()}")
                     self.block(top.body.stmts, ind, defined | {top.var.name})
+                elif self.split:
+                    self.out(ind, "# rows split into segments: program -> (row, lo, hi) of _t_work")
+                    self.out(ind, f"_t_w = 3 * {self.pid()}")
+                    self.out(ind, f"{name} = tl.load(_t_work + _t_w).to({self.T('index')})")
+                    self.block(top.body.stmts, ind, defined | {top.var.name})
                 else:
                     self.out(ind, f"{name} = {_paren(lo)} + {self.pid()}")
                     self.block(top.body.stmts, ind, defined | {top.var.name})
-        params = [py_name(p.name) for p in k.params] + internal + [f"{c}: tl.constexpr" for c in constexprs]
+        params = [py_name(p.name) for p in k.params] + internal + (["_t_work"] if self.split else []) + \
+            [f"{c}: tl.constexpr" for c in constexprs]
         if self.uses_prec:
             params.append("PREC: tl.constexpr")
         scal = [py_name(p.name) for p in k.scalars] + internal
@@ -918,7 +941,13 @@ class Codegen:
         return "\n".join(out) + "\n"
 
 
-def generate(plan: Plan, idx64: bool, constexprs: list[str], internal: list[str]) -> tuple[str, Codegen]:
-    """Triton source for ``plan`` (and the generator, which records what it used)."""
+def generate(plan: Plan, idx64: bool, constexprs: list[str], internal: list[str],
+             split: bool = False) -> tuple[str, Codegen]:
+    """Triton source for ``plan`` (and the generator, which records what it used).
+
+    ``split``: the row-split variant (``plan.split``): each program takes a segment
+    ``(row, lo, hi)`` of the work array ``_t_work`` and adds its partial sums atomically.
+    """
     cg = Codegen(plan, idx64)
+    cg.split = split and plan.split is not None
     return cg.source(constexprs, internal), cg

@@ -40,6 +40,8 @@ class TritonOptions:
       paths (None: heuristic); powers of two.
     * ``tile``: target number of elements of a ``[ROWS, BLOCK]`` tile (heuristic input).
     * ``max_programs``: programs of a persistent grid (None: 4 per SM on a GPU, 2 on the CPU).
+    * ``split_rows``: split rows into segments added atomically (True / False; None: when rows are
+      skewed or too few); ``split_segments``: target segment count (None: 32 per SM).
     * ``fast_paths``: False emits only the generic scalar lowering (for debugging).
     * ``dot_min_block``: smallest static block side that uses ``tl.dot`` (smaller blocks
       use broadcast-multiply + ``tl.sum``).
@@ -54,6 +56,8 @@ class TritonOptions:
     lanes: int | None = None
     tile: int = 256
     max_programs: int | None = None
+    split_rows: bool | None = None
+    split_segments: int | None = None
     fast_paths: bool = True
     dot_min_block: int = 16
 

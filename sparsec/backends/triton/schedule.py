@@ -226,6 +226,14 @@ class ConstexprSpec:
     minimum: int = 1
 
 
+@dataclass(frozen=True)
+class SplitInfo:
+    """The top loop over rows ``i`` walks ``pos[i]:pos[i+1]`` in the accumulator loop ``loop_id``."""
+
+    pos: str
+    loop_id: int
+
+
 @dataclass
 class Plan:
     kernel: L.Kernel
@@ -236,6 +244,9 @@ class Plan:
     constexprs: list[ConstexprSpec] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     workspaces: tuple[str, ...] = ()
+    #: row splitting (TACO's pos + split): the ``pos`` buffer whose segments the top loop walks and
+    #: the accumulator loop they bound; set when a program may take part of a row (atomic add)
+    split: "SplitInfo | None" = None
 
     @property
     def atomic(self) -> bool:
@@ -293,7 +304,33 @@ class Scheduler:
                 if mt is not None:
                     plan.fast[id(plan.top)] = mt
             self._walk(self.k.body)
+            plan.split = self._split_info()
+            if plan.split is not None:
+                plan.notes.append(f"rows may be split into segments of {plan.split.pos} (atomic add of each "
+                                  "segment's partial sums) when they are skewed or too few to fill the GPU")
         return plan
+
+    def _split_info(self) -> "SplitInfo | None":
+        """Rows can be split when the top loop's whole body is one additive accumulator tile over
+        ``pos[i]:pos[i+1]``: each segment of a row then adds its partial sums independently."""
+        plan = self.plan
+        top = plan.top
+        if plan.mode != "grid" or top is None or id(top) in plan.fast:
+            return None
+        body = [s for s in top.body.stmts if not isinstance(s, L.Comment)]
+        if len(body) != 1 or not isinstance(body[0], L.For):
+            return None
+        f0 = body[0]
+        t = plan.fast.get(id(f0))
+        if not isinstance(t, AccTile) or t.store.reduce != "add" or t.rloops[0] is not f0:
+            return None
+        if self.dtypes.get(t.store.buffer) not in _ATOMIC_DTYPES["add"]:
+            return None
+        lo, hi = (x.a if isinstance(x, L.Cast) else x for x in (f0.lo, f0.hi))
+        i = top.var
+        ok = (isinstance(lo, L.Load) and isinstance(hi, L.Load) and lo.buffer == hi.buffer and lo.index == i
+              and hi.index == L.binop("add", i, 1))
+        return SplitInfo(lo.buffer, id(f0)) if ok else None
 
     def _atomic_ok(self, loop: L.For, pre: list[L.Stmt]) -> bool:
         sts = stores(loop)
