@@ -391,3 +391,19 @@ def test_row_split_variant_agrees_and_is_chosen_for_skewed_rows():
         with tb.options(**opts):
             np.testing.assert_allclose(dense(k(A=tensor(A, "csr"), B=B)), A @ B, rtol=1e-10, atol=1e-12)
     assert any(split for (_, split) in tk._variants), "the skewed matrix did not take the split variant"
+
+
+def test_memos_are_not_fooled_by_reused_addresses():
+    # Regression: a matrix freed and the next one of the same size allocated at the same address
+    # once received the previous matrix's row-split work list (seen on an H200 in the benchmarks).
+    # Two tensors over one numpy buffer have the same address, length and version counter.
+    k = api.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr"}, target="triton")
+    tk = k._runner.runners[0].numeric
+    buf = np.array([0, 40, 41, 42, 43], dtype=np.int32)
+    with tb.options(split_rows=True, split_segments=8):
+        first = tk.split_work(torch.from_numpy(buf), torch.device("cpu"), False)
+        buf[:] = [0, 1, 2, 3, 43]            # another matrix at the same address
+        second = tk.split_work(torch.from_numpy(buf), torch.device("cpu"), False)
+    rows = lambda w: w.reshape(-1, 3)[:, 0].tolist()  # noqa: E731
+    assert rows(first) != rows(second)
+    assert rows(second)[-1] == 3 and second.reshape(-1, 3)[:, 2].max().item() == 43

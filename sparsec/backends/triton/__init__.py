@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from typing import Any, Mapping
 
 from ...errors import BackendError
@@ -121,10 +122,13 @@ class TritonKernel:
         """
         import torch
 
+        # Memo entries are checked against a weak reference to the very pos tensor they came from:
+        # torch's caching allocator gives a freed matrix's address to the next one of the same size.
         key = (pos.data_ptr(), pos.numel(), getattr(pos, "_version", 0), str(device), idx64)
         memo = self._split_memo
-        if key in memo:
-            return memo[key]
+        hit = memo.get(key)
+        if hit is not None and hit[0]() is pos:
+            return hit[1]
         n = pos.numel() - 1
         work = None
         if n > 0:
@@ -143,7 +147,7 @@ class TritonKernel:
                 nseg = (lens + seg_len - 1) // seg_len
                 total = int(nseg.sum())
                 if not idx64 and 3 * total > INDEX32_LIMIT:  # the work array is indexed with int32
-                    memo[key] = None
+                    memo[key] = (weakref.ref(pos), None)
                     return None
                 rows = torch.repeat_interleave(torch.arange(n, device=p.device), nseg, output_size=total)
                 first = torch.cumsum(nseg, 0) - nseg
@@ -153,7 +157,7 @@ class TritonKernel:
                 work = torch.stack([rows, lo, hi], 1).reshape(-1).to(torch.int64 if idx64 else torch.int32)
         if len(memo) > 32:
             memo.clear()
-        memo[key] = work
+        memo[key] = (weakref.ref(pos), work)
         return work
 
     def programs(self, n_iter: int, device: Any) -> int:
@@ -258,6 +262,9 @@ class TritonKernel:
         key = (id(get_options()), tuple(scalars.values()),
                tuple([(id(b), b.shape[0]) for b in map(buffers.__getitem__, self._input_names)]))
         hit = self._launch_memo.get(key)
+        inputs = [buffers[n] for n in self._input_names]
+        if hit is not None and any(r() is not b for r, b in zip(hit[-1], inputs)):
+            hit = None  # an id was reused by another tensor: recompute
         if hit is None:
             done = self(buffers, scalars)
             if done is None:  # nothing to launch (empty range)
@@ -268,9 +275,10 @@ class TritonKernel:
                 self._launch_memo.clear()
             order = [c.name for c in self.plan.constexprs] + (["PREC"] if "PREC" in kwargs else [])
             direct = _DirectLaunch.make(ck, grid, [kwargs[n] for n in order])  # signature order
-            self._launch_memo[key] = (fn, grid, warps, kwargs, internal, names, direct)
+            self._launch_memo[key] = (fn, grid, warps, kwargs, internal, names, direct,
+                                      [weakref.ref(b) for b in inputs])
             return
-        fn, grid, warps, kwargs, internal, names, direct = hit
+        fn, grid, warps, kwargs, internal, names, direct, _ = hit
         args = [buffers[n] if is_buf else int(scalars[n]) for is_buf, n in names] + internal
         if direct is not None and direct(args):
             return
@@ -290,12 +298,13 @@ class TritonKernel:
                         n = b.numel()
                         # one device read per pos array (memoized by storage and version: no sync on reuse)
                         key = (b.data_ptr(), n, getattr(b, "_version", 0), str(b.device))
-                        if key not in memo:
+                        hit = memo.get(key)
+                        if hit is None or hit[0]() is not b:  # a reused address is another matrix
                             ends = b[[0, n - 1]].tolist() if n > 1 else [0, 0]
                             if len(memo) > 64:
                                 memo.clear()
-                            memo[key] = (ends[1] - ends[0]) / max(n - 1, 1)
-                        cache[e.buffer] = memo[key]
+                            hit = memo[key] = (weakref.ref(b), (ends[1] - ends[0]) / max(n - 1, 1))
+                        cache[e.buffer] = hit[1]
                     val = cache[e.buffer]
                 elif e.kind == "expr":
                     val = float(host_eval(e.hi, {}, scal) - host_eval(e.lo, {}, scal))
