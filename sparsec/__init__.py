@@ -12,12 +12,13 @@ from .tensor import Tensor
 from .io import read_mtx, write_mtx
 from .api import Kernel, compile, einsum
 from .runtime import get_num_threads, set_num_threads
+from .schedule import Schedule
 
 __version__ = "0.1.0"
 
 __all__ = [
     "einsum", "compile", "Kernel", "Tensor", "Format", "LevelExpr", "parse_format", "read_mtx", "write_mtx",
-    "set_num_threads", "get_num_threads",
+    "set_num_threads", "get_num_threads", "Schedule",
     "SparsecError", "FormatError", "ParseError", "VerificationError", "ShapeError", "ScheduleError", "BackendError",
     "__version__",
 ]

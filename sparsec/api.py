@@ -114,9 +114,9 @@ class Kernel:
 
     def __init__(self, program: Program, target: str = "cpu", schedule: str | None = None, name: str = "kernel",
                  debug: bool | None = None, parallel: bool = True, outputs: Sequence[str] | None = None):
-        if schedule not in _SCHEDULES:
-            raise ScheduleError(f"schedule {schedule!r} is not supported here; use None or 'auto' "
-                                "(the automatic schedule)")
+        from .schedule import as_schedule
+
+        self.schedule = None if schedule == "auto" else as_schedule(schedule)
         from .ir.tensor_printer import statement_text
 
         self.program = program
@@ -135,7 +135,8 @@ class Kernel:
                 raise VerificationError(f"outputs {unknown} are not written by the program (it writes {written})")
         self.lowered: LoweredProgram = lower_program(program, self.compute_dtype, name, parallel=parallel,
                                                      debug=debug, stmt_text=statement_text,
-                                                     outputs=set(outputs) if outputs is not None else None)
+                                                     outputs=set(outputs) if outputs is not None else None,
+                                                     schedule=self.schedule)
         self._compiled: dict[str, Any] = {}
         self._runner = ProgramRunner(self.lowered, self._compile_one, self.backend.threads,
                                      getattr(self.backend, "runner_class", None) or StatementRunner)
@@ -286,7 +287,7 @@ def einsum(subscripts: str, *operands: Any, out_format: FormatLike | None = None
     backend_einsum = getattr(get_backend(target), "einsum", None)
     if backend_einsum is not None:  # device backends bind operands on their device
         if schedule not in _SCHEDULES:
-            raise ScheduleError(f"schedule {schedule!r} is not supported here; use None or 'auto'")
+            raise ScheduleError(f"einsum takes schedule=None or 'auto'; for a Schedule use sc.compile")
         return backend_einsum(subscripts, *operands, out_format=out_format, dtype=dtype)
     names = _operand_names(len(operands))
     bound: list[Any] = []

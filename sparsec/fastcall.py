@@ -79,6 +79,8 @@ class FastCall:
             return None
         if sp.output_conversion is not None or low.symbolic is not None:
             return None
+        if low.parallel is not None and low.parallel.private:
+            return None  # per-chunk output copies: the general path
         out = sp.output
         if low.strategy == "dense" and [e.dim for e in out.fmt.exprs] != list(range(out.fmt.ndim)):
             return None

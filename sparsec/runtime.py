@@ -304,11 +304,20 @@ class StatementRunner:
         if not chunks:
             return
 
+        private = par.private and len(chunks) > 1
+        out_name = f"{low.space.output.prefix}_vals"
+        copies: list[Any] = []
+
         def task(chunk: tuple[int, int]) -> Callable[[], None]:
             ws = self._workspaces(scalars)  # each chunk gets its own scratch space
+            if private:  # ... and, for a parallel reduction loop, its own zeroed output
+                ws[out_name] = self.full(bufs[out_name].shape[0], 0, bufs[out_name].dtype)
+                copies.append(ws[out_name])
             return lambda: fn({**bufs, **ws}, {**scalars, "sc_lo": chunk[0], "sc_hi": chunk[1]})
 
         TEAM.run([task(c) for c in chunks])
+        for c in copies:  # summed in chunk order: deterministic
+            bufs[out_name] += c
 
     def fill_value(self, scalars: Mapping[str, int]) -> Any:
         """Initial value of output entries the loops may skip.

@@ -367,6 +367,8 @@ class Kernel:
     params: tuple[Param, ...]
     body: Block
     doc: str = ""
+    #: backend hints from the schedule, e.g. (("split_rows", True), ("segment", 128)) for Triton.
+    hints: tuple[tuple[str, object], ...] = ()
 
     def buffer(self, name: str) -> BufferParam:
         """The buffer parameter called ``name``."""

@@ -64,7 +64,7 @@ def iteration_graph(space: LevelSpace, operands: Iterable[Operand]) -> nx.DiGrap
             g.add_edge(f"{lv.dim_var}_blk", lv.name, reason="block outer before inner")
     for o in operands:
         for u, v in operand_edges(o):
-            g.add_edge(u, v, reason=f"{o.tensor}: level order")
+            g.add_edge(u, v, reason=f"{o.tensor} is {o.fmt}: its level order")
     return g
 
 
@@ -110,11 +110,13 @@ def _score(order: Sequence[str], space: LevelSpace, reduction_vars: set[str], fi
 
 
 def choose_loop_order(space: LevelSpace, reduction_vars: set[str], first_seen: dict[str, int],
-                      main_dims: set[str] | None = None, nested_free: Sequence[set[str]] = ()) -> OrderChoice:
+                      main_dims: set[str] | None = None, nested_free: Sequence[set[str]] = (),
+                      forced: Sequence[str] | None = None) -> OrderChoice:
     """Pick the loop order over ``main_dims`` (default: all); mutate ``space`` with needed conversions.
 
     Variables bound by fused nested reductions are left out of the main order;
-    each gets its own order from :func:`sub_order`.
+    each gets its own order from :func:`sub_order`. ``forced`` (a schedule's
+    ``reorder``) must be a legal order of exactly the main loop variables.
     """
     lvars = space.level_vars()
     keep = None if main_dims is None else {n for n, lv in lvars.items() if lv.dim_var in main_dims}
@@ -122,12 +124,33 @@ def choose_loop_order(space: LevelSpace, reduction_vars: set[str], first_seen: d
     def restrict(g: nx.DiGraph) -> nx.DiGraph:
         return g if keep is None else g.subgraph(keep).copy()
 
+    if forced is not None:
+        return _forced(space, restrict, tuple(forced))
+
     def best(g: nx.DiGraph):
         orders = islice(nx.all_topological_sorts(g), _MAX_ORDERS)
         return min((tuple(o) for o in orders),
                    key=lambda o: _score(o, space, reduction_vars, first_seen, nested_free))
 
     return _choose(space, restrict, best)
+
+
+def _forced(space: LevelSpace, restrict, order: tuple[str, ...]) -> OrderChoice:
+    """Check a requested loop order against the iteration graph (inputs and a sparse output)."""
+    from ..errors import ScheduleError
+
+    sparse = [o for o in space.operands if o.fmt.is_sparse]
+    out = space.output
+    g = restrict(iteration_graph(space, sparse + ([out] if out.fmt.is_sparse else [])))
+    want = set(g.nodes)
+    if set(order) != want or len(order) != len(want):
+        raise ScheduleError(f"reorder{order}: the loops to order are {', '.join(sorted(want))}")
+    pos = {v: k for k, v in enumerate(order)}
+    for u, v, data in g.edges(data=True):
+        if pos[u] > pos[v]:
+            raise ScheduleError(f"reorder{order}: {v} cannot come before {u} ({data.get('reason', 'level order')}); "
+                                "change that operand's format (e.g. csr <-> csc) to iterate in this order")
+    return OrderChoice(order, g, "order given by the schedule")
 
 
 def sub_order(space: LevelSpace, dims: set[str], first_seen: dict[str, int]) -> tuple[str, ...]:

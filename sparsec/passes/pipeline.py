@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from ..errors import VerificationError
+from ..errors import ScheduleError, VerificationError
 from ..ir.loop_printer import kernel_text
 from ..ir.tensor_ir import Assignment, Program, Reduce, TensorDecl
 from .level_space import build_level_space
@@ -27,7 +27,8 @@ from .normalize import (
     extract_reduction, free_vars, inline_intermediates, nested_reductions, normalize_reductions,
     split_repeated_indices,
 )
-from .sparsify import Lowered, Namer, NeedsOrdered, NotFusable, Sparsifier
+from .schedule_loops import LOOP_PASSES, apply_loop_schedule, loop_names
+from .sparsify import Lowered, Namer, NeedsOrdered, NotFusable, ParallelSpec, Sparsifier
 
 
 @dataclass
@@ -38,10 +39,11 @@ class LoweredProgram:
     statements: list[Lowered]
     temporaries: list[TensorDecl]
     log: list[tuple[str, str]] = field(default_factory=list)
+    schedule: object = None
 
     def loops_text(self) -> str:
         """Loop IR of every kernel, with the host steps (conversions) around them."""
-        parts = []
+        parts = [f"// schedule: {self.schedule}"] if self.schedule is not None else []
         for low in self.statements:
             for c in low.space.conversions:
                 parts.append(c.text())
@@ -61,7 +63,7 @@ def _debug_enabled(debug: bool | None) -> bool:
 def lower_program(program: Program, compute_dtype: str, kernel_name: str = "kernel",
                   parallel: bool = True, debug: bool | None = None,
                   stmt_text: Callable[[Assignment], str] | None = None,
-                  outputs: set[str] | None = None) -> LoweredProgram:
+                  outputs: set[str] | None = None, schedule=None) -> LoweredProgram:
     """Run all passes over ``program`` (declarations must carry formats and dtypes).
 
     ``outputs`` names the tensors the caller wants back; any other written tensor
@@ -90,11 +92,12 @@ def lower_program(program: Program, compute_dtype: str, kernel_name: str = "kern
 
     lowered: list[Lowered] = []
     idx = 0
+    used: set[int] = set()
     while idx < len(stmts):
         s = stmts[idx]
         try:
             low = _lower_statement(s, idx, len(stmts), decls, taken, namer, compute_dtype, kernel_name, parallel,
-                                   record)
+                                   record, schedule, used)
         except NotFusable as nf:
             # Materialize that reduction in a dense temporary and lower both statements again.
             stmts[idx: idx + 1] = extract_reduction(s, nf.reduce, decls, namer.fresh, compute_dtype)
@@ -102,13 +105,57 @@ def lower_program(program: Program, compute_dtype: str, kernel_name: str = "kern
             continue
         lowered.append(low)
         idx += 1
+    if schedule is not None:
+        unused = [str(c) for n, c in enumerate(schedule.commands) if n not in used]
+        if unused:
+            raise ScheduleError(f"{', '.join(unused)}: no statement has that loop; the loops are "
+                                + "; ".join(", ".join(low.order.order) for low in lowered))
     temps = [decls[n] for n in decls if n not in program.decl_map]
-    return LoweredProgram(program, lowered, temps, log)
+    return LoweredProgram(program, lowered, temps, log, schedule)
+
+
+def _tensor_level(schedule, main_vars: set[str], used: set[int]) -> tuple[tuple[str, ...] | None, ParallelSpec]:
+    """The reorder and parallel/pos commands that name this statement's loops."""
+    forced = None
+    spec = ParallelSpec()
+    if schedule is None:
+        return forced, spec
+    for n, c in enumerate(schedule.commands):
+        if c.op == "reorder" and set(c.args) == main_vars:
+            forced, _ = c.args, used.add(n)
+        elif c.op == "parallelize" and c.args[0] in main_vars:
+            spec = replace(spec, var=c.args[0], enabled=c.args[1] != "none", reduction=c.args[2])
+            used.add(n)
+        elif c.op == "pos" and c.args[0] in main_vars:
+            spec = replace(spec, var=spec.var or c.args[0], balance_tensor=c.args[1], segment=c.args[2])
+            used.add(n)
+    return forced, spec
+
+
+def _check_parallel(low: Lowered, spec: ParallelSpec, order: tuple[str, ...]) -> None:
+    """A parallelize/pos command must have made its loop the parallel outer loop."""
+    if spec.var is None or not spec.enabled:
+        return
+    if not order or order[0] != spec.var:
+        raise ScheduleError(f"parallelize({spec.var}): only the outermost loop runs in parallel and the order is "
+                            f"{', '.join(order)}; reorder first")
+    if low.parallel is None:
+        lv = low.space.level_vars()[spec.var]
+        if lv.dim_var not in set(low.space.output.dim_vars) and spec.reduction is None:
+            why = (f"its iterations update the same output entries ({spec.var} is summed over); "
+                   "pass reduction='atomic' or 'private'")
+        elif low.space.output.fmt.is_sparse and spec.reduction is not None:
+            why = "a sparse output cannot take atomic or private reductions"
+        else:
+            why = "it co-iterates several sparse operands (a while loop) or walks a non-unique level"
+        raise ScheduleError(f"parallelize({spec.var}): loop {spec.var} cannot run in parallel: {why}")
 
 
 def _lower_statement(s: Assignment, idx: int, count: int, decls: dict, taken: set, namer: Namer,
-                     compute_dtype: str, kernel_name: str, parallel: bool, record) -> Lowered:
+                     compute_dtype: str, kernel_name: str, parallel: bool, record, schedule=None,
+                     used: set[int] | None = None) -> Lowered:
     """Lower one statement (nested reductions fused as scalars; raises NotFusable otherwise)."""
+    used = set() if used is None else used
     fix = split_repeated_indices(s, decls, namer.fresh)
     s = fix.stmt
     dim_params: dict[str, str] = {}
@@ -125,11 +172,13 @@ def _lower_statement(s: Assignment, idx: int, count: int, decls: dict, taken: se
     space = build_level_space(s, decls, out_decl, taken_now)
     main_dims = {v.name for v in s.output.indices} | reduction_vars
     nested_free = [set(free_vars(r)) for r in nested_reductions(s)]
+    main_vars = {n for n, lv in space.level_vars().items() if lv.dim_var in main_dims}
+    forced, spec = _tensor_level(schedule, main_vars, used)
     for _ in range(len(space.operands) + 1):
-        choice = choose_loop_order(space, reduction_vars, first_seen, main_dims, nested_free)
+        choice = choose_loop_order(space, reduction_vars, first_seen, main_dims, nested_free, forced)
         try:
             low = Sparsifier(s, space, choice, compute_dtype, dim_params, namer, fix.filters, name,
-                             parallel).run()
+                             parallel, spec).run()
             break
         except NeedsOrdered as need:
             o = space.operand(need.key)
@@ -140,4 +189,17 @@ def _lower_statement(s: Assignment, idx: int, count: int, decls: dict, taken: se
         [c.text() for c in space.conversions] + [order_text(choice)]))
     record(f"sparsify [{name}]", "\n".join(
         ([kernel_text(low.symbolic)] if low.symbolic else []) + [kernel_text(low.numeric)]))
+    _check_parallel(low, spec, choice.order)
+    if schedule is not None:
+        loop_cmds = []
+        names = set(loop_names(low.numeric))
+        for n, c in enumerate(schedule.commands):
+            if c.op in LOOP_PASSES and c.args[0] in names:
+                loop_cmds.append(c)
+                used.add(n)
+                names |= {a for a in c.args[1:] if isinstance(a, str)}  # names a split/fuse created
+        if loop_cmds:
+            low = apply_loop_schedule(low, loop_cmds)
+            record(f"schedule [{name}]: {', '.join(map(str, loop_cmds))}", "\n".join(
+                ([kernel_text(low.symbolic)] if low.symbolic else []) + [kernel_text(low.numeric)]))
     return low

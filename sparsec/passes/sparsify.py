@@ -71,12 +71,28 @@ class NeedsOrdered(Exception):
 
 @dataclass(frozen=True)
 class ParallelInfo:
-    """The outer loop the host may split into chunks: its variable and full range."""
+    """The outer loop the host may split into chunks: its variable and full range.
+
+    ``private``: iterations may update the same outputs, so each CPU chunk accumulates
+    into its own zeroed copy of the output and the host sums the copies in order.
+    """
 
     var: str
     lo: L.LExpr
     hi: L.LExpr
     balance: str | None = None
+    private: bool = False
+
+
+@dataclass(frozen=True)
+class ParallelSpec:
+    """What a schedule asked of the outer loop (``parallelize`` and ``pos`` commands)."""
+
+    var: str | None = None          # the loop named; None: default behaviour
+    enabled: bool = True            # parallelize(var, "none") -> False
+    reduction: str | None = None    # None | "atomic" | "private"
+    balance_tensor: str | None = None
+    segment: int | None = None
 
 
 @dataclass(frozen=True)
@@ -215,7 +231,7 @@ class Sparsifier:
 
     def __init__(self, stmt: Assignment, space: LevelSpace, order: OrderChoice, compute_dtype: str,
                  dim_extent: Mapping[str, str], namer: Namer, filters: Sequence[tuple[str, str]] = (),
-                 kernel_name: str = "kernel", parallel: bool = True):
+                 kernel_name: str = "kernel", parallel: bool = True, spec: ParallelSpec | None = None):
         self.stmt = stmt
         self.space = space
         self.choice = order
@@ -224,6 +240,9 @@ class Sparsifier:
         self.filters = list(filters)
         self.kernel_name = kernel_name
         self.want_parallel = parallel
+        self.spec = spec or ParallelSpec()
+        if not self.spec.enabled:
+            self.want_parallel = False
         self.lvars: dict[str, LevelVar] = space.level_vars()
         self.dim_param = dict(dim_extent)  # dim var -> scalar param name
         rhs = stmt.expr
@@ -472,7 +491,10 @@ class Sparsifier:
         if self.parallel_info is not None:
             params += [L.ScalarParam("sc_lo"), L.ScalarParam("sc_hi")]
         doc = f"{'symbolic (counts) ' if symbolic else ''}kernel for: output {self.out.tensor} ({self.strategy})"
-        return L.Kernel(name, tuple(params), L.Block(tuple(stmts)), doc)
+        hints: tuple = ()
+        if self.spec.balance_tensor is not None and self.parallel_info is not None:
+            hints = (("split_rows", True),) + ((("segment", self.spec.segment),) if self.spec.segment else ())
+        return L.Kernel(name, tuple(params), L.Block(tuple(stmts)), doc, hints)
 
     def _declare_output_buffers(self) -> None:
         out = self.out
@@ -708,8 +730,8 @@ class Sparsifier:
         lo, hi = const(0), self.dense_hi(lv, st)
         kind = L.SERIAL
         if k == 0 and self._parallel_ok(k):
-            kind = L.LoopKind("parallel", balance=self._balance_for(var, None))
-            self.parallel_info = ParallelInfo(var, lo, hi, kind.balance)
+            kind = self._parallel_kind(var, None)
+            self.parallel_info = ParallelInfo(var, lo, hi, kind.balance, self.spec.reduction == "private")
             lo, hi = L.Var("sc_lo"), L.Var("sc_hi")
         return [L.For(L.Var(var), lo, hi, L.Block(tuple(body)), kind, comment, var)]
 
@@ -717,9 +739,30 @@ class Sparsifier:
         if not self.want_parallel or k != 0 or not self.nest.top:
             return False
         var = self.order[0]
-        if self.lvars[var].dim_var in self.reduce_vars or var not in self.out_vars:
-            return False
+        races = self.lvars[var].dim_var in self.reduce_vars or var not in self.out_vars
+        if races:
+            # iterations may update the same outputs: only with a reduction the schedule asked for
+            return self.spec.reduction is not None and self.strategy in ("dense", "dense_then_convert")
         return self.strategy in ("dense", "dense_then_convert", "same_pattern", "entries", "workspace")
+
+    def _parallel_kind(self, var: str, it) -> L.LoopKind:
+        """The annotation of the parallel outer loop: balance, atomics (see :class:`ParallelSpec`)."""
+        balance = self._balance_for(var, it)
+        if self.spec.balance_tensor is not None:
+            balance = self._balance_of(self.spec.balance_tensor, var) or balance
+        return L.LoopKind("parallel", balance=balance, atomic=self.spec.reduction == "atomic")
+
+    def _balance_of(self, tensor: str, var: str) -> str | None:
+        for o in self.space.operands:
+            if o.tensor != tensor or not o.fmt.is_sparse:
+                continue
+            for l, lv in enumerate(o.level_vars[:-1]):
+                if lv.name == var and o.levels[l + 1].balance_part is not None:
+                    return self.level_buffer(o, l + 1, o.levels[l + 1].balance_part)
+        from ..errors import ScheduleError
+
+        raise ScheduleError(f"pos({var}, {tensor}): {tensor} has no compressed level directly below {var} "
+                            "whose positions could split the work")
 
     def _balance_for(self, var: str, it: tuple[Operand, int] | None) -> str | None:
         """A pos buffer indexed by this loop's iteration variable, to split work by nonzeros."""
@@ -791,8 +834,8 @@ class Sparsifier:
             return []
         kind = L.SERIAL
         if k == 0 and self._parallel_ok(k):
-            kind = L.LoopKind("parallel", balance=self._balance_for(var, it))
-            self.parallel_info = ParallelInfo(p.name, lo, hi, kind.balance)
+            kind = self._parallel_kind(var, it)
+            self.parallel_info = ParallelInfo(p.name, lo, hi, kind.balance, self.spec.reduction == "private")
             lo, hi = L.Var("sc_lo"), L.Var("sc_hi")
         return [L.For(p, lo, hi, L.Block(tuple(body)), kind, comment, var)]
 

@@ -55,8 +55,7 @@ def compile_kernel(kernel: L.Kernel) -> CPUKernel:
                         loaded = None
                 if loaded is None:
                     t0 = time.perf_counter()
-                    module = codegen.generate(kernel)
-                    compiled = jit.compile_ir(str(module), kernel.name)
+                    compiled = jit.compile_ir(codegen.generate_text(kernel), kernel.name)
                     loaded = load(kernel, compiled, key)
                     stats.add("compiles")
                     stats.add("compile_seconds", time.perf_counter() - t0)

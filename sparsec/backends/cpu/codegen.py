@@ -38,8 +38,12 @@ Lowering choices (the semantics are those of :mod:`sparsec.ir.interp`):
 * **Atomics**: reducing stores inside a ``parallel ... atomic`` loop become
   ``atomicrmw`` (integer add/max/min, float add) or a ``cmpxchg`` loop (float
   max/min).
-* ``vector``/``unroll`` loop annotations are left to LLVM's own cost model (no
-  loop metadata is emitted).
+* Loop annotations become LLVM loop metadata on the loop's latch: ``vector(w)``
+  sets ``llvm.loop.vectorize.width`` to w with interleave count 1 (``vector(1)``
+  disables vectorization), ``unroll(n)`` sets ``llvm.loop.unroll.count``. Other
+  loops are left to LLVM's cost model. llvmlite cannot build the self-referencing
+  ``distinct`` node a loop ID needs, so the latch gets a marker node that
+  :func:`generate_text` rewrites.
 
 Names (kernel, parameters, locals) only reach the IR through llvmlite's API,
 which quotes them.
@@ -47,13 +51,15 @@ which quotes them.
 
 from __future__ import annotations
 
+import re
+
 from llvmlite import ir
 
 from ...errors import BackendError
 from ...ir import loop_ir as L
 
 #: bump when generated code changes, so stale disk-cache entries are not reused.
-CODEGEN_VERSION = "1"
+CODEGEN_VERSION = "2"
 
 _I1 = ir.IntType(1)
 _I8 = ir.IntType(8)
@@ -533,7 +539,12 @@ class _FunctionBuilder:
         self.atomic_depth -= atomic
         nxt = bld.add(iv, ir.Constant(_I64, 1), flags=("nsw",))
         iv.add_incoming(nxt, bld.block)
-        bld.cbranch(bld.icmp_signed("<", nxt, hi), body, done)
+        latch = bld.cbranch(bld.icmp_signed("<", nxt, hi), body, done)
+        hints = _loop_hints(s.kind)
+        if hints:
+            marker = f"sparsec.loop.{len(self.module.loop_hints)}"
+            self.module.loop_hints[marker] = hints
+            latch.set_metadata("llvm.loop", self.module.add_metadata([ir.MetaDataString(self.module, marker)]))
         bld.position_at_end(done)
 
     def while_loop(self, s: L.While) -> None:
@@ -647,9 +658,45 @@ def entry_name(kernel: L.Kernel) -> str:
     return f"sparsec_{kernel.name}__entry"
 
 
+def _loop_hints(kind: L.LoopKind) -> list[str]:
+    """LLVM loop-metadata properties for a loop annotation (empty: leave it to LLVM)."""
+    if kind.kind == "vector" and kind.width:
+        if kind.width == 1:
+            return ['!{!"llvm.loop.vectorize.enable", i1 0}']
+        return ['!{!"llvm.loop.vectorize.enable", i1 1}', f'!{{!"llvm.loop.vectorize.width", i32 {kind.width}}}',
+                '!{!"llvm.loop.interleave.count", i32 1}']
+    if kind.kind == "unroll" and kind.width:
+        return [f'!{{!"llvm.loop.unroll.count", i32 {kind.width}}}']
+    return []
+
+
+def generate_text(kernel: L.Kernel) -> str:
+    """:func:`generate` as LLVM IR text, with loop-hint markers turned into real loop IDs."""
+    module = generate(kernel)
+    text = str(module)
+    if not module.loop_hints:
+        return text
+    ids = [int(m) for m in re.findall(r"^!(\d+) =", text, flags=re.M)]
+    nxt = max(ids, default=-1) + 1
+    extra: list[str] = []
+    for marker, hints in module.loop_hints.items():
+        m = re.search(rf'^!(\d+) = !{{ *!"{re.escape(marker)}" *}}$', text, flags=re.M)
+        if m is None:  # pragma: no cover - llvmlite changed its metadata printing
+            raise RuntimeError(f"loop-hint marker {marker} not found in the LLVM IR")
+        node = m.group(1)
+        refs = []
+        for h in hints:
+            extra.append(f"!{nxt} = {h}")
+            refs.append(f"!{nxt}")
+            nxt += 1
+        text = text[: m.start()] + f"!{node} = distinct !{{!{node}, {', '.join(refs)}}}" + text[m.end():]
+    return text + "\n" + "\n".join(extra) + "\n"
+
+
 def generate(kernel: L.Kernel) -> ir.Module:
     """An LLVM module holding the kernel (:func:`symbol_name`) and its entry point (:func:`entry_name`)."""
     module = ir.Module(name=kernel.name)
+    module.loop_hints = {}  # marker -> properties (see generate_text)
     fb = _FunctionBuilder(module, kernel, symbol_name(kernel))
     fb.finish()
     # Keep the kernel a separate function: inlining it into the entry would double the code.

@@ -68,6 +68,10 @@ class TritonKernel:
         self._launch_memo: dict[tuple, tuple] = {}
         self._split_memo: dict[tuple, Any] = {}
         self._input_names = tuple(p.name for p in kernel.buffers if p.role == "in")
+        #: block(var, size) annotations of the schedule, by loop name
+        self.block_hints = {(s.index_var or s.var.name): s.kind.width for s in kernel.body.walk()
+                            if isinstance(s, L.For) and s.kind.kind == "block" and s.kind.width}
+        self.hints = dict(kernel.hints)
         self._lock = threading.Lock()
         self.variant(False)  # generate eagerly: errors surface at compile time, dump works
 
@@ -141,9 +145,10 @@ class TritonKernel:
             opts = get_options()
             target = opts.split_segments or 32 * sms
             seg_len = max(16, 1 << max(0, (max(nnz // target, 1) - 1).bit_length()))
+            seg_len = self.hints.get("segment") or seg_len          # pos(var, tensor, segment)
+            force = opts.split_rows if opts.split_rows is not None else self.hints.get("split_rows")
             avg = max(nnz / n, 1.0)
-            if opts.split_rows is True or (opts.split_rows is None and longest > seg_len and (
-                    longest > 4 * avg or n < target)):
+            if force is True or (force is None and longest > seg_len and (longest > 4 * avg or n < target)):
                 nseg = (lens + seg_len - 1) // seg_len
                 total = int(nseg.sum())
                 if not idx64 and 3 * total > INDEX32_LIMIT:  # the work array is indexed with int32
@@ -219,6 +224,9 @@ class TritonKernel:
         opts = get_options()
         estimates = self._estimates(bufs, scal)
         consts = choose_constexprs(plan.constexprs, estimates, opts)
+        for c in plan.constexprs:  # a schedule's block(var, size) wins over the heuristics
+            if c.var in self.block_hints:
+                consts[c.name] = max(c.minimum, self.block_hints[c.var])
         top = plan.fast.get(id(plan.top)) if plan.top is not None else None
         if work is not None:
             grid = n_iter

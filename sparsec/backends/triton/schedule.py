@@ -148,6 +148,11 @@ class Est:
     hi: L.LExpr | None = None
 
 
+def _loop_name(loop: L.For) -> str:
+    """The name a schedule uses for a loop: its index variable, else its own variable."""
+    return loop.index_var or loop.var.name
+
+
 def estimate_for(loop: L.For) -> Est:
     lo, hi = loop.lo, loop.hi
     lo_c = lo.a if isinstance(lo, L.Cast) else lo
@@ -220,10 +225,13 @@ class ConstexprSpec:
     """A launch-time constant: its name, the role the heuristics see, and its estimator."""
 
     name: str
-    role: str            # rows | block | lanes | inner | block_n
+    role: str            # rows | block | lanes | inner | block_n | block_k
     est: Est
     group: str = ""      # constexprs chosen together share a group
     minimum: int = 1
+    #: the loop (index variable) whose block dimension this constant sizes; a schedule's
+    #: ``block(var, size)`` sets it
+    var: str = ""
 
 
 @dataclass(frozen=True)
@@ -377,7 +385,7 @@ class Scheduler:
     # -- reduce loop ---------------------------------------------------------------------------
     def register_reduce(self, r: "ReduceLoop", role: str, group: str = "") -> None:
         r.block = self.fresh("BLOCK")
-        self.plan.constexprs.append(ConstexprSpec(r.block, role, r.est, group))
+        self.plan.constexprs.append(ConstexprSpec(r.block, role, r.est, group, var=_loop_name(r.loop)))
 
     def match_reduce(self, loop: L.For, standalone: bool) -> "ReduceLoop | None":
         if loop.kind.kind == "parallel":
@@ -464,7 +472,8 @@ class Scheduler:
                 return None
         lanes = self.fresh("ROWS" if top else "LANES")
         est = red.est if (top and red is not None) else (Est() if top else estimate_for(loop))
-        self.plan.constexprs.append(ConstexprSpec(lanes, "rows" if top else "lanes", est, lanes))
+        self.plan.constexprs.append(ConstexprSpec(lanes, "rows" if top else "lanes", est, lanes,
+                                                  var=_loop_name(loop)))
         if red is not None:
             self.register_reduce(red, "inner", lanes)
         return MapTile(loop, top, lanes, tuple(items), red, estimate_for(loop) if not top else Est())
@@ -563,7 +572,8 @@ class Scheduler:
                 name = self.fresh("BLOCK_N")
                 ax.size = name
                 est = Est("expr", "", ax.lo, ax.hi)
-                self.plan.constexprs.append(ConstexprSpec(name, "block_n", est, minimum=16 if dot else 1))
+                self.plan.constexprs.append(ConstexprSpec(name, "block_n", est, minimum=16 if dot else 1,
+                                                          var=_loop_name(ax.loop)))
             else:
                 ax.size = max(next_pow2(ax.static), 16 if dot else 1)
         block_k = None
@@ -576,7 +586,8 @@ class Scheduler:
             for c in self.plan.constexprs:
                 if c.name == group:
                     c.group = group
-            self.plan.constexprs.append(ConstexprSpec(block_k, "block_k", estimate_for(chain[s - 1]), group=group))
+            self.plan.constexprs.append(ConstexprSpec(block_k, "block_k", estimate_for(chain[s - 1]), group=group,
+                                                      var=_loop_name(chain[s - 1])))
         return AccTile(tuple(chain[:s]), tuple(assigns[:s]), tuple(axes), store, index, value, variant, dot, est,
                        block_k)
 

@@ -1,0 +1,163 @@
+"""Scheduling: every schedule computes the unscheduled result, illegal schedules are refused
+with a reason, and the dumps show what each command did."""
+
+import numpy as np
+import pytest
+
+import sparsec as sc
+from sparsec import runtime
+from sparsec.errors import ScheduleError
+
+RNG = np.random.default_rng(11)
+TARGETS = ["interp", "cpu", "triton"]
+
+
+def sparse(shape, density=0.35, rng=RNG):
+    a = rng.uniform(-1, 1, shape)
+    a[rng.random(shape) > density] = 0.0
+    if len(shape) == 2 and shape[0] > 2:
+        a[1] = 0.0
+    return a
+
+
+def result(x):
+    if isinstance(x, sc.Tensor):
+        return x.to_numpy()
+    if hasattr(x, "to_host"):
+        return x.to_host().to_numpy()
+    return x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
+
+
+# (text, formats, out_format, operand shapes, schedules that must all agree with the default)
+S = sc.Schedule
+KERNELS = {
+    "spmv": ("y[i] = A[i,j] * x[j]", {"A": "csr"}, None, {"A": (37, 23), "x": (23,)},
+             [S().split("i", 8), S().split("j", 4), S().vectorize("j", 1), S().vectorize("j", 4),
+              S().split("i", 8).vectorize("j", 4).unroll("i_i", 2), S().parallelize("i", "none"),
+              S().pos("i", "A"), S().pos("i", "A", 16), S().block("j", 16)]),
+    "spmm": ("C[i,j] = A[i,k] * B[k,j]", {"A": "csr"}, None, {"A": (29, 17), "B": (17, 11)},
+             [S().reorder("i", "j", "k"), S().split("j", 4), S().split("i", 5).split("k", 3),
+              S().vectorize("j", 8), S().block("j", 16), S().block("k", 2), S().pos("i", "A", 16)]),
+    "sddmm": ("S[i,j] = M[i,j] * U[i,k] * V[k,j]", {"M": "csr"}, "csr", {"M": (19, 21), "U": (19, 6),
+                                                                       "V": (6, 21)},
+              [S().reorder("i", "k", "j"), S().split("k", 4), S().vectorize("k", 1)]),
+    "add": ("C[i,j] = A[i,j] + B[i,j]", {"A": "csr", "B": "csr"}, "csr", {"A": (15, 13), "B": (15, 13)},
+            [S().split("i", 4), S().parallelize("i", "none")]),
+    "dense_mul": ("C[i,j] = A[i,j] * B[i,j]", {}, None, {"A": (9, 7), "B": (9, 7)},
+                  [S().fuse("i", "j"), S().fuse("i", "j", "ij").split("ij", 5), S().vectorize("j", 4)]),
+    "ttv": ("B[i,j] = A[i,j,k] * c[k]", {"A": "csf"}, None, {"A": (6, 5, 7), "c": (7,)},
+            [S().split("k", 3), S().unroll("k", 4)]),
+}
+
+
+def operands(shapes, formats):
+    out = {}
+    for name, shape in shapes.items():
+        a = sparse(shape) if name in formats else RNG.uniform(-1, 1, shape)
+        out[name] = sc.Tensor.from_numpy(a, formats[name], name=name) if name in formats else a
+    return out
+
+
+CASES = [(k, n) for k, spec in KERNELS.items() for n in range(len(spec[4]))]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("kernel,n", CASES, ids=[f"{k}-{KERNELS[k][4][n]}" for k, n in CASES])
+def test_schedule_matches_default(target, kernel, n):
+    text, formats, out, shapes, schedules = KERNELS[kernel]
+    ops = operands(shapes, formats)
+    base = sc.compile(text, formats=formats, out_format=out, target="interp")
+    want = result(base(**ops))
+    k = sc.compile(text, formats=formats, out_format=out, target=target, schedule=schedules[n])
+    got = result(k(**ops))
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert f"// schedule: {schedules[n]}" in k.dump("loops")
+
+
+def test_split_and_fuse_show_in_the_loop_ir():
+    k = sc.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"}, target="interp",
+                   schedule=S().split("i", 64, "blk", "row").vectorize("j", 4))
+    text = k.dump("loops")
+    assert "for blk in [sc_lo, sc_hi) parallel" in text and "for row in [0, min(64, n_i - blk * 64))" in text
+    assert "vector(4)" in text
+    k = sc.compile("C[i,j] = A[i,j] * B[i,j]", target="interp", schedule=S().fuse("i", "j", "ij"))
+    assert "for ij in" in k.dump("loops") and "i = ij // n_j" in k.dump("loops")
+
+
+def test_cpu_loop_hints_reach_llvm():
+    k = sc.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"}, target="cpu",
+                   schedule=S().vectorize("j", 1).split("i", 16).unroll("i_i", 4))
+    llvm = k.dump("llvm")
+    assert '"llvm.loop.vectorize.enable", i1 false' in llvm
+    assert "vector.body" not in llvm  # the inner reduction stayed scalar
+
+
+def test_triton_block_hint_sets_the_tile():
+    k = sc.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr"}, target="triton",
+                   schedule=S().block("j", 8).block("k", 4))
+    tk = k._runner.runners[0].numeric
+    assert tk.block_hints == {"j": 8, "k": 4}
+    A, B = sparse((10, 7)), RNG.uniform(-1, 1, (7, 9))
+    np.testing.assert_allclose(result(k(A=sc.Tensor.from_numpy(A, "csr"), B=B)), A @ B, rtol=1e-10)
+
+
+@pytest.mark.parametrize("reduction", ["private", "atomic"])
+def test_parallel_reduction_loop_with_threads(monkeypatch, reduction):
+    # CSC SpMV: the outer loop is the reduction; two threads may add into the same y[i]
+    monkeypatch.setattr(runtime, "MIN_PARALLEL_WORK", 1)
+    A, x = sparse((300, 200), 0.1), RNG.uniform(-1, 1, 200)
+    k = sc.compile("y[i] = A[i,j] * x[j]", formats={"A": "csc"}, target="cpu",
+                   schedule=S().parallelize("j", "threads", reduction))
+    assert "parallel" in k.dump("loops")
+    sc.set_num_threads(2)
+    try:
+        got = k(A=sc.Tensor.from_numpy(A, "csc"), x=x)
+    finally:
+        sc.set_num_threads(None)
+    np.testing.assert_allclose(got, A @ x, rtol=1e-12, atol=1e-12)
+
+
+def test_private_reduction_is_deterministic(monkeypatch):
+    monkeypatch.setattr(runtime, "MIN_PARALLEL_WORK", 1)
+    A, x = sparse((500, 400), 0.05), RNG.uniform(-1, 1, 400)
+    k = sc.compile("y[i] = A[i,j] * x[j]", formats={"A": "csc"}, target="cpu",
+                   schedule=S().parallelize("j", "threads", "private"))
+    T = sc.Tensor.from_numpy(A, "csc")
+    sc.set_num_threads(2)
+    try:
+        runs = [k(A=T, x=x) for _ in range(5)]
+    finally:
+        sc.set_num_threads(None)
+    assert all(np.array_equal(runs[0], r) for r in runs)
+
+
+@pytest.mark.parametrize("text,formats,schedule,message", [
+    ("y[i] = A[i,j] * x[j]", {"A": "csr"}, S().reorder("j", "i"), "j cannot come before i (A is csr: its level order)"),
+    ("y[i] = A[i,j] * x[j]", {"A": "csr"}, S().reorder("i", "k"), "no statement has that loop; the loops are i, j"),
+    ("y[i] = A[i,j] * x[j]", {"A": "csr"}, S().parallelize("j"), "only the outermost loop"),
+    ("y[i] = A[i,j] * x[j]", {"A": "csc"}, S().parallelize("j"), "pass reduction='atomic' or 'private'"),
+    ("C[i,j] = A[i,j] + B[i,j]", {"A": "csr", "B": "csr"}, S().split("j", 4), "co-iterates"),
+    ("y[i] = A[i,j] * x[j]", {"A": "csr"}, S().split("q", 4), "no statement has that loop"),
+    ("y[i] = A[i,j] * x[j]", {"A": "csr"}, S().vectorize("i", 4), "parallel outer loop"),
+    ("y[i] = A[i,j] * x[j]", {"A": "csr"}, S().fuse("i", "j"), "perfect nesting"),
+    ("C[i,j] = A[i,j] * 2", {"A": "csr"}, S().fuse("i", "j"), "depend on 'i'"),
+    ("C[i,j] = A[i,k] * B[k,j]", {"A": "csr"}, S().fuse("i", "j"), "only statement"),
+    ("y[i] = A[i,j] * x[j]", {"A": "csr"}, S().pos("i", "x"), "no compressed level"),
+])
+def test_illegal_schedules_are_refused_with_a_reason(text, formats, schedule, message):
+    with pytest.raises(ScheduleError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        sc.compile(text, formats=formats, target="interp", schedule=schedule)
+
+
+def test_schedule_builder_validates_its_arguments():
+    with pytest.raises(ScheduleError, match="positive integer"):
+        S().split("i", 0)
+    with pytest.raises(ScheduleError, match="power of two"):
+        S().block("j", 12)
+    with pytest.raises(ScheduleError, match="not a valid identifier"):
+        S().split("i; import os", 4)
+    with pytest.raises(ScheduleError, match="unit"):
+        S().parallelize("i", "gpu")
+    assert str(S().split("i", 4).vectorize("i_i", 8)) == "split(i, 4, i_o, i_i).vectorize(i_i, 8)"
+    with pytest.raises(ScheduleError, match="must be a sparsec.Schedule"):
+        sc.compile("y[i] = A[i,j] * x[j]", schedule="fast")
