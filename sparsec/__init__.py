@@ -13,12 +13,13 @@ from .io import read_mtx, write_mtx
 from .api import Kernel, compile, einsum
 from .runtime import get_num_threads, set_num_threads
 from .schedule import Schedule
+from .autotune import autotune
 
 __version__ = "0.1.0"
 
 __all__ = [
     "einsum", "compile", "Kernel", "Tensor", "Format", "LevelExpr", "parse_format", "read_mtx", "write_mtx",
-    "set_num_threads", "get_num_threads", "Schedule",
+    "set_num_threads", "get_num_threads", "Schedule", "autotune",
     "SparsecError", "FormatError", "ParseError", "VerificationError", "ShapeError", "ScheduleError", "BackendError",
     "__version__",
 ]

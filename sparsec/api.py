@@ -245,12 +245,19 @@ def compile(statement: Any, formats: Mapping[str, FormatLike] | None = None, dty
     ``outputs`` lists the tensors to return when the text has several statements;
     the others are intermediates, fused into the statements that read them where
     that is legal (``None``: return every written tensor, fuse nothing).
+    ``schedule`` is None (the default schedule), a :class:`sparsec.Schedule`, or
+    ``"auto"`` (an :class:`sparsec.autotune.AutoKernel` choosing per call).
     """
     from .ir.tensor_ir import check_identifier
 
     check_identifier(name, "kernel name")
     program = build_program(_statements(statement), formats, dtype, out_format)
-    return Kernel(program, target, schedule, name, debug, outputs=outputs)
+    kernel = Kernel(program, target, schedule, name, debug, outputs=outputs)
+    if schedule == "auto":
+        from .autotune import AutoKernel
+
+        return AutoKernel(kernel)
+    return kernel
 
 
 # ------------------------------------------------------------------------------------- einsum
