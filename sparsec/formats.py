@@ -250,7 +250,7 @@ def _check_format(fmt: Format) -> None:
 # -- short names ---------------------------------------------------------------
 
 _SHORT_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\(\s*([-0-9,\s]*)\)\s*)?$")
-_SHORT_NAMES = ("dense", "csr", "csc", "coo", "dcsr", "dcsc", "csf", "bsr", "ell", "nm")
+_SHORT_NAMES = ("dense", "csr", "csc", "coo", "dcsr", "dcsc", "csf", "bsr", "ell", "nm", "bitmap")
 
 
 def short_names() -> tuple[str, ...]:
@@ -261,7 +261,7 @@ def short_names() -> tuple[str, ...]:
 def _candidate_names(fmt: Format) -> Iterable[str]:
     # 2-D names first: "dcsr" reads better than the equal "csf".
     if fmt.ndim == 2:
-        yield from ("csr", "csc", "dcsr", "dcsc", "ell")
+        yield from ("csr", "csc", "dcsr", "dcsc", "ell", "bitmap")
         blocks = fmt.block_sizes()
         if fmt.is_blocked:
             yield f"bsr({blocks[0]}, {blocks[1]})"
@@ -284,7 +284,7 @@ def _build_short(text: str, ndim: int | None) -> Format:
         args = [int(a) for a in args_text.split(",") if a.strip()] if args_text else []
     except ValueError:
         raise FormatError(f"format {text!r}: arguments must be integers") from None
-    two_d = {"csr", "csc", "dcsr", "dcsc", "bsr", "ell", "nm"}
+    two_d = {"csr", "csc", "dcsr", "dcsc", "bsr", "ell", "nm", "bitmap"}
     if name in two_d:
         if ndim not in (None, 2):
             raise FormatError(f"format {name!r} is 2-D, but the tensor has {ndim} dimensions")
@@ -317,6 +317,9 @@ def _build_short(text: str, ndim: int | None) -> Format:
         if sorted(order) != list(range(ndim)):
             raise FormatError(f"csf level order must be a permutation of 0..{ndim - 1}, got {order}")
         return Format(tuple(Compressed() for _ in order), tuple(LevelExpr(d) for d in order), ndim, name=text)
+    if name == "bitmap":
+        _no_args(name, args)
+        return Format((Dense(), LEVEL_TYPES["bitmap"]()), (LevelExpr(0), LevelExpr(1)), 2, name="bitmap")
     if name in ("csr", "csc", "dcsr", "dcsc", "ell"):
         _no_args(name, args)
         order = (1, 0) if name in ("csc", "dcsc") else (0, 1)
@@ -405,17 +408,18 @@ class _Build(Transformer):
     def named_level(self, c):
         name_tok, props = c[0], [str(p) for p in c[1:] if p is not None]
         name = str(name_tok)
-        if name not in ("dense", "compressed", "singleton", "loose_compressed"):
-            raise self._err(f"unknown level type {name!r} (dense, compressed, singleton, loose_compressed, structured[n, m])", name_tok)
+        plain = sorted(k for k in LEVEL_TYPES if k != "n_out_of_m")
+        if name not in LEVEL_TYPES or name == "n_out_of_m":
+            raise self._err(f"unknown level type {name!r} ({', '.join(plain)}, structured[n, m])", name_tok)
         for p in props:
             if p not in ("nonunique", "nonordered", "unique", "ordered"):
                 raise self._err(f"unknown level property {p!r} (nonunique, nonordered)", name_tok)
         unique, ordered = "nonunique" not in props, "nonordered" not in props
-        if name == "dense":
-            if props:
-                raise self._err("a dense level takes no properties", name_tok)
-            return Dense()
         cls = LEVEL_TYPES[name]
+        if "is_unique" not in getattr(cls, "__dataclass_fields__", {}):
+            if props:
+                raise self._err(f"a {name} level takes no properties", name_tok)
+            return cls()
         return cls(is_unique=unique, is_ordered=ordered)
 
     def structured_level(self, c):

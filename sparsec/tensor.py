@@ -136,8 +136,9 @@ def _needed_format(fmt: Format, level_sizes: Sequence[int], num_positions: Seque
 
 def _cast_levels(levels: Sequence[Mapping[str, np.ndarray]], fmt: Format) -> tuple[dict[str, np.ndarray], ...]:
     """Index buffers cast to the format's widths (no copy when already right)."""
-    dts = {"pos": _index_dtype(fmt.pos_width), "crd": _index_dtype(fmt.crd_width)}
-    return tuple({k: np.asarray(v).astype(dts.get(k, _I64), copy=False) for k, v in bufs.items()} for bufs in levels)
+    return tuple({k: np.asarray(v).astype(_index_dtype(lvl.buffer_width(k, fmt.pos_width, fmt.crd_width)),
+                                          copy=False) for k, v in bufs.items()}
+                 for lvl, bufs in zip(fmt.levels, levels))
 
 
 def _fills(level: Level) -> bool:
@@ -809,13 +810,14 @@ class Tensor:
                 f"{_label(self.name)}: format {self.format} does not match shape {self.shape} "
                 f"and {len(self.levels)} level buffer sets"
             )
-        dts = {"pos": _index_dtype(self.format.pos_width), "crd": _index_dtype(self.format.crd_width)}
+        fmt = self.format
         for k, bufs in enumerate(self.levels):
-            _check_level_buffers(self.format, k, bufs, self.name)
+            _check_level_buffers(fmt, k, bufs, self.name)
             for part, arr in bufs.items():
-                if arr.dtype != dts[part]:
-                    where = _where(self.name, self.format, k)
-                    raise FormatError(f"{where}: {part} has dtype {arr.dtype}, the format says {dts[part]}")
+                want = _index_dtype(fmt.levels[k].buffer_width(part, fmt.pos_width, fmt.crd_width))
+                if arr.dtype != want:
+                    where = _where(self.name, fmt, k)
+                    raise FormatError(f"{where}: {part} has dtype {arr.dtype}, the format says {want}")
         _check_values(self.values, self.name, copy=False)
         counts = self._validate_levels()
         self._check_values_length(counts[-1])
@@ -830,10 +832,10 @@ class Tensor:
         return counts
 
     def _position_counts(self) -> list[int]:
-        """Position count per level without validating: len(crd) where a level has one, else parents * size."""
+        """Position count per level without validating (each level's ``num_positions``)."""
         counts, num_parents = [], 1
-        for bufs, size in zip(self.levels, self.level_sizes):
-            num_parents = len(bufs["crd"]) if "crd" in bufs else num_parents * size
+        for lvl, bufs, size in zip(self.format.levels, self.levels, self.level_sizes):
+            num_parents = lvl.num_positions(bufs, num_parents, size)
             counts.append(num_parents)
         return counts
 

@@ -155,7 +155,7 @@ def check(got: np.ndarray, ref: np.ndarray, dtype: str) -> None:
 
 # ------------------------------------------------------------------------------ the grid
 SPARSE_2D = ("csr", "csc", "coo", "dcsr", "dcsc")
-ALL_2D = ("dense",) + SPARSE_2D + ("bsr(2,2)", "bsr(3,2)", "ell")
+ALL_2D = ("dense",) + SPARSE_2D + ("bsr(2,2)", "bsr(3,2)", "ell", "bitmap")
 CSF_3D = ("csf", "csf(0,2,1)", "csf(1,0,2)", "csf(1,2,0)", "csf(2,0,1)", "csf(2,1,0)", "coo", "dense")
 
 

@@ -100,6 +100,10 @@ class _Interp:
                     r = q if (a >= 0) == (b >= 0) else -q
             elif op == "floordiv":
                 r = a // b
+            elif op == "shr":
+                r = a >> b
+            elif op == "bitand":
+                r = a & b
             elif op == "mod":
                 r = a % b
             elif op == "max":

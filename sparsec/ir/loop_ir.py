@@ -24,6 +24,8 @@ interpreter:
   :class:`Select` evaluates both arms, so neither arm contains a guarded load.
 * Integer ``div`` is C division; ``floordiv``/``mod`` are Python's (operands here
   are never negative). Float ``max``/``min`` propagate NaN (as ``np.maximum``).
+* ``shr`` (logical shift right) and ``bitand`` act on non-negative 64-bit integers
+  (bitmap levels read their bits with them).
 * Casts: float -> int truncates, bool -> 0/1, ``index`` is a signed 64-bit
   integer on the CPU.
 * A parallel :class:`For` runs over ``[sc_lo, sc_hi)``: the host passes the
@@ -40,7 +42,7 @@ BOOL = "bool"
 
 LOOP_KINDS = ("serial", "parallel", "vector", "block", "unroll")
 BIN_OPS = ("add", "sub", "mul", "div", "floordiv", "mod", "max", "min",
-           "lt", "le", "gt", "ge", "eq", "ne", "and", "or")
+           "lt", "le", "gt", "ge", "eq", "ne", "and", "or", "shr", "bitand")
 UN_OPS = ("neg", "exp", "log", "sqrt", "abs", "not")
 CMP_OPS = ("lt", "le", "gt", "ge", "eq", "ne")
 REDUCE_STORE_OPS = ("add", "max", "min")

@@ -24,9 +24,9 @@ from .loop_ir import (
 _SHORT = {"float16": "f16", "bfloat16": "bf16", "float32": "f32", "float64": "f64", "int8": "i8", "int16": "i16",
           "int32": "i32", "int64": "i64", "bool": "i1", "index": "index"}
 _INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//", "mod": "%", "lt": "<", "le": "<=",
-          "gt": ">", "ge": ">=", "eq": "==", "ne": "!=", "and": "&&", "or": "||"}
-_PREC = {"or": 1, "and": 2, "lt": 3, "le": 3, "gt": 3, "ge": 3, "eq": 3, "ne": 3, "add": 4, "sub": 4,
-         "mul": 5, "div": 5, "floordiv": 5, "mod": 5}
+          "gt": ">", "ge": ">=", "eq": "==", "ne": "!=", "and": "&&", "or": "||", "shr": ">>", "bitand": "&"}
+_PREC = {"or": 1, "and": 2, "bitand": 2.5, "lt": 3, "le": 3, "gt": 3, "ge": 3, "eq": 3, "ne": 3, "shr": 3.5,
+         "add": 4, "sub": 4, "mul": 5, "div": 5, "floordiv": 5, "mod": 5}
 
 
 def short_dtype(dtype: str) -> str:

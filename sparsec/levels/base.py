@@ -38,6 +38,9 @@ class LevelCodegen(Protocol):
     def load_index(self, buffer: str, index: "LExpr") -> "LExpr":
         """An ``index``-typed load of ``buffer[index]``."""
 
+    def size(self) -> "LExpr":
+        """The level's size (number of coordinates under one parent)."""
+
 #: level-type keyword -> class; filled by each level module on import.
 LEVEL_TYPES: dict[str, type["Level"]] = {}
 
@@ -63,6 +66,17 @@ class Level:
     single_child: ClassVar[bool] = False
     #: buffer part holding prefix sums of children per parent (splits work evenly by nonzeros), if any.
     balance_part: ClassVar[str | None] = None
+    #: False when a position's coordinate is not stored (bitmaps): loops then visit every
+    #: coordinate and ask :meth:`present`.
+    positions_iterable: ClassVar[bool] = True
+
+    def num_positions(self, buffers: Mapping[str, np.ndarray], num_parents: int, size: int) -> int:
+        """Positions the level holds (without validating): ``len(crd)``, or parents x size if it has none."""
+        return len(buffers["crd"]) if "crd" in buffers else num_parents * size
+
+    def buffer_width(self, part: str, pos_width: int, crd_width: int) -> int:
+        """Bit width of buffer ``part``: ``pos`` and ``crd`` follow the format's widths."""
+        return pos_width if part == "pos" else crd_width if part == "crd" else 64
 
     @property
     def unique(self) -> bool:

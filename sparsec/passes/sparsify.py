@@ -144,6 +144,9 @@ class _LevelCG:
     def load_index(self, buffer: str, index: L.LExpr) -> L.LExpr:
         return self.sp._idx(buffer, index, self.o)
 
+    def size(self) -> L.LExpr:
+        return self.sp.level_size(self.o, self.level)
+
 
 class Namer:
     """Hands out identifiers that collide neither with user names nor with each other."""
@@ -289,7 +292,7 @@ class Sparsifier:
 
     def level_buffer(self, o: Operand, level: int, part: str) -> str:
         """Buffer name of ``part`` (pos/crd) of level ``level`` of operand ``o``."""
-        width = o.fmt.pos_width if part == "pos" else o.fmt.crd_width
+        width = o.levels[level].buffer_width(part, o.fmt.pos_width, o.fmt.crd_width)
         return self._buf(f"{o.prefix}_{part}{level}", f"int{width}", "in", o.prefix, f"{part}{level}")
 
     def vals_buffer(self, o: Operand) -> str:
@@ -624,7 +627,7 @@ class Sparsifier:
         for o, l in its:
             if (universe or len(points) > 1 or len(its) > 1) and not o.levels[l].ordered:
                 raise NeedsOrdered(o.key)
-        if universe:
+        if universe or any(not o.levels[l].positions_iterable for o, l in its):
             return self._universe_loop(k, st, its, points, comment)
         if len(points) == 1 and len(its) == 1:
             return self._position_loop(k, st, its[0], points[0].expr, comment)
@@ -875,6 +878,13 @@ class Sparsifier:
         body: list[L.Stmt] = list(pre)
         coords, segs, present = {}, {}, {}
         for o, l in its:
+            lvl = o.levels[l]
+            if not lvl.positions_iterable:  # a bitmap: test this coordinate's bit
+                parent = const(0) if l == 0 else inner.ops[o.key].pos[l - 1]
+                c = L.Var(self.namer.fresh(f"has{o.prefix}{l}"), BOOL)
+                body.append(L.Assign(c, lvl.present(_LevelCG(self, o, l), parent, L.Var(var))))
+                present[o.key] = c
+                continue
             c = L.Var(self.namer.fresh(f"c{o.prefix}{l}"))
             coords[o.key] = c
             body += [L.Assign(c, n), L.If(binop("lt", cur[o.key], end[o.key]),

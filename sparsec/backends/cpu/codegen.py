@@ -374,6 +374,10 @@ class _FunctionBuilder:
             return bld.call(self._intrinsic(name, [t], t, [t, t]), [a, b])
         if op in ("div", "floordiv", "mod"):
             return self._int_div(op, a, b, t, divisor)
+        if op == "shr":
+            return bld.lshr(a, b)
+        if op == "bitand":
+            return bld.and_(a, b)
         raise BackendError(f"cpu backend: unknown integer op {op!r}")
 
     def _int_div(self, op: str, a: ir.Value, b: ir.Value, t: ir.IntType, divisor: L.LExpr | None) -> ir.Value:

@@ -287,6 +287,9 @@ class Emitter:
             sym = "//" if op == "floordiv" else "%"
             ac = a.code if not a.weak else self.typed(a, dt)
             return Val(f"{_paren(ac)} {sym} {_paren(b.code)}", dt, deps)
+        if op in ("shr", "bitand"):  # bitmap levels: non-negative 64-bit words
+            sym = ">>" if op == "shr" else "&"
+            return Val(f"{_paren(self.typed(a, dt))} {sym} {_paren(self.typed(b, dt))}", dt, deps)
         raise TypeError(f"unknown binary op {op!r}")
 
     def unop(self, e: L.UnOp, guard: Val | None) -> Val:
