@@ -25,13 +25,13 @@ from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
-from .errors import ShapeError
+from .errors import FormatError, ShapeError
 from .formats import Format
 from .ir import loop_ir as L
 from .ir.interp import _Interp
 from .passes.pipeline import LoweredProgram
 from .passes.sparsify import Lowered, identity_value
-from .tensor import Tensor
+from .tensor import Tensor, with_index_widths
 from .threads import TEAM
 
 
@@ -153,10 +153,11 @@ def as_tensor(x: Any, name: str, fmt: Format | None = None, dtype: str | None = 
             arr = arr.reshape(())
         t = Tensor.from_numpy(arr if arr.ndim else arr.reshape(1), name=name) if arr.ndim else _scalar_tensor(arr, name)
     if fmt is not None and t.format != fmt:
-        if t.format.with_widths(fmt.pos_width, fmt.crd_width) == fmt:
-            pass  # same structure; kernels are specialized on widths through the cache key
-        else:
+        if t.format.with_widths(fmt.pos_width, fmt.crd_width) != fmt:
             t = t.to(fmt)
+        if t.format != fmt:
+            # same structure, other index widths: the kernel reads exactly fmt's widths
+            t = with_index_widths(t, fmt, name)
     if dtype is not None and str(t.dtype) != dtype:
         t = t.astype(dtype)
     if t.name != name:
@@ -398,6 +399,7 @@ class StatementRunner:
         vals = self.empty(total, cdt)
         buffers[f"{out.prefix}_vals"] = vals
         if low.direct_compressed:
+            _check_output_crd_width(out.fmt, shape, out.tensor)
             crd = self.empty(total, np.dtype(f"int{out.fmt.crd_width}"))
             buffers[f"{out.prefix}_crd1"] = crd
             self._launch(self.numeric, top, buffers, scalars)
@@ -407,6 +409,25 @@ class StatementRunner:
             buffers[f"{out.prefix}_crd{d}"] = c
         self._launch(self.numeric, top, buffers, scalars)
         return self.entries_result(out.fmt, shape, crds, vals, out.tensor, low.presorted)
+
+
+def _check_output_crd_width(fmt: Format, shape: tuple[int, ...], name: str) -> None:
+    """FormatError when the kernel would store output coordinates that do not fit ``fmt``'s crd width.
+
+    A (dense, compressed) output assembled directly has its coordinates written by the
+    kernel in the width it was compiled for; a 32-bit width would silently wrap
+    coordinates past 2**31 - 1.
+    """
+    if fmt.crd_width >= 64:
+        return
+    limit = np.iinfo(np.dtype(f"int{fmt.crd_width}")).max
+    sizes = fmt.level_sizes(shape)
+    if max(sizes, default=0) - 1 > limit:
+        wide = fmt.with_widths(fmt.pos_width, 64)
+        raise FormatError(
+            f"output {name!r} of shape {shape} needs 64-bit coordinates, but the kernel stores "
+            f"{fmt.crd_width}-bit ones (format {fmt}); compile it with out_format={wide.mlir()!r}"
+        )
 
 
 def _reduction_dims(low: Lowered) -> set[str]:

@@ -45,7 +45,7 @@ from .errors import FormatError
 from .formats import Format, FormatLike, as_format, parse_format
 from .levels import Level
 
-__all__ = ["Tensor", "VALUE_DTYPES"]
+__all__ = ["Tensor", "VALUE_DTYPES", "with_index_widths"]
 
 _I64 = np.dtype(np.int64)
 _INT32_MAX = 2**31 - 1
@@ -425,7 +425,10 @@ class Tensor:
         (``{"pos": ..., "crd": ...}``, ``{}`` for dense). Index arrays may have any
         integer dtype; they are converted to the format's widths, widened to int64 when
         the tensor needs it. With ``validate=True`` (the default) every buffer is
-        checked (see :meth:`validate`); with False only names, dtypes and lengths are.
+        checked (see :meth:`validate`); with False only the buffer names and dtypes and
+        the length of ``values`` (against ``len(crd)`` of the last level) are: the contents,
+        ``pos`` lengths and bounds included, are trusted, and a kernel run on buffers that
+        break them may read out of bounds.
 
         Like scipy's ``csr_matrix((data, indices, indptr))``, arrays that already have
         the right dtype are used without copying: the tensor shares them. This keeps
@@ -491,6 +494,8 @@ class Tensor:
         if not isinstance(t, torch.Tensor):
             raise FormatError(f"{_label(name)}: from_torch needs a torch.Tensor, got {type(t).__name__}")
         t = t.detach()
+        if t.device.type == "meta":
+            raise FormatError(f"{_label(name)}: a torch tensor on the 'meta' device has no data to read")
         if t.device.type != "cpu":
             t = t.cpu()
         if t.dtype == torch.bfloat16:
@@ -591,16 +596,13 @@ class Tensor:
         cls, indptr: Any, indices: Any, data: Any, shape: tuple[int, ...], kind: str, fmt: Format, name: str | None
     ) -> "Tensor":
         """CSR/CSC arrays (scipy, torch): buffers directly when canonical, else via from_coo."""
-        indptr, indices, data = np.asarray(indptr), np.asarray(indices), np.asarray(data)
-        nnz = int(indptr[-1]) if len(indptr) else 0
-        indices, data = indices[:nnz], data[:nnz]
         major, minor = (0, 1) if kind == "csr" else (1, 0)
+        indptr, indices, data, nnz = _check_compressed_arrays(indptr, indices, data, shape[major], kind, name)
+        indices, data = indices[:nnz], data[:nnz]
         if _is_named(fmt, kind) and _valid_compressed(indptr, indices, shape[major], shape[minor]):
             bufs = [{}, {"pos": indptr.copy(), "crd": indices.copy()}]
             return cls.from_buffers(fmt, shape, bufs, data.copy(), name, validate=False)
-        counts = np.diff(indptr.astype(_I64)) if len(indptr) else np.zeros(0, _I64)
-        if len(indptr) != shape[major] + 1 or (counts < 0).any():
-            raise FormatError(f"{_label(name)}: malformed {kind} index pointer array")
+        counts = np.diff(indptr.astype(_I64))
         coords = np.empty((2, nnz), dtype=_I64)
         coords[major] = np.repeat(np.arange(shape[major], dtype=_I64), counts)
         coords[minor] = indices
@@ -611,10 +613,15 @@ class Tensor:
         cls, indptr: Any, indices: Any, blocks: Any, shape: tuple[int, ...], fmt: Format, name: str | None
     ) -> "Tensor":
         """BSR arrays (scipy, torch): buffers directly when canonical, else every block entry via from_coo."""
-        indptr, indices, blocks = np.asarray(indptr), np.asarray(indices), np.asarray(blocks)
-        nb = int(indptr[-1]) if len(indptr) else 0
-        indices, blocks = indices[:nb], blocks[:nb]
+        blocks = np.asarray(blocks)
+        if blocks.ndim != 3:
+            raise FormatError(f"{_label(name)}: malformed bsr: blocks must be a 3-D array, got shape {blocks.shape}")
         bm, bn = blocks.shape[1:]
+        if bm < 1 or bn < 1:
+            raise FormatError(f"{_label(name)}: malformed bsr: empty block size {bm}x{bn}")
+        indptr, indices, blocks, nb = _check_compressed_arrays(indptr, indices, blocks, -(-shape[0] // bm), "bsr",
+                                                               name)
+        indices, blocks = indices[:nb], blocks[:nb]
         exact = shape[0] % bm == 0 and shape[1] % bn == 0
         canonical = exact and _valid_compressed(indptr, indices, shape[0] // bm, shape[1] // bn)
         if canonical and _is_named(fmt, f"bsr({bm}, {bn})"):
@@ -865,6 +872,26 @@ class Tensor:
             )
 
 
+def with_index_widths(t: "Tensor", fmt: Format, operand: str) -> "Tensor":
+    """``t`` (same structure as ``fmt``) with index buffers cast to exactly ``fmt``'s widths.
+
+    A compiled kernel reads its operands' ``pos``/``crd`` arrays with the widths it
+    was compiled for. Widening always works; narrowing works when the tensor's level
+    sizes and position counts fit (the rule of :func:`_needed_format`), else this
+    raises FormatError naming ``operand`` and the format it needs.
+    """
+    if _structure(t.format) != _structure(fmt):
+        raise FormatError(f"operand {operand!r}: format {t.format} is not {fmt}")
+    needed = _needed_format(fmt, t.level_sizes, t._position_counts())
+    if needed != fmt:
+        raise FormatError(
+            f"operand {operand!r} (shape {t.shape}, format {t.format}) needs {needed.pos_width}-bit positions and "
+            f"{needed.crd_width}-bit coordinates, but the kernel was compiled for {fmt} "
+            f"(pos{fmt.pos_width}, crd{fmt.crd_width}); compile it with formats={{{operand!r}: {needed.mlir()!r}}}"
+        )
+    return Tensor(fmt, t.shape, _cast_levels(t.levels, fmt), t.values, t.name)
+
+
 # =====================================================================================
 # helpers used by the constructors
 # =====================================================================================
@@ -893,6 +920,44 @@ def _coords_array(coords: Any, ndim: int, nnz: int, name: str | None) -> np.ndar
     if arr.size and (arr.dtype.kind not in "iu"):
         raise FormatError(f"{_label(name)}: coords must be integers, got dtype {arr.dtype}")
     return arr.astype(_I64, copy=False)
+
+
+def _check_compressed_arrays(
+    indptr: Any, indices: Any, data: Any, num_major: int, kind: str, name: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The (indptr, indices, data) of a CSR/CSC/BSR matrix from scipy or torch, checked enough to be read safely.
+
+    Checks what every later step relies on before anything indexes with these
+    arrays: integer 1-D index arrays, ``len(indptr) == num_major + 1``, ``indptr[0] == 0``,
+    non-decreasing ``indptr`` and ``indptr[-1]`` within both ``indices`` and ``data``.
+    Coordinate ranges, order and duplicates are checked (or fixed) by the callers.
+    Returns the arrays and the number of stored entries (``indptr[-1]``).
+    """
+    what = f"{_label(name)}: malformed {kind}"
+    indptr, indices, data = np.asarray(indptr), np.asarray(indices), np.asarray(data)
+    for label, arr in (("indptr", indptr), ("indices", indices)):
+        if arr.ndim != 1:
+            raise FormatError(f"{what}: {label} must be a 1-D array, got shape {arr.shape}")
+        if arr.dtype.kind not in "iu" and not (arr.size == 0 and arr.dtype.kind == "f"):
+            raise FormatError(f"{what}: {label} must have an integer dtype, got {arr.dtype}")
+    if data.ndim < 1:
+        raise FormatError(f"{what}: data must be an array, got shape {data.shape}")
+    if len(indptr) != num_major + 1:
+        raise FormatError(f"{what}: indptr has {len(indptr)} entries, expected {num_major + 1} (one per "
+                          f"{'row' if kind != 'csc' else 'column'}{' block' if kind == 'bsr' else ''} + 1)")
+    ptr = indptr.astype(_I64)
+    if ptr[0] != 0:
+        raise FormatError(f"{what}: indptr[0]={int(ptr[0])}, expected 0")
+    down = ptr[1:] < ptr[:-1]
+    if down.any():
+        k = int(np.argmax(down))
+        raise FormatError(f"{what}: indptr is not monotone: indptr[{k}]={int(ptr[k])} > "
+                          f"indptr[{k + 1}]={int(ptr[k + 1])}")
+    nnz = int(ptr[-1])
+    if nnz > len(indices) or nnz > len(data):
+        raise FormatError(f"{what}: indptr[-1]={nnz}, but indices has {len(indices)} and data "
+                          f"{len(data)} entries")
+    return indptr, indices, data, nnz
 
 
 def _is_identity(positions: np.ndarray, n: int) -> bool:

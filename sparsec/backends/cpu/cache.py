@@ -160,7 +160,7 @@ def disk_read(key: str) -> Compiled | None:
         return None
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no entry (or no cache dir: disk_write warns once)
         return None
     except OSError as e:
         warnings.warn(f"sparsec: cannot read kernel cache file {path}: {e}", RuntimeWarning, stacklevel=4)
