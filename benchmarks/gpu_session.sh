@@ -2,6 +2,7 @@
 # One call on the GPU machine (the device tool): environment, GPU correctness tests, then benchmarks.
 # Run from the repo root with .whl/ (lark wheel) and .data/matrices carried; results go under $OUT.
 # Usage: bash benchmarks/gpu_session.sh "<kernels>" "<matrix filter>" [test|notest]
+# BENCH_ARGS overrides the extra run.py arguments (default "--dtypes float32"), e.g. BENCH_ARGS="--quick".
 set -uo pipefail
 KERNELS="${1:-spmv,spmm32,spmm128,sddmm}"
 MATRICES="${2:-}"
@@ -17,7 +18,8 @@ if [ "$TESTS" = test ]; then
     tests/backends/test_triton.py > "$OUT/gpu_tests.log" 2>&1
   echo "tests exit $?"; tail -4 "$OUT/gpu_tests.log"
 fi
-timeout 400 python3 benchmarks/run.py --device gpu --kernels "$KERNELS" --dtypes float32 ${MATRICES:+--matrices "$MATRICES"} \
+timeout "${BENCH_TIMEOUT:-400}" python3 benchmarks/run.py --device gpu --kernels "$KERNELS" ${BENCH_ARGS:---dtypes float32} \
+  ${MATRICES:+--matrices "$MATRICES"} \
   --out "$OUT/bench" > "$OUT/bench.log" 2>&1
 echo "bench exit $?"
 sed -n '1,/## Fraction of the floor/p' "$OUT/bench/summary.md" | grep -v "^$" | head -60
