@@ -407,3 +407,30 @@ def test_memos_are_not_fooled_by_reused_addresses():
     rows = lambda w: w.reshape(-1, 3)[:, 0].tolist()  # noqa: E731
     assert rows(first) != rows(second)
     assert rows(second)[-1] == 3 and second.reshape(-1, 3)[:, 2].max().item() == 43
+
+
+def test_launch_memo_follows_option_changes():
+    # Regression: the launch memo was keyed by id() of the options object; a `with options(...)`
+    # block's object is freed on exit and the next block's object may get the same id, so the
+    # second block silently launched with the first block's tile sizes (seen when tuning on an H100).
+    A = rand((64, 48), 0.2)
+    x = RNG.standard_normal(48)
+    At = torch.from_numpy(A).to_sparse_csr()
+    xt = torch.from_numpy(x)
+    k = api.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"}, target="triton")
+    seen = []
+    for block in (4, 8, 4, 16):
+        with tb.options(block=block, rows=2):
+            np.testing.assert_allclose(dense(tb.call(k, A=At, x=xt)), A @ x, rtol=1e-10, atol=1e-12)
+            tk = k._triton_fast.tk
+            used = {kw[c.name] for (*_, kw, _i, _n, _d, _r) in tk._launch_memo.values()
+                    for c in tk.plan.constexprs if c.role == "inner"}
+            seen.append(block in used)
+    assert all(seen), seen
+    # the memo key: a number that changes on every change of the options, entering and leaving a block
+    from sparsec.backends.triton.options import options_generation
+
+    g0 = options_generation()
+    with tb.options(block=4):
+        g1 = options_generation()
+    assert len({g0, g1, options_generation()}) == 3

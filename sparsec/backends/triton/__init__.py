@@ -46,7 +46,8 @@ from ...ir import loop_ir as L
 from .codegen import generate
 from .device import DeviceRunner, DeviceTensor, bind_operand, host_eval, pick_device
 from .launch import interpreting, load_kernel
-from .options import TritonOptions, choose_constexprs, choose_num_warps, get_options, options, set_options
+from .options import (TritonOptions, choose_constexprs, choose_num_warps, get_options, options, options_generation,
+                      set_options)
 from .schedule import MapTile, Plan, schedule
 
 __all__ = ["TritonBackend", "TritonKernel", "TritonOptions", "DeviceTensor", "call", "einsum", "options",
@@ -128,7 +129,7 @@ class TritonKernel:
 
         # Memo entries are checked against a weak reference to the very pos tensor they came from:
         # torch's caching allocator gives a freed matrix's address to the next one of the same size.
-        key = (pos.data_ptr(), pos.numel(), getattr(pos, "_version", 0), str(device), idx64)
+        key = (pos.data_ptr(), pos.numel(), getattr(pos, "_version", 0), str(device), idx64, options_generation())
         memo = self._split_memo
         hit = memo.get(key)
         if hit is not None and hit[0]() is pos:
@@ -222,8 +223,8 @@ class TritonKernel:
         if n_iter <= 0:
             return
         opts = get_options()
-        estimates = self._estimates(bufs, scal)
-        consts = choose_constexprs(plan.constexprs, estimates, opts)
+        estimates, longest = self._estimates(bufs, scal)
+        consts = choose_constexprs(plan.constexprs, estimates, opts, longest)
         for c in plan.constexprs:  # a schedule's block(var, size) wins over the heuristics
             if c.var in self.block_hints:
                 consts[c.name] = max(c.minimum, self.block_hints[c.var])
@@ -265,9 +266,9 @@ class TritonKernel:
         Buffers must already be torch tensors of the parameters' dtypes (the fast path
         binds them so); outputs may change from call to call.
         """
-        # cheap key: the options object (replaced on every change), the scalars, and the input buffers'
+        # cheap key: the options' generation (bumped on every change), the scalars, and the input buffers'
         # identities and lengths (block sizes depend on their contents only through performance estimates)
-        key = (id(get_options()), tuple(scalars.values()),
+        key = (options_generation(), tuple(scalars.values()),
                tuple([(id(b), b.shape[0]) for b in map(buffers.__getitem__, self._input_names)]))
         hit = self._launch_memo.get(key)
         inputs = [buffers[n] for n in self._input_names]
@@ -292,34 +293,52 @@ class TritonKernel:
             return
         fn[(grid,)](*args, num_warps=warps, **kwargs)
 
-    def _estimates(self, bufs: Mapping[str, Any], scal: Mapping[str, int]) -> dict[str, float | None]:
+    def _estimates(self, bufs: Mapping[str, Any],
+                   scal: Mapping[str, int]) -> tuple[dict[str, float | None], dict[str, float | None]]:
+        """Per constexpr: its estimated trip count, and for ``pos`` estimates the longest row.
+
+        A ``pos`` array costs one device reduction and read the first time it is seen
+        (memoized by storage and version: no sync on reuse).
+        """
         out: dict[str, float | None] = {}
-        cache: dict[str, float] = {}
+        longest: dict[str, float | None] = {}
+        cache: dict[str, tuple[float, float]] = {}
         memo = self._stats_memo
         for c in self.plan.constexprs:
             e = c.est
-            val = None
+            val = top = None
             try:
                 if e.kind == "pos" and e.buffer in bufs:
                     if e.buffer not in cache:
                         b = bufs[e.buffer]
                         n = b.numel()
-                        # one device read per pos array (memoized by storage and version: no sync on reuse)
                         key = (b.data_ptr(), n, getattr(b, "_version", 0), str(b.device))
                         hit = memo.get(key)
                         if hit is None or hit[0]() is not b:  # a reused address is another matrix
-                            ends = b[[0, n - 1]].tolist() if n > 1 else [0, 0]
+                            if n > 1:
+                                lens = b[1:] - b[:-1]
+                                first, last, most = torch_stats(b, lens)
+                            else:
+                                first = last = most = 0
                             if len(memo) > 64:
                                 memo.clear()
-                            hit = memo[key] = (weakref.ref(b), (ends[1] - ends[0]) / max(n - 1, 1))
+                            hit = memo[key] = (weakref.ref(b), ((last - first) / max(n - 1, 1), float(most)))
                         cache[e.buffer] = hit[1]
-                    val = cache[e.buffer]
+                    val, top = cache[e.buffer]
                 elif e.kind == "expr":
                     val = float(host_eval(e.hi, {}, scal) - host_eval(e.lo, {}, scal))
             except (BackendError, KeyError, IndexError):
-                val = None
+                val = top = None
             out[c.name] = val
-        return out
+            longest[c.name] = top
+        return out, longest
+
+
+def torch_stats(pos: Any, lens: Any) -> tuple[int, int, int]:
+    """``pos[0]``, ``pos[-1]`` and the longest row, read from the device in one transfer."""
+    import torch
+
+    return tuple(int(v) for v in torch.stack([pos[0], pos[-1], lens.max()]).tolist())
 
 
 def _hooks_installed(hook) -> bool:

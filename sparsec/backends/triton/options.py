@@ -85,6 +85,9 @@ def _from_env() -> TritonOptions:
 
 
 _OPTIONS = _from_env()
+# Bumped on every change of _OPTIONS, so memoized launch set-ups can be keyed by it: an id() of the
+# options object is not a safe key (a freed options object's id is handed to the next one).
+_GENERATION = 0
 
 
 def get_options() -> TritonOptions:
@@ -92,23 +95,32 @@ def get_options() -> TritonOptions:
     return _OPTIONS
 
 
+def options_generation() -> int:
+    """A number that changes whenever the options in force change (a memo key)."""
+    return _GENERATION
+
+
+def _install(new: TritonOptions) -> None:
+    global _OPTIONS, _GENERATION
+    _OPTIONS = new
+    _GENERATION += 1
+
+
 def set_options(**kw) -> TritonOptions:
     """Change options process-wide (``set_options(precision="tf32")``); returns the new options."""
-    global _OPTIONS
-    _OPTIONS = replace(_OPTIONS, **kw)
+    _install(replace(_OPTIONS, **kw))
     return _OPTIONS
 
 
 @contextlib.contextmanager
 def options(**kw) -> Iterator[TritonOptions]:
     """``with options(precision="tf32"): ...`` -- options for a block, restored after."""
-    global _OPTIONS
     old = _OPTIONS
-    _OPTIONS = replace(old, **kw)
+    _install(replace(old, **kw))
     try:
         yield _OPTIONS
     finally:
-        _OPTIONS = old
+        _install(old)
 
 
 def _pow2(n: float) -> int:
@@ -120,16 +132,22 @@ def _clamp(v: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, v))
 
 
-def choose_constexprs(specs, estimates: dict[str, float | None], opts: TritonOptions) -> dict[str, int]:
+def choose_constexprs(specs, estimates: dict[str, float | None], opts: TritonOptions,
+                      longest: dict[str, float | None] | None = None) -> dict[str, int]:
     """Block sizes of every fast path of a kernel.
 
     ``specs`` are :class:`~.schedule.ConstexprSpec`; ``estimates`` maps each spec name to
     its estimated trip count (average nonzeros per row for ``pos`` estimates, the
-    exact extent for dense loops, None when unknown).
+    exact extent for dense loops, None when unknown); ``longest``, the longest row for
+    ``pos`` estimates (None when unknown).
 
-    * rows + inner (CSR-vector SpMV, row reductions): ``BLOCK`` = the average row length
-      rounded up to a power of two (4..16); ``ROWS`` fills a tile of ``opts.tile``
-      elements (1..128): 64 rows x 4 at 4 nonzeros/row, 16 x 16 from 16 nonzeros/row.
+    * rows + inner (CSR-vector SpMV, row reductions), see :func:`_row_tile`: ``BLOCK`` =
+      the average row length rounded up to a power of two (4..256; 16 at most below 32
+      nonzeros/row); ``ROWS`` fills a tile of ``opts.tile`` elements (1..128): 64 rows x 4
+      at 4 nonzeros/row, 16 x 16 from 16 nonzeros/row, one row of 256 from 256 on.
+      Skewed rows (the longest over 8x the average) get ``BLOCK`` = an eighth of the
+      longest row (16..256) and a 4x larger tile, so a long row does not hold its
+      program for hundreds of narrow steps.
     * rows alone (elementwise over the parallel loop): ``ROWS`` = ``opts.tile``.
     * lanes + inner (SDDMM): ``BLOCK`` = the dense extent (16..128); ``LANES`` = nonzeros
       per row (1..64) within a tile of ``8 * opts.tile``.
@@ -148,10 +166,9 @@ def choose_constexprs(specs, estimates: dict[str, float | None], opts: TritonOpt
             inner = roles.get("inner")
             if inner is not None:
                 avg = estimates.get(inner.name) or estimates.get(roles["rows"].name) or 16.0
-                # measured on an H200 (Triton 3.6, fp32 CSR SpMV): BLOCK=16 with 16-32 rows beats one long
-                # row per program even at 128 nonzeros/row; 64x4 is best at 4 nonzeros/row
-                block = opts.block or _clamp(_pow2(avg), 4, 16)
-                rows = opts.rows or _clamp(opts.tile // block, 1, 128)
+                top = (longest or {}).get(inner.name)
+                block, rows = _row_tile(avg, top, opts.tile)
+                block, rows = opts.block or block, opts.rows or rows
                 out[inner.name] = block
             else:
                 rows = opts.rows or opts.tile
@@ -193,6 +210,24 @@ def choose_constexprs(specs, estimates: dict[str, float | None], opts: TritonOpt
             else:
                 out[m.name] = _clamp(_pow2(est or 32.0), 1, 256)
     return out
+
+
+def _row_tile(avg: float, longest: float | None, tile: int) -> tuple[int, int]:
+    """(BLOCK, ROWS) of a [ROWS, BLOCK] tile of CSR rows (nonzeros along BLOCK).
+
+    Measured on an H100 (Triton 3.6, fp32 CSR SpMV, benchmarks/tune_triton.py): up to
+    ~16 nonzeros/row BLOCK=16 with 16 rows per program wins (uniform 200k x 16: 36 us,
+    cuSPARSE 51; cage11: 10 vs 23); long even rows want one row of 256 lanes per program
+    (pruned 4096^2 at 50%: 38 us, cuSPARSE 57; at BLOCK=16 and 16 rows 119). Skewed rows
+    make a program wait for its longest row: wiki-Vote (avg 12.5, longest 893) takes 38 us
+    with 16x16 tiles and 10-12 us with 256-wide ones; memplus (avg 7, longest 574) 48 us
+    vs 13 us at 64 x 16.
+    """
+    if longest is not None and longest > 8 * avg and longest > 32:
+        block = _clamp(_pow2(longest / 8), 16, 256)
+        return block, _clamp((4 * tile) // block, 1, 64)
+    block = _clamp(_pow2(avg), 4, 16) if avg < 32 else _clamp(_pow2(avg), 32, 256)
+    return block, _clamp(tile // block, 1, 128)
 
 
 def choose_num_warps(constexprs: dict[str, int], uses_dot: bool, opts: TritonOptions) -> int:
