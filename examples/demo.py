@@ -13,7 +13,6 @@ import sys
 import time
 
 import numpy as np
-import scipy.io
 import scipy.sparse as sp
 
 import sparsec as sc

@@ -10,7 +10,7 @@ the dense tensor-IR evaluator for index notation) in float64.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np

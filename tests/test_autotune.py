@@ -53,7 +53,7 @@ def test_auto_heuristic_uses_a_scalar_inner_loop_for_short_rows(store):
 
 
 def test_autotune_on_triton_options(store):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     T, x, A = matrix(40, 30, 4, 4)
     k = sc.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr"}, target="triton")
     B = np.random.default_rng(4).uniform(-1, 1, (30, 8))

@@ -206,7 +206,6 @@ def test_large_spmv_int32_rows_per_program():
 @pytest.mark.skipif(os.environ.get("SPARSEC_BENCH") != "1", reason="benchmark: set SPARSEC_BENCH=1")
 def test_bench_side_by_side():
     """Prints timings (not asserted): CSR SpMV / SpMM / SDDMM vs torch (cuSPARSE) and the bandwidth floor."""
-    import time
 
     from triton.testing import do_bench
 
@@ -266,7 +265,6 @@ def test_bench_side_by_side():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_repeated_calls_take_the_direct_launch_and_agree():
     # the second call with the same operands reuses the compiled kernel without Triton's binder
-    from sparsec.backends import triton as tb
 
     for text, fmts, shapes in [("y[i] = A[i,j] * x[j]", {"A": "csr"}, {"x": (300,)}),
                                ("C[i,j] = A[i,k] * B[k,j]", {"A": "csr"}, {"B": (300, 48)})]:
