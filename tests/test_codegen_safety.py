@@ -27,7 +27,7 @@ from sparsec import FormatError, ParseError, VerificationError
 from sparsec.backends.cpu import CPUBackend, jit
 from sparsec.backends.interp import InterpBackend
 from sparsec.frontend import dsl
-from sparsec.ir.tensor_ir import Access, Assignment, IndexVar, check_identifier
+from sparsec.ir.tensor_ir import VALUE_DTYPES, Access, Assignment, IndexVar, check_identifier
 
 REJECT = (ParseError, VerificationError, FormatError)
 
@@ -201,8 +201,6 @@ def test_outputs_and_format_keys(payload: str, guard: Guard) -> None:
     _rejected(lambda: sc.compile("y[i] = A[i]", formats={payload: "coo"}), guard)
 
 
-@pytest.mark.xfail(strict=True, reason="api.build_program ignores dtype= keys that name no tensor of the program "
-                                       "(formats= rejects them): dtype={'a': 'float32'} silently compiles float64")
 def test_unknown_dtype_keys_are_rejected(guard: Guard) -> None:
     _rejected(lambda: sc.compile("y[i] = A[i]", dtype={"A": "float64", "a": "float32"}), guard)
 
@@ -239,16 +237,9 @@ def test_non_string_names_are_rejected(guard: Guard) -> None:
     guard.clean()
 
 
-# A trailing newline slips through check_identifier: `^[A-Za-z][A-Za-z0-9_]{0,63}$` with re.match
-# accepts "A\n" ($ matches before a final newline). "kern\n" then reaches LLVM (which rejects the
-# IR) and the Triton backend, which writes "<cache>/triton/kern\n_<hash>.py" and fails on a
-# SyntaxError; a tensor named "A\n" built as tensor IR compiles. Fix: re.fullmatch or \Z.
-_NEWLINE_REASON = ("sparsec.ir.tensor_ir.check_identifier accepts a trailing newline ('A\\n': `$` with "
-                   "re.match); such names reach LLVM IR and Triton source (a cache file named 'kern\\n_<hash>.py' "
-                   "is written) -- use re.fullmatch or \\Z")
-
-
-@pytest.mark.xfail(strict=True, reason=_NEWLINE_REASON)
+# A trailing newline used to slip through check_identifier (`^...$` with re.match accepts "A\n":
+# $ matches before a final newline); "kern\n" then reached LLVM and the Triton backend, which wrote
+# "<cache>/triton/kern\n_<hash>.py". check_identifier now uses re.fullmatch.
 @pytest.mark.parametrize("target", TARGETS)
 def test_trailing_newline_in_a_kernel_name(target: str, guard: Guard) -> None:
     _rejected(lambda: sc.compile("y[i] = A[i]", name=TRAILING_NEWLINE[1], target=target), guard,
@@ -256,7 +247,6 @@ def test_trailing_newline_in_a_kernel_name(target: str, guard: Guard) -> None:
     # (BackendError / SyntaxError from the backends are code generation too: guard.clean() fails)
 
 
-@pytest.mark.xfail(strict=True, reason=_NEWLINE_REASON)
 def test_trailing_newline_in_names_everywhere(guard: Guard) -> None:
     payload = TRAILING_NEWLINE[1]
     i = IndexVar("i")
@@ -299,13 +289,39 @@ def test_dtype_aliases_are_normalized_not_pasted(guard: Guard) -> None:
     guard.clean()
 
 
-@pytest.mark.xfail(strict=True, raises=VerificationError,
-                   reason="api._dtype_name converts the dtype with np.dtype(str(dt)): a numpy scalar type "
-                          "(dtype=np.float32, the common numpy idiom) becomes \"<class 'numpy.float32'>\" and is "
-                          "rejected as an unknown dtype")
 def test_numpy_scalar_types_as_dtype() -> None:
     k = sc.compile("y[i] = A[i] * 2", dtype=np.float32)
     assert k(A=np.ones(2, np.float32)).dtype == np.float32
+
+
+def test_dtype_specs_numpy_accepts_are_normalized(guard: Guard) -> None:
+    """Anything np.dtype accepts (scalar types, Python types, dtype objects, codes) and torch dtypes
+    become one of sparsec's own dtype names; None and unsupported kinds are rejected."""
+    from sparsec.api import build_program
+    from sparsec.frontend import parse_program
+
+    stmts = parse_program("y[i] = A[i]")
+    cases = [(np.float32, "float32"), (np.float64, "float64"), (float, "float64"), (int, "int64"),
+             (bool, "bool"), (np.int8, "int8"), (np.dtype("int16"), "int16"), ("f2", "float16"),
+             (np.bool_, "bool"), ("bfloat16", "bfloat16")]
+    torch = None
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        pass
+    if torch is not None:
+        cases += [(torch.float32, "float32"), (torch.int32, "int32"), (torch.bfloat16, "bfloat16")]
+    for spec, name in cases:
+        prog = build_program(stmts, None, spec)
+        assert {d.dtype for d in prog.decls} == {name}, spec
+        assert all(any(d.dtype is known for known in VALUE_DTYPES) for d in prog.decls)   # sparsec's constants
+        prog = build_program(stmts, None, {"A": spec, "y": "float64"})
+        assert prog.decl("A").dtype == name
+    for bad in (None, np.complex64, complex, str, object, np.uint64, np.dtype("U3"), [("a", "f8")], 3):
+        with pytest.raises(VerificationError):
+            build_program(stmts, None, bad)
+    guard.clean()
+    assert sc.einsum("i->i", np.ones(3), dtype=np.float32).dtype == np.float32
 
 
 # ------------------------------------------------------------------------------------ einsum

@@ -40,7 +40,7 @@ REDUCE_OPS = ("sum", "max", "min")
 #: dtypes a value buffer may have (numpy names; bfloat16 only on the Triton backend).
 VALUE_DTYPES = ("float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "bool")
 
-_IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+_IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")  # used with fullmatch: `$` would accept a trailing "\n"
 #: names generated code uses for itself; user names may not collide with them.
 RESERVED_NAMES = frozenset({"tl", "triton", "np", "torch", "math", "sc", "sparsec", "range", "min", "max",
                             "abs", "sum", "exp", "log", "sqrt", "where", "len", "int", "float", "bool",
@@ -53,7 +53,7 @@ def check_identifier(name: str, what: str = "name") -> str:
     Accepted: an ASCII letter followed by up to 63 letters, digits or underscores,
     not a Python keyword and not a name sparsec's generated code uses itself.
     """
-    if not isinstance(name, str) or not _IDENT.match(name):
+    if not isinstance(name, str) or not _IDENT.fullmatch(name):
         raise VerificationError(
             f"{what} {name!r} is not a valid identifier (use a letter followed by letters, digits or _, at most 64)"
         )

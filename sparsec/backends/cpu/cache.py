@@ -22,9 +22,11 @@ a ``RuntimeWarning`` naming the file, is removed, and the kernel is recompiled
 (and written again).
 
 **Memory.** :class:`LRU` maps keys to loaded kernels; it holds at most
-``$SPARSEC_CPU_CACHE_SIZE`` entries (default 256). Evicting an entry drops the
-cache's reference to its JIT library; the library is unloaded once no compiled
-kernel refers to it any more.
+``$SPARSEC_CPU_CACHE_SIZE`` entries, else ``$SPARSEC_KERNEL_CACHE_SIZE`` (default
+256; see :mod:`sparsec.kernel_cache`). Evicting an entry drops the cache's
+reference to its JIT library; the library is unloaded once no compiled kernel
+refers to it any more (llvmlite keeps ~10 KiB per linked library: its emptied
+JITDylib cannot be removed from the session).
 """
 
 from __future__ import annotations
@@ -213,10 +215,11 @@ def disk_write(key: str, c: Compiled) -> bool:
 
 # ------------------------------------------------------------------------------------- memory
 def _capacity() -> int:
-    try:
-        return max(1, int(os.environ.get("SPARSEC_CPU_CACHE_SIZE", "256")))
-    except ValueError:
-        return 256
+    from ...kernel_cache import kernel_cache_size
+
+    if os.environ.get("SPARSEC_CPU_CACHE_SIZE"):
+        return kernel_cache_size("SPARSEC_CPU_CACHE_SIZE")
+    return kernel_cache_size()
 
 
 class LRU:

@@ -7,7 +7,9 @@ named by the SHA-256 of its text, and imported with :mod:`importlib`. A file tha
 already exists with that name is reused (the name is the content), so several
 processes can share the directory; writes go through a temporary file and an atomic
 rename. Whether Triton runs in its CPU interpreter (``TRITON_INTERPRET=1``) is
-decided when the module is imported, so modules are cached per (hash, interpret).
+decided when the module is imported, so modules are cached per (hash, interpret),
+at most ``$SPARSEC_KERNEL_CACHE_SIZE`` of them (an evicted module leaves ``sys.modules``;
+kernels that hold its function keep it).
 """
 
 from __future__ import annotations
@@ -22,8 +24,15 @@ from pathlib import Path
 from types import ModuleType
 
 from ...errors import BackendError
+from ...kernel_cache import LRUCache
 
-_MODULES: dict[tuple[str, bool], ModuleType] = {}
+def _forget(key: tuple[str, bool], mod: ModuleType) -> None:
+    if sys.modules.get(mod.__name__) is mod:
+        sys.modules.pop(mod.__name__, None)   # kernels holding its function keep it alive
+
+
+#: imported source modules, at most $SPARSEC_KERNEL_CACHE_SIZE (sparsec.kernel_cache), LRU first out
+_MODULES = LRUCache(on_evict=_forget)
 _LOCK = threading.Lock()
 
 
@@ -67,5 +76,5 @@ def load_kernel(name: str, source: str, fn_name: str):
             mod = importlib.util.module_from_spec(spec)
             sys.modules[modname] = mod
             spec.loader.exec_module(mod)
-            _MODULES[key] = mod
+            _MODULES.put(key, mod)
     return getattr(mod, fn_name)
