@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Protocol
 import numpy as np
 
 from .errors import FormatError, ShapeError
-from .formats import Format
+from .formats import Format, parse_format
 from .ir import loop_ir as L
 from .ir.interp import _Interp
 from .passes.pipeline import LoweredProgram
@@ -365,6 +365,12 @@ class StatementRunner:
             buffers[f"{out.prefix}_vals"] = vals
             self._launch(self.numeric, low.numeric, buffers, scalars)
             result = self.dense_result(out.fmt, shape, vals, out.tensor)
+        elif _empty_extreme(low, scalars):
+            # max/min over an empty range: the identity at every coordinate, which no sparse pattern leaves out
+            vals = self.full(int(np.prod(shape, dtype=np.int64)), identity_value(low.reduce_op, low.compute_dtype),
+                             cdt)
+            dense = self.dense_result(parse_format("dense", len(shape)), shape, vals, out.tensor)
+            result = self.convert(dense, out.fmt, out.tensor)
         elif low.strategy == "same_pattern":
             src = tensors[low.pattern_source.prefix]
             n = src.values.shape[0]
@@ -383,14 +389,8 @@ class StatementRunner:
                      cdt: np.dtype) -> Tensor:
         low = self.low
         out = low.space.output
-        top = low.numeric  # the count array is indexed by the outer loop variable
-        n_top = 1
-        if low.parallel is not None or low.order.order:
-            first = low.order.order[0]
-            lv = low.space.level_vars()[first]
-            ext = scalars[low.dim_params[lv.dim_var]]
-            n_top = ext if lv.part == "full" else -(-ext // lv.factor)
-        counts = self.full(n_top + 1, 0, np.dtype(np.int64))
+        top = low.numeric
+        counts = self.full(_count_slots(low, buffers, scalars) + 1, 0, np.dtype(np.int64))
         buffers[f"{out.prefix}_cnt"] = counts
         assert self.symbolic is not None and low.symbolic is not None
         self._launch(self.symbolic, low.symbolic, buffers, scalars)
@@ -411,6 +411,22 @@ class StatementRunner:
         return self.entries_result(out.fmt, shape, crds, vals, out.tensor, low.presorted)
 
 
+def _count_slots(low: Lowered, buffers: Mapping[str, Any], scalars: Mapping[str, int]) -> int:
+    """Length of a sparse output's counts array, as its kernels index it (see ``CountSlots``)."""
+    slots = low.count_slots
+    if slots.by == "position":  # positions of the level the outer loop walks, not its (maybe huge) extent
+        o = next(o for o in low.space.operands if o.prefix == slots.prefix)
+        lvl = o.levels[slots.level]
+        parts = {part: buffers[f"{o.prefix}_{part}{slots.level}"] for part in lvl.buffers}
+        shape = tuple(int(scalars[low.dim_params[v]]) for v in o.dim_vars)
+        return int(lvl.num_positions(parts, 1, o.fmt.level_sizes(shape)[slots.level]))
+    if slots.by == "coordinate" and low.order.order:
+        lv = low.space.level_vars()[low.order.order[0]]
+        ext = scalars[low.dim_params[lv.dim_var]]
+        return ext if lv.part == "full" else -(-ext // lv.factor)
+    return 1
+
+
 def _check_output_crd_width(fmt: Format, shape: tuple[int, ...], name: str) -> None:
     """FormatError when the kernel would store output coordinates that do not fit ``fmt``'s crd width.
 
@@ -428,6 +444,13 @@ def _check_output_crd_width(fmt: Format, shape: tuple[int, ...], name: str) -> N
             f"output {name!r} of shape {shape} needs 64-bit coordinates, but the kernel stores "
             f"{fmt.crd_width}-bit ones (format {fmt}); compile it with out_format={wide.mlir()!r}"
         )
+
+
+def _empty_extreme(low: Lowered, scalars: Mapping[str, int]) -> bool:
+    """True for a max/min statement whose reduced range is empty (every result entry is its identity)."""
+    if low.reduce_op not in ("max", "min"):
+        return False
+    return any(scalars[low.dim_params[v]] == 0 for v in _reduction_dims(low))
 
 
 def _reduction_dims(low: Lowered) -> set[str]:

@@ -522,18 +522,7 @@ class KnownBug:
 
 
 #: failures the fuzzer has found whose fix is outside this test's files (see REGRESSIONS).
-KNOWN_BUGS: list[KnownBug] = [
-    KnownBug("nested_reduction_parent_unbound", AssertionError, r"parent position must be bound"),
-    KnownBug("extract_reduction_not_found", ValueError, r"reduction .* not found in the statement"),
-    KnownBug("sparse_out_inner_index_keyerror", KeyError, r"^'\w+'$", function="emit"),
-    KnownBug("coiterate_bsr_position_unknown", AssertionError, r"position of \w+ unknown at the leaf"),
-    KnownBug("max_workspace_ignores_implicit_zeros", AssertionError, r"max abs error",
-             case=lambda c: "max[" in c.text and c.out_format is not None),
-    KnownBug("bsr_block_of_one_wrong_positions", AssertionError, r"max abs error|NaN where",
-             case=lambda c: any(re.match(r"bsr\(\d,1\)", o.fmt) for o in c.operands)),
-    KnownBug("bsr_block_of_one_out_of_bounds", sc.BackendError, r"out-of-bounds load",
-             case=lambda c: any(re.match(r"bsr\(\d,1\)", o.fmt) for o in c.operands)),
-]
+KNOWN_BUGS: list[KnownBug] = []
 
 
 def _run_or_known(case: FuzzCase, target: str) -> None:
@@ -573,60 +562,63 @@ def _r(text: str, ops: Sequence[FOp], sizes: str, out_format: str | None = None,
 
 
 _CI = ("cpu", "interp")
-_BUG_NESTED = ("sparsify: a reduction nested in an (implicit) outer reduction, over a variable that is an outer "
-               "storage level of a sparse operand, fails to lower: AssertionError 'parent position must be bound "
-               "(loop order guarantees it)' (sparsify._iter_range)")
-_BUG_EXTRACT = ("pipeline/normalize: after NotFusable the pipeline asks extract_reduction for a reduction that "
-                "an earlier rewrite changed (its body is Literal(0)), which raises ValueError 'reduction ... not "
-                "found in the statement'")
-_BUG_WS_KEYERROR = ("sparsify.workspace_row/emit: a sparse output indexed only by the inner level of a sparse "
-                    "operand (column sums into a sparse vector) looks up the outer loop variable in st.bound: "
-                    "KeyError 'i'")
-_BUG_BSR_LEAF = ("sparsify: co-iterating a sparse vector with a BSR matrix over the block dimension leaves the "
-                 "BSR position unbound: AssertionError 'position of B unknown at the leaf'")
-
-_BUG_MAX_WS = ("sparsify: a max reduction over a level between two output levels, with a sparse output (row "
-               "workspace), ignores the implicit zeros of the reduced range: max over {absent, -0.5} gives -0.5 "
-               "instead of 0 (the dense output is right)")
 
 #: (id, case, targets, xfail reason or None) -- minimized failures the fuzzer found.
 REGRESSIONS: list[tuple[str, FuzzCase, tuple[str, ...], str | None]] = [
     ("spmv_plus_constant_csc",
-     _r("out[i] = A[i,j] * x[j] + 2.5", [FOp("A", "ij", "csc"), FOp("x", "j")], "i3 j4", seed_=14), _CI, _BUG_NESTED),
+     _r("out[i] = A[i,j] * x[j] + 2.5", [FOp("A", "ij", "csc"), FOp("x", "j")], "i3 j4", seed_=14), _CI, None),
     ("rowmax_plus_vector_csc",
-     _r("out[i] = max[j](A[i,j]) + x[i]", [FOp("A", "ij", "csc"), FOp("x", "i")], "i3 j4", seed_=15), _CI,
-     _BUG_NESTED),
+     _r("out[i] = max[j](A[i,j]) + x[i]", [FOp("A", "ij", "csc"), FOp("x", "i")], "i3 j4", seed_=15), _CI, None),
     ("rowmax_plus_vector_dcsr",
-     _r("out[i] = max[j](A[i,j]) + x[i]", [FOp("A", "ij", "dcsr"), FOp("x", "i")], "i3 j4", seed_=16), _CI,
-     _BUG_EXTRACT),
+     _r("out[i] = max[j](A[i,j]) + x[i]", [FOp("A", "ij", "dcsr"), FOp("x", "i")], "i3 j4", seed_=16), _CI, None),
     ("max_over_rows_inside_implicit_sum_csr",
-     _r("out[] = max[j](A[j,i])", [FOp("A", "ji", "csr")], "i3 j4", seed_=1), _CI, _BUG_NESTED),
+     _r("out[] = max[j](A[j,i])", [FOp("A", "ji", "csr")], "i3 j4", seed_=1), _CI, None),
     ("colsum_times_vector_csr",
-     _r("out[] = sum[k](A[k,j]) * B[i]", [FOp("A", "kj", "csr"), FOp("B", "i")], "i2 j3 k4", seed_=2), _CI,
-     _BUG_NESTED),
+     _r("out[] = sum[k](A[k,j]) * B[i]", [FOp("A", "kj", "csr"), FOp("B", "i")], "i2 j3 k4", seed_=2), _CI, None),
     ("rowmax_times_vector_csc",
-     _r("out[] = max[j](A[i,j]) * B[i]", [FOp("A", "ij", "csc"), FOp("B", "i")], "i3 j4", seed_=3), _CI,
-     _BUG_NESTED),
+     _r("out[] = max[j](A[i,j]) * B[i]", [FOp("A", "ij", "csc"), FOp("B", "i")], "i3 j4", seed_=3), _CI, None),
     ("max_over_rows_inside_implicit_sum_dcsc",
-     _r("out[] = max[j](A[j,i])", [FOp("A", "ji", "dcsc")], "i3 j4", seed_=4), _CI, _BUG_EXTRACT),
+     _r("out[] = max[j](A[j,i])", [FOp("A", "ji", "dcsc")], "i3 j4", seed_=4), _CI, None),
     ("rowmax_times_vector_coo",
-     _r("out[] = max[j](A[i,j]) * B[i]", [FOp("A", "ij", "coo"), FOp("B", "i")], "i3 j4", seed_=5), _CI,
-     _BUG_EXTRACT),
+     _r("out[] = max[j](A[i,j]) * B[i]", [FOp("A", "ij", "coo"), FOp("B", "i")], "i3 j4", seed_=5), _CI, None),
     ("colsum_to_sparse_vector_csr",
-     _r("out[j] = A[i,j]", [FOp("A", "ij", "csr")], "i3 j4", "coo", seed_=6), _CI, _BUG_WS_KEYERROR),
+     _r("out[j] = A[i,j]", [FOp("A", "ij", "csr")], "i3 j4", "coo", seed_=6), _CI, None),
     ("einsum_colsum_to_sparse_vector_coo3",
-     _r("ijk->j", [FOp("A", "ijk", "coo")], "i2 j3 k2", "coo", seed_=7), _CI, _BUG_WS_KEYERROR),
+     _r("ijk->j", [FOp("A", "ijk", "coo")], "i2 j3 k2", "coo", seed_=7), _CI, None),
     ("sparse_vector_dot_bsr_rows",
-     _r("out[] = A[j] * B[j,i]", [FOp("A", "j", "coo"), FOp("B", "ji", "bsr(2,2)")], "i3 j4", seed_=8), _CI,
-     _BUG_BSR_LEAF),
+     _r("out[] = A[j] * B[j,i]", [FOp("A", "j", "coo"), FOp("B", "ji", "bsr(2,2)")], "i3 j4", seed_=8), _CI, None),
     ("einsum_sparse_vector_bsr",
-     _r("j,ji->", [FOp("A", "j", "coo"), FOp("B", "ji", "bsr(2,2)")], "i3 j5", seed_=9), _CI, _BUG_BSR_LEAF),
+     _r("j,ji->", [FOp("A", "j", "coo"), FOp("B", "ji", "bsr(2,2)")], "i3 j5", seed_=9), _CI, None),
     ("max_reduction_middle_level_sparse_out",
-     _r("out[i,j] = max[k](B[i,k,j])", [FOp("B", "ikj", "csf", density=0.3)], "i2 j3 k3", "csr", seed_=13), _CI,
-     _BUG_MAX_WS),
+     _r("out[i,j] = max[k](B[i,k,j])", [FOp("B", "ikj", "csf", density=0.3)], "i2 j3 k3", "csr", seed_=13), _CI, None),
     ("max_reduction_dense_times_csf_sparse_out",
      _r("out[i,j] = max[k](A[i,j,k] * B[i,j,k])", [FOp("A", "ijk", density=1.0), FOp("B", "ijk", "csf(0,2,1)")],
-        "i1 j1 k3", "csr", seed_=0), _CI, _BUG_MAX_WS),
+        "i1 j1 k3", "csr", seed_=0), _CI, None),
+    ("diagonal_inside_a_nested_sum",
+     _r("out[] = A[i] + (B[i,i] * (C[i] * D[i]))", [FOp("A", "i"), FOp("B", "ii", "csr"), FOp("C", "i"),
+                                                    FOp("D", "i")], "i4", seed_=17), _CI, None),
+    ("diagonal_inside_a_precomputed_sum",
+     _r("out[i] = A[i,j] * B[j,j] * x[j] + 2.5", [FOp("A", "ij", "csc"), FOp("B", "jj", "csr"), FOp("x", "j")],
+        "i5 j4", seed_=18), _CI, None),
+    ("max_over_a_diagonal",
+     _r("out[] = max[i](A[i] * (B[i,i] * (C[i] * D[i])))", [FOp("A", "i"), FOp("B", "ii", "csr"), FOp("C", "i"),
+                                                            FOp("D", "i")], "i4", seed_=19), _CI, None),
+    ("max_over_a_diagonal_into_a_sparse_output",
+     _r("out[i,j] = max[k](B[i,k,k,j])", [FOp("B", "ikkj", "csf", density=0.5)], "i3 j4 k3", "csr", seed_=20), _CI,
+     None),
+    ("einsum_trace_of_bsr",
+     _r("jj->", [FOp("A", "jj", "bsr(2,2)", density=0.15)], "i1 j3 k1"), _CI, None),
+    ("diagonal_of_bsr_with_unequal_blocks",
+     _r("out[j] = A[j,j]", [FOp("A", "jj", "bsr(3,2)", density=0.6)], "j7", seed_=21), _CI, None),
+    ("max_over_an_empty_range_into_a_sparse_output",
+     _r("out[i,j] = max[k](B[i,k,j])", [FOp("B", "ikj", "csf")], "i2 j3 k0", "csr", seed_=22), _CI, None),
+    ("min_over_an_empty_range_into_a_sparse_vector",
+     _r("out[i] = min[k](A[i,k] * B[i,k])", [FOp("A", "ik", "csr"), FOp("B", "ik")], "i3 k0", "coo", seed_=23), _CI,
+     None),
+    ("diagonal_of_an_output_index_inside_a_precomputed_max",
+     _r("out[] = max[i](A[i,j,k] * (B[i] * (C[i,j] * D[j,j])))",
+        [FOp("A", "ijk"), FOp("B", "i"), FOp("C", "ij", "csr"), FOp("D", "jj", "csr")], "i1 j1 k1", seed_=24), _CI,
+     None),
     # passing relatives of the failures above (they must keep working)
     ("max_reduction_middle_level_dense_out",
      _r("out[i,j] = max[k](B[i,k,j])", [FOp("B", "ikj", "csf", density=0.3)], "i2 j3 k3", seed_=13), _CI, None),

@@ -139,3 +139,106 @@ def test_golden_loop_ir(name):
         if os.environ.get("SPARSEC_UPDATE_GOLDEN") != "1":
             pytest.fail(f"golden file {path.name} was missing and has been written; review and commit it")
     assert got == path.read_text(), f"loop IR of {name} changed; review, then SPARSEC_UPDATE_GOLDEN=1"
+
+
+# ------------------------------------------------------------------ lowering fixes (fuzz and hostile-input finds)
+def _sparse(shape, seed, density=0.4, low=-1.0):
+    rng = np.random.default_rng(seed)
+    return np.where(rng.random(shape) < density, rng.uniform(low, 1.0, shape), 0.0)
+
+
+def _run_both(text, formats, arrays, out_format=None):
+    """Run ``text`` on cpu and interp; each result as a dense array, checked against the tensor-IR oracle."""
+    from sparsec.ir.tensor_eval import evaluate
+
+    ref = evaluate(parse_statement(text), arrays)
+    for target in ("cpu", "interp"):
+        k = api.compile(text, formats=formats, target=target, out_format=out_format)
+        given = {n: sc.Tensor.from_numpy(a, formats[n]) if n in formats else a for n, a in arrays.items()}
+        got = k(**given)
+        got = got.to_numpy() if isinstance(got, sc.Tensor) else np.asarray(got)
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+    return k
+
+
+def test_nested_reduction_below_an_enclosing_sparse_level_is_precomputed():
+    # A is CSC: its rows (i, a loop outside the sum) are stored below its columns (j, summed inside it)
+    text = "y[i] = A[i,j] * x[j] + 2.5"
+    k = _run_both(text, {"A": "csc"}, {"A": _sparse((5, 4), 1), "x": np.arange(4.0)})
+    dump = k.dump("loops")
+    assert "output tmp" in dump and "loop order: j, i" in dump
+
+
+@pytest.mark.parametrize("fmt", ["dcsr", "coo", "csc"])
+@pytest.mark.parametrize("n_j", [4, 0])
+def test_reduction_over_a_lattice_case_without_operands_is_a_closed_form(fmt, n_j):
+    # where A's row i is absent the lattice case computes max[j](0): 0, or -inf over an empty range
+    text = "y[i] = max[j](A[i,j]) + x[i]"
+    a = _sparse((5, n_j), 2, density=0.3)
+    a[1:3] = 0.0
+    k = _run_both(text, {"A": fmt}, {"A": a, "x": np.arange(5.0)})
+    if fmt == "dcsr":
+        assert "select(n_j > 0, 0.0, -inf)" in k.dump("loops")
+
+
+@pytest.mark.parametrize("fmt", ["bsr(1,2)", "bsr(2,1)", "bsr(1,1)", "bsr(3,1)"])
+def test_blocks_of_one_row_or_column(fmt):
+    a = _sparse((7, 6), 3)
+    k = _run_both("y[i] = A[i,j] * x[j]", {"A": fmt}, {"A": a, "x": np.arange(1.0, 7.0)})
+    assert "convert" not in k.dump("loops")  # 'dim mod 1' levels are located (coordinate 0), never iterated
+    _run_both("C[i,k] = A[i,j] * B[j,k]", {"A": fmt}, {"A": a, "B": _sparse((6, 3), 4, density=1.0)})
+    _run_both("C[i,j] = A[i,j] * B[i,j]", {"A": fmt, "B": fmt}, {"A": a, "B": _sparse((7, 6), 5)}, out_format=fmt)
+
+
+def test_unblocking_one_operand_recomputes_the_other_block_factors():
+    # B's rows (j) disagree with the vector's blocks, so B becomes CSR; then nothing wants i split
+    k = _run_both("s[] = A[j] * B[j,i]", {"A": "coo", "B": "bsr(2,2)"},
+                  {"A": _sparse((5,), 6, density=0.6), "B": _sparse((5, 3), 7)})
+    dump = k.dump("loops")
+    assert "bsr(2, 2) -> csr" in dump and "i_blk" not in dump
+
+
+@pytest.mark.parametrize("out_format", ["coo", "csf"])
+def test_sparse_vector_of_column_sums(out_format):
+    _run_both("y[j] = A[i,j]", {"A": "csr"}, {"A": _sparse((4, 6), 8)}, out_format=out_format)
+
+
+@pytest.mark.parametrize("op", ["max", "min"])
+def test_max_over_a_middle_level_into_a_sparse_output_counts_implicit_zeros(op):
+    # (i, j) with every k stored keeps its own extreme; with some k absent, an implicit 0 joins
+    b = _sparse((3, 4, 5), 9, density=0.5)
+    b[0, :, 1] = -0.5 + 0.1 * np.arange(4)   # all present, all negative: max is -0.2, not 0 and not a sum
+    b[1, :, 2] = 0.0
+    b[1, 1, 2] = -0.5                        # one present, negative: max is 0
+    text = f"out[i,j] = {op}[k](B[i,k,j])"
+    k = _run_both(text, {"B": "csf"}, {"B": b}, out_format="csr")
+    dump = k.dump("loops")
+    assert "output strategy: workspace" in dump and "out_ws_count" in dump
+
+
+def test_sparse_output_counts_are_sized_by_stored_positions_not_extents():
+    n = 2**40
+    fmt = sc.parse_format("dcsr", 2).with_widths(32, 64)
+    a = sc.Tensor.from_coo(np.array([[3, n - 1], [1, 2]]), np.array([1.0, 2.0]), (n, 4), format=fmt, name="A")
+    out_fmt = sc.parse_format("coo", 2).with_widths(64, 64)
+    k = api.compile("C[i,j] = A[i,j] * 3", formats={"A": fmt}, out_format=out_fmt)
+    assert "C_cnt[pA0" in k.dump("loops")  # counted per stored row of A
+    coords, vals = k(A=a).to_coo()
+    assert coords.tolist() == [[3, n - 1], [1, 2]] and vals.tolist() == [3.0, 6.0]
+    vec = sc.parse_format("coo", 1).with_widths(32, 64)
+    x = sc.Tensor.from_coo(np.array([[3, n - 1]]), np.array([1.0, 2.0]), (n,), format=vec, name="x")
+    y = sc.Tensor.from_coo(np.array([[5, n - 1]]), np.array([1.0, 2.0]), (n,), format=vec, name="y")
+    k = api.compile("z[i] = x[i] + y[i]", formats={"x": vec, "y": vec}, out_format=sc.parse_format("coo", 1)
+                    .with_widths(64, 64))
+    coords, vals = k(x=x, y=y).to_coo()   # co-iteration: one run of entries, one count
+    assert coords.tolist() == [[3, 5, n - 1]] and vals.tolist() == [1.0, 1.0, 4.0]
+
+
+def test_max_over_a_diagonal_of_a_sparse_operand():
+    b = _sparse((5, 5), 10)
+    b[2, 2] = 0.0
+    _run_both("s[] = max[i](B[i,i])", {"B": "dcsr"}, {"B": -np.abs(b)})
+    _run_both("y[j] = min[i](B[i,i] * E[i,j])", {"B": "csr"}, {"B": b, "E": _sparse((5, 3), 11, density=1.0)})
+    # the duplicate of an output index joins the max (not a sum around it): right over an empty range too
+    for n_j in (3, 0):
+        _run_both("y[i] = max[j](B[i,i] * A[i,j])", {"B": "dcsr"}, {"B": b, "A": _sparse((5, n_j), 12, density=1.0)})

@@ -28,8 +28,9 @@ from .lattice import OperandKey, operand_key
 class LevelVar:
     """A loop variable in level space.
 
-    ``part`` is ``full`` (the whole dimension), ``outer`` (``dim floordiv factor``)
-    or ``inner`` (``dim mod factor``).
+    ``part`` is ``full`` (the whole dimension), ``outer`` (``dim floordiv factor``),
+    ``inner`` (``dim mod factor``) or ``unit`` (``dim mod 1``: a level whose coordinate
+    is always 0; it binds no loop, and its name is not an identifier).
     """
 
     name: str
@@ -40,6 +41,16 @@ class LevelVar:
     def __post_init__(self) -> None:
         if not self.dim_var:
             object.__setattr__(self, "dim_var", self.name)
+
+    @property
+    def is_unit(self) -> bool:
+        """True for a ``dim mod 1`` level: coordinate 0, no loop of its own."""
+        return self.part == "unit"
+
+
+def unit_var(dim_var: str) -> LevelVar:
+    """The level variable of a ``dim mod 1`` level (blocks of one: bsr(1, n), bsr(m, 1))."""
+    return LevelVar(f"{dim_var} mod 1", dim_var, "unit", 1)
 
 
 @dataclass(frozen=True)
@@ -211,8 +222,32 @@ def build_level_space(
 
 
 def _choose_factors(space: LevelSpace) -> None:
-    """Pick one block factor per dimension variable; unblock operands that disagree."""
-    sparse_ops = [o for o in space.all_operands() if o.fmt.is_sparse]
+    """Pick one block factor per dimension variable; unblock operands that disagree.
+
+    Unblocking an operand can leave another dimension's factor wanted by nobody (a
+    BSR operand unblocked for its rows no longer asks to split its columns), so the
+    factors are chosen again until no operand changes.
+    """
+    while True:
+        factors = _wanted_factors([o for o in space.all_operands() if o.fmt.is_sparse])
+        changed = False
+        for o in space.all_operands():
+            if not o.fmt.is_blocked:
+                continue
+            if any(_dim_factor(o.fmt, d) != factors.get(var, 1) for d, var in enumerate(o.dim_vars)):
+                space.convert(o, unblocked(o.fmt), "block sizes disagree with other operands")
+                changed = True
+            elif any(e.op == "mod" and e.factor == 1 and not l.is_full for e, l in zip(o.fmt.exprs, o.fmt.levels)):
+                # A stored 'dim mod 1' level would need a loop over the single coordinate 0.
+                space.convert(o, unblocked(o.fmt), "a sparse level of blocks of one")
+                changed = True
+        if not changed:
+            space.factors = {v: f for v, f in factors.items() if f != 1}
+            return
+
+
+def _wanted_factors(sparse_ops: list[Operand]) -> dict[str, int]:
+    """Each dimension variable's block factor: the one all sparse operands agree on, else 1."""
     wanted: dict[str, set[int]] = {}
     for o in sparse_ops:
         for d, var in enumerate(o.dim_vars):
@@ -223,10 +258,7 @@ def _choose_factors(space: LevelSpace) -> None:
         if len(set(o.dim_vars)) != len(o.dim_vars):
             for v in o.dim_vars:
                 factors[v] = 1
-    for o in sparse_ops:
-        if any(_dim_factor(o.fmt, d) != factors.get(var, 1) for d, var in enumerate(o.dim_vars)):
-            space.convert(o, unblocked(o.fmt), "block sizes disagree with other operands")
-    space.factors = {v: f for v, f in factors.items() if f != 1}
+    return factors
 
 
 def assign_level_vars(space: LevelSpace) -> None:
@@ -236,7 +268,9 @@ def assign_level_vars(space: LevelSpace) -> None:
         for e in o.fmt.exprs:
             var = o.dim_vars[e.dim]
             f = space.factors.get(var, 1)
-            if f == 1:
+            if f == 1 and e.op == "mod" and e.factor == 1:
+                lvs.append(unit_var(var))  # blocks of one: 'var floordiv 1' is var itself, 'var mod 1' is 0
+            elif f == 1:
                 lvs.append(LevelVar(var))
             else:
                 outer, inner = split_vars(var, f)

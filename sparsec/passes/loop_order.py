@@ -47,10 +47,11 @@ def operand_edges(o: Operand) -> list[tuple[str, str]]:
     if not o.fmt.is_sparse:
         return []
     names = [lv.name for lv in o.level_vars]
+    units = {lv.name for lv in o.level_vars if lv.is_unit}  # 'dim mod 1' levels bind no loop
     edges = []
     for l in range(1, len(names)):
-        if any(not lvl.is_full for lvl in o.levels[: l + 1]):
-            edges += [(names[m], names[l]) for m in range(l) if names[m] != names[l]]
+        if names[l] not in units and any(not lvl.is_full for lvl in o.levels[: l + 1]):
+            edges += [(names[m], names[l]) for m in range(l) if names[m] != names[l] and names[m] not in units]
     return edges
 
 

@@ -158,9 +158,16 @@ class RepeatedIndexFix:
 
 
 def split_repeated_indices(stmt: Assignment, decls: dict[str, TensorDecl], fresh: Callable[[str], str]) -> RepeatedIndexFix:
-    """Rename repeated indices inside sparse accesses; the duplicates are summed under a filter."""
+    """Rename repeated indices inside sparse accesses; the duplicates are summed under a filter.
+
+    A duplicate joins the innermost reduction that binds its variable (``sum[i](B[i, i])`` becomes
+    ``sum[i, i_dup](B[i, i_dup])``), or, for a variable free in the statement, the top reduction
+    (a sum around the statement if it has none). The filter keeps one duplicate per value of the
+    variable, so sums, max and min all see each diagonal value once.
+    """
     filters: list[tuple[str, str]] = []
     dup_of: dict[str, str] = {}
+    attached: set[str] = set()
 
     def fix(e: Expr) -> Expr:
         if isinstance(e, Access) and decls[e.tensor].format.is_sparse and len(set(e.indices)) != len(e.indices):
@@ -176,24 +183,33 @@ def split_repeated_indices(stmt: Assignment, decls: dict[str, TensorDecl], fresh
                     seen.append(v.name)
                     idx.append(v)
             return Access(e.tensor, tuple(idx))
+        if isinstance(e, Reduce):
+            body = fix(e.body)
+            mine = {v.name for v in e.vars}
+            dups = [d for d, v in dup_of.items() if v in mine and d not in attached]
+            attached.update(dups)  # under max/min too: the filter drops off-diagonal terms, it does not zero them
+            return Reduce(e.op, e.vars + tuple(IndexVar(d) for d in dups), body)
         return _map_children(e, fix)
 
     expr = fix(stmt.expr)
     if not filters:
         return RepeatedIndexFix(stmt, (), {})
-    dups = tuple(IndexVar(d) for d in dup_of)
-    if isinstance(expr, Reduce) and expr.op == "sum":
-        expr = Reduce("sum", expr.vars + dups, expr.body)
-    elif isinstance(expr, Reduce):
-        # max/min over a diagonal: the filter makes off-diagonal entries absent, which max would see as 0.
-        from ..errors import VerificationError
-
-        raise VerificationError(
-            f"a {expr.op} reduction over a repeated index of a sparse tensor is not supported; "
-            "convert that operand to dense or extract the diagonal first")
-    else:
+    dups = tuple(IndexVar(d) for d in dup_of if d not in attached)
+    if dups and isinstance(expr, Reduce):
+        # max/min too: over the filtered (var, duplicate) pairs, the reduction sees each value once
+        expr = Reduce(expr.op, expr.vars + dups, expr.body)
+    elif dups:
         expr = Reduce("sum", dups, expr)
     return RepeatedIndexFix(Assignment(stmt.output, expr), tuple(filters), dup_of)
+
+
+def unsplit_repeated_indices(e: Expr, dup_of: dict[str, str]) -> Expr:
+    """Undo :func:`split_repeated_indices` on a sub-expression: duplicates back to their variables."""
+    if isinstance(e, Access):
+        return Access(e.tensor, tuple(IndexVar(dup_of.get(v.name, v.name)) for v in e.indices))
+    if isinstance(e, Reduce):
+        return Reduce(e.op, tuple(v for v in e.vars if v.name not in dup_of), unsplit_repeated_indices(e.body, dup_of))
+    return _map_children(e, lambda c: unsplit_repeated_indices(c, dup_of))
 
 
 def _rename_vars(e: Expr, mapping: dict[str, str]) -> Expr:

@@ -25,7 +25,7 @@ from .level_space import build_level_space
 from .loop_order import choose_loop_order, order_text
 from .normalize import (
     extract_reduction, free_vars, inline_intermediates, nested_reductions, normalize_reductions,
-    split_repeated_indices,
+    split_repeated_indices, unsplit_repeated_indices,
 )
 from .schedule_loops import LOOP_PASSES, apply_loop_schedule, loop_names
 from .sparsify import Lowered, Namer, NeedsOrdered, NotFusable, ParallelSpec, Sparsifier
@@ -183,6 +183,9 @@ def _lower_statement(s: Assignment, idx: int, count: int, decls: dict, taken: se
         except NeedsOrdered as need:
             o = space.operand(need.key)
             space.convert(o, o.fmt.with_ordered(), "co-iteration needs ordered coordinates")
+        except NotFusable as nf:
+            # The caller precomputes the reduction in the statement as written (before the split).
+            raise NotFusable(unsplit_repeated_indices(nf.reduce, fix.dup_of), str(nf)) from None
     else:  # pragma: no cover - each retry orders one more operand
         raise VerificationError("could not order the operands for co-iteration")
     record(f"level-space + loop-order [{name}]", "\n".join(

@@ -18,13 +18,20 @@ The algorithm is TACO's, over MLIR-style levels:
   computed as soon as the coordinate and the parent position are known.
 * Reductions below all output variables accumulate in a scalar that is stored
   once (``=``, not ``+=``); this is what makes inner loops vectorize.
+* Nested reductions are fused as scalars computed once their free variables are
+  bound, unless that would repeat them or an operand of theirs stores an enclosing
+  loop's level below one of their own (:class:`NotFusable`: the pipeline then
+  precomputes them in a dense temporary).
 * Outputs: ``dense`` (address arithmetic), ``same_pattern`` (a sparse output with
   exactly the pattern of one input, e.g. SDDMM: share its index buffers),
   ``entries`` (general sparse output: a symbolic kernel counts entries per outer
-  iteration, the host turns counts into offsets, a numeric kernel writes
+  iteration -- per coordinate, per stored position, or in one slot, see
+  :class:`CountSlots` -- the host turns counts into offsets, a numeric kernel writes
   coordinates and values), ``workspace`` (an output variable below a reduction,
-  as in SpGEMM: a dense row workspace with a touched list, sorted per row), and
-  ``dense_then_convert`` (anything else: compute densely, convert on the host).
+  as in SpGEMM: a dense row workspace with a touched list, sorted per row; under
+  max/min it also counts the terms of each coordinate, so that skipped implicit
+  zeros still count), and ``dense_then_convert`` (anything else: compute densely,
+  convert on the host).
 """
 
 from __future__ import annotations
@@ -104,6 +111,22 @@ class Workspace:
     size: L.LExpr
 
 
+@dataclass(frozen=True)
+class CountSlots:
+    """How the symbolic kernel of a sparse output indexes its counts (one run of entries per slot).
+
+    ``by``: ``coordinate`` (the outer loop's coordinate: as many slots as its extent),
+    ``position`` (the positions of level ``level`` of the operand whose buffers are named
+    ``prefix``, which the outer loop walks: as many slots as it stores, however large the
+    extent) or ``one`` (a single run: the outer loop is not an output variable, or
+    co-iterates several levels).
+    """
+
+    by: str = "one"
+    prefix: str = ""
+    level: int = 0
+
+
 @dataclass
 class Lowered:
     """Result of lowering one statement: kernels plus what the host must do around them."""
@@ -130,6 +153,8 @@ class Lowered:
     direct_compressed: bool = False
     #: every output value is written exactly once, so the output needs no initial fill.
     writes_all: bool = False
+    #: how the counts of an entries/workspace output are indexed.
+    count_slots: CountSlots = CountSlots("coordinate")
 
 
 class _LevelCG:
@@ -202,6 +227,13 @@ def _replace(e: Expr, target: Expr, new: Expr) -> Expr:
     return e
 
 
+def _outermost_reductions(e: Expr) -> list[Reduce]:
+    """The reductions in ``e`` that no other reduction in ``e`` contains, left to right."""
+    if isinstance(e, Reduce):
+        return [e]
+    return [r for c in e.children() for r in _outermost_reductions(c)]
+
+
 def promote(*dtypes: str) -> str:
     """numpy's type promotion for value dtypes (bfloat16 promotes like float32)."""
     import numpy as np
@@ -263,7 +295,7 @@ class Sparsifier:
         self.operands = {o.key: o for o in space.operands}
         self._buffers: dict[str, L.BufferParam] = {}
         self.opaque: dict[str, L.Var] = {}
-        self._sub_orders: dict[Reduce, list[str]] = {}
+        self._sub_orders: dict[frozenset, list[str]] = {}
         self.first_seen = {v.name: k for k, v in enumerate(stmt.index_vars())}
         self._pick_strategy()
 
@@ -330,6 +362,8 @@ class Sparsifier:
         """Coordinate of ``o`` at ``level``, if known."""
         e = o.fmt.exprs[level]
         var = o.dim_vars[e.dim]
+        if o.level_vars[level].is_unit:
+            return const(0)
         if o.fmt.is_sparse or o.fmt.is_blocked:
             return st.bound.get(o.level_vars[level].name)
         return self.dim_coord(var, st)
@@ -421,11 +455,12 @@ class Sparsifier:
         lv0, lv1 = out.levels
         if not lv0.is_full or lv1.kind != "compressed" or not lv1.unique or not self.main.order:
             return False
-        out_lvl_vars = [lv.name for lv in out.level_vars]
+        out_lvl_vars = [lv.name for lv in out.level_vars if not lv.is_unit]
         in_order = [v for v in self.main.order if v in set(out_lvl_vars)] == out_lvl_vars
         return in_order and self.main.order[0] == out_lvl_vars[0]
 
     def run(self) -> Lowered:
+        self._check_fusion(self.main.order, self.body)
         self.main.hoist_at = self._hoist_point()
         self.direct = self._direct_compressed()
         numeric = self._kernel(symbolic=False)
@@ -433,14 +468,13 @@ class Sparsifier:
         workspaces: tuple[Workspace, ...] = ()
         if self.strategy == "workspace":
             n = L.Var(self.dim_param[self.lvars[self.ws_var].dim_var])
-            workspaces = (Workspace(self.ws_names["vals"], self.cdt, n), Workspace(self.ws_names["mark"], "int8", n),
-                          Workspace(self.ws_names["list"], "int64", n))
-        out_lvl_vars = [lv.name for lv in self.out.level_vars]
+            workspaces = tuple(Workspace(name, self._ws_dtypes()[part], n) for part, name in self.ws_names.items())
+        out_lvl_vars = [lv.name for lv in self.out.level_vars if not lv.is_unit]
         presorted = [v for v in self.order if v in set(out_lvl_vars)] == out_lvl_vars and not self.out.fmt.is_blocked
         return Lowered(self.stmt, self.space, self.choice, self.cdt, self.reduce_op, self.strategy, numeric, symbolic,
                        self.pattern_source, self.parallel_info, workspaces, dict(self.dim_param), presorted,
                        tuple(self.filters), self.reduce_op in ("max", "min") and self.hoist_at is not None,
-                       self.direct, self._writes_all())
+                       self.direct, self._writes_all(), self.count_slots)
 
     def first_reduction_index(self) -> int:
         """Position in the loop order of the first reduction variable (len(order) if none)."""
@@ -467,9 +501,8 @@ class Sparsifier:
         self.parallel_info: ParallelInfo | None = None
         self.ws_names: dict[str, str] = {}
         if self.strategy == "workspace":
-            for part in ("vals", "mark", "list"):
-                self.ws_names[part] = self._buf(f"{self.out.tensor}_ws_{part}", {"vals": self.cdt, "mark": "int8",
-                                                                                   "list": "int64"}[part], "work")
+            for part, dtype in self._ws_dtypes().items():
+                self.ws_names[part] = self._buf(f"{self.out.tensor}_ws_{part}", dtype, "work")
         # Declare input buffers first so parameter order is stable and readable.
         for o in self.space.operands:
             if o.fmt.is_sparse:
@@ -481,13 +514,15 @@ class Sparsifier:
         st = _State({}, {o.key: _OpState([None] * len(o.levels), [None] * len(o.levels))
                          for o in self.space.all_operands()})
         self.count_var: L.Var | None = None
-        stmts: list[L.Stmt] = []
+        self._outer_count: L.LExpr | None = None
+        self.count_slots = CountSlots("one")
         if self.strategy in ("entries", "workspace") and not symbolic:
             self.count_var = L.Var(self.namer_once("w"))
-            if not self.order or self.order[0] not in self.out_vars:
-                stmts.append(L.Assign(self.count_var, L.Cast(L.Load(f"{self.out.prefix}_off", const(0), "int64"),
-                                                             INDEX)))
-        stmts += self.lower(0, st, self.body)
+        stmts: list[L.Stmt] = self.lower(0, st, self.body)
+        if self.count_var is not None and self._outer_count is None:
+            # One run of entries: it starts at off[0].
+            stmts.insert(0, L.Assign(self.count_var, L.Cast(L.Load(f"{self.out.prefix}_off", const(0), "int64"),
+                                                            INDEX)))
         name = self.kernel_name + ("_symbolic" if symbolic else "")
         dims = sorted(set(self.dim_param.values()))
         params: list[L.Param] = list(self._buffers.values()) + [L.ScalarParam(d) for d in dims]
@@ -557,22 +592,16 @@ class Sparsifier:
         return stmts, expr
 
     def scalar_reduce(self, r: Reduce, st: _State) -> tuple[list[L.Stmt], L.Var]:
-        """Lower ``r`` into a sub-nest that accumulates into a fresh scalar."""
-        from .normalize import free_vars
-        from .loop_order import sub_order
+        """Lower ``r`` into a sub-nest that accumulates into a fresh scalar.
 
-        free = set(free_vars(r))
-        extra = [v for v in st.bound if self.lvars.get(v) is not None and self.lvars[v].dim_var not in free
-                 and not self._bound_by_enclosing(v)]
-        if extra:
-            raise NotFusable(r, f"computing it below {extra[0]!r} would repeat it for every {extra[0]!r}")
-        if r not in self._sub_orders:
-            try:
-                self._sub_orders[r] = list(sub_order(self.space, {v.name for v in r.vars}, self.first_seen))
-            except Exception:
-                raise NotFusable(r, "its operands' level orders conflict") from None
+        Whether each of the statement's nested reductions may be fused was decided by
+        :meth:`_check_fusion`; ``r`` may be a lattice case's simplified copy of one of them
+        (fewer operands, so it is ready no later and costs no more than the original).
+        """
+        if not any(isinstance(x, (Access, Reduce)) for x in r.body.walk()):
+            return self._constant_reduce(r, st)
         acc = L.Var(self.namer.fresh("red"), self.cdt)
-        sub = Nest(self._sub_orders[r], r.op, {v.name for v in r.vars}, top=False, acc=acc)
+        sub = Nest(self._sub_order(r), r.op, {v.name for v in r.vars}, top=False, acc=acc)
         outer, self.nest = self.nest, sub
         try:
             body = self.lower(0, st.copy(), r.body)
@@ -581,9 +610,73 @@ class Sparsifier:
         self.opaque[acc.name] = acc
         return [L.Assign(acc, const(identity_value(r.op, self.cdt), self.cdt))] + body, acc
 
-    def _bound_by_enclosing(self, var: str) -> bool:
-        """True when ``var`` belongs to a nest enclosing the current one (not the current nest's loops)."""
-        return var not in self.nest.order
+    def _constant_reduce(self, r: Reduce, st: _State) -> tuple[list[L.Stmt], L.Var]:
+        """``r`` over a body that reads no operand (a lattice case replaced them by 0): closed form.
+
+        sum: body * (product of the extents); max/min: body, or the identity over an empty range.
+        A repeated index's duplicate adds no terms: its filter keeps one value of it.
+        """
+        value = self.emit_expr(r.body, st)
+        dups = {d for _, d in self.filters}
+        extents = [L.Var(self.dim_param[v.name]) for v in r.vars if v.name not in dups]
+        if r.op == "sum":
+            for n in extents:
+                value = binop("mul", value, self._as(n, self.cdt))
+        else:
+            nonempty = None
+            for n in extents:
+                c = binop("gt", n, const(0))
+                nonempty = c if nonempty is None else binop("and", nonempty, c)
+            if nonempty is not None:
+                value = L.Select(nonempty, value, const(identity_value(r.op, self.cdt), self.cdt), self.cdt)
+        acc = L.Var(self.namer.fresh("red"), self.cdt)
+        self.opaque[acc.name] = acc
+        return [L.Assign(acc, value)], acc
+
+    def _sub_order(self, r: Reduce) -> list[str]:
+        """The loop order of a fused reduction's sub-nest (NotFusable when its operands' level orders conflict)."""
+        from .loop_order import sub_order
+
+        dims = frozenset(v.name for v in r.vars)
+        if dims not in self._sub_orders:
+            try:
+                self._sub_orders[dims] = list(sub_order(self.space, set(dims), self.first_seen))
+            except Exception:
+                raise NotFusable(r, "its operands' level orders conflict") from None
+        return self._sub_orders[dims]
+
+    def _check_fusion(self, order: Sequence[str], body: Expr) -> None:
+        """Raise NotFusable for a nested reduction of ``body`` that cannot be a scalar of the nest ``order``.
+
+        Decided on the statement's own reductions, before lowering, because the lattice cases
+        lower simplified copies of them, which the pipeline could not find to precompute.
+        """
+        from .normalize import free_vars
+
+        for r in _outermost_reductions(body):
+            free = set(free_vars(r))
+            ready = max((k + 1 for k, v in enumerate(order) if self.lvars[v].dim_var in free), default=0)
+            extra = [v for v in order[:ready] if self.lvars[v].dim_var not in free]
+            if extra:
+                raise NotFusable(r, f"computing it below {extra[0]!r} would repeat it for every {extra[0]!r}")
+            self._check_levels_outside(r, free)
+            self._check_fusion(self._sub_order(r), r.body)
+
+    def _check_levels_outside(self, r: Reduce, free: set[str]) -> None:
+        """NotFusable when an operand of ``r`` stores a level the enclosing loops must walk (a variable
+        free in ``r``, not located) below a level of a variable ``r`` reduces: its parent position is
+        not known until ``r``'s own loops run (SpMV on CSC: ``sum[j](A[i,j] * x[j]) + c``)."""
+        for key in sorted(operands_in(r.body)):
+            o = self.operands[key]
+            if not o.fmt.is_sparse:
+                continue
+            for l, (lv, lvl) in enumerate(zip(o.level_vars, o.levels)):
+                if lv.is_unit or lvl.is_full or lv.dim_var not in free:
+                    continue
+                inner = [m.name for m in o.level_vars[:l] if not m.is_unit and m.dim_var not in free]
+                if inner:
+                    raise NotFusable(r, f"{o.tensor} stores {lv.name}, a loop outside it, below {inner[0]}, "
+                                        "a variable it reduces")
 
     def ws_first_red(self, k: int) -> bool:
         return self.lvars[self.order[k]].dim_var in self.reduce_vars and all(
@@ -612,8 +705,9 @@ class Sparsifier:
         # When the max/min is not accumulated in a scalar, stores combine with the output's initial value,
         # which must then be the identity, so every coordinate is visited.
         skip = is_zero
-        if self.reduce_op in ("max", "min") and (k >= self.first_reduction_index()
-                                                  or (self.nest.top and self.hoist_at is None)):
+        counted = self.nest.top and self.strategy == "workspace"  # see ws_value
+        if self.reduce_op in ("max", "min") and not counted and (k >= self.first_reduction_index()
+                                                                 or (self.nest.top and self.hoist_at is None)):
             # ... unless a coordinate yields the identity itself (a masked max: where(M, A, -inf)).
             ident = IDENTITY[self.reduce_op]
             skip = lambda e: isinstance(e, Literal) and not isinstance(e.value, bool) and e.value == ident  # noqa
@@ -655,9 +749,10 @@ class Sparsifier:
             stmts.append(L.Assign(v, value))
         st.bound[var] = v
         stmts += self._materialize(st)
-        if self.nest.top and k == 0 and self.count_var is not None and var in self.out_vars:
-            # Numeric pass of a sparse output: entries of this outer iteration start at off[var].
-            stmts.append(L.Assign(self.count_var, L.Cast(L.Load(f"{self.out.prefix}_off", v, "int64"), INDEX)))
+        if self.nest.top and k == 0 and self.count_var is not None and self._outer_count is not None:
+            # Numeric pass of a sparse output: entries of this outer iteration start at its offset.
+            stmts.append(L.Assign(self.count_var, L.Cast(L.Load(f"{self.out.prefix}_off", self._outer_count, "int64"),
+                                                         INDEX)))
         return stmts, []
 
     def namer_once(self, base: str) -> str:
@@ -695,10 +790,12 @@ class Sparsifier:
         """``pre`` then the nested body, wrapped in filters for repeated indices and block padding."""
         conds: list[L.LExpr] = []
         var = self.order[k]
-        for a, b in self.filters:
-            if var in (a, b) and a in st.bound and b in st.bound:
-                conds.append(binop("eq", st.bound[a], st.bound[b]))
         lv = self.lvars[var]
+        for a, b in self.filters:
+            # Full coordinates: a blocked operand splits both variables into blocks and offsets.
+            ca, cb = self.dim_coord(a, st), self.dim_coord(b, st)
+            if lv.dim_var in (a, b) and ca is not None and cb is not None:
+                conds.append(binop("eq", ca, cb))
         if lv.part == "inner" and self._sparse_inner(var):
             full = self.dim_coord(lv.dim_var, st)
             if full is not None:
@@ -726,6 +823,7 @@ class Sparsifier:
         var = self.order[k]
         lv = self.lvars[var]
         inner_st = st.copy()
+        self._count_per_iteration(k, L.Var(var), CountSlots("coordinate"))
         pre, _ = self.bind(k, inner_st, L.Var(var), expr)
         body = self._guarded(k, inner_st, expr, pre)
         if not body:
@@ -813,6 +911,13 @@ class Sparsifier:
         var = self.order[k]
         p = L.Var(self.namer.fresh(f"p{o.prefix}{l}"))
         inner = st.copy()
+        one_child = lvl.single_child and not (l > 0 and st.ops[o.key].seg_end[l - 1] is not None)
+        if one_child:
+            self._count_per_iteration(k, None, CountSlots("one"))
+        elif l == 0 and lvl.ordered:  # positions in coordinate order: the runs of entries stay sorted
+            self._count_per_iteration(k, p, CountSlots("position", o.prefix, l))
+        else:
+            self._count_per_iteration(k, L.Var(var), CountSlots("coordinate"))
         if not lvl.unique:
             # Iterate runs of equal coordinates: each coordinate once, children get [p, seg).
             end = L.Var(self.namer.fresh(f"end{o.prefix}{l}"))
@@ -825,8 +930,7 @@ class Sparsifier:
                 return []
             loop = L.While(binop("lt", p, end), L.Block(tuple(body + [L.Assign(p, seg)])), comment, var)
             return [L.Assign(p, lo), L.Assign(end, hi), loop]
-        if lvl.single_child and not (l > 0 and st.ops[o.key].seg_end[l - 1] is not None):
-            # Exactly one child: no loop.
+        if one_child:  # no loop
             self._enter(inner, o, l, lo, None)
             pre, _ = self.bind(k, inner, self._crd(o, l, lo), expr)
             return [L.Comment(comment)] + self._guarded(k, inner, expr, pre)
@@ -873,6 +977,7 @@ class Sparsifier:
         lv = self.lvars[var]
         init, cur, end = self._cursors(st, its)
         inner = st.copy()
+        self._count_per_iteration(k, L.Var(var), CountSlots("coordinate"))
         pre, _ = self.bind(k, inner, L.Var(var), None)
         n = self.extent(lv)
         body: list[L.Stmt] = list(pre)
@@ -911,6 +1016,7 @@ class Sparsifier:
     def _coiterate(self, k: int, st: _State, its, points: list[LatticePoint], comment: str) -> list[L.Stmt]:
         var = self.order[k]
         init, cur, end = self._cursors(st, its)
+        self._count_per_iteration(k, None, CountSlots("one"))
         out: list[L.Stmt] = list(init)
         by_key = {o.key: (o, l) for o, l in its}
         for point in points:
@@ -1016,7 +1122,7 @@ class Sparsifier:
             return self.emit(st, None)
         value = self.emit_expr(expr, st)
         if self.strategy == "workspace":
-            return self.ws_touch(st) + [L.Store(self.ws_names["vals"], st.bound[self.ws_var], value, "add")]
+            return self.ws_touch(st) + self.ws_accumulate(st, value)
         if st.acc is not None:
             op = self.reduce_op or "sum"
             new = binop({"sum": "add", "max": "max", "min": "min"}[op], st.acc, value)
@@ -1045,9 +1151,8 @@ class Sparsifier:
 
     def emit(self, st: _State, value: L.LExpr | None) -> list[L.Stmt]:
         """Append one output entry (numeric) or count it (symbolic)."""
-        top = st.bound[self.order[0]] if self.order else const(0)
         if self.symbolic:
-            return [L.Store(f"{self.out.prefix}_cnt", top, const(1, "int64"), "add")]
+            return [L.Store(f"{self.out.prefix}_cnt", self._count_slot(), const(1, "int64"), "add")]
         w = self.count_var if self.count_var is not None else const(0)
         stmts: list[L.Stmt] = []
         if self.direct:
@@ -1061,6 +1166,25 @@ class Sparsifier:
         stmts.append(L.Assign(w, binop("add", w, 1)))
         return stmts
 
+    def _count_slot(self) -> L.LExpr:
+        """The entry of the counts array an output entry is counted in (see :class:`CountSlots`)."""
+        return self._outer_count if self._outer_count is not None else const(0)
+
+    def _count_per_iteration(self, k: int, index: L.LExpr | None, slots: CountSlots) -> None:
+        """At the outer loop (``k == 0``) of a sparse output: count entries per iteration ``index`` (a
+        coordinate, or a position of the level the loop walks), or in one slot when ``index`` is None."""
+        if k != 0 or not self.nest.top or self.strategy not in ("entries", "workspace"):
+            return
+        if self.order[0] not in self.out_vars:
+            self._outer_count, self.count_slots = None, CountSlots("one")
+        elif self.direct:
+            # The counts' prefix sums become the output's pos array: one slot per row.
+            self._outer_count, self.count_slots = L.Var(self.order[0]), CountSlots("coordinate")
+        elif index is None:
+            self._outer_count, self.count_slots = None, CountSlots("one")
+        else:
+            self._outer_count, self.count_slots = index, slots
+
     # ------------------------------------------------------------------ workspace (SpGEMM-style)
     def workspace_row(self, k: int, st: _State, expr: Expr) -> list[L.Stmt]:
         """Accumulate one output row in a dense workspace, then emit it sorted and clear it."""
@@ -1073,14 +1197,15 @@ class Sparsifier:
         jv = L.Var(self.ws_var)
         clear = [L.Store(mark, jv, const(0, "int8"))]
         if self.symbolic:
-            top = st.bound[self.order[0]] if self.order[0] in st.bound else const(0)
-            stmts.append(L.Store(f"{self.out.prefix}_cnt", top, L.Cast(cnt, "int64"), "add"))
+            stmts.append(L.Store(f"{self.out.prefix}_cnt", self._count_slot(), L.Cast(cnt, "int64"), "add"))
             stmts.append(L.For(t, const(0), cnt, L.Block((L.Assign(jv, L.Cast(L.Load(lst, t, "int64"), INDEX)),
                                                           *clear))))
             return stmts
         emit_st = st.copy()
         emit_st.bound[self.ws_var] = jv
-        value = L.Load(vals, jv, self.cdt)
+        value = self.ws_value(jv)
+        if "count" in self.ws_names:
+            clear.append(L.Store(self.ws_names["count"], jv, const(0, "int64")))
         drain = [L.Assign(jv, L.Cast(L.Load(lst, t, "int64"), INDEX))] + self.emit(emit_st, value) + [
             L.Store(vals, jv, const(0, self.cdt))] + clear
         n = L.Var(self.dim_param[self.lvars[self.ws_var].dim_var])
@@ -1094,15 +1219,51 @@ class Sparsifier:
         stmts.append(L.If(big, L.Block(tuple(scan)), L.Block(tuple(sort_then_drain))))
         return stmts
 
+    def _ws_dtypes(self) -> dict[str, str]:
+        """The row workspace's buffers: values, touched marks, the touched list and, under max/min,
+        how many terms reached each coordinate (fewer than the reduced range: an implicit 0 joins)."""
+        parts = {"vals": self.cdt, "mark": "int8", "list": "int64"}
+        if self.main.reduce_op in ("max", "min"):
+            parts["count"] = "int64"
+        return parts
+
     def ws_touch(self, st: _State) -> list[L.Stmt]:
         j = st.bound[self.ws_var]
         mark, lst = self.ws_names["mark"], self.ws_names["list"]
         cnt = st.row_count
-        return [L.If(binop("eq", L.Load(mark, j, "int8"), const(0, "int8")), L.Block((
-            L.Store(mark, j, const(1, "int8")),
-            L.Store(lst, cnt, L.Cast(j, "int64")),
-            L.Assign(cnt, binop("add", cnt, 1)),
-        )))]
+        first: list[L.Stmt] = [L.Store(mark, j, const(1, "int8")), L.Store(lst, cnt, L.Cast(j, "int64")),
+                               L.Assign(cnt, binop("add", cnt, 1))]
+        if "count" in self.ws_names and not self.symbolic:
+            first.append(L.Store(self.ws_names["vals"], j, const(identity_value(self.reduce_op, self.cdt), self.cdt)))
+        return [L.If(binop("eq", L.Load(mark, j, "int8"), const(0, "int8")), L.Block(tuple(first)))]
+
+    def ws_accumulate(self, st: _State, value: L.LExpr) -> list[L.Stmt]:
+        """Combine one term into the workspace (and count it under max/min)."""
+        j = st.bound[self.ws_var]
+        op = self.reduce_op or "sum"
+        stmts: list[L.Stmt] = [L.Store(self.ws_names["vals"], j, value, STORE_OP[op])]
+        if "count" in self.ws_names:
+            stmts.append(L.Store(self.ws_names["count"], j, const(1, "int64"), "add"))
+        return stmts
+
+    def ws_value(self, j: L.Var) -> L.LExpr:
+        """The reduced value of workspace coordinate ``j``.
+
+        Loops skip terms that are structurally 0 (as for sums); under max/min a coordinate
+        reached by fewer terms than the reduced range holds (the product of its extents) had
+        an implicit 0 among them.
+        """
+        v = L.Load(self.ws_names["vals"], j, self.cdt)
+        if "count" not in self.ws_names:
+            return v
+        terms = None
+        dups = {d for _, d in self.filters}  # a repeated index's duplicate adds no terms (the filter drops them)
+        for var in sorted(self.main.reduce_vars - dups):
+            n = L.Var(self.dim_param[var])
+            terms = n if terms is None else binop("mul", terms, n)
+        seen = L.Cast(L.Load(self.ws_names["count"], j, "int64"), INDEX)
+        op = STORE_OP[self.main.reduce_op]
+        return L.Select(binop("lt", seen, terms), binop(op, v, const(0, self.cdt)), v, self.cdt)
 
     def insertion_sort(self, buf: str, n: L.Var) -> list[L.Stmt]:
         """Sort ``buf[0:n]`` ascending in place (loop IR; ``and`` short-circuits)."""
