@@ -1,36 +1,53 @@
 """The fast call path: a precomputed plan that skips the general runtime when it can.
 
 A compiled kernel's per-call cost matters for small problems (a 10x10 SpMV runs
-in well under a microsecond; scipy's call costs about 4 µs). The general runtime
+in well under a microsecond; scipy's call costs about 3 µs). The general runtime
 (:mod:`sparsec.runtime`) rebuilds tensors, re-derives extents and evaluates loop
 bounds through the interpreter on every call. :class:`FastCall` does that work
-once, at the first call, for the common case:
+once, at construction, for the common case:
 
 * one statement, no conversions, no temporaries, no workspaces;
 * a dense output in identity dimension order, or an output sharing an input's
   pattern (SDDMM-like);
 * operands given as :class:`sparsec.Tensor` in exactly the declared format and
-  dtype, or as C-contiguous numpy arrays for dense operands.
+  dtype, as scipy CSR/CSC matrices that are views of such a tensor (validated
+  once per matrix, see :func:`sparsec.api._scipy_view`), or as C-contiguous
+  numpy arrays for dense operands.
 
 Anything else -- a different format, a dtype to cast, a shape mismatch (which the
-general path reports with a precise message) -- returns :data:`FALLBACK` and the
-general runtime runs instead. The results are the same either way; the tests run
-every kernel both ways.
+general path reports with a precise message), torch tensors -- returns
+:data:`FALLBACK` and the general runtime runs instead. The results are the same
+either way; the tests run every kernel both ways.
+
+**The CPU plan is straight-line code.** For a kernel of the CPU backend, the plan
+is a small Python function generated for the kernel (:meth:`FastCall._generate`):
+per operand a type test and attribute reads, the extents unpacked from the
+shapes and compared, the output allocated in its final shape, and one call of
+the kernel's entry point (:mod:`sparsec.backends.cpu.kernel`) with the buffers
+as a tuple, which checks every array's type, dtype, rank and flags in native
+code (a rejected array falls back to the general path, which casts or copies it,
+or explains). Nothing of the user's reaches that source: operand names, level
+buffer names, formats and helpers are bound as values in the function's globals;
+the source only holds generated identifiers (``x0``, ``b3``, ``e1``) and integers.
+Other backends (the reference interpreter) use the generic plan
+(:meth:`FastCall._generic`), which does the same through dicts.
 """
 
 from __future__ import annotations
 
 import functools
 import operator
+import re
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .ir import loop_ir as L
 from . import runtime
+from .backends.cpu import team as _team
+from .ir import loop_ir as L
 from .runtime import StatementRunner, chunk_bounds, get_num_threads, tensor_buffers
-from .threads import TEAM
 from .tensor import Tensor
+from .threads import TEAM
 
 FALLBACK = object()
 
@@ -65,6 +82,23 @@ def host_expr(e: L.LExpr) -> HostExpr:
         f, a, c = ops[e.op], host_expr(e.a), host_expr(e.b)
         return lambda b, s: f(a(b, s), c(b, s))
     raise TypeError(f"not a host-evaluable bound: {e!r}")
+
+
+_SCIPY: list = []   # [scipy.sparse.issparse, sparsec.api._scipy_view], imported on first use
+
+
+def _scipy_view(x: Any, name: str) -> Tensor | None:
+    """A validated Tensor view of a scipy sparse matrix (memoized per matrix by :mod:`sparsec.api`), or None."""
+    if not type(x).__module__.startswith("scipy"):
+        return None
+    if not _SCIPY:
+        import scipy.sparse
+
+        from .api import _scipy_view as view
+
+        _SCIPY[:] = [scipy.sparse.issparse, view]
+    issparse, view = _SCIPY
+    return view(x, name) if issparse(x) else None
 
 
 class FastCall:
@@ -123,7 +157,52 @@ class FastCall:
         self._cache: dict[str, tuple[Any, dict, Any, Any]] = {}
         self.fill_needs_scalars = low.reduce_op in ("max", "min")
         self.writes_all = low.writes_all
+        self._work_memo: tuple = (None, 0, 0, 0)
+        self._work_factor = self._inner_work_params()
+        self._fn = self._generate() or self._generic
 
+    def __call__(self, given: Mapping[str, Any]) -> Any:
+        return self._fn(given)
+
+    # ------------------------------------------------------------------ work estimate for threads
+    def _inner_work_params(self) -> list[str]:
+        """Extent parameters of the work done per nonzero (or per iteration) of the parallel loop.
+
+        Parameters of dimensions the balancing operand does not index (SpMM's columns of
+        B, SDDMM's inner dimension) multiply the work of each of its nonzeros; without a
+        balancing operand, every parameter but the parallel loop's.
+        """
+        if self.parallel is None:
+            return []
+        low = self.low
+        bal = self.balance
+        owner = next((o for o in self.inputs if bal and bal.startswith(o.prefix + "_")), None)
+        if owner is not None:
+            own = {low.dim_params[v] for v in owner.dim_vars}
+            return sorted(p for p in self.params if p not in own)
+        hi = self.hi
+        return sorted(p for p in self.params if p != hi)
+
+    def _work(self, balance: Any, lo: int, hi: int, scalars: Mapping[str, int], per_element: bool = False) -> int:
+        """Iterations plus nonzeros of ``[lo, hi)``, times the inner work per nonzero (memoized per pos array).
+
+        The inner work counts vector operations of 8 elements (the unit the parallel
+        threshold was measured in), or elements with ``per_element``.
+        """
+        memo = self._work_memo
+        if memo[0] is balance and memo[1] == lo and memo[2] == hi and balance is not None:
+            base = memo[3]
+        else:
+            base = (hi - lo) + (int(balance[hi]) - int(balance[lo]) if balance is not None else 0)
+            if balance is not None:
+                self._work_memo = (balance, lo, hi, base)
+        factor = 1
+        for p in self._work_factor:
+            factor *= scalars[p]
+        # a nonzero's inner work of n elements is one vector operation per 8 of them
+        return base * (factor if per_element else max(1, factor // 8))
+
+    # ------------------------------------------------------------------ the generic plan (dicts)
     def _tensor_buffers(self, name: str, x: Tensor, fmt, dtype) -> dict | None:
         # The memo is keyed by the tensor *and* its values / levels objects: a tensor whose
         # ``values`` or ``levels`` attribute was rebound gets its buffers looked up again.
@@ -136,11 +215,14 @@ class FastCall:
         self._cache[name] = (x, bufs, x.values, x.levels)
         return bufs
 
-    def __call__(self, given: Mapping[str, Any]) -> Any:
+    def _generic(self, given: Mapping[str, Any]) -> Any:
         buffers: dict[str, Any] = {}
         for name, dense, fmt, dtype, ndim in self.checks:
             x = given[name]
             tx = type(x)
+            if tx is not Tensor and tx is not np.ndarray:
+                x = _scipy_view(x, name) or x
+                tx = type(x)
             if tx is Tensor:
                 b = self._tensor_buffers(name, x, fmt, dtype)
                 if b is None:
@@ -160,7 +242,10 @@ class FastCall:
         shape = tuple([scalars[p] for p in self.out_shape])
         fill = self.runner.fill_value(scalars) if self.fill_needs_scalars else 0
         if self.pattern is not None:
-            size = given[self.pattern.tensor].values.shape[0]
+            src = given[self.pattern.tensor]
+            if type(src) is not Tensor:
+                src = _scipy_view(src, self.pattern.tensor)
+            size = src.values.shape[0]
         else:
             size = 1
             for n in shape:
@@ -175,7 +260,6 @@ class FastCall:
         else:
             self._launch(buffers, scalars)
         if self.pattern is not None:
-            src = given[self.pattern.tensor]
             return Tensor.from_buffers(self.out_fmt, shape, [dict(lv) for lv in src.levels], vals,
                                        name=self.out_name, validate=False)
         return vals.reshape(shape)
@@ -188,10 +272,299 @@ class FastCall:
         if hi <= lo:
             return
         balance = buffers[self.balance] if self.balance else None
-        work = (hi - lo) + (int(balance[hi]) - int(balance[lo]) if balance is not None else 0)
-        if work < runtime.MIN_PARALLEL_WORK or not self.threads or (nthreads := get_num_threads()) == 1:
+        if not self.threads or (nthreads := get_num_threads()) == 1 or \
+                self._work(balance, lo, hi, scalars) < runtime.MIN_PARALLEL_WORK:
             scalars["sc_lo"], scalars["sc_hi"] = lo, hi
             fn(buffers, scalars)
             return
         chunks = chunk_bounds(lo, hi, nthreads, balance)
         TEAM.run([functools.partial(fn, buffers, {**scalars, "sc_lo": a, "sc_hi": b}) for a, b in chunks])
+
+    # ------------------------------------------------------------------ the generated plan (CPU)
+    def _generate(self) -> Callable[[Mapping[str, Any]], Any] | None:
+        """Straight-line plan code for a CPU kernel (see the module docs), or None where it does not apply."""
+        ck = self.kernel_fn
+        entry = getattr(ck, "entry", None)
+        if entry is None or self.fill_needs_scalars:
+            return None
+        if self.parallel is not None and not (type(self.lo) in (int, str) and type(self.hi) in (int, str)):
+            return None
+        params = set(self.params)
+        if any(n not in params and n not in ("sc_lo", "sc_hi") for n in ck.scalar_names):
+            return None
+        by_prefix = {o.prefix: o for o in self.inputs}
+        if len(by_prefix) != len(self.inputs):
+            return None
+        # where each kernel buffer comes from: (operand index, level, part) / output
+        sources: list[tuple[int, int | None, str] | None] = []
+        for p in ck.buffer_params:
+            if p.role == "out" and p.tensor == self.out_prefix and p.part == "vals":
+                sources.append(None)
+                continue
+            o = by_prefix.get(p.tensor)
+            if p.role != "in" or o is None:
+                return None
+            k = self.inputs.index(o)
+            if p.part == "vals":
+                sources.append((k, None, "vals"))
+                continue
+            m = re.fullmatch(r"(.+?)(\d+)", p.part)
+            if m is None:
+                return None
+            level, part = int(m.group(2)), m.group(1)
+            fmt = self.decls[o.tensor].format
+            if level >= fmt.rank or part not in fmt.levels[level].buffers:
+                return None
+            sources.append((k, level, part))
+        if sum(s is None for s in sources) != 1:
+            return None
+
+        ns: dict[str, Any] = {"Tensor": Tensor, "ndarray": np.ndarray, "FALLBACK": FALLBACK, "CK": ck,
+                              "CDT": self.cdt, "len": len}
+        lines = ["def fast(given):"]
+        emit = lines.append
+        bufvar: dict[int, str] = {}     # kernel buffer index -> variable
+        any_rank = set()
+        for k, o in enumerate(self.inputs):
+            name = o.tensor
+            decl = self.decls[name]
+            mine = [(j, s) for j, s in enumerate(sources) if s is not None and s[0] == k]
+            ns[f"N{k}"] = name
+            ns[f"FOK{k}"] = [decl.format]
+            ns[f"SLOW{k}"] = functools.partial(self._slow_operand, name, decl.format, tuple(
+                (lv, part) for _, (_, lv, part) in mine), self.identity_dense[name], decl.ndim)
+            emit(f"    x{k} = given[N{k}]")
+            tk = f"t{k}" if self.pattern is not None and o.prefix == self.pattern.prefix else "_"
+            if tk != "_":
+                emit(f"    {tk} = x{k}")
+            dense_array = self.identity_dense[name]
+            if dense_array:
+                # a dense operand as a numpy array: the array is its flat buffer (any rank, C order)
+                emit(f"    if type(x{k}) is ndarray:")
+                emit(f"        s{k} = x{k}.shape")
+                for j, _ in mine:
+                    emit(f"        b{j} = x{k}")
+                    any_rank.add(j)
+            # a Tensor in the declared format: its buffers, read each call (cheap; no memo to go stale)
+            ns[f"FMTOK{k}"] = functools.partial(_format_ok, ns[f"FOK{k}"], decl.format)
+            emit(f"    {'elif' if dense_array else 'if'} type(x{k}) is Tensor and "
+                 f"(x{k}.format is FOK{k}[0] or FMTOK{k}(x{k}.format)):")
+            emit(f"        s{k} = x{k}.shape")
+            if any(lv is not None for _, (_, lv, _) in mine):
+                emit(f"        v{k} = x{k}.levels")
+            for j, (_, lv, part) in mine:
+                bufvar[j] = f"b{j}"
+                if lv is None:
+                    emit(f"        b{j} = x{k}.values")
+                else:
+                    ns[f"P{j}"] = part
+                    emit(f"        b{j} = v{k}[{lv}][P{j}]")
+            emit("    else:")
+            emit(f"        r = SLOW{k}(x{k})")
+            emit("        if r is None:")
+            emit("            return FALLBACK")
+            emit(f"        s{k}, {tk}, ({''.join(f'b{j}, ' for j, _ in mine)}) = r")
+            emit(f"    if len(s{k}) != {decl.ndim}:")
+            emit("        return FALLBACK")
+        # extents: the first dimension that names a parameter defines it, the others must agree
+        pvar: dict[str, str] = {}
+        for k, o in enumerate(self.inputs):
+            for d, v in enumerate(o.dim_vars):
+                param = self.low.dim_params[v]
+                if param not in pvar:
+                    pvar[param] = f"e{len(pvar)}"
+                    emit(f"    {pvar[param]} = s{k}[{d}]")
+                else:
+                    emit(f"    if s{k}[{d}] != {pvar[param]}:")
+                    emit("        return FALLBACK")
+        if set(pvar) != params:
+            return None
+        shape = "(" + "".join(f"{pvar[p]}, " for p in self.out_shape) + ")"
+        # the output
+        out_j = sources.index(None)
+        any_rank.add(out_j)
+        bufvar[out_j] = "out"
+        if self.writes_all:
+            if runtime.POISON:
+                ns["ALLOC"] = lambda n, dt: np.full(n, runtime.poison_value(dt), dtype=dt)
+            else:
+                ns["ALLOC"] = np.empty
+        else:
+            fill = self.runner.fill_value({})
+            ns["ALLOC"] = np.zeros if fill == 0 else functools.partial(_full, fill)
+        if self.pattern is not None:
+            pk = next(k for k, o in enumerate(self.inputs) if o.prefix == self.pattern.prefix)
+            vals_j = next((j for j, s in enumerate(sources) if s == (pk, None, "vals")), None)
+            if vals_j is None:
+                return None
+            emit(f"    out = ALLOC(len(b{vals_j}), CDT)")
+        else:
+            emit(f"    out = ALLOC({shape}, CDT)")
+        # scalars in the kernel's order
+        svals = []
+        for n in ck.scalar_names:
+            svals.append("lo" if n == "sc_lo" else "hi" if n == "sc_hi" else pvar[n])
+        arrays = "(" + "".join(f"{bufvar[j]}, " for j in range(len(sources))) + ")"
+        sig = ck.signature(frozenset(any_rank))
+        self._sig_array = sig            # keeps the array alive
+        self._sig = ns["SIG"] = sig.ctypes.data
+        if self.parallel is not None:
+            lo, hi = self.lo, self.hi
+            emit(f"    lo = {lo if type(lo) is int else pvar[lo]}")
+            emit(f"    hi = {hi if type(hi) is int else pvar[hi]}")
+            bal_j = None
+            if self.balance:
+                bal_j = next((j for j, p in enumerate(ck.buffer_params) if p.name == self.balance), None)
+                if bal_j is None:
+                    return None
+            bal = bufvar[bal_j] if bal_j is not None else "None"
+            # dense operands the kernel reads with wide vectors: 64-byte aligned copies when reused a lot
+            aligned = getattr(ck, "aligned_loads", frozenset())
+            for j in sorted(any_rank):
+                if ck.buffer_params[j].name in aligned and j != out_j:
+                    ns["ALIGN"] = self._aligned_operand
+                    emit(f"    if {bufvar[j]}.size >= {_ALIGN_MIN_SIZE}:")
+                    emit(f"        {bufvar[j]} = ALIGN({bufvar[j]}, lo, hi, {bal}, [{', '.join(svals)}])")
+            if self.threads:
+                ns["NTHREADS"] = get_num_threads
+                ns["PAR"] = self._parallel_entry
+                ns["RT"] = runtime
+                # an upper bound of the work (all of the balancing operand's entries, not the range's)
+                # keeps small calls off the parallel path without reading the pos array
+                bound = "(hi - lo)"
+                owner = next((k for k, o in enumerate(self.inputs)
+                              if self.balance and self.balance.startswith(o.prefix + "_")), None)
+                vals_j = next((j for j, s_ in enumerate(sources) if s_ == (owner, None, "vals")), None)
+                if vals_j is not None:
+                    bound = f"(hi - lo + len(b{vals_j}))"
+                if self._work_factor:
+                    bound += f" * max(1, {' * '.join(pvar[p] for p in self._work_factor)} // 8)"
+                ns["NATIVE_SHARE"] = NATIVE_WORK_SHARE
+                emit(f"    if hi - lo > 1 and {bound} >= RT.MIN_PARALLEL_WORK * NATIVE_SHARE and NTHREADS() > 1:")
+                emit(f"        if PAR({arrays}, [{', '.join(svals)}], lo, hi, {bal}):")
+                emit("            return FALLBACK")
+                emit("    elif CK.entry(" + arrays + ", SIG, " + ", ".join(svals) + "):")
+                emit("        return FALLBACK")
+            else:
+                emit(f"    if CK.entry({arrays}, SIG, {', '.join(svals)}):")
+                emit("        return FALLBACK")
+        else:
+            emit(f"    if CK.entry({arrays}, SIG{''.join(', ' + v for v in svals)}):")
+            emit("        return FALLBACK")
+        if self.pattern is not None:
+            ns["PATTERN"] = self._pattern_result
+            emit(f"    return PATTERN(t{pk}, out, {shape})")
+        else:
+            emit("    return out")
+        self._scalar_slots = {n: i for i, n in enumerate(ck.scalar_names)}
+        self._param_of_slot = [(n, i) for i, n in enumerate(ck.scalar_names) if n in params]
+        self._source = "\n".join(lines) + "\n"
+        code = compile(self._source, f"<sparsec fast call of {ck.kernel.name}>", "exec")
+        exec(code, ns)  # noqa: S102 - generated identifiers and integers only; see the module docs
+        return ns["fast"]
+
+    def _slow_operand(self, name: str, fmt, parts: tuple, dense: bool, ndim: int, x: Any) -> tuple | None:
+        """``(shape, tensor, buffers)`` for an operand the straight-line code did not take, or None."""
+        t = x if type(x) is Tensor else _scipy_view(x, name)
+        if t is None or (t.format is not fmt and t.format != fmt):
+            return None
+        bufs = tuple([t.values if lv is None else t.levels[lv][part] for lv, part in parts])
+        return t.shape, t, bufs
+
+    def _aligned_operand(self, arr: np.ndarray, lo: int, hi: int, balance: Any, svals: list) -> np.ndarray:
+        """``arr``, or a 64-byte aligned copy of it when the kernel reads it many times over.
+
+        Register tiles (see :mod:`sparsec.backends.cpu.regtile`) load each row with aligned
+        512-bit vectors, masking the row's ends; a row that does not start on a 64-byte
+        boundary (numpy's arrays are 16-byte aligned) needs one vector more: for SpMM's B
+        with 16 columns, two instead of one. The copy pays off when each element is read by
+        many nonzeros (measured: from ~16 per column of A on; at 8-14 it costs more than
+        it saves).
+        """
+        if arr.__array_interface__["data"][0] % 64 == 0:
+            return arr
+        scalars = {n: svals[i] for n, i in self._param_of_slot}
+        if self._work(balance, lo, hi, scalars, per_element=True) < _ALIGN_REUSE * arr.size:
+            return arr
+        flat = np.empty(arr.size + 64 // arr.itemsize, arr.dtype)
+        k = (-flat.__array_interface__["data"][0] % 64) // arr.itemsize
+        out = flat[k: k + arr.size]
+        np.copyto(out, arr.reshape(-1))
+        return out
+
+    def _parallel_entry(self, arrays: tuple, svals: list, lo: int, hi: int, balance: Any) -> int:
+        """Run the kernel over ``[lo, hi)`` split into chunks on a thread team when the work is large.
+
+        With the native team where there is one (:mod:`sparsec.backends.cpu.team`: fork/join
+        in a few µs, no Python per chunk), from ``NATIVE_WORK_SHARE`` of
+        ``runtime.MIN_PARALLEL_WORK`` on, in :data:`CHUNKS_PER_THREAD` chunks per thread
+        balanced by nonzeros, each thread taking its own share first (the same rows at every
+        call, so they stay in its core's caches) and then the others' unclaimed chunks (a
+        thread the OS does not schedule leaves its share to the others); else with the
+        Python team from ``runtime.MIN_PARALLEL_WORK`` on, one chunk per thread.
+
+        Measured on two cores of an idle Xeon (float32; speedup over one thread, native /
+        Python team): SpMV of 160k nonzeros 1.16 / 1.05, 560k 1.35 / 1.35, 84k 0.76 / 0.61;
+        SpMM N=16 of 160k nonzeros 1.43 / 1.45, 560k 1.76 / 1.57. On the shared 2-vCPU CI
+        VM a second thread pays less, and not at all while other processes keep its
+        second vCPU busy.
+        """
+        ck = self.kernel_fn
+        entry = ck.entry
+        sig = self._sig
+        scalars = {n: svals[i] for n, i in self._param_of_slot}
+        work = self._work(balance, lo, hi, scalars)
+        nthreads = get_num_threads()
+        ilo, ihi = self._scalar_slots["sc_lo"], self._scalar_slots["sc_hi"]
+        if work < runtime.MIN_PARALLEL_WORK * NATIVE_WORK_SHARE:
+            return entry(arrays, sig, *svals)
+        packed = ck.packed_entry
+        native = _team.team(nthreads - 1) if packed else None
+        if native is None and work < runtime.MIN_PARALLEL_WORK:
+            return entry(arrays, sig, *svals)
+        if native is not None:
+            chunks = chunk_bounds(lo, hi, nthreads * CHUNKS_PER_THREAD, balance)
+            rows = np.empty((len(chunks), len(svals)), dtype=np.int64)
+            rows[:] = svals
+            rows[:, ilo], rows[:, ihi] = zip(*chunks)
+            return native.run(packed, arrays, sig, rows, nthreads)
+        # validate once (an empty range runs nothing), then split
+        probe = list(svals)
+        probe[ilo] = probe[ihi] = lo
+        bad = entry(arrays, sig, *probe)
+        if bad:
+            return bad
+        # chunks go through the kernel's ordinary call (flat buffers by name), like the general runtime's
+        ck = self.kernel_fn
+        buffers = {p.name: a if a.ndim == 1 else a.reshape(-1) for p, a in zip(ck.buffer_params, arrays)}
+        scalars = dict(zip(ck.scalar_names, svals))
+        TEAM.run([functools.partial(ck, buffers, {**scalars, "sc_lo": a, "sc_hi": b})
+                  for a, b in chunk_bounds(lo, hi, get_num_threads(), balance)])
+        return 0
+
+    def _pattern_result(self, src: Tensor, vals: np.ndarray, shape: tuple) -> Tensor:
+        return Tensor.from_buffers(self.out_fmt, shape, [dict(lv) for lv in src.levels], vals,
+                                   name=self.out_name, validate=False)
+
+
+#: the native team runs parallel loops from this share of ``runtime.MIN_PARALLEL_WORK`` on
+NATIVE_WORK_SHARE = 0.5
+#: chunks per thread on the native team
+CHUNKS_PER_THREAD = 4
+
+#: dense operands below this many elements are never copied for alignment (the check costs ~1 µs)
+_ALIGN_MIN_SIZE = 16384
+#: ... nor unless the kernel's inner work is at least this many times their size
+_ALIGN_REUSE = 16
+
+
+def _format_ok(cell: list, declared: Any, fmt: Any) -> bool:
+    """Is ``fmt`` the declared format? Remembers the last equal object, so the next test is ``is``."""
+    if fmt == declared:
+        cell[0] = fmt
+        return True
+    return False
+
+
+def _full(fill: Any, shape: Any, dtype: Any) -> np.ndarray:
+    return np.full(shape, fill, dtype)

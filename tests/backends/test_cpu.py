@@ -536,6 +536,28 @@ class _ChunkRecorder:
             return original(ck, buffers, scalars)
 
         monkeypatch.setattr(cpu.CPUKernel, "__call__", recording)
+        # the fast call path runs chunks on the native team (sparsec.backends.cpu.team): one row of
+        # scalars per chunk, claimed by whichever thread is free
+        from sparsec.backends.cpu import team
+
+        native = team.NativeTeam.run
+
+        def recording_native(tm, packed, arrays, sig, rows, nthreads):
+            ck = next((k for k in _live_kernels() if k.packed_entry == packed), None)
+            names = ck.scalar_names if ck is not None else ()
+            if "sc_lo" in names:
+                lo, hi = names.index("sc_lo"), names.index("sc_hi")
+                with lock:
+                    self.seen.extend((ck.kernel.name, int(r[lo]), int(r[hi]), "native") for r in rows)
+            return native(tm, packed, arrays, sig, rows, nthreads)
+
+        monkeypatch.setattr(team.NativeTeam, "run", recording_native)
+
+
+def _live_kernels():
+    import gc
+
+    return [o for o in gc.get_objects() if isinstance(o, cpu.CPUKernel)]
 
 
 def test_one_vs_two_threads_identical(monkeypatch):

@@ -45,6 +45,16 @@ Lowering choices (the semantics are those of :mod:`sparsec.ir.interp`):
   ``distinct`` node a loop ID needs, so the latch gets a marker node that
   :func:`generate_text` rewrites.
 
+* **Register tiles**: a loop over nonzeros (or a dense reduction loop) whose body
+  accumulates into a unit-stride row of the output (SpMM, GEMM rows) is interchanged
+  with that row's loop per tile of vector registers; see :mod:`.regtile`, which finds
+  these nests, and :meth:`_FunctionBuilder.tiled_loop`, which emits them.
+
+Besides the kernel, the module holds its entry points: :func:`_emit_entry` (arrays
+as a Python tuple, checked), :func:`_emit_fastcall` (the same as a ``METH_FASTCALL``
+Python builtin) and :func:`_emit_packed` (scalars in an array, for the native thread
+team of :mod:`.team`).
+
 Names (kernel, parameters, locals) only reach the IR through llvmlite's API,
 which quotes them.
 """
@@ -52,14 +62,16 @@ which quotes them.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from llvmlite import ir
 
 from ...errors import BackendError
 from ...ir import loop_ir as L
+from . import regtile
 
 #: bump when generated code changes, so stale disk-cache entries are not reused.
-CODEGEN_VERSION = "2"
+CODEGEN_VERSION = "6"
 
 _I1 = ir.IntType(1)
 _I8 = ir.IntType(8)
@@ -161,6 +173,8 @@ class _FunctionBuilder:
                 arg.add_attribute("captures(none)")
                 self.buffers[p.name] = (arg, p.dtype)
         self._declare_locals(kernel)
+        self.plans = regtile.find_plans(kernel, vector_bits())
+        self._declare_tile_slots()
         for arg, p in zip(self.fn.args, kernel.params):
             if isinstance(p, L.ScalarParam) and p.name in self.slots:
                 slot, dt = self.slots[p.name]
@@ -468,7 +482,11 @@ class _FunctionBuilder:
         elif isinstance(s, L.Store):
             self.store(s)
         elif isinstance(s, L.For):
-            self.for_loop(s)
+            plan = self.plans.get(id(s))
+            if plan is not None:
+                self.tiled_loop(plan)
+            else:
+                self.for_loop(s)
         elif isinstance(s, L.While):
             self.while_loop(s)
         elif isinstance(s, L.If):
@@ -580,25 +598,417 @@ class _FunctionBuilder:
             bld.branch(done)
         bld.position_at_end(done)
 
+    # ------------------------------------------------------------------ register tiles (see regtile)
+    def _declare_tile_slots(self) -> None:
+        for plan in self.plans.values():
+            for v in plan.variants:
+                vt = ir.VectorType(reg_type(plan.dtype), v.lanes)
+                v.slots["acc"] = [[self.b.alloca(vt, name=f"acc{v.bits}.{r}.{u}") for u in range(v.tiles[0])]
+                                  for r in range(max(v.splits))]
+                self.vector_bits = max(getattr(self, "vector_bits", 0), v.bits)
+            plan.slots["jt"] = self.b.alloca(_I64, name="jt")
+            plan.slots["p"] = self.b.alloca(_I64, name="p")
+            self.slots[plan.tail_var] = (self.b.alloca(_I64, name="jtail"), L.INDEX)
+
+    def _while(self, cond, body) -> None:
+        """``while cond(): body()`` as blocks (LLVM rotates it)."""
+        bld = self.b
+        head = self.fn.append_basic_block("rt.cond")
+        loop = self.fn.append_basic_block("rt.body")
+        done = self.fn.append_basic_block("rt.end")
+        bld.branch(head)
+        bld.position_at_end(head)
+        bld.cbranch(cond(), loop, done)
+        bld.position_at_end(loop)
+        body()
+        bld.branch(head)
+        bld.position_at_end(done)
+
+    def _when(self, cond, body, orelse=None) -> None:
+        bld = self.b
+        then = self.fn.append_basic_block("rt.then")
+        other = self.fn.append_basic_block("rt.else") if orelse is not None else None
+        done = self.fn.append_basic_block("rt.done")
+        bld.cbranch(cond, then, other or done)
+        bld.position_at_end(then)
+        body()
+        bld.branch(done)
+        if orelse is not None:
+            bld.position_at_end(other)
+            orelse()
+            bld.branch(done)
+        bld.position_at_end(done)
+
+    def _vintrinsic(self, name: str, vt: ir.VectorType, nargs: int) -> ir.Function:
+        et = vt.element
+        suffix = f"v{vt.count}" + (f"i{et.width}" if isinstance(et, ir.IntType) else
+                                   {"half": "f16", "float": "f32", "double": "f64"}[str(et)])
+        full = f"{name}.{suffix}"
+        try:
+            return self.module.get_global(full)
+        except KeyError:
+            return ir.Function(self.module, ir.FunctionType(vt, [vt] * nargs), name=full)
+
+    def _splat(self, v: ir.Value, lanes: int) -> ir.Value:
+        vt = ir.VectorType(v.type, lanes)
+        undef = ir.Constant(vt, ir.Undefined)
+        one = self.b.insert_element(undef, v, ir.Constant(ir.IntType(32), 0))
+        return self.b.shuffle_vector(one, undef, ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+
+    def _vconvert(self, v: ir.Value, src: str, dst: str, lanes: int) -> ir.Value:
+        ts, td = reg_type(src), reg_type(dst)
+        if ts == td:
+            return v
+        vt = ir.VectorType(td, lanes)
+        ks, kd = _kind(src), _kind(dst)
+        if ks == "f" and kd == "f":
+            return self.b.fpext(v, vt) if _FLOAT_RANK[src] < _FLOAT_RANK[dst] else self.b.fptrunc(v, vt)
+        if ks == "i" and kd == "f":
+            return self.b.sitofp(v, vt)
+        if ks == "i" and kd == "i":
+            return self.b.sext(v, vt) if ts.width < td.width else self.b.trunc(v, vt)
+        raise BackendError(f"cpu backend: no vector conversion from {src} to {dst}")  # pragma: no cover
+
+    def _varith(self, op: str, a: ir.Value, b: ir.Value, dt: str, reduction: bool = False) -> ir.Value:
+        bld = self.b
+        if op in ("max", "min"):
+            if _kind(dt) == "f":
+                name = "llvm.maximum" if op == "max" else "llvm.minimum"
+            else:
+                name = "llvm.smax" if op == "max" else "llvm.smin"
+            return bld.call(self._vintrinsic(name, a.type, 2), [a, b])
+        if _kind(dt) == "f":
+            fm = FM_REDUCE if reduction else FM_ANY
+            fn = {"add": bld.fadd, "sub": bld.fsub, "mul": bld.fmul}.get(op)
+            return fn(a, b, flags=fm) if fn is not None else bld.fdiv(a, b)
+        return {"add": bld.add, "sub": bld.sub, "mul": bld.mul}[op](a, b)
+
+    def _masked_load(self, ptr: ir.Value, vt: ir.VectorType, align: int, mask: ir.Value) -> ir.Value:
+        """``llvm.masked.load``: masked-off lanes are never read (and come back as 0)."""
+        et = vt.element
+        suffix = f"v{vt.count}" + (f"i{et.width}" if isinstance(et, ir.IntType) else
+                                   {"half": "f16", "float": "f32", "double": "f64"}[str(et)])
+        name = f"llvm.masked.load.{suffix}.p0"
+        mt = mask.type
+        try:
+            fn = self.module.get_global(name)
+        except KeyError:
+            fn = ir.Function(self.module, ir.FunctionType(vt, [_PTR, ir.IntType(32), mt, vt]), name=name)
+        zero = ir.Constant(vt, [ir.Constant(et, 0.0 if not isinstance(et, ir.IntType) else 0)] * vt.count)
+        return self.b.call(fn, [ptr, ir.Constant(ir.IntType(32), align), mask, zero])
+
+    def _masked_store(self, v: ir.Value, ptr: ir.Value, align: int, mask: ir.Value) -> None:
+        vt = v.type
+        et = vt.element
+        suffix = f"v{vt.count}" + (f"i{et.width}" if isinstance(et, ir.IntType) else
+                                   {"half": "f16", "float": "f32", "double": "f64"}[str(et)])
+        name = f"llvm.masked.store.{suffix}.p0"
+        try:
+            fn = self.module.get_global(name)
+        except KeyError:
+            fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [vt, _PTR, ir.IntType(32), mask.type]),
+                             name=name)
+        self.b.call(fn, [v, ptr, ir.Constant(ir.IntType(32), align), mask])
+
+    def _vev(self, e: L.LExpr, plan: regtile.TilePlan, W: int, nvec: int, jt: ir.Value,
+             masks: list | None = None) -> ir.Value | list:
+        """``e`` along the inner variable: a scalar (invariant) or ``nvec`` vectors of ``W`` lanes at ``jt``.
+
+        With ``masks`` (the masked variant), vector loads are aligned to their size and masked.
+        """
+        iv = plan.inner.var.name
+        if iv not in regtile._reads(e):
+            return self.ev(e)
+        bld = self.b
+        if isinstance(e, L.Load):
+            arg, dt = self.buffers[e.buffer]
+            base = bld.add(self.index(regtile.affine(e.index, iv)[0]), jt, flags=("nsw",))
+            vt = ir.VectorType(mem_type(dt), W)
+            out = []
+            for u in range(nvec):
+                idx = bld.add(base, ir.Constant(_I64, u * W), flags=("nsw",)) if u else base
+                if masks is None:
+                    ptr = bld.gep(arg, [idx], inbounds=True, source_etype=mem_type(dt))
+                    v = bld.load(ptr, typ=vt, align=_SIZES[dt])
+                else:  # the first vector of a row may start before the buffer: no inbounds
+                    ptr = bld.gep(arg, [idx], inbounds=False, source_etype=mem_type(dt))
+                    v = self._masked_load(ptr, vt, W * _SIZES[dt], masks[u])
+                out.append(self._vconvert(v, dt, e.dtype, W))
+            return out
+        if isinstance(e, L.Cast):
+            a = self._vev(e.a, plan, W, nvec, jt, masks)
+            if not isinstance(a, list):  # pragma: no cover - invariant operands were handled above
+                return self.convert(a, e.a.dtype, e.dtype)
+            return [self._vconvert(v, e.a.dtype, e.dtype, W) for v in a]
+        if isinstance(e, L.UnOp):
+            a = self._as_vectors(self._vev(e.a, plan, W, nvec, jt, masks), e.a.dtype, e.dtype, nvec, W)
+            if e.op == "neg":
+                return [bld.fneg(v) for v in a]
+            name = {"abs": "llvm.fabs", "sqrt": "llvm.sqrt"}[e.op]
+            return [bld.call(self._vintrinsic(name, v.type, 1), [v]) for v in a]
+        assert isinstance(e, L.BinOp)
+        a = self._as_vectors(self._vev(e.a, plan, W, nvec, jt, masks), e.a.dtype, e.dtype, nvec, W)
+        b = self._as_vectors(self._vev(e.b, plan, W, nvec, jt, masks), e.b.dtype, e.dtype, nvec, W)
+        return [self._varith(e.op, x, y, e.dtype) for x, y in zip(a, b)]
+
+    def _as_vectors(self, v: ir.Value | list, src: str, dst: str, nvec: int, W: int) -> list:
+        if isinstance(v, list):
+            return [self._vconvert(x, src, dst, W) for x in v]
+        s = self._splat(self.convert(v, src, dst), W)
+        return [s] * nvec
+
+    def _tile_step(self, plan: regtile.TilePlan, W: int, p: ir.Value, accs: list, nvec: int,
+                   jt: ir.Value, masks: list | None) -> None:
+        """One outer iteration ``p`` of a tile: definitions, then ``acc[u] op= value``."""
+        bld = self.b
+        slot, vdt = self.slots[plan.outer.var.name]
+        bld.store(self.convert(p, L.INDEX, vdt), slot)
+        for s in plan.pre:
+            self.stmt(s)
+        vals = self._as_vectors(self._vev(plan.value, plan, W, nvec, jt, masks), plan.value.dtype, plan.dtype,
+                                nvec, W)
+        vt = ir.VectorType(reg_type(plan.dtype), W)
+        for u in range(nvec):
+            acc = bld.load(accs[u], typ=vt)
+            bld.store(self._varith(plan.reduce, acc, vals[u], plan.dtype, reduction=True), accs[u])
+
+    def _tile(self, plan: regtile.TilePlan, var: regtile.Variant, nvec: int, jt: ir.Value,
+              bounds: tuple | None = None) -> None:
+        """The columns ``[jt, jt + nvec * lanes)`` of the nest, accumulated in registers.
+
+        ``bounds`` (masked variant): the inner loop's ``(lo, hi)``; lanes outside are masked off.
+        """
+        bld = self.b
+        W, dt = var.lanes, plan.dtype
+        K = var.splits[var.tiles.index(nvec)]
+        vt = ir.VectorType(reg_type(dt), W)
+        accs = var.slots["acc"]
+        out_arg, out_dt = self.buffers[plan.store.buffer]
+        base = bld.add(self.index(plan.out_base), jt, flags=("nsw",))
+        masks = None
+        if bounds is not None:
+            lanes = ir.Constant(ir.VectorType(_I64, W), list(range(W)))
+            lo_v, hi_v = self._splat(bounds[0], W), self._splat(bounds[1], W)
+            masks = []
+            for u in range(nvec):
+                cols = bld.add(self._splat(bld.add(jt, ir.Constant(_I64, u * W)), W), lanes)
+                masks.append(bld.and_(bld.icmp_signed(">=", cols, lo_v), bld.icmp_signed("<", cols, hi_v)))
+        ptrs = [bld.gep(out_arg, [bld.add(base, ir.Constant(_I64, u * W), flags=("nsw",)) if u else base],
+                        inbounds=masks is None, source_etype=mem_type(out_dt)) for u in range(nvec)]
+        for u in range(nvec):
+            v = bld.load(ptrs[u], typ=vt, align=_SIZES[dt]) if masks is None else \
+                self._masked_load(ptrs[u], vt, _SIZES[dt], masks[u])
+            bld.store(v, accs[0][u])
+        zero = ir.Constant(vt, [ir.Constant(vt.element, -0.0 if _kind(dt) == "f" else 0)] * W)
+        for r in range(1, K):
+            for u in range(nvec):
+                bld.store(zero, accs[r][u])
+        lo, hi = self.index(plan.outer.lo), self.index(plan.outer.hi)
+        pslot = plan.slots["p"]
+        bld.store(lo, pslot)
+
+        def load_p() -> ir.Value:
+            return bld.load(pslot, typ=_I64)
+
+        if K > 1:
+            def unrolled() -> None:
+                p = load_p()
+                for r in range(K):
+                    pr = bld.add(p, ir.Constant(_I64, r), flags=("nsw",)) if r else p
+                    self._tile_step(plan, W, pr, accs[r], nvec, jt, masks)
+                bld.store(bld.add(p, ir.Constant(_I64, K), flags=("nsw",)), pslot)
+
+            self._while(lambda: bld.icmp_signed("<=", bld.add(load_p(), ir.Constant(_I64, K), flags=("nsw",)), hi),
+                        unrolled)
+
+            # the remaining (fewer than K) outer iterations, one by one (not a loop LLVM would unroll)
+            def rest(r: int) -> None:
+                p = load_p()
+                self._tile_step(plan, W, p, accs[r], nvec, jt, masks)
+                bld.store(bld.add(p, ir.Constant(_I64, 1), flags=("nsw",)), pslot)
+                if r + 1 < K - 1:
+                    self._when(bld.icmp_signed("<", load_p(), hi), lambda: rest(r + 1))
+
+            self._when(bld.icmp_signed("<", load_p(), hi), lambda: rest(0))
+        else:
+            def single() -> None:
+                p = load_p()
+                self._tile_step(plan, W, p, accs[0], nvec, jt, masks)
+                bld.store(bld.add(p, ir.Constant(_I64, 1), flags=("nsw",)), pslot)
+
+            self._while(lambda: bld.icmp_signed("<", load_p(), hi), single)
+        for u in range(nvec):
+            parts = [bld.load(accs[r][u], typ=vt) for r in range(K)]
+            while len(parts) > 1:
+                parts = [self._varith(plan.reduce, parts[i], parts[i + 1], dt, reduction=True)
+                         if i + 1 < len(parts) else parts[i] for i in range(0, len(parts), 2)]
+            if masks is None:
+                bld.store(parts[0], ptrs[u], align=_SIZES[dt])
+            else:
+                self._masked_store(parts[0], ptrs[u], _SIZES[dt], masks[u])
+
+    def _multiple_of(self, e: L.LExpr, d: int, assigned: frozenset) -> ir.Value | bool:
+        """A sufficient condition (i1 value, or a Python bool) for the index ``e`` to be a multiple of ``d``."""
+        if isinstance(e, L.Const):
+            return int(e.value) % d == 0
+        if isinstance(e, L.Var):
+            if e.name in assigned or e.dtype not in ("index", "int64", "int32", "int16", "int8"):
+                return False
+            v = self.index(e)
+            return self.b.icmp_signed("==", self.b.and_(v, ir.Constant(_I64, d - 1)), ir.Constant(_I64, 0))
+        if isinstance(e, L.Cast) and e.dtype in ("index", "int64"):
+            return self._multiple_of(e.a, d, assigned)
+        if isinstance(e, L.BinOp) and e.op in ("add", "sub", "mul"):
+            a = self._multiple_of(e.a, d, assigned)
+            b = self._multiple_of(e.b, d, assigned)
+            if e.op == "mul":
+                if a is True or b is True:
+                    return True
+                if a is False:
+                    return b
+                if b is False:
+                    return a
+                return self.b.or_(a, b)
+            if a is False or b is False:
+                return False
+            if a is True:
+                return b
+            if b is True:
+                return a
+            return self.b.and_(a, b)
+        return False
+
+    def _grid_shift(self, plan: regtile.TilePlan, var: regtile.Variant, jlo: ir.Value) -> tuple | None:
+        """``(ok, shift)`` for the masked variant: tiles starting at ``jlo - shift`` load aligned vectors.
+
+        ``ok`` (an i1 value) holds when every vector-loaded row starts at the same offset from
+        a vector-size boundary: each load's row index is a multiple of the lanes and its
+        buffer sits at the same offset as the first one's. None when that cannot hold.
+        """
+        bld = self.b
+        W = var.lanes
+        iv = plan.inner.var.name
+        ok: ir.Value | bool = True
+        shift = None
+        for ld in plan.vector_loads():
+            arg, dt = self.buffers[ld.buffer]
+            nbytes = W * _SIZES[dt]
+            if nbytes & (nbytes - 1):
+                return None
+            mult = self._multiple_of(regtile.affine(ld.index, iv)[0], W, plan.assigned)
+            if mult is False:
+                return None
+            # the buffer's offset from a vector boundary, in elements
+            off = bld.udiv(bld.and_(bld.ptrtoint(arg, _I64), ir.Constant(_I64, nbytes - 1)),
+                           ir.Constant(_I64, _SIZES[dt]))
+            if shift is None:
+                shift = off
+                same = True
+            else:
+                same = bld.icmp_signed("==", off, shift)
+            for c in (mult, same):
+                if c is not True:
+                    ok = c if ok is True else bld.and_(ok, c)
+        if shift is None:
+            return None
+        if ok is True:
+            ok = ir.Constant(_I1, 1)
+        # first tile column j0 <= jlo with (offset + j0) % W == 0
+        s = bld.and_(bld.add(shift, jlo), ir.Constant(_I64, W - 1))
+        return ok, s
+
+    def _tiles(self, plan: regtile.TilePlan, var: regtile.Variant, jlo: ir.Value, jhi: ir.Value,
+               masked: bool) -> None:
+        bld = self.b
+        W = var.lanes
+        jslot = plan.slots["jt"]
+        bounds = (jlo, jhi) if masked else None
+
+        def fits(nvec: int) -> ir.Value:
+            return bld.icmp_signed("<=", bld.add(bld.load(jslot, typ=_I64), ir.Constant(_I64, nvec * W),
+                                                 flags=("nsw",)), jhi)
+
+        def tile(nvec: int):
+            def run() -> None:
+                jt = bld.load(jslot, typ=_I64)
+                self._tile(plan, var, nvec, jt, bounds)
+                bld.store(bld.add(jt, ir.Constant(_I64, nvec * W), flags=("nsw",)), jslot)
+            return run
+
+        widest, *narrower = var.tiles
+        self._while(lambda: fits(widest), tile(widest))
+        if not masked:
+            for nvec in narrower:
+                self._when(fits(nvec), tile(nvec))
+            return
+        # the last columns: one tile of as many vectors as they need, masked at its end
+        rem = bld.sub(jhi, bld.load(jslot, typ=_I64), flags=("nsw",))
+        need = bld.sdiv(bld.add(rem, ir.Constant(_I64, W - 1), flags=("nsw",)), ir.Constant(_I64, W))
+        for nvec in var.tiles:
+            self._when(bld.icmp_signed("==", need, ir.Constant(_I64, nvec)), tile(nvec))
+
+    def tiled_loop(self, plan: regtile.TilePlan) -> None:
+        """An outer loop matched by :func:`regtile.find_plans`: tiles of the inner range, then the rest."""
+        bld = self.b
+        jlo, jhi = self.index(plan.inner.lo), self.index(plan.inner.hi)
+        jslot = plan.slots["jt"]
+        variants = list(plan.variants)
+
+        def unmasked(var: regtile.Variant) -> None:
+            bld.store(jlo, jslot)
+            self._tiles(plan, var, jlo, jhi, False)
+
+        def emit(k: int) -> None:
+            var = variants[k]
+            if not var.masked:
+                unmasked(var)
+                return
+            grid = self._grid_shift(plan, var, jlo)
+            if grid is None:
+                if k + 1 < len(variants):
+                    emit(k + 1)
+                return
+
+            def masked() -> None:
+                bld.store(bld.sub(jlo, grid[1]), jslot)
+                self._tiles(plan, var, jlo, jhi, True)
+
+            if k + 1 < len(variants):
+                self._when(grid[0], masked, lambda: emit(k + 1))
+            else:
+                masked()
+
+        emit(0)
+        start = bld.load(jslot, typ=_I64)
+        bld.store(start, self.slots[plan.tail_var][0])
+        inner = replace(plan.inner, lo=L.Var(plan.tail_var, L.INDEX))
+        rest = replace(plan.outer, body=L.Block(tuple(plan.pre) + (inner,)))
+        self._when(bld.icmp_signed("<", start, jhi), lambda: self.for_loop(rest))
+
     def finish(self) -> None:
         self.stmt(self.kernel.body)
         self.b.ret_void()
 
 
 # ---------------------------------------------------------------------------- the entry point
-#: layout of the ``sig`` array the entry point reads (int64 slots); see :func:`_emit_entry`.
-SIG_OB_TYPE, SIG_NDARRAY, SIG_TUPLE_ITEMS, SIG_DATA, SIG_ND, SIG_DESCR, SIG_FLAGS, SIG_HEADER = range(8)
+#: layout of the ``sig`` array the entry point reads (int64 slots); see :func:`_emit_entry`. After the
+#: header, ``SIG_PER_BUFFER`` slots per buffer: dtype object address, required flags, rank (-1: any).
+SIG_OB_TYPE, SIG_NDARRAY, SIG_TUPLE_ITEMS, SIG_DATA, SIG_ND, SIG_DESCR, SIG_FLAGS, SIG_TUPLE, SIG_HEADER = range(9)
+SIG_PER_BUFFER = 3
 
 
-def _emit_entry(module: ir.Module, kernel: L.Kernel, kernel_fn: ir.Function, symbol: str) -> None:
+def _emit_entry(module: ir.Module, kernel: L.Kernel, kernel_fn: ir.Function, symbol: str) -> ir.Function:
     """``i32 entry(ptr arrays_tuple, ptr sig, i64 scalars...)``: the fast call path.
 
     ctypes converts a Python tuple of numpy arrays to one pointer much faster than
     it converts each array's data pointer, so the host passes the arrays as a tuple
     and this function reads each array's data pointer out of the ``PyArrayObject``
-    itself. It first checks, per array, that it is exactly an ``ndarray``, 1-D, with
+    itself. It first checks, per array, that it is exactly an ``ndarray`` of the
+    expected rank (1; any rank where ``sig`` says -1, which the fast call path of
+    :mod:`sparsec.fastcall` uses for C-contiguous N-D operands and outputs), with
     the expected dtype object and flags (C-contiguous, aligned, writeable for
-    outputs); on any mismatch it returns ``k + 1`` for the first bad array ``k``
+    outputs); on any mismatch it returns ``k + 1`` for the first bad array ``k`` (``nbuf + 1``
+    when ``arrays`` is not a tuple of ``nbuf`` items)
     without running the kernel, and the host falls back to its checked slow path.
     Object layout offsets and the expected type/dtype addresses come in ``sig``
     (computed and verified by probing when the process starts), so nothing
@@ -624,6 +1034,15 @@ def _emit_entry(module: ir.Module, kernel: L.Kernel, kernel_fn: ir.Function, sym
 
     ob_type, ndarray, items = sig_at(SIG_OB_TYPE), sig_at(SIG_NDARRAY), sig_at(SIG_TUPLE_ITEMS)
     off_data, off_nd, off_descr, off_flags = sig_at(SIG_DATA), sig_at(SIG_ND), sig_at(SIG_DESCR), sig_at(SIG_FLAGS)
+    # the arrays come as a tuple of exactly one item per buffer (its size sits just before its items)
+    not_tuple = fn.append_basic_block("bad_tuple")
+    with b.goto_block(not_tuple):
+        b.ret(ir.Constant(i32, nbuf + 1))
+    is_tuple = b.icmp_unsigned("==", b.ptrtoint(field(tup, ob_type, _PTR), _I64), sig_at(SIG_TUPLE))
+    size_ok = b.icmp_signed("==", field(tup, b.sub(items, ir.Constant(_I64, 8)), _I64), ir.Constant(_I64, nbuf))
+    tuple_ok = fn.append_basic_block("tuple_ok")
+    b.cbranch(b.and_(is_tuple, size_ok), tuple_ok, not_tuple)
+    b.position_at_end(tuple_ok)
     data: list[ir.Value] = []
     for k in range(nbuf):
         bad = fn.append_basic_block(f"bad{k}")
@@ -634,10 +1053,14 @@ def _emit_entry(module: ir.Module, kernel: L.Kernel, kernel_fn: ir.Function, sym
         fields = fn.append_basic_block(f"fields{k}")
         b.cbranch(is_nd, fields, bad)
         b.position_at_end(fields)
-        want_descr = sig_at(SIG_HEADER + 2 * k)
-        want_flags = b.trunc(sig_at(SIG_HEADER + 2 * k + 1), i32)
+        want_descr = sig_at(SIG_HEADER + SIG_PER_BUFFER * k)
+        want_flags = b.trunc(sig_at(SIG_HEADER + SIG_PER_BUFFER * k + 1), i32)
+        want_nd = b.trunc(sig_at(SIG_HEADER + SIG_PER_BUFFER * k + 2), i32)
         ok = b.icmp_unsigned("==", b.ptrtoint(field(obj, off_descr, _PTR), _I64), want_descr)
-        ok = b.and_(ok, b.icmp_signed("==", field(obj, off_nd, i32), ir.Constant(i32, 1)))
+        # rank: exactly want_nd, or any (want_nd < 0: a C-contiguous array of any rank is its flat buffer)
+        nd_ok = b.or_(b.icmp_signed("<", want_nd, ir.Constant(i32, 0)),
+                      b.icmp_signed("==", field(obj, off_nd, i32), want_nd))
+        ok = b.and_(ok, nd_ok)
         flags = field(obj, off_flags, i32)
         ok = b.and_(ok, b.icmp_unsigned("==", b.and_(flags, want_flags), want_flags))
         good = fn.append_basic_block(f"ok{k}")
@@ -650,6 +1073,93 @@ def _emit_entry(module: ir.Module, kernel: L.Kernel, kernel_fn: ir.Function, sym
         args.append(next(it_data) if isinstance(p, L.BufferParam) else next(it_scalar))
     b.call(kernel_fn, args)
     b.ret(ir.Constant(i32, 0))
+    return fn
+
+
+#: slots of the C-API table the fast-call function reads (filled by the host after linking).
+CAPI = ("PyLong_AsLongLong", "PyLong_AsVoidPtr", "PyLong_FromLong", "PyErr_Occurred", "PyEval_SaveThread",
+        "PyEval_RestoreThread")
+
+
+def _emit_fastcall(module: ir.Module, kernel: L.Kernel, entry_fn: ir.Function, symbol: str, table: str) -> None:
+    """``PyObject *fastcall(PyObject *self, PyObject *const *args, Py_ssize_t nargs)``: the entry point as a
+    Python builtin (``METH_FASTCALL``), which Python calls for ~0.1 µs where a ctypes call costs ~1 µs.
+
+    ``args`` are the arrays tuple, the ``sig`` address and the scalars, all Python ints; the
+    result is the entry point's return code as a Python int (or NULL with the exception of a
+    failed int conversion). The GIL is released around the entry point, as ctypes does. The
+    C-API functions come from a table (``table``, :data:`CAPI` order) that the host fills
+    after linking, so the object code names no symbol of the interpreter.
+    """
+    nsc = len(kernel.scalars)
+    i32 = ir.IntType(32)
+    tbl = ir.GlobalVariable(module, ir.ArrayType(_PTR, len(CAPI)), name=table)
+    tbl.initializer = ir.Constant(ir.ArrayType(_PTR, len(CAPI)), None)
+    fn = ir.Function(module, ir.FunctionType(_PTR, [_PTR, _PTR, _I64]), name=symbol)
+    fn.attributes.add("nounwind")
+    _, args, nargs = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+
+    def call(name: str, ret: ir.Type, argtys: list, vals: list) -> ir.Value:
+        slot = b.gep(tbl, [ir.Constant(i32, 0), ir.Constant(i32, CAPI.index(name))], inbounds=True)
+        f = b.load(slot, typ=ir.FunctionType(ret, argtys).as_pointer())  # prints as ``ptr``
+        return b.call(f, vals)
+
+    def arg(k: int) -> ir.Value:
+        return b.load(b.gep(args, [ir.Constant(_I64, k)], inbounds=True, source_etype=_PTR), typ=_PTR)
+
+    bad = fn.append_basic_block("nargs")
+    ok = fn.append_basic_block("convert")
+    b.cbranch(b.icmp_signed("==", nargs, ir.Constant(_I64, 2 + nsc)), ok, bad)
+    with b.goto_block(bad):
+        b.ret(call("PyLong_FromLong", _PTR, [_I64], [ir.Constant(_I64, -1)]))
+    b.position_at_end(ok)
+    sig = call("PyLong_AsVoidPtr", _PTR, [_PTR], [arg(1)])
+    vals = [call("PyLong_AsLongLong", _I64, [_PTR], [arg(2 + k)]) for k in range(nsc)]
+    suspect = b.icmp_unsigned("==", b.ptrtoint(sig, _I64), ir.Constant(_I64, 0))
+    for v in vals:
+        suspect = b.or_(suspect, b.icmp_signed("==", v, ir.Constant(_I64, -1)))
+    check = fn.append_basic_block("check")
+    run = fn.append_basic_block("run")
+    b.cbranch(suspect, check, run)
+    with b.goto_block(check):
+        err = call("PyErr_Occurred", _PTR, [], [])
+        fail = fn.append_basic_block("fail")
+        b.cbranch(b.icmp_unsigned("!=", b.ptrtoint(err, _I64), ir.Constant(_I64, 0)), fail, run)
+        with b.goto_block(fail):
+            b.ret(ir.Constant(_PTR, None))
+    b.position_at_end(run)
+    ts = call("PyEval_SaveThread", _PTR, [], [])
+    rc = b.call(entry_fn, [arg(0), sig] + vals)
+    call("PyEval_RestoreThread", ir.VoidType(), [_PTR], [ts])
+    b.ret(call("PyLong_FromLong", _PTR, [_I64], [b.sext(rc, _I64)]))
+
+
+def _emit_packed(module: ir.Module, kernel: L.Kernel, entry_fn: ir.Function, symbol: str) -> None:
+    """``i32 packed(ptr arrays_tuple, ptr sig, ptr scalars)``: the entry point with its scalars in an
+    int64 array, one signature for every kernel (what the native thread team calls per chunk)."""
+    fn = ir.Function(module, ir.FunctionType(ir.IntType(32), [_PTR, _PTR, _PTR]), name=symbol)
+    fn.attributes.add("nounwind")
+    tup, sig, sc = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    vals = [b.load(b.gep(sc, [ir.Constant(_I64, k)], inbounds=True, source_etype=_I64), typ=_I64)
+            for k in range(len(kernel.scalars))]
+    b.ret(b.call(entry_fn, [tup, sig] + vals))
+
+
+def packed_name(kernel: L.Kernel) -> str:
+    """The symbol of the packed entry point (see :func:`_emit_packed`)."""
+    return f"sparsec_{kernel.name}__packed"
+
+
+def fastcall_name(kernel: L.Kernel) -> str:
+    """The symbol of the Python-builtin entry point (see :func:`_emit_fastcall`)."""
+    return f"sparsec_{kernel.name}__fastcall"
+
+
+def capi_table_name(kernel: L.Kernel) -> str:
+    """The symbol of the C-API table :func:`_emit_fastcall`'s function reads."""
+    return f"sparsec_{kernel.name}__capi"
 
 
 def symbol_name(kernel: L.Kernel) -> str:
@@ -674,10 +1184,28 @@ def _loop_hints(kind: L.LoopKind) -> list[str]:
     return []
 
 
+def vector_bits() -> int:
+    """Width in bits of the host's widest vector registers (what register tiles use)."""
+    from .jit import host
+
+    feats = set(host().features.split(","))
+    if "+avx512f" in feats:
+        return 512
+    if "+avx" in feats:
+        return 256
+    return 128
+
+
 def generate_text(kernel: L.Kernel) -> str:
     """:func:`generate` as LLVM IR text, with loop-hint markers turned into real loop IDs."""
     module = generate(kernel)
     text = str(module)
+    if module.min_vector_bits > 256:
+        # 512-bit register tiles: without this the x86 backend splits them into 256-bit halves
+        sym = re.escape(symbol_name(kernel))
+        text = re.sub(rf'^(define void @"{sym}"\(.*\)[^\n]*)$',
+                      lambda m: m.group(1) + f' "min-legal-vector-width"="{module.min_vector_bits}"',
+                      text, count=1, flags=re.MULTILINE)
     if not module.loop_hints:
         return text
     ids = [int(m) for m in re.findall(r"^!(\d+) =", text, flags=re.M)]
@@ -703,9 +1231,12 @@ def generate(kernel: L.Kernel) -> ir.Module:
     module.loop_hints = {}  # marker -> properties (see generate_text)
     fb = _FunctionBuilder(module, kernel, symbol_name(kernel))
     fb.finish()
+    module.min_vector_bits = getattr(fb, "vector_bits", 0)
     # Keep the kernel a separate function: inlining it into the entry would double the code.
     fb.fn.attributes.add("noinline")
-    _emit_entry(module, kernel, fb.fn, entry_name(kernel))
+    entry = _emit_entry(module, kernel, fb.fn, entry_name(kernel))
+    _emit_fastcall(module, kernel, entry, fastcall_name(kernel), capi_table_name(kernel))
+    _emit_packed(module, kernel, entry, packed_name(kernel))
     return module
 
 
