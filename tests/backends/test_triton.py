@@ -415,8 +415,9 @@ def test_launch_memo_follows_option_changes():
     # second block silently launched with the first block's tile sizes (seen when tuning on an H100).
     A = rand((64, 48), 0.2)
     x = RNG.standard_normal(48)
-    At = torch.from_numpy(A).to_sparse_csr()
-    xt = torch.from_numpy(x)
+    dev = "cpu" if INTERPRETING else "cuda"
+    At = torch.from_numpy(A).to_sparse_csr().to(dev)
+    xt = torch.from_numpy(x).to(dev)
     k = api.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"}, target="triton")
     seen = []
     for block in (4, 8, 4, 16):

@@ -49,6 +49,7 @@ from .launch import interpreting, load_kernel
 from .options import (TritonOptions, choose_constexprs, choose_num_warps, get_options, options, options_generation,
                       set_options)
 from .schedule import MapTile, Plan, schedule
+from . import tiles
 
 __all__ = ["TritonBackend", "TritonKernel", "TritonOptions", "DeviceTensor", "call", "einsum", "options",
            "set_options", "get_options"]
@@ -64,11 +65,18 @@ class TritonKernel:
         self.kernel = kernel
         self.fast_paths = opts.fast_paths
         self.plan: Plan = schedule(kernel, opts.fast_paths, opts.dot_min_block)
+        mt = tiles.match(kernel) if opts.fast_paths else None   # bitmap / N:M SpMM: a tile template instead
+        self.tile = tiles.TileKernel(mt, kernel) if mt is not None else None
         self._variants: dict[bool, tuple] = {}
         self._stats_memo: dict[tuple, float] = {}
         self._launch_memo: dict[tuple, tuple] = {}
         self._split_memo: dict[tuple, Any] = {}
         self._input_names = tuple(p.name for p in kernel.buffers if p.role == "in")
+        # inputs that are a dense operand's values: the launch set-up depends only on their length and
+        # alignment, so a fresh tensor each call (a layer's activations) reuses it (see launch())
+        sparse = {p.tensor for p in kernel.buffers if p.part != "vals"}
+        self._dense_inputs = frozenset(p.name for p in kernel.buffers
+                                       if p.role == "in" and p.part == "vals" and p.tensor not in sparse)
         #: block(var, size) annotations of the schedule, by loop name
         self.block_hints = {(s.index_var or s.var.name): s.kind.width for s in kernel.body.walk()
                             if isinstance(s, L.For) and s.kind.kind == "block" and s.kind.width}
@@ -98,6 +106,8 @@ class TritonKernel:
         return self.variant(idx64, split)[0]
 
     def dump(self, stage: str = "triton") -> str:
+        if self.tile is not None:
+            return self.tile.source()
         text = self.source(False)
         if self.plan.split is not None:
             text += "\n# ----- row-split variant (launched when rows are skewed or too few) -----\n"
@@ -201,6 +211,13 @@ class TritonKernel:
             have = str(t.dtype).replace("torch.", "")
             if have != p.dtype and have.startswith("int") and not (idx64 and p.dtype == "int32"):
                 bufs[p.name] = t.to(getattr(torch, p.dtype))
+        if self.tile is not None and not idx64:  # the tile template (its index math is 32-bit)
+            done = self.tile.setup(bufs, scal, get_options().precision)
+            if done is None:
+                return None
+            fn, grid, warps, kwargs, internal = done
+            args = [bufs[p.name] if isinstance(p, L.BufferParam) else int(scal[p.name]) for p in self.kernel.params]
+            return fn, grid, warps, kwargs, internal, fn[(grid,)](*args, *internal, num_warps=warps, **kwargs)
         internal: list[Any] = []
         work = None
         if plan.split is not None and plan.split.pos in bufs and int(scal.get("sc_lo", 0)) == 0:
@@ -240,10 +257,14 @@ class TritonKernel:
             grid = n_iter
         else:
             grid = 1
+        if cg.grid_tiles is not None:  # the open axis of the accumulator tile is split across programs
+            grid *= cg.tile_count(bufs, scal, consts)
         kwargs: dict[str, Any] = dict(consts)
         if cg.uses_prec:
             kwargs["PREC"] = opts.precision
         warps = choose_num_warps(consts, cg.uses_dot, opts)
+        if cg.dot_shape is not None and not opts.num_warps:
+            warps = max(warps, cg.dot_warps(consts))
         args = []
         for p in self.kernel.params:
             if isinstance(p, L.BufferParam):
@@ -267,12 +288,15 @@ class TritonKernel:
         binds them so); outputs may change from call to call.
         """
         # cheap key: the options' generation (bumped on every change), the scalars, and the input buffers'
-        # identities and lengths (block sizes depend on their contents only through performance estimates)
+        # identities and lengths (block sizes depend on their contents only through performance estimates);
+        # dense operands by length and 16-byte alignment only (nothing is derived from their contents)
+        dense = self._dense_inputs
         key = (options_generation(), tuple(scalars.values()),
-               tuple([(id(b), b.shape[0]) for b in map(buffers.__getitem__, self._input_names)]))
+               tuple([(-(b.data_ptr() % 16) - 1 if n in dense else id(b), b.shape[0])
+                      for n, b in zip(self._input_names, map(buffers.__getitem__, self._input_names))]))
         hit = self._launch_memo.get(key)
         inputs = [buffers[n] for n in self._input_names]
-        if hit is not None and any(r() is not b for r, b in zip(hit[-1], inputs)):
+        if hit is not None and any(r is not None and r() is not b for r, b in zip(hit[-1], inputs)):
             hit = None  # an id was reused by another tensor: recompute
         if hit is None:
             done = self(buffers, scalars)
@@ -282,10 +306,12 @@ class TritonKernel:
             names = [(isinstance(p, L.BufferParam), p.name) for p in self.kernel.params]
             if len(self._launch_memo) > 256:
                 self._launch_memo.clear()
-            order = [c.name for c in self.plan.constexprs] + (["PREC"] if "PREC" in kwargs else [])
+            order = (self.tile.constexpr_names() if self.tile is not None else [c.name for c in self.plan.constexprs]) \
+                + (["PREC"] if "PREC" in kwargs else [])
             direct = _DirectLaunch.make(ck, grid, [kwargs[n] for n in order])  # signature order
             self._launch_memo[key] = (fn, grid, warps, kwargs, internal, names, direct,
-                                      [weakref.ref(b) for b in inputs])
+                                      [None if n in dense else weakref.ref(b) for n, b in zip(self._input_names,
+                                                                                               inputs)])
             return
         fn, grid, warps, kwargs, internal, names, direct, _ = hit
         args = [buffers[n] if is_buf else int(scalars[n]) for is_buf, n in names] + internal
@@ -473,17 +499,17 @@ def call(kernel, *args: Any, **kwargs: Any) -> Any:
 
 
 from ...fastcall import FALLBACK as _FALLBACK  # noqa: E402
+from ...kernel_cache import LRUCache  # noqa: E402
 from .fast import TritonFastCall  # noqa: E402
 
-_EINSUM: dict[tuple, Any] = {}
+_EINSUM = LRUCache()  # at most $SPARSEC_KERNEL_CACHE_SIZE kernels (sparsec.kernel_cache)
 
 
 def einsum(subscripts: str, *operands: Any, out_format=None, dtype: Any = None) -> Any:
     """``sc.einsum(..., target="triton")`` with device-resident operands and results (see :func:`call`)."""
     import numpy as np
 
-    from ...api import Kernel, _normalize_dtype, _operand_name, build_program
-    from ...formats import as_format
+    from ...api import Kernel, _einsum_out_format, _normalize_dtype, _operand_name, build_program
     from ...frontend import parse_einsum
 
     names = [_operand_name(k) for k in range(len(operands))]
@@ -498,10 +524,11 @@ def einsum(subscripts: str, *operands: Any, out_format=None, dtype: Any = None) 
             dtype = "bfloat16"
     dtype = _normalize_dtype(dtype, "einsum dtype")
     fmts = {n: t.format for n, t in zip(names, bound)}
-    out_fmt = as_format(out_format, len(stmt.output.indices)) if out_format is not None else None
+    out_fmt = _einsum_out_format(out_format, len(stmt.output.indices), fmts.values())
     key = (subscripts.replace(" ", ""), tuple(fmts.values()), dtype, out_fmt)
     kernel = _EINSUM.get(key)
     if kernel is None:
+        stmt = parse_einsum(subscripts, names, "out", ranks=[len(t.shape) for t in bound])  # names the operand
         kernel = Kernel(build_program([stmt], fmts, dtype, out_fmt), "triton", None, "einsum")
-        _EINSUM[key] = kernel
+        _EINSUM.put(key, kernel)
     return call(kernel, *bound)

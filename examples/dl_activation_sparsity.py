@@ -1,0 +1,116 @@
+"""Activation sparsity (the CATS / CHESS setting): ``y = W x`` with ``x`` thresholded at run time.
+
+An activation vector is thresholded to 50-90 % zeros on every call; the kernel must read
+only the weight columns of the active inputs. In sparsec the activations are a sparse
+row vector (a 1 x K CSR: the active coordinates and their values, built on the device
+each call) and the weight is kept transposed (``Wt = W^T``, K x M, row-major, stored once),
+so the columns of ``W`` for an active input are one contiguous row of ``Wt``::
+
+    k = sc.compile("Y[r,i] = X[r,k] * Wt[k,i]", formats={"X": "csr"},
+                   dtype={"X": "float16", "Wt": "float16", "Y": "float32"}, target="triton")
+
+The output is float32: the GPU kernel splits the active inputs across programs, which add
+their partial sums atomically. Timed per call *including* the compression of ``x``,
+next to the dense GEMV ``torch.mv(W, x)`` (the baseline) and torch's gather-then-GEMV
+(``x[idx] @ Wt[idx]``). Without CUDA it runs the CPU backend in float32 at smaller sizes.
+``--quick``: tiny sizes (CI).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Sequence
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _dl_common as dl  # noqa: E402
+
+import sparsec as sc  # noqa: E402
+from sparsec.formats import parse_format  # noqa: E402
+
+ITEM = "5 activation sparsity"
+DSL = "Y[r,i] = X[r,k] * Wt[k,i]"
+CSR = parse_format("csr", 2)
+_ZERO_ONE: dict = {}   # per device: tensor([0, 1]); pos = it * nnz needs no host-to-device copy
+
+
+def default_sizes(env: dl.Env) -> dict:
+    """Weight shapes (M outputs x K inputs) and activation sparsities for the environment."""
+    if env.quick:
+        return dict(shapes=[(96, 128)], zero_fractions=[0.5, 0.9])
+    if env.gpu:
+        return dict(shapes=[(4096, 4096), (4096, 11008)], zero_fractions=[0.5, 0.7, 0.9])
+    return dict(shapes=[(2048, 2048)], zero_fractions=[0.5, 0.9])
+
+
+def threshold(a: torch.Tensor, zero_fraction: float) -> float:
+    """The magnitude under which ``zero_fraction`` of ``a``'s entries fall (calibrated once, as CATS does)."""
+    return float(a.abs().float().quantile(zero_fraction))
+
+
+def sparse_activations(a: torch.Tensor, thr: float, env: dl.Env):
+    """``a`` thresholded (``|a| > thr`` kept) as a 1 x K CSR operand on the target; runs every call."""
+    idx = torch.nonzero(a.abs() > thr).squeeze(1).to(torch.int32)
+    vals = a[idx]
+    if env.target == "triton":
+        from sparsec.backends.triton.device import DeviceTensor
+
+        pos = _ZERO_ONE.setdefault(a.device, torch.tensor([0, 1], dtype=torch.int32, device=a.device)) * idx.numel()
+        return DeviceTensor(CSR, (1, a.numel()), [{}, {"pos": pos, "crd": idx}], vals, "X")
+    pos = np.array([0, idx.numel()], dtype=np.int32)
+    return sc.Tensor.from_buffers(CSR, (1, a.numel()), [{}, {"pos": pos, "crd": idx.numpy()}], vals.numpy(),
+                                  name="X", validate=False)
+
+
+def run(env: dl.Env, shapes: Sequence[tuple[int, int]], zero_fractions: Sequence[float]) -> list[dl.Row]:
+    """Every (shape, activation sparsity): dense GEMV (baseline), torch gather-then-GEMV, sparsec."""
+    dt = env.dtype_name
+    out_dt = "float32" if dt in ("float16", "bfloat16") else dt
+    k = sc.compile(DSL, formats={"X": "csr"}, dtype={"X": dt, "Wt": dt, "Y": out_dt}, target=env.target,
+                   name="act_sparse_gemv")
+    rows: list[dl.Row] = []
+    gen = torch.Generator(device=env.device).manual_seed(0)
+    for M, K in shapes:
+        W = torch.randn(M, K, device=env.device, generator=gen).to(env.dtype)
+        Wt = W.t().contiguous()                      # stored once, like the weight itself
+        for zf in zero_fractions:
+            a = torch.randn(K, device=env.device, generator=gen).to(env.dtype)
+            thr = threshold(a, zf)
+            x = torch.where(a.abs() > thr, a, torch.zeros_like(a))
+            ref = W.double() @ x.double()
+            case = f"{M}x{K} zeros={zf:.0%}"
+            p = dict(M=M, K=K, zero_fraction=zf, active=int((x != 0).sum()))
+
+            def dense(W=W, a=a, thr=thr):
+                return torch.mv(W, torch.where(a.abs() > thr, a, torch.zeros_like(a)))
+
+            def gather(Wt=Wt, a=a, thr=thr):
+                idx = torch.nonzero(a.abs() > thr).squeeze(1)
+                return a[idx] @ Wt[idx]
+
+            Wt_op = dl.dense(Wt, env)
+
+            def ours(Wt=Wt_op, a=a, thr=thr):
+                return k(X=sparse_activations(a, thr, env), Wt=Wt).reshape(-1)
+
+            xs = sparse_activations(a, thr, env)
+            rows.append(dl.measure(ITEM, case, "dense GEMV torch.mv", dense, ref, env, baseline=True, **p))
+            rows.append(dl.measure(ITEM, case, "torch gather-then-GEMV", gather, ref, env, **p))
+            rows.append(dl.measure(ITEM, case, "sparsec (compress + kernel)", ours, ref, env, **p))
+            rows.append(dl.measure(ITEM, case, "sparsec kernel only", lambda Wt=Wt_op, xs=xs: k(X=xs, Wt=Wt), ref, env,
+                                   **p))
+    return rows
+
+
+def main() -> int:
+    env = dl.setup()
+    rows = run(env, **default_sizes(env))
+    dl.print_table("y = W x, x thresholded at run time (item 5)", rows, env)
+    return dl.finish(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,417 @@
+"""Tile templates: "load sparse, compute dense" SpMM for bitmap and N:M weights on tensor cores.
+
+The generic lowering runs ``C[i,j] += A[i,k] * B[k,j]`` with ``A`` in ``bitmap`` or
+``nm(n, m)`` as scalar loops (one coordinate or slot at a time), which is correct but
+far from the hardware. Both formats can instead be expanded *in registers* into a dense
+``[BM, BK]`` tile of ``A`` and multiplied with ``tl.dot``, as Flash-LLM / SpInfer do:
+
+* **bitmap**: for 64 columns of ``BM`` rows, one 64-bit word per row says which
+  entries are present; an entry's value sits at ``row_base + popcount(bits below it)``
+  (the values of a row are packed in column order), so the tile is one masked gather;
+* **nm(n, m)**: the ``n`` slots of a group hold values and in-block coordinates at
+  fixed positions, so the tile is ``n`` compare-and-selects per element (the slots of a
+  group have distinct coordinates, so at most one of them lands on an element).
+
+``B`` is read once per tile (not once per nonzero, as the CSR gather kernel does), and
+the memory traffic is the format's: 1 bit + the values for a bitmap (2.6 bytes per
+nonzero at 80 % zeros in float16, against 6 for CSR). For skinny ``B`` (few columns)
+the rows x column-blocks grid is too small for the GPU, so ``K`` is also split across
+programs (*split-K*), which add their partial tiles atomically; that needs a float32
+``C`` (declare the output float32), else the kernel runs unsplit. For bitmaps, the
+value offset where each split starts is precomputed once per weight (memoized, like
+the row-split work array).
+
+**Matching** (:func:`match`) is exact and conservative: the kernel's loop IR, with
+every name renamed in order of appearance, must equal the loop IR that sparsec
+generates for ``C[i,j] = A[i,k] * B[k,j]`` with the same format, dtypes and index
+widths (dense row-major ``B`` and ``C``, no schedule). Anything else (another loop
+order, a fused expression, float64) keeps the generic code. ``SPARSEC_TRITON_TILES=0``
+turns the templates off; ``SPARSEC_TRITON_TILE="BM,BN,S,WARPS"`` fixes the launch
+configuration (for tuning).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ...ir import loop_ir as L
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z_0-9]*|\S")
+_LOCK = threading.Lock()
+
+
+# ------------------------------------------------------------------------------------ matching
+def _canonical(kernel: L.Kernel) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The kernel body's loop-IR text as tokens with every kernel-defined name renamed in order of
+    appearance (``v0``, ``v1``, ...), and the renaming (kernel name, doc and parameter order left out)."""
+    from dataclasses import replace
+
+    from ...ir.loop_printer import kernel_text
+
+    names = {p.name for p in kernel.params} | {p.tensor for p in kernel.buffers if p.tensor}
+    for s in kernel.body.walk():
+        if isinstance(s, (L.For, L.Assign)):
+            names.add(s.var.name)
+    renamed: dict[str, str] = {}
+    out = []
+    for tok in _IDENT.findall(kernel_text(replace(kernel, name="k", doc="", params=()))):
+        if tok in names:
+            tok = renamed.setdefault(tok, f"v{len(renamed)}")
+        out.append(tok)
+    return tuple(out), renamed
+
+
+#: the reference statement; its parameter names are the roles of the templates
+_REF_TEXT = "C[i,j] = A[i,k] * B[k,j]"
+
+
+@functools.lru_cache(maxsize=64)
+def _reference(fmt_text: str, dtypes: tuple[str, str, str], pos_width: int, crd_width: int):
+    """(canonical tokens, renaming, parameter names) of sparsec's own lowering of :data:`_REF_TEXT`."""
+    from ...api import build_program
+    from ...formats import parse_format
+    from ...frontend import parse_program
+    from ...passes.pipeline import lower_program
+
+    fmt = parse_format(fmt_text, 2).with_widths(pos_width, crd_width)
+    prog = build_program(list(parse_program(_REF_TEXT)), {"A": fmt}, {"A": dtypes[0], "B": dtypes[1], "C": dtypes[2]})
+    low = lower_program(prog, dtypes[2], "kernel")
+    if len(low.statements) != 1:
+        return None
+    k = low.statements[0].numeric
+    tokens, renamed = _canonical(k)
+    return tokens, renamed, tuple(p.name for p in k.params)
+
+
+@dataclass(frozen=True)
+class Match:
+    """A recognized SpMM: the template kind, N:M parameters, and the kernel's parameter for each role.
+
+    Roles are the parameter names of the reference kernel: ``A_pos1``, ``A_bits1`` (bitmap) or
+    ``A_crd2`` (N:M), ``A_vals``, ``B_vals``, ``C_vals``, ``n_i``, ``n_j``, ``n_k``, ``sc_lo``, ``sc_hi``.
+    """
+
+    kind: str                          # "bitmap" or "nm"
+    n: int
+    m: int
+    roles: tuple[tuple[str, str], ...]  # (role, the kernel's parameter name)
+    a_dtype: str
+    c_dtype: str
+
+    def param(self, role: str) -> str:
+        return dict(self.roles)[role]
+
+
+def match(kernel: L.Kernel) -> Match | None:
+    """The template for ``kernel`` if it is exactly a bitmap / N:M SpMM (see the module docs), else None."""
+    if os.environ.get("SPARSEC_TRITON_TILES", "1") == "0":
+        return None
+    bufs = kernel.buffers
+    parts = [p.part for p in bufs]
+    if parts == ["pos1", "bits1", "vals", "vals", "vals"]:
+        kind, n, m = "bitmap", 0, 0
+        fmt_text = "bitmap"
+    elif parts == ["crd2", "vals", "vals", "vals"]:
+        from ...ir.loop_printer import kernel_text
+
+        found = re.search(r"structured\[(\d+), (\d+)\]", kernel_text(kernel))
+        if found is None:
+            return None
+        kind, n, m = "nm", int(found.group(1)), int(found.group(2))
+        fmt_text = f"nm({n},{m})"
+    else:
+        return None
+    a, b, c = bufs[-3], bufs[-2], bufs[-1]
+    if a.dtype not in ("float16", "bfloat16", "float32") or b.dtype != a.dtype or \
+            c.dtype not in (a.dtype, "float32") or c.role != "out":
+        return None
+    idx = bufs[:-3]
+    pos_w = 64 if any(p.part.startswith("pos") and p.dtype == "int64" for p in idx) else 32
+    crd_w = 64 if any(p.part.startswith("crd") and p.dtype == "int64" for p in idx) else 32
+    try:
+        ref = _reference(fmt_text, (a.dtype, b.dtype, c.dtype), pos_w, crd_w)
+    except Exception:  # the reference lowering itself failed: keep the generic code
+        return None
+    tokens, renamed = _canonical(kernel)
+    if ref is None or tokens != ref[0] or len(kernel.params) != len(ref[2]):
+        return None
+    ours = {v: k for k, v in renamed.items()}
+    roles = {r: ours[ref[1][r]] for r in ref[2] if r in ref[1] and ref[1][r] in ours}
+    left_ref = [r for r in ref[2] if r not in roles]
+    left_ours = [p.name for p in kernel.params if p.name not in roles.values()]
+    if len(left_ref) > 1 or len(left_ref) != len(left_ours):   # at most one parameter unused by the body
+        return None
+    roles.update(zip(left_ref, left_ours))
+    return Match(kind, n, m, tuple(roles.items()), a.dtype, c.dtype)
+
+
+# ------------------------------------------------------------------------------------ source
+_POPC = '''
+@triton.jit
+def _sc_popc32(x, LIBDEVICE: tl.constexpr):
+    # number of set bits of each uint32 (libdevice on the GPU; SWAR in the interpreter)
+    if LIBDEVICE:
+        return tl.extra.cuda.libdevice.popc(x.to(tl.int32, bitcast=True))
+    else:
+        x = x - ((x >> 1) & 0x55555555)
+        x = (x & 0x33333333) + ((x >> 2) & 0x33333333)
+        x = (x + (x >> 4)) & 0x0F0F0F0F
+        return ((x * 0x01010101) >> 24).to(tl.int32)
+'''
+
+_HEAD = '''
+    pid = tl.program_id(0)
+    n_tn = tl.cdiv(N, BN)
+    nrows = HI - LO
+    n_tiles = n_tn * tl.cdiv(nrows, BM)
+    ks = pid // n_tiles
+    pm = (pid % n_tiles) // n_tn
+    pn = pid % n_tn
+    rows = LO + pm * BM + tl.arange(0, BM)
+    rm = rows < HI
+    cols = pn * BN + tl.arange(0, BN)
+    cm = cols < N
+    acc = tl.zeros([BM, BN], dtype=tl.float32)
+'''
+
+_TAIL = '''
+    out = C + rows[:, None].to(tl.int64) * N + cols[None, :]
+    omask = rm[:, None] & cm[None, :]
+    if SPLIT > 1:
+        tl.atomic_add(out, acc, mask=omask)
+    else:
+        tl.store(out, (tl.load(out, mask=omask, other=0).to(tl.float32) + acc).to(C.dtype.element_ty), mask=omask)
+'''
+
+_BITMAP_BODY = '''
+    # the k range of this split, in whole 64-column chunks; where its values start in each row
+    k_lo = ks * KPS
+    k_hi = tl.minimum(k_lo + KPS, K)
+    base = tl.load(SPLIT_BASE + rows.to(tl.int64) * SPLIT + ks, mask=rm, other=0)
+    c = tl.arange(0, 64)
+    sh = (c & 31).to(tl.uint32)
+    below = (tl.full([64], 1, tl.uint32) << sh) - 1
+    upper = c >= 32
+    n_words = tl.cdiv(MTOT.to(tl.int64) * K, 64)
+    rowbit = rows.to(tl.int64) * K
+    for k0 in range(k_lo, k_hi, 64):
+        b0 = rowbit + k0
+        w0 = b0 >> 6
+        word = tl.load(BITS + w0, mask=rm, other=0).to(tl.uint64, bitcast=True)
+        s = (b0 & 63).to(tl.uint64)
+        nxt = tl.load(BITS + w0 + 1, mask=rm & (s != 0) & (w0 + 1 < n_words), other=0).to(tl.uint64, bitcast=True)
+        word = tl.where(s == 0, word, (word >> s) | (nxt << ((64 - s) & 63)))   # the row's 64 bits from k0
+        left = (k_hi - k0).to(tl.uint64)
+        word = tl.where(left >= 64, word, word & ((tl.full([BM], 1, tl.uint64) << (left & 63)) - 1))
+        lo = (word & 0xFFFFFFFF).to(tl.uint32)
+        hi = (word >> 32).to(tl.uint32)
+        half = tl.where(upper[None, :], hi[:, None], lo[:, None])
+        present = ((half >> sh[None, :]) & 1) != 0
+        n_lo = _sc_popc32(lo, LIBDEVICE)
+        rank = _sc_popc32(half & below[None, :], LIBDEVICE) + tl.where(upper[None, :], n_lo[:, None], 0)
+        a = tl.load(A_VALS + base[:, None] + rank, mask=present & rm[:, None], other=0)
+        kk = k0 + c
+        b = tl.load(B + kk[:, None].to(tl.int64) * N + cols[None, :], mask=(kk < k_hi)[:, None] & cm[None, :],
+                    other=0)
+        acc += DOT
+        base += n_lo + _sc_popc32(hi, LIBDEVICE)
+'''
+
+_NM_BODY = '''
+    # groups of M_ columns handled by this split, BG groups (BG * MP columns) per step
+    G = tl.cdiv(K, M_)
+    g_lo = ks * GPS
+    g_hi = tl.minimum(g_lo + GPS, G)
+    g = tl.arange(0, BG)
+    j = tl.arange(0, MP)
+    for g0 in range(g_lo, g_hi, BG):
+        gg = g0 + g
+        gm = rm[:, None] & (gg < g_hi)[None, :]
+        slot0 = (rows[:, None].to(tl.int64) * G + gg[None, :]) * N_
+        dense = tl.zeros([BM, BG, MP], dtype=A_VALS.dtype.element_ty)
+        for s in tl.static_range(N_):   # each slot puts its value at its in-block coordinate
+            v = tl.load(A_VALS + slot0 + s, mask=gm, other=0)
+            cc = tl.load(A_CRD + slot0 + s, mask=gm, other=-1)
+            dense = tl.where(cc[:, :, None] == j[None, None, :], v[:, :, None], dense)
+        a = tl.reshape(dense, [BM, BG * MP])
+        kk = gg[:, None] * M_ + j[None, :]
+        km = tl.reshape((j < M_)[None, :] & (kk < K) & (gg < g_hi)[:, None], [BG * MP])
+        kk = tl.reshape(kk, [BG * MP])
+        b = tl.load(B + kk[:, None].to(tl.int64) * N + cols[None, :], mask=km[:, None] & cm[None, :], other=0)
+        acc += DOT
+'''
+
+
+def _py(name: str) -> str:
+    from .codegen import py_name
+
+    return py_name(name)
+
+
+def source(mt: Match, kernel_name: str, params: tuple[str, ...], libdevice: bool) -> tuple[str, list[str]]:
+    """Triton source of the template for ``mt`` and its constexpr names (signature order, ``PREC`` aside).
+
+    ``params`` are the kernel's parameter names in signature order (the launcher passes them so).
+    """
+    r = {role: _py(name) for role, name in mt.roles}
+    bits, avals, bvals, cvals = r.get("A_bits1"), r["A_vals"], r["B_vals"], r["C_vals"]
+    n_i, n_j, n_k, lo, hi = r["n_i"], r["n_j"], r["n_k"], r["sc_lo"], r["sc_hi"]
+    p = [_py(name) for name in params]
+    if mt.kind == "bitmap":
+        roles = {"BITS": bits, "A_VALS": avals, "SPLIT_BASE": "_t_split_base"}
+        body = _BITMAP_BODY
+        consts = ["BM", "BN", "KPS", "SPLIT", "LIBDEVICE"]
+        internal = ["_t_split_base"]
+    else:
+        roles = {"A_CRD": r["A_crd2"], "A_VALS": avals}
+        body = _NM_BODY
+        roles.update({"N_": str(mt.n), "M_": str(mt.m), "MP": str(_pow2(mt.m))})
+        consts = ["BM", "BN", "BG", "GPS", "SPLIT"]
+        internal = []
+    dot = "tl.dot(a, b, input_precision=PREC)" if mt.a_dtype == "float32" else "tl.dot(a, b)"
+    if mt.a_dtype == "bfloat16" and not libdevice:  # Triton's interpreter gets bfloat16 tl.dot wrong
+        dot = "tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision='ieee')"
+    roles.update({"B": bvals, "C": cvals, "N": n_j, "K": n_k, "LO": lo, "HI": hi, "MTOT": n_i, "DOT": dot})
+    text = re.sub(r"\b(" + "|".join(sorted(roles, key=len, reverse=True)) + r")\b", lambda g: roles[g.group(1)],
+                  _HEAD + body + _TAIL)
+    params = p + internal + [f"{c}: tl.constexpr" for c in consts] + \
+        (["PREC: tl.constexpr"] if mt.a_dtype == "float32" else [])
+    scalars = [n_i, n_j, n_k, lo, hi]
+    what = "bitmap" if mt.kind == "bitmap" else f"nm({mt.n}, {mt.m})"
+    head = (f"# Generated by sparsec (Triton backend, tile template: {what} SpMM, load sparse -> dense tile in "
+            f"registers -> tl.dot).\n# Do not edit: see sparsec/backends/triton/tiles.py.\n\n"
+            f"import triton\nimport triton.language as tl\n" + (_POPC if mt.kind == "bitmap" else "") + "\n\n"
+            f"@triton.jit(do_not_specialize={scalars!r})\n"
+            f"def {_py(kernel_name)}({', '.join(params)}):\n")
+    return head + text.lstrip("\n"), consts
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+# ------------------------------------------------------------------------------------ launching
+@dataclass(frozen=True)
+class Config:
+    """Launch configuration of a template: tile rows/columns, K splits, warps."""
+
+    bm: int
+    bn: int
+    split: int
+    warps: int
+
+
+def choose_config(mt: Match, rows: int, n: int, k: int, sms: int) -> Config:
+    """Tiles of 64 rows x up to 64 columns; K split so that about 4 programs per SM are busy.
+
+    Split-K needs atomic float32 adds, so it is used only with a float32 output.
+    """
+    fixed = os.environ.get("SPARSEC_TRITON_TILE", "")
+    if fixed:
+        bm, bn, split, warps = (int(v) for v in fixed.split(","))
+        return Config(bm, bn, split if mt.c_dtype == "float32" else 1, warps)
+    bn = max(16, min(64, _pow2(n)))
+    bm = 64
+    tiles = -(-rows // bm) * -(-n // bn)
+    split = 1
+    if mt.c_dtype == "float32":
+        chunks = max(1, -(-k // 64))
+        while split * 2 <= chunks and tiles * split * 2 <= 4 * sms and split < 64:
+            split *= 2
+    return Config(bm, bn, split, 4)
+
+
+class TileKernel:
+    """The launcher of a template for one :class:`~sparsec.backends.triton.TritonKernel`."""
+
+    def __init__(self, mt: Match, kernel: L.Kernel):
+        self.mt = mt
+        self.kernel = kernel
+        self._params = tuple(p.name for p in kernel.params)
+        self._fns: dict[bool, Any] = {}
+        self._base_memo: dict[tuple, tuple] = {}
+
+    def source(self, libdevice: bool = True) -> str:
+        """The template's Triton source (``libdevice``: popcount from libdevice, as on a GPU)."""
+        return source(self.mt, self.kernel.name, self._params, libdevice)[0]
+
+    def constexpr_names(self) -> list[str]:
+        """The launch constants in signature order (``PREC`` excluded: it always comes last)."""
+        return source(self.mt, self.kernel.name, self._params, True)[1]
+
+    def fn(self, libdevice: bool):
+        """The loaded ``@triton.jit`` function (one per popcount flavour)."""
+        with _LOCK:
+            f = self._fns.get(libdevice)
+            if f is None:
+                from .launch import load_kernel
+
+                f = self._fns[libdevice] = load_kernel(self.kernel.name, self.source(libdevice),
+                                                       _py(self.kernel.name))
+            return f
+
+    def split_base(self, pos, bits, rows: int, k: int, kps: int, split: int):
+        """Per row and split, the offset of the split's first value (pos[row] + bits set before it)."""
+        import torch
+
+        key = (bits.data_ptr(), bits.numel(), getattr(bits, "_version", 0), pos.data_ptr(), rows, k, kps, split)
+        hit = self._base_memo.get(key)
+        if hit is not None and hit[0]() is bits:
+            return hit[1]
+        if split == 1:
+            base = pos[:rows].to(torch.int32).reshape(rows, 1).contiguous()
+        else:
+            bytes_ = bits.view(torch.uint8)
+            shifts = torch.arange(8, device=bits.device, dtype=torch.uint8)
+            present = ((bytes_[:, None] >> shifts) & 1).reshape(-1)[: rows * k].reshape(rows, k)
+            edges = torch.arange(0, split - 1, device=bits.device) * kps + kps   # split starts after the first
+            counts = present.to(torch.int32).cumsum(1)[:, (edges - 1).clamp_max(k - 1)]
+            base = torch.cat([torch.zeros(rows, 1, dtype=torch.int32, device=bits.device), counts], 1)
+            base = (base + pos[:rows].to(torch.int32)[:, None]).contiguous()
+        if len(self._base_memo) > 16:
+            self._base_memo.clear()
+        self._base_memo[key] = (weakref.ref(bits), base)
+        return base
+
+    def setup(self, bufs: Mapping[str, Any], scal: Mapping[str, int], precision: str):
+        """(fn, grid, warps, kwargs, internal) for one launch, as ``TritonKernel.__call__`` returns them."""
+        import torch
+
+        from .launch import interpreting
+
+        mt = self.mt
+        n_i, n_j, n_k, lo, hi = (int(scal[mt.param(x)]) for x in ("n_i", "n_j", "n_k", "sc_lo", "sc_hi"))
+        rows = hi - lo
+        if rows <= 0 or n_j <= 0:
+            return None
+        interp = interpreting()
+        dev = bufs[mt.param("A_vals")].device
+        sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" and not interp \
+            else 4
+        cfg = choose_config(mt, rows, n_j, n_k, sms)
+        internal: list[Any] = []
+        kwargs: dict[str, Any] = {"BM": cfg.bm, "BN": cfg.bn}
+        if mt.kind == "bitmap":
+            chunks = max(1, -(-n_k // 64))
+            per = -(-chunks // cfg.split)
+            split = -(-chunks // per)
+            kwargs.update(KPS=per * 64, SPLIT=split, LIBDEVICE=not interp)
+            internal.append(self.split_base(bufs[mt.param("A_pos1")], bufs[mt.param("A_bits1")], n_i, n_k, per * 64,
+                                            split))
+        else:
+            groups = max(1, -(-n_k // mt.m))
+            bg = max(1, min(_pow2(max(1, 64 // mt.m)), _pow2(groups)))
+            per = -(-groups // cfg.split)
+            per = -(-per // bg) * bg
+            split = -(-groups // per)
+            kwargs.update(BG=bg, GPS=per, SPLIT=split)
+        if mt.a_dtype == "float32":
+            kwargs["PREC"] = precision
+        tiles = -(-rows // cfg.bm) * -(-n_j // cfg.bn)
+        return self.fn(not interp), tiles * kwargs["SPLIT"], cfg.warps, kwargs, internal

@@ -1,0 +1,122 @@
+"""Triton tile templates (``sparsec.backends.triton.tiles``): bitmap and N:M SpMM on tl.dot.
+
+Run in Triton's interpreter on the CPU (the same source runs compiled on a GPU, with
+libdevice's popcount instead of the bit-twiddling one). The oracle is numpy in float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+import sparsec as sc  # noqa: E402
+from sparsec.backends.triton import tiles  # noqa: E402
+
+TEXT = "Y[i,j] = W[i,k] * X[k,j]"
+RNG = np.random.default_rng(11)
+#: compiled Triton (a GPU run with TRITON_INTERPRET=0) needs the operands on the GPU
+DEV = "cuda" if torch.cuda.is_available() and __import__("os").environ.get("TRITON_INTERPRET", "0") in ("", "0") \
+    else "cpu"
+
+
+def _weight(fmt: str, M: int, K: int) -> np.ndarray:
+    w = RNG.standard_normal((M, K))
+    if fmt == "bitmap":
+        w[RNG.random((M, K)) < 0.75] = 0
+        w[M // 2] = 0                                   # an empty row
+    else:
+        n, m = (int(v) for v in fmt[3:-1].split(","))
+        pad = (-K) % m
+        g = np.pad(w, ((0, 0), (0, pad))).reshape(M, -1, m)
+        order = np.argsort(-np.abs(g), axis=2)
+        drop = np.zeros_like(g, dtype=bool)
+        np.put_along_axis(drop, order[:, :, n:], True, axis=2)
+        g[drop] = 0
+        w = g.reshape(M, -1)[:, :K]
+    return w
+
+
+def _tile_of(k):
+    return [ck for ck in k._compiled.values()][0].tile
+
+
+CASES = [(fmt, dt, (70, 100, 16)) for fmt in ("bitmap", "nm(2,4)", "nm(3,5)")
+         for dt in (("float16", "float16"), ("float16", "float32"), ("float32", "float32"), ("bfloat16", "float32"))]
+CASES += [(fmt, ("float16", "float32"), shape) for fmt in ("bitmap", "nm(1,4)")
+          for shape in ((64, 128, 3), (5, 300, 70), (1, 64, 1))]
+
+
+@pytest.mark.parametrize("fmt,dtypes,shape", CASES, ids=lambda c: str(c).replace(" ", ""))
+def test_tile_spmm_matches_numpy(fmt, dtypes, shape):
+    M, K, N = shape
+    vdt, odt = dtypes
+    k = sc.compile(TEXT, formats={"W": fmt}, dtype={"W": vdt, "X": vdt, "Y": odt}, target="triton")
+    assert _tile_of(k) is not None, "the template did not match"
+    tdt = getattr(torch, vdt)
+    W = torch.from_numpy(_weight(fmt, M, K)).to(DEV, tdt)
+    X = torch.from_numpy(RNG.standard_normal((K, N))).to(DEV, tdt)
+    Y = k(W=W, X=X)
+    ref = W.double() @ X.double()
+    Y, ref = Y.cpu(), ref.cpu()
+    err = float((Y.double() - ref).norm() / ref.norm().clamp_min(1e-30))
+    tol = {"float32": 1e-5, "float16": 2e-3, "bfloat16": 1e-2}[odt if vdt == "float32" else vdt]
+    assert err < tol and Y.dtype == getattr(torch, odt) and Y.shape == (M, N)
+
+
+def test_split_k_and_fixed_configuration(monkeypatch):
+    """Several K splits add atomically into a float32 output; the env override fixes the launch."""
+    k = sc.compile(TEXT, formats={"W": "bitmap"}, dtype={"W": "float16", "X": "float16", "Y": "float32"},
+                   target="triton")
+    W = torch.from_numpy(_weight("bitmap", 40, 450)).to(DEV, torch.float16)
+    X = torch.randn(450, 8).to(DEV, torch.float16)
+    ref = W.double() @ X.double()
+    for cfg in ("16,16,8,4", "32,16,1,4", "16,32,3,2"):
+        monkeypatch.setenv("SPARSEC_TRITON_TILE", cfg)
+        tk = _tile_of(k)
+        tk._base_memo.clear()
+        k._compiled[next(iter(k._compiled))]._launch_memo.clear()
+        Y = k(W=W, X=X)
+        assert float((Y.double() - ref).norm() / ref.norm()) < 1e-5, cfg
+    monkeypatch.delenv("SPARSEC_TRITON_TILE")
+
+
+def test_other_forms_keep_the_generic_code(monkeypatch):
+    both = {"W": "float16", "X": "float16", "Y": "float16"}
+    assert _tile_of(sc.compile("Y[i,j] = X[k,j] * W[i,k]", formats={"W": "bitmap"}, dtype=both,
+                               target="triton")) is None            # operands in another order
+    assert _tile_of(sc.compile("Y[i,j] = W[i,k] * X[k,j] * 2", formats={"W": "bitmap"}, dtype=both,
+                               target="triton")) is None            # a scaled product
+    assert _tile_of(sc.compile(TEXT, formats={"W": "bitmap"}, dtype="float64", target="triton")) is None
+    assert _tile_of(sc.compile(TEXT, formats={"W": "csr"}, dtype=both, target="triton")) is None
+    monkeypatch.setenv("SPARSEC_TRITON_TILES", "0")
+    assert _tile_of(sc.compile(TEXT, formats={"W": "nm(2,4)"}, dtype=both, target="triton")) is None
+
+
+def test_transposed_layer_form_matches_and_dumps_the_template():
+    k = sc.compile("Yt[o,t] = W[o,k] * Xt[k,t]", formats={"W": "nm(2,4)"},
+                   dtype={"W": "bfloat16", "Xt": "bfloat16", "Yt": "float32"}, target="triton")
+    assert _tile_of(k) is not None
+    text = k.dump("triton")
+    assert "tile template: nm(2, 4) SpMM" in text and "tl.dot(a, b)" in text
+    assert tiles.match(next(iter(k._compiled.values())).kernel).kind == "nm"
+
+
+@pytest.mark.parametrize("fmt", ["csr", "bitmap"])
+def test_fresh_dense_operands_reuse_the_launch_setup(fmt):
+    """A fixed sparse weight times new activation tensors (a layer's forward) re-plans nothing."""
+    k = sc.compile(TEXT, formats={"W": fmt}, dtype={"W": "float32", "X": "float32", "Y": "float32"},
+                   target="triton")
+    tk = next(iter(k._compiled.values()))
+    W = torch.from_numpy(_weight("bitmap", 30, 40)).float().to(DEV)
+    for step in range(4):
+        X = torch.randn(40, 5, device=DEV)
+        Y = k(W=W, X=X)
+        assert torch.allclose(Y.cpu().double(), (W.double() @ X.double()).cpu(), atol=1e-4), step
+    assert len(tk._launch_memo) == 1
+    W2 = torch.from_numpy(_weight("bitmap", 30, 40)).float().to(DEV)   # another sparse operand: a new set-up
+    X = torch.randn(40, 5, device=DEV)
+    assert torch.allclose(k(W=W2, X=X).cpu().double(), (W2.double() @ X.double()).cpu(), atol=1e-4)
+    assert len(tk._launch_memo) == 2
