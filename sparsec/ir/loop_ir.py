@@ -161,6 +161,32 @@ class Cast(LExpr):
         return (self.a,)
 
 
+def substitute(e: LExpr, env: "dict[str, LExpr]", cast: bool = False) -> LExpr:
+    """``e`` with the variables named in ``env`` replaced by their expressions.
+
+    With ``cast``, a replacement whose dtype differs from the variable's is wrapped in
+    a :class:`Cast` to the variable's dtype (so the expression keeps its types).
+    """
+    if isinstance(e, Var):
+        v = env.get(e.name)
+        if v is None:
+            return e
+        return Cast(v, e.dtype) if cast and v.dtype != e.dtype else v
+    if isinstance(e, Const):
+        return e
+    if isinstance(e, Load):
+        return Load(e.buffer, substitute(e.index, env, cast), e.dtype)
+    if isinstance(e, BinOp):
+        return BinOp(e.op, substitute(e.a, env, cast), substitute(e.b, env, cast), e.dtype)
+    if isinstance(e, UnOp):
+        return UnOp(e.op, substitute(e.a, env, cast), e.dtype)
+    if isinstance(e, Select):
+        return Select(substitute(e.cond, env, cast), substitute(e.a, env, cast), substitute(e.b, env, cast), e.dtype)
+    if isinstance(e, Cast):
+        return Cast(substitute(e.a, env, cast), e.dtype)
+    raise TypeError(f"not a loop-IR expression: {e!r}")
+
+
 def const(value: Union[int, float, bool], dtype: str = INDEX) -> Const:
     """A :class:`Const` with the value normalized to the dtype's Python type."""
     if dtype == BOOL:

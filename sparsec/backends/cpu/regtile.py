@@ -158,22 +158,7 @@ def _loads(e: L.LExpr) -> set[str]:
 
 
 def _subst(e: L.LExpr, env: dict[str, L.LExpr]) -> L.LExpr:
-    if isinstance(e, L.Var):
-        v = env.get(e.name)
-        if v is None:
-            return e
-        return v if v.dtype == e.dtype else L.Cast(v, e.dtype)
-    if isinstance(e, L.Load):
-        return L.Load(e.buffer, _subst(e.index, env), e.dtype)
-    if isinstance(e, L.BinOp):
-        return L.BinOp(e.op, _subst(e.a, env), _subst(e.b, env), e.dtype)
-    if isinstance(e, L.UnOp):
-        return L.UnOp(e.op, _subst(e.a, env), e.dtype)
-    if isinstance(e, L.Select):
-        return L.Select(_subst(e.cond, env), _subst(e.a, env), _subst(e.b, env), e.dtype)
-    if isinstance(e, L.Cast):
-        return L.Cast(_subst(e.a, env), e.dtype)
-    return e
+    return L.substitute(e, env, cast=True)
 
 
 # ------------------------------------------------------------------------------------ affine indices

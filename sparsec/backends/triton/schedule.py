@@ -111,21 +111,7 @@ def loaded_buffers(s: L.Stmt) -> set[str]:
 
 def substitute(e: L.LExpr, env: dict[str, L.LExpr]) -> L.LExpr:
     """``e`` with variables replaced by their definitions (recursively, definitions are already inlined)."""
-    if isinstance(e, L.Var):
-        return env.get(e.name, e)
-    if isinstance(e, L.Const):
-        return e
-    if isinstance(e, L.Load):
-        return L.Load(e.buffer, substitute(e.index, env), e.dtype)
-    if isinstance(e, L.BinOp):
-        return L.BinOp(e.op, substitute(e.a, env), substitute(e.b, env), e.dtype)
-    if isinstance(e, L.UnOp):
-        return L.UnOp(e.op, substitute(e.a, env), e.dtype)
-    if isinstance(e, L.Select):
-        return L.Select(substitute(e.cond, env), substitute(e.a, env), substitute(e.b, env), e.dtype)
-    if isinstance(e, L.Cast):
-        return L.Cast(substitute(e.a, env), e.dtype)
-    raise TypeError(f"not a loop-IR expression: {e!r}")
+    return L.substitute(e, env)
 
 
 def next_pow2(n: int) -> int:
