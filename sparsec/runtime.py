@@ -31,7 +31,7 @@ from .ir import loop_ir as L
 from .ir.interp import _Interp
 from .passes.pipeline import LoweredProgram
 from .passes.sparsify import Lowered, identity_value
-from .tensor import Tensor, with_index_widths
+from .tensor import VALUE_DTYPES, Tensor, with_index_widths
 from .threads import TEAM
 
 
@@ -170,8 +170,8 @@ def _scalar_tensor(arr: np.ndarray, name: str) -> Tensor:
 
 
 def _renamed(t: Tensor, name: str) -> Tensor:
-    """The same storage under another name (no copy, no re-validation)."""
-    return Tensor.from_buffers(t.format, t.shape, t.levels, t.values, name=name, validate=False)
+    """The same storage under another name (no copy, no re-validation: ``t`` is a valid Tensor already)."""
+    return Tensor(t.format, t.shape, t.levels, t.values, name)
 
 
 def _is_scipy_sparse(x: Any) -> bool:
@@ -234,6 +234,8 @@ class StatementRunner:
         self.numeric = numeric
         self.symbolic = symbolic
         self.threads = threads
+        self._other_operands: list | None = None  # see _other_operand_work, built on first use
+        self._outer_lv: Any = None  # the outer loop's level variable, for _count_slots
 
     # -- array hooks (numpy here) -------------------------------------------------------
     def full(self, n: int, value: Any, dtype: np.dtype) -> Any:
@@ -274,6 +276,12 @@ class StatementRunner:
         total = int(offsets[-1])
         width = fmt.pos_width if total <= np.iinfo(np.int32).max or fmt.pos_width == 64 else 64
         pos = offsets.astype(np.dtype(f"int{width}"), copy=False)
+        if isinstance(vals, np.ndarray) and vals.ndim == 1 and vals.dtype in VALUE_DTYPES \
+                and crd.dtype == np.dtype(f"int{fmt.crd_width}"):
+            # buffers the kernels wrote in the format's widths (pos widened above, crd checked by
+            # _check_output_crd_width): the plain constructor, without from_buffers' checks and casts
+            out_fmt = fmt if width == fmt.pos_width else fmt.with_widths(width, fmt.crd_width)
+            return Tensor(out_fmt, shape, ({}, {"pos": pos, "crd": crd}), vals, name)
         return Tensor.from_buffers(fmt.with_widths(width, fmt.crd_width), shape, [{}, {"pos": pos, "crd": crd}],
                                    vals, name=name, validate=False)
 
@@ -300,6 +308,8 @@ class StatementRunner:
         lo, hi = int(ev.ev(par.lo)), int(ev.ev(par.hi))
         balance = bufs.get(par.balance) if par.balance else None
         work = (hi - lo) + (int(balance[hi] - balance[lo]) if balance is not None and hi > lo else 0)
+        if low.symbolic is not None and hi > lo and work < MIN_PARALLEL_WORK:
+            work += self._other_operand_work(bufs, scalars, lo, hi, work - (hi - lo))
         nthreads = get_num_threads() if self.threads else 1
         chunks = chunk_bounds(lo, hi, nthreads if work >= MIN_PARALLEL_WORK else 1, balance)
         if not chunks:
@@ -319,6 +329,40 @@ class StatementRunner:
         TEAM.run([task(c) for c in chunks])
         for c in copies:  # summed in chunk order: deterministic
             bufs[out_name] += c
+
+    def _other_operand_work(self, bufs: Mapping[str, Any], scalars: Mapping[str, int], lo: int, hi: int,
+                            balanced: int) -> int:
+        """Work of a sparse-output statement's other sparse operands over ``[lo, hi)`` of the parallel loop.
+
+        The balancing operand's nonzeros alone undercount it: an operand co-iterated with it
+        (``B`` of ``A + B``) adds its share of nonzeros, and one walked inside each of those
+        nonzeros (``B[k, j]`` of SpGEMM) adds its mean slice length per balancing nonzero.
+        """
+        low = self.low
+        par = low.parallel
+        others = self._other_operands
+        if others is None:  # (values buffer, extent parameter of its first level, co-iterated?) per operand
+            lvars = low.space.level_vars()
+            pvar = lvars[par.var].dim_var if par.var in lvars else None
+            others = []
+            for o in low.space.operands:
+                if not o.fmt.is_sparse or not o.fmt.exprs or (par.balance and par.balance.startswith(o.prefix + "_")):
+                    continue
+                first = o.dim_vars[o.fmt.exprs[0].dim]
+                others.append((f"{o.prefix}_vals", low.dim_params.get(first, ""), first == pvar))
+            self._other_operands = others
+        extra = 0
+        for vals_name, param, coiterated in others:
+            vals = bufs.get(vals_name)
+            if vals is None:
+                continue
+            nnz = int(vals.shape[0])
+            outer = max(1, int(scalars.get(param, 1)))
+            if coiterated:  # co-iterated along the parallel loop: its share of nonzeros
+                extra += nnz * (hi - lo) // outer
+            else:  # walked per nonzero of the balancing operand (or per iteration without one)
+                extra += max(balanced, hi - lo) * nnz // outer
+        return extra
 
     def fill_value(self, scalars: Mapping[str, int]) -> Any:
         """Initial value of output entries the loops may skip.
@@ -390,7 +434,9 @@ class StatementRunner:
         low = self.low
         out = low.space.output
         top = low.numeric
-        counts = self.full(_count_slots(low, buffers, scalars) + 1, 0, np.dtype(np.int64))
+        if self._outer_lv is None and low.count_slots.by == "coordinate" and low.order.order:
+            self._outer_lv = low.space.level_vars()[low.order.order[0]]
+        counts = self.full(_count_slots(low, buffers, scalars, self._outer_lv) + 1, 0, np.dtype(np.int64))
         buffers[f"{out.prefix}_cnt"] = counts
         assert self.symbolic is not None and low.symbolic is not None
         self._launch(self.symbolic, low.symbolic, buffers, scalars)
@@ -411,8 +457,11 @@ class StatementRunner:
         return self.entries_result(out.fmt, shape, crds, vals, out.tensor, low.presorted)
 
 
-def _count_slots(low: Lowered, buffers: Mapping[str, Any], scalars: Mapping[str, int]) -> int:
-    """Length of a sparse output's counts array, as its kernels index it (see ``CountSlots``)."""
+def _count_slots(low: Lowered, buffers: Mapping[str, Any], scalars: Mapping[str, int], outer_lv: Any = None) -> int:
+    """Length of a sparse output's counts array, as its kernels index it (see ``CountSlots``).
+
+    ``outer_lv``: the outer loop's level variable, when the caller has it (``level_vars`` rebuilds them all).
+    """
     slots = low.count_slots
     if slots.by == "position":  # positions of the level the outer loop walks, not its (maybe huge) extent
         o = next(o for o in low.space.operands if o.prefix == slots.prefix)
@@ -421,7 +470,7 @@ def _count_slots(low: Lowered, buffers: Mapping[str, Any], scalars: Mapping[str,
         shape = tuple(int(scalars[low.dim_params[v]]) for v in o.dim_vars)
         return int(lvl.num_positions(parts, 1, o.fmt.level_sizes(shape)[slots.level]))
     if slots.by == "coordinate" and low.order.order:
-        lv = low.space.level_vars()[low.order.order[0]]
+        lv = outer_lv if outer_lv is not None else low.space.level_vars()[low.order.order[0]]
         ext = scalars[low.dim_params[lv.dim_var]]
         return ext if lv.part == "full" else -(-ext // lv.factor)
     return 1
