@@ -34,6 +34,7 @@ interpreter:
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator, Union
 
@@ -159,6 +160,39 @@ class Cast(LExpr):
 
     def children(self) -> tuple[LExpr, ...]:
         return (self.a,)
+
+
+def expr_loads(e: LExpr) -> set[str]:
+    """Buffers an expression loads from."""
+    return {x.buffer for x in e.walk() if isinstance(x, Load)}
+
+
+def stmt_exprs(s: "Stmt") -> list[LExpr]:
+    """The expressions a statement evaluates itself (not those of nested statements)."""
+    if isinstance(s, Assign):
+        return [s.value]
+    if isinstance(s, Store):
+        return [s.index, s.value]
+    if isinstance(s, For):
+        return [s.lo, s.hi]
+    if isinstance(s, (While, If)):
+        return [s.cond]
+    return []
+
+
+def var_reads(x: "Stmt | LExpr") -> Counter:
+    """How often each variable is read in an expression or a statement subtree."""
+    exprs = [x] if isinstance(x, LExpr) else [e for t in x.walk() for e in stmt_exprs(t)]
+    return Counter(v.name for e in exprs for v in e.walk() if isinstance(v, Var))
+
+
+def assigned(s: "Stmt") -> dict[str, str]:
+    """Variables assigned in a subtree (``For`` variables included), with their dtypes."""
+    out: dict[str, str] = {}
+    for t in s.walk():
+        if isinstance(t, (Assign, For)):
+            out.setdefault(t.var.name, t.var.dtype)
+    return out
 
 
 def substitute(e: LExpr, env: "dict[str, LExpr]", cast: bool = False) -> LExpr:

@@ -717,7 +717,7 @@ class _FunctionBuilder:
         With ``masks`` (the masked variant), vector loads are aligned to their size and masked.
         """
         iv = plan.inner.var.name
-        if iv not in regtile._reads(e):
+        if iv not in L.var_reads(e):
             return self.ev(e)
         bld = self.b
         if isinstance(e, L.Load):

@@ -104,57 +104,7 @@ class TilePlan:
     def vector_loads(self) -> list[L.Load]:
         """The loads of the value that are unit-stride along the inner variable."""
         iv = self.inner.var.name
-        return [n for n in self.value.walk() if isinstance(n, L.Load) and iv in _reads(n.index)]
-
-
-# ------------------------------------------------------------------------------------ reads
-def _expr_reads(e: L.LExpr, out: dict[str, int]) -> None:
-    for n in e.walk():
-        if isinstance(n, L.Var):
-            out[n.name] = out.get(n.name, 0) + 1
-
-
-def _stmt_reads(s: L.Stmt, out: dict[str, int]) -> None:
-    if isinstance(s, L.Block):
-        for c in s.stmts:
-            _stmt_reads(c, out)
-    elif isinstance(s, L.Assign):
-        _expr_reads(s.value, out)
-    elif isinstance(s, L.Store):
-        _expr_reads(s.index, out)
-        _expr_reads(s.value, out)
-    elif isinstance(s, L.For):
-        _expr_reads(s.lo, out)
-        _expr_reads(s.hi, out)
-        _stmt_reads(s.body, out)
-    elif isinstance(s, L.While):
-        _expr_reads(s.cond, out)
-        _stmt_reads(s.body, out)
-    elif isinstance(s, L.If):
-        _expr_reads(s.cond, out)
-        _stmt_reads(s.then, out)
-        _stmt_reads(s.orelse, out)
-
-
-def _reads(x: L.Stmt | L.LExpr) -> dict[str, int]:
-    out: dict[str, int] = {}
-    if isinstance(x, L.LExpr):
-        _expr_reads(x, out)
-    else:
-        _stmt_reads(x, out)
-    return out
-
-
-def _assigned(s: L.Stmt) -> set[str]:
-    names = set()
-    for t in s.walk():
-        if isinstance(t, (L.Assign, L.For)):
-            names.add(t.var.name)
-    return names
-
-
-def _loads(e: L.LExpr) -> set[str]:
-    return {n.buffer for n in e.walk() if isinstance(n, L.Load)}
+        return [n for n in self.value.walk() if isinstance(n, L.Load) and iv in L.var_reads(n.index)]
 
 
 def _subst(e: L.LExpr, env: dict[str, L.LExpr]) -> L.LExpr:
@@ -167,7 +117,7 @@ _INT64 = ("index", "int64")
 
 def affine(e: L.LExpr, var: str) -> tuple[L.LExpr, int] | None:
     """``e`` as ``(base, c)`` with ``e == base + c * var`` (``base`` free of ``var``), or None."""
-    if var not in _reads(e):
+    if var not in L.var_reads(e):
         return e, 0
     if isinstance(e, L.Var):
         return (L.Const(0, L.INDEX), 1) if e.dtype in _INT64 else None
@@ -206,8 +156,8 @@ def _kind(dtype: str) -> str:
 
 def vector_ok(e: L.LExpr, var: str, out_buf: str, dtypes: dict[str, str]) -> bool:
     """Can ``e`` (free of inner-body locals) be computed as vectors along ``var``?"""
-    if var not in _reads(e):
-        return out_buf not in _loads(e)
+    if var not in L.var_reads(e):
+        return out_buf not in L.expr_loads(e)
     k = _kind(e.dtype)
     if k == "b" or e.dtype == "bfloat16":
         return False
@@ -215,7 +165,7 @@ def vector_ok(e: L.LExpr, var: str, out_buf: str, dtypes: dict[str, str]) -> boo
         if e.buffer == out_buf or dtypes.get(e.buffer) in (None, L.BOOL, "bfloat16"):
             return False
         aff = affine(e.index, var)
-        return aff is not None and aff[1] == 1 and out_buf not in _loads(aff[0])
+        return aff is not None and aff[1] == 1 and out_buf not in L.expr_loads(aff[0])
     if isinstance(e, L.BinOp):
         return e.op in _VEC_BINOPS[k] and _kind(e.a.dtype) == k and _kind(e.b.dtype) == k and \
             vector_ok(e.a, var, out_buf, dtypes) and vector_ok(e.b, var, out_buf, dtypes)
@@ -282,13 +232,13 @@ def _match(outer: L.For, total: dict[str, int], dtypes: dict[str, str], bits: in
     ov, iv = outer.var.name, inner.var.name
     # outer-body definitions: each reads only the outer variable, earlier definitions and
     # names the outer loop never assigns (so re-running them per tile changes nothing)
-    inside = _assigned(outer.body)
+    inside = set(L.assigned(outer.body))
     defined = {ov}
     for s in pre:
         name = s.var.name
         if name in defined or name == iv:
             return None
-        if any(r in inside and r not in defined for r in _reads(s.value)):
+        if any(r in inside and r not in defined for r in L.var_reads(s.value)):
             return None
         defined.add(name)
     body = [s for s in inner.body.stmts if not isinstance(s, L.Comment)]
@@ -310,21 +260,21 @@ def _match(outer: L.For, total: dict[str, int], dtypes: dict[str, str], bits: in
         name = s.var.name
         if name in env or name in defined:
             return None
-        if any(r in local and r not in env and r != iv for r in _reads(s.value)):
+        if any(r in local and r not in env and r != iv for r in L.var_reads(s.value)):
             return None
         env[name] = _subst(s.value, env)
     # locals of the nest must be dead after it
-    in_outer = _reads(outer.body)
+    in_outer = L.var_reads(outer.body)
     for name in defined:
         if total.get(name, 0) != in_outer.get(name, 0):
             return None
-    in_inner = _reads(inner.body)
+    in_inner = L.var_reads(inner.body)
     for name in local:
         if total.get(name, 0) != in_inner.get(name, 0):
             return None
     # the inner bounds must not move with the outer loop, nor read the output
     for b in (inner.lo, inner.hi):
-        if set(_reads(b)) & defined or out_buf in _loads(b):
+        if set(L.var_reads(b)) & defined or out_buf in L.expr_loads(b):
             return None
     index = _subst(store.index, env)
     value = _subst(store.value, env)
@@ -332,9 +282,9 @@ def _match(outer: L.For, total: dict[str, int], dtypes: dict[str, str], bits: in
     if aff is None or aff[1] != 1:
         return None
     base = aff[0]
-    if set(_reads(base)) & (defined | {iv}) or out_buf in _loads(base):
+    if set(L.var_reads(base)) & (defined | {iv}) or out_buf in L.expr_loads(base):
         return None
-    if any(out_buf in _loads(s.value) for s in pre) or not vector_ok(value, iv, out_buf, dtypes):
+    if any(out_buf in L.expr_loads(s.value) for s in pre) or not vector_ok(value, iv, out_buf, dtypes):
         return None
     split = None
     if store.reduce != "add":
@@ -352,7 +302,7 @@ def find_plans(kernel: L.Kernel, vector_bits: int) -> dict[int, TilePlan]:
     times over the same elements (``split(k, 3)`` of SpMM runs it once per block of a
     row's nonzeros), so not even a freshly zeroed output may be assumed to hold 0.
     """
-    total = _reads(kernel.body)
+    total = L.var_reads(kernel.body)
     dtypes = {p.name: p.dtype for p in kernel.buffers}
     plans: dict[int, TilePlan] = {}
 

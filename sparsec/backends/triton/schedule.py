@@ -39,11 +39,12 @@ loops annotated (``block``/``parallel``), for ``dump("triton")``.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from ...ir import loop_ir as L
+from ...ir.loop_ir import assigned, expr_loads, stmt_exprs
+from ...ir.loop_ir import var_reads as reads
 from ...ir.loop_printer import kernel_text
 
 
@@ -55,46 +56,6 @@ class NoFastPath(Exception):
 def expr_vars(e: L.LExpr) -> set[str]:
     """Names of the variables an expression reads."""
     return {x.name for x in e.walk() if isinstance(x, L.Var)}
-
-
-def expr_loads(e: L.LExpr) -> set[str]:
-    """Buffers an expression loads from."""
-    return {x.buffer for x in e.walk() if isinstance(x, L.Load)}
-
-
-def stmt_exprs(s: L.Stmt) -> list[L.LExpr]:
-    """The expressions a statement evaluates itself (not those of nested statements)."""
-    if isinstance(s, L.Assign):
-        return [s.value]
-    if isinstance(s, L.Store):
-        return [s.index, s.value]
-    if isinstance(s, L.For):
-        return [s.lo, s.hi]
-    if isinstance(s, (L.While, L.If)):
-        return [s.cond]
-    return []
-
-
-def reads(s: L.Stmt) -> Counter:
-    """How often each variable is read in a statement subtree."""
-    c: Counter = Counter()
-    for t in s.walk():
-        for e in stmt_exprs(t):
-            for x in e.walk():
-                if isinstance(x, L.Var):
-                    c[x.name] += 1
-    return c
-
-
-def assigned(s: L.Stmt) -> dict[str, str]:
-    """Variables assigned in a subtree (``For`` variables included), with their dtypes."""
-    out: dict[str, str] = {}
-    for t in s.walk():
-        if isinstance(t, L.Assign):
-            out.setdefault(t.var.name, t.var.dtype)
-        elif isinstance(t, L.For):
-            out.setdefault(t.var.name, t.var.dtype)
-    return out
 
 
 def stores(s: L.Stmt) -> list[L.Store]:
