@@ -67,6 +67,10 @@ def _module() -> str:
         k = ir.Constant(_I64, k) if isinstance(k, int) else k
         return b.gep(state, [k], inbounds=True, source_etype=_I64)
 
+    def claim_slot(b: ir.IRBuilder, state: ir.Value, t: ir.Value) -> ir.Value:
+        """Thread ``t``'s claim word (its own cache line)."""
+        return slot(b, state, b.add(ir.Constant(_I64, CLAIMS), b.mul(t, ir.Constant(_I64, 8))))
+
     def drain(fn: ir.Function, b: ir.IRBuilder, state: ir.Value, word: ir.Value) -> None:
         """Claim and run the chunks of one claim word ``(end << 32) | next`` until it is exhausted."""
         head = fn.append_basic_block("claim")
@@ -112,7 +116,7 @@ def _module() -> str:
         k = b.phi(_I64, name="k")
         k.add_incoming(ir.Constant(_I64, 0), pre)
         t = b.urem(b.add(me, k), nthreads)
-        drain(fn, b, state, slot(b, state, b.add(ir.Constant(_I64, CLAIMS), b.mul(t, ir.Constant(_I64, 8)))))
+        drain(fn, b, state, claim_slot(b, state, t))
         k1 = b.add(k, ir.Constant(_I64, 1))
         k.add_incoming(k1, b.block)
         b.cbranch(b.icmp_unsigned("<", k1, nthreads), loop, done)
@@ -196,8 +200,7 @@ def _module() -> str:
     t = b.phi(_I64, name="t")
     t.add_incoming(ir.Constant(_I64, 0), pre)
     w = b.load(b.gep(claims, [t], inbounds=True, source_etype=_I64), typ=_I64)
-    b.atomic_rmw("xchg", slot(b, state, b.add(ir.Constant(_I64, CLAIMS), b.mul(t, ir.Constant(_I64, 8)))), w,
-                 "release")
+    b.atomic_rmw("xchg", claim_slot(b, state, t), w, "release")
     t1 = b.add(t, ir.Constant(_I64, 1))
     t.add_incoming(t1, cl)
     b.cbranch(b.icmp_unsigned("<", t1, nth), cl, cl_done)
