@@ -334,9 +334,10 @@ def sparsec_tensor(csr, name: str):
                                   name=name, validate=False)
 
 
-def sparsec_args(case: Case, ops: Operands, dense=lambda a: a) -> dict[str, Any]:
+def sparsec_args(case: Case, ops: Operands, dense=lambda a: a, sparse=sparsec_tensor) -> dict[str, Any]:
+    """The named operands of the case's sparsec kernel; ``dense(array)`` and ``sparse(csr, name)`` convert them."""
     kind = case.kernel.kind
-    args = {"A": sparsec_tensor(ops.A, "A")}
+    args = {"A": sparse(ops.A, "A")}
     if kind == "spmv":
         args["x"] = dense(ops.X)
     elif kind == "spmm":
@@ -344,7 +345,7 @@ def sparsec_args(case: Case, ops: Operands, dense=lambda a: a) -> dict[str, Any]
     elif kind == "sddmm":
         args["U"], args["V"] = dense(ops.U), dense(ops.V)
     else:
-        args["B"] = sparsec_tensor(ops.B, "B")
+        args["B"] = sparse(ops.B, "B")
     return args
 
 

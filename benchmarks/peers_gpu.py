@@ -254,21 +254,12 @@ class SparsecTritonPeer(SparsecPeer):
     def prepare(self, case: Case, ops: Operands) -> Callable[[], Any]:
         import torch
 
-        from .peers_cpu import torch_csr
+        from .peers_cpu import sparsec_args, torch_csr
 
         k = self.kernel(case)
         dev = torch.device(self.torch_device)
-        args: dict[str, Any] = {"A": torch_csr(ops.A, torch, dev)}
-        up = lambda a: torch.from_numpy(a).to(dev)  # noqa: E731
-        kind = case.kernel.kind
-        if kind == "spmv":
-            args["x"] = up(ops.X)
-        elif kind == "spmm":
-            args["X"] = up(ops.X)
-        elif kind == "sddmm":
-            args["U"], args["V"] = up(ops.U), up(ops.V)
-        else:
-            args["B"] = torch_csr(ops.B, torch, dev)
+        args = sparsec_args(case, ops, dense=lambda a: torch.from_numpy(a).to(dev),
+                            sparse=lambda csr, name: torch_csr(csr, torch, dev))
         try:
             from sparsec.backends.triton import call as triton_call
         except ImportError:  # an older backend without the device-resident entry point

@@ -162,6 +162,11 @@ def _geomean(xs: list[float]) -> float:
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
 
 
+def _time_ratios(cases: Iterable[dict], num: str, den: str) -> list[float]:
+    """``time[num] / time[den]`` for every case (label -> seconds) that timed both."""
+    return [c[num] / c[den] for c in cases if num in c and den in c]
+
+
 def _ok(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r.get("status") == "ok" and r.get("time_s")]
 
@@ -232,7 +237,7 @@ def summarize(rows: list[dict], meta: dict, compile_rows: list[dict], overhead_r
         for key in keys:
             cells = []
             for o in others:
-                ratios = [c[o] / c[s] for c in by[key].values() if o in c and s in c]
+                ratios = _time_ratios(by[key].values(), o, s)
                 cells.append(f"{_geomean(ratios):.3g}× ({len(ratios)})" if ratios else "—")
             body.append([key] + cells)
         lines += [f"## {s} against each peer", "",
@@ -247,7 +252,7 @@ def summarize(rows: list[dict], meta: dict, compile_rows: list[dict], overhead_r
     for key in keys:
         cells = []
         for l in labels:
-            ratios = [c[baseline] / c[l] for c in by[key].values() if l in c and baseline in c]
+            ratios = _time_ratios(by[key].values(), baseline, l)
             cells.append(f"{_geomean(ratios):.3g}×" if ratios else "—")
         body.append([key] + cells)
     lines += [f"## Speedup over {baseline} (geometric mean)", "", _table(["kernel dtype"] + labels, body), ""]
