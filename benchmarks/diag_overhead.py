@@ -42,7 +42,8 @@ def main() -> None:
     fast = k._triton_fast
     tk = fast.tk
     memo = next(iter(tk._launch_memo.values()))
-    fn, grid, warps, kwargs, internal, names, direct, _ = memo
+    fn, grid, warps, kwargs, internal, names, direct = (memo.fn, memo.grid, memo.warps, memo.kwargs, memo.internal,
+                                                         memo.names, memo.direct)
     print('direct launch available:', direct is not None)
     bound = {n_: fast._bound[n_][2] for n_ in ("A",)}
     bufs = {**fast.runner.buffers_of(bound["A"], "A"), "x_vals": x, "y_vals": torch.empty(A.shape[0], device=dev)}

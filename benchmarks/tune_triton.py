@@ -1,6 +1,7 @@
 """Sweep the Triton fast paths' block sizes on a GPU, next to cuSPARSE, and print the best per matrix.
 
-Usage (GPU machine): python benchmarks/tune_triton.py [spmm|spmv] [matrices...]
+Usage (GPU machine): python benchmarks/tune_triton.py [spmm|spmv|spmv-split] [matrices...]
+(spmv-split: the heuristic against row splitting off and on at several segment lengths)
 (matrices: names from ../shared/matrices or synthetic case names such as powerlaw_200k_d16, pruned_4096x4096_u50)
 Writes nothing; prints one line per (matrix, N, setting) and a summary of the best settings.
 It is how the heuristics in sparsec/backends/triton/options.py were chosen.
@@ -82,8 +83,14 @@ def main() -> None:
                 k = sc.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"}, dtype="float32", target="triton")
                 ref = At @ X
                 t_cu = bench(lambda: At @ X)
-                grid = [dict(block=b, rows=r, num_warps=w)
-                        for b, r, w in itertools.product((16, 64, 128, 256), (1, 4, 8, 16), (None, 8))] + [dict()]
+                if kind == "spmv-split":
+                    grid = [dict(split_rows=False)] + [dict(split_rows=True, segment=s)
+                                                       for s in (32, 64, 128, 256, 1024)] + \
+                        [dict(split_rows=True, segment=32, block=b, rows=r)
+                         for b, r in itertools.product((8, 16, 32), (8, 16, 32))] + [dict()]
+                else:
+                    grid = [dict(block=b, rows=r, num_warps=w)
+                            for b, r, w in itertools.product((16, 64, 128, 256), (1, 4, 8, 16), (None, 8))] + [dict()]
                 ops = dict(A=Ad, x=X)
             rows = []
             for opt in grid:

@@ -393,6 +393,59 @@ def test_row_split_variant_agrees_and_is_chosen_for_skewed_rows():
     assert any(split for (_, split) in tk._variants), "the skewed matrix did not take the split variant"
 
 
+def _skewed_csr(m: int, n: int, long_rows: dict[int, int]) -> np.ndarray:
+    """A sparse m x n matrix (about 5% dense, some empty rows) whose rows ``long_rows`` have the given lengths."""
+    A = rand((m, n), 0.05)
+    A[::7] = 0
+    for r, length in long_rows.items():
+        A[r] = 0
+        A[r, RNG.choice(n, length, replace=False)] = RNG.standard_normal(length)
+    return A
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_spmv_row_split_agrees_with_unsplit(dtype):
+    # SpMV's map tile: long rows cut into segments whose partial sums are added atomically into a
+    # zeroed y. Outputs are poisoned under the tests, so a missed zeroing (first launch or memoized)
+    # shows as NaN; segment lengths that do not divide the rows exercise the ragged last segment.
+    A = _skewed_csr(70, 300, {2: 290, 41: 133, 69: 77})
+    x = RNG.standard_normal(300)
+    ref = A @ x
+    k = api.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"}, dtype=dtype, target="triton")
+    src = k.dump("triton")
+    assert "row-split variant" in src and "tl.atomic_add(y_vals + i" in src
+    tk = k._runner.runners[0].numeric
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == "float32" else dict(rtol=1e-10, atol=1e-12)
+    dev = "cpu" if INTERPRETING else "cuda"
+    At = torch.from_numpy(A.astype(dtype)).to_sparse_csr().to(dev)
+    xt = torch.from_numpy(x.astype(dtype)).to(dev)
+    for opts in (dict(split_rows=True, segment=3), dict(split_rows=True, segment=16), dict(split_rows=False),
+                 dict(), dict(split_rows=True, segment=1000)):
+        with tb.options(**opts):
+            for _ in range(2):  # the second call takes the memoized launch
+                np.testing.assert_allclose(dense(tb.call(k, A=At, x=xt)), ref, **tol)
+            np.testing.assert_allclose(dense(k(A=tensor(A.astype(dtype), "csr"), x=x.astype(dtype))), ref, **tol)
+    assert any(split for (_, split) in tk._variants), "the skewed matrix did not take the split variant"
+
+
+def test_spmv_row_split_heuristic_and_segments():
+    # the map-tile policy: split only when the longest row is over 8x the average, segments of
+    # the average row (32..1024); every position is covered exactly once, in row order
+    k = api.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"}, target="triton")
+    tk = k._runner.runners[0].numeric
+    assert tk.plan.split is not None and tk.plan.split.kind == "map"
+    even = torch.arange(0, 101 * 20, 20, dtype=torch.int32)             # 100 rows of 20
+    assert tk.split_work(even, torch.device("cpu"), False) is None
+    lens = torch.tensor([4] * 200 + [700, 0, 3], dtype=torch.int64)
+    pos = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(lens, 0)]).to(torch.int32)
+    sw = tk.split_work(pos, torch.device("cpu"), False)
+    assert sw is not None and sw.seg_len == 32
+    w = sw.work.reshape(-1, 3).to(torch.int64)
+    assert sw.count == w.shape[0] == 200 + 22 + 0 + 1
+    assert bool((w[1:, 1] == w[:-1, 2]).all()) and int(w[0, 1]) == 0 and int(w[-1, 2]) == int(pos[-1])
+    assert int((w[:, 2] - w[:, 1]).max()) == 32 and int((w[:, 0] == 200).sum()) == 22
+
+
 def test_memos_are_not_fooled_by_reused_addresses():
     # Regression: a matrix freed and the next one of the same size allocated at the same address
     # once received the previous matrix's row-split work list (seen on an H200 in the benchmarks).
@@ -404,9 +457,9 @@ def test_memos_are_not_fooled_by_reused_addresses():
         first = tk.split_work(torch.from_numpy(buf), torch.device("cpu"), False)
         buf[:] = [0, 1, 2, 3, 43]            # another matrix at the same address
         second = tk.split_work(torch.from_numpy(buf), torch.device("cpu"), False)
-    rows = lambda w: w.reshape(-1, 3)[:, 0].tolist()  # noqa: E731
+    rows = lambda w: w.work.reshape(-1, 3)[:, 0].tolist()  # noqa: E731
     assert rows(first) != rows(second)
-    assert rows(second)[-1] == 3 and second.reshape(-1, 3)[:, 2].max().item() == 43
+    assert rows(second)[-1] == 3 and second.work.reshape(-1, 3)[:, 2].max().item() == 43
 
 
 def test_launch_memo_follows_option_changes():
@@ -424,7 +477,7 @@ def test_launch_memo_follows_option_changes():
         with tb.options(block=block, rows=2):
             np.testing.assert_allclose(dense(tb.call(k, A=At, x=xt)), A @ x, rtol=1e-10, atol=1e-12)
             tk = k._triton_fast.tk
-            used = {kw[c.name] for (*_, kw, _i, _n, _d, _r) in tk._launch_memo.values()
+            used = {m.kwargs[c.name] for m in tk._launch_memo.values()
                     for c in tk.plan.constexprs if c.role == "inner"}
             seen.append(block in used)
     assert all(seen), seen

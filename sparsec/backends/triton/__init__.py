@@ -39,6 +39,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ...errors import BackendError
@@ -53,6 +54,34 @@ from . import tiles
 
 __all__ = ["TritonBackend", "TritonKernel", "TritonOptions", "DeviceTensor", "call", "einsum", "options",
            "set_options", "get_options"]
+
+@dataclass(frozen=True)
+class SplitWork:
+    """Rows cut into segments: ``work`` holds (row, lo, hi) per segment, ``count`` segments of
+    at most ``seg_len`` positions, ``avg_len`` on average."""
+
+    work: Any
+    count: int
+    seg_len: int
+    avg_len: float
+
+
+@dataclass
+class MemoLaunch:
+    """A memoized launch: the jitted function, grid, warps, constexprs, trailing internal arguments,
+    the parameters' (is buffer, name) order, the direct launcher (or None), the output buffer to
+    zero before each launch (split rows) and weak references to the input buffers it was made for."""
+
+    fn: Any
+    grid: int
+    warps: int
+    kwargs: dict
+    internal: list
+    names: list
+    direct: Any
+    zero: str | None
+    refs: list
+
 
 #: above this, index arithmetic uses int64 (slack for sums of in-range positions)
 INDEX32_LIMIT = 2**31 - 2**24
@@ -128,12 +157,17 @@ class TritonKernel:
                 self._variants[(idx64, split)] = (src, cg, fn)
         return fn, cg
 
-    def split_work(self, pos: Any, device: Any, idx64: bool) -> Any | None:
+    def split_work(self, pos: Any, device: Any, idx64: bool) -> "SplitWork | None":
         """The (row, lo, hi) segments for the row-split variant, or None when rows need no splitting.
 
-        Rows are split into segments of at most L positions when they are skewed (the longest
-        row over 4x the average) or too few to keep the GPU busy; L is chosen so that there are
-        about 32 segments per SM. Computed on the device and memoized per pos array.
+        Accumulator tiles (SpMM): rows are split into segments of at most L positions when they
+        are skewed (the longest row over 4x the average) or too few to keep the GPU busy; L is
+        chosen so that there are about 32 segments per SM. Map tiles (SpMV): rows split when the
+        longest is over 8x the average, into segments of the average row rounded up to a power
+        of two (32..1024), so no program waits on a long row while the others idle (measured on
+        an H100, benchmarks/results/h100-tuning/spmv_split.txt: 32 beat 64..1024 on every skewed
+        matrix; Zipf rows 200k x 16: 218 us unsplit, 50 us in segments of 32, 148 us of 1024).
+        Computed on the device and memoized per pos array.
         """
         import torch
 
@@ -145,36 +179,42 @@ class TritonKernel:
         if hit is not None and hit[0]() is pos:
             return hit[1]
         n = pos.numel() - 1
-        work = None
+        found = None
         if n > 0:
             p = pos.to(torch.int64)
             lens = p[1:] - p[:-1]
-            nnz, longest = int(p[-1] - p[0]), int(lens.max())
-            sms = 132
-            if device.type == "cuda" and not interpreting():
-                sms = torch.cuda.get_device_properties(device).multi_processor_count
+            first, last, longest = torch_stats(p, lens)
+            nnz = last - first
             opts = get_options()
-            target = opts.split_segments or 32 * sms
-            seg_len = max(16, 1 << max(0, (max(nnz // target, 1) - 1).bit_length()))
-            seg_len = self.hints.get("segment") or seg_len          # pos(var, tensor, segment)
-            force = opts.split_rows if opts.split_rows is not None else self.hints.get("split_rows")
             avg = max(nnz / n, 1.0)
-            if force is True or (force is None and longest > seg_len and (longest > 4 * avg or n < target)):
+            force = opts.split_rows if opts.split_rows is not None else self.hints.get("split_rows")
+            if self.plan.split.kind == "map" and opts.split_segments is None:
+                seg_len = max(32, min(1024, 1 << max(0, int(avg + 0.999) - 1).bit_length()))
+                want = longest > 8 * avg
+            else:
+                sms = 132
+                if device.type == "cuda" and not interpreting():
+                    sms = torch.cuda.get_device_properties(device).multi_processor_count
+                target = opts.split_segments or 32 * sms
+                seg_len = max(16, 1 << max(0, (max(nnz // target, 1) - 1).bit_length()))
+                want = longest > 4 * avg or n < target
+            seg_len = opts.segment or self.hints.get("segment") or seg_len   # pos(var, tensor, segment)
+            if force is True or (force is None and longest > seg_len and want):
                 nseg = (lens + seg_len - 1) // seg_len
                 total = int(nseg.sum())
-                if not idx64 and 3 * total > INDEX32_LIMIT:  # the work array is indexed with int32
-                    memo[key] = (weakref.ref(pos), None)
-                    return None
-                rows = torch.repeat_interleave(torch.arange(n, device=p.device), nseg, output_size=total)
-                first = torch.cumsum(nseg, 0) - nseg
-                seg = torch.arange(total, device=p.device) - torch.repeat_interleave(first, nseg, output_size=total)
-                lo = p[rows] + seg * seg_len
-                hi = torch.minimum(lo + seg_len, p[rows + 1])
-                work = torch.stack([rows, lo, hi], 1).reshape(-1).to(torch.int64 if idx64 else torch.int32)
+                if idx64 or 3 * total <= INDEX32_LIMIT:  # else the work array is too long for int32 indexing
+                    rows = torch.repeat_interleave(torch.arange(n, device=p.device), nseg, output_size=total)
+                    start = torch.cumsum(nseg, 0) - nseg
+                    seg = torch.arange(total, device=p.device) - torch.repeat_interleave(start, nseg,
+                                                                                        output_size=total)
+                    lo = p[rows] + seg * seg_len
+                    hi = torch.minimum(lo + seg_len, p[rows + 1])
+                    work = torch.stack([rows, lo, hi], 1).reshape(-1).to(torch.int64 if idx64 else torch.int32)
+                    found = SplitWork(work, total, seg_len, nnz / max(total, 1))
         if len(memo) > 32:
             memo.clear()
-        memo[key] = (weakref.ref(pos), work)
-        return work
+        memo[key] = (weakref.ref(pos), found)
+        return found
 
     def programs(self, n_iter: int, device: Any) -> int:
         """Programs of a persistent grid (workspace kernels): a few per SM, capped by the work."""
@@ -217,14 +257,16 @@ class TritonKernel:
                 return None
             fn, grid, warps, kwargs, internal = done
             args = [bufs[p.name] if isinstance(p, L.BufferParam) else int(scal[p.name]) for p in self.kernel.params]
-            return fn, grid, warps, kwargs, internal, fn[(grid,)](*args, *internal, num_warps=warps, **kwargs)
+            return fn, grid, warps, kwargs, internal, fn[(grid,)](*args, *internal, num_warps=warps, **kwargs), None
         internal: list[Any] = []
         work = None
-        if plan.split is not None and plan.split.pos in bufs and int(scal.get("sc_lo", 0)) == 0:
-            work = self.split_work(bufs[plan.split.pos], bufs[plan.split.pos].device, idx64)
+        split = plan.split
+        if split is not None and split.pos in bufs and int(scal.get("sc_lo", 0)) == 0 and \
+                (split.kind != "map" or int(scal.get("sc_hi", -1)) == bufs[split.pos].numel() - 1):
+            work = self.split_work(bufs[split.pos], bufs[split.pos].device, idx64)
         fn, cg = self._fn(idx64, work is not None)
         if work is not None:
-            n_iter = work.numel() // 3
+            n_iter = work.count
         elif plan.mode == "grid":
             n_iter = int(scal["sc_hi"]) - int(scal["sc_lo"])
         elif plan.mode == "persistent":
@@ -241,12 +283,18 @@ class TritonKernel:
             return
         opts = get_options()
         estimates, longest = self._estimates(bufs, scal)
+        if work is not None and split.kind == "map":  # the tile walks segments, not rows
+            for c in plan.constexprs:
+                if c.est.kind == "pos" and c.est.buffer == split.pos:
+                    estimates[c.name], longest[c.name] = work.avg_len, float(work.seg_len)
         consts = choose_constexprs(plan.constexprs, estimates, opts, longest)
         for c in plan.constexprs:  # a schedule's block(var, size) wins over the heuristics
             if c.var in self.block_hints:
                 consts[c.name] = max(c.minimum, self.block_hints[c.var])
         top = plan.fast.get(id(plan.top)) if plan.top is not None else None
-        if work is not None:
+        if work is not None and split.kind == "map":
+            grid = -(-n_iter // consts[top.lanes])
+        elif work is not None:
             grid = n_iter
         elif plan.mode == "grid":
             grid = -(-n_iter // consts[top.lanes]) if isinstance(top, MapTile) else n_iter
@@ -275,11 +323,16 @@ class TritonKernel:
                 if p.name not in scal:
                     raise BackendError(f"kernel {self.kernel.name}: missing scalar {p.name!r}")
                 args.append(int(scal[p.name]))
+        zero = None
         if work is not None:
-            internal.append(work)
+            internal.append(work.work)
+            if split.kind == "map":
+                internal.append(work.count)
+                zero = split.store_buffer
+                bufs[zero].zero_()
         args += internal
         ck = fn[(grid,)](*args, num_warps=warps, **kwargs)
-        return fn, grid, warps, kwargs, internal, ck
+        return fn, grid, warps, kwargs, internal, ck, zero
 
     def launch(self, buffers: Mapping[str, Any], scalars: Mapping[str, int]) -> None:
         """``__call__`` with its set-up memoized by the scalars and the input buffers' addresses.
@@ -296,28 +349,28 @@ class TritonKernel:
                       for n, b in zip(self._input_names, map(buffers.__getitem__, self._input_names))]))
         hit = self._launch_memo.get(key)
         inputs = [buffers[n] for n in self._input_names]
-        if hit is not None and any(r is not None and r() is not b for r, b in zip(hit[-1], inputs)):
+        if hit is not None and any(r is not None and r() is not b for r, b in zip(hit.refs, inputs)):
             hit = None  # an id was reused by another tensor: recompute
         if hit is None:
             done = self(buffers, scalars)
             if done is None:  # nothing to launch (empty range)
                 return
-            fn, grid, warps, kwargs, internal, ck = done
+            fn, grid, warps, kwargs, internal, ck, zero = done
             names = [(isinstance(p, L.BufferParam), p.name) for p in self.kernel.params]
             if len(self._launch_memo) > 256:
                 self._launch_memo.clear()
             order = (self.tile.constexpr_names() if self.tile is not None else [c.name for c in self.plan.constexprs]) \
                 + (["PREC"] if "PREC" in kwargs else [])
             direct = _DirectLaunch.make(ck, grid, [kwargs[n] for n in order])  # signature order
-            self._launch_memo[key] = (fn, grid, warps, kwargs, internal, names, direct,
-                                      [None if n in dense else weakref.ref(b) for n, b in zip(self._input_names,
-                                                                                               inputs)])
+            refs = [None if n in dense else weakref.ref(b) for n, b in zip(self._input_names, inputs)]
+            self._launch_memo[key] = MemoLaunch(fn, grid, warps, kwargs, internal, names, direct, zero, refs)
             return
-        fn, grid, warps, kwargs, internal, names, direct, _ = hit
-        args = [buffers[n] if is_buf else int(scalars[n]) for is_buf, n in names] + internal
-        if direct is not None and direct(args):
+        if hit.zero is not None:  # split rows add into the output
+            buffers[hit.zero].zero_()
+        args = [buffers[n] if is_buf else int(scalars[n]) for is_buf, n in hit.names] + hit.internal
+        if hit.direct is not None and hit.direct(args):
             return
-        fn[(grid,)](*args, num_warps=warps, **kwargs)
+        hit.fn[(hit.grid,)](*args, num_warps=hit.warps, **hit.kwargs)
 
     def _estimates(self, bufs: Mapping[str, Any],
                    scal: Mapping[str, int]) -> tuple[dict[str, float | None], dict[str, float | None]]:

@@ -41,7 +41,9 @@ class TritonOptions:
     * ``tile``: target number of elements of a ``[ROWS, BLOCK]`` tile (heuristic input).
     * ``max_programs``: programs of a persistent grid (None: 4 per SM on a GPU, 2 on the CPU).
     * ``split_rows``: split rows into segments added atomically (True / False; None: when rows are
-      skewed or too few); ``split_segments``: target segment count (None: 32 per SM).
+      skewed or too few); ``split_segments``: target segment count (None: 32 per SM for SpMM-like
+      accumulator tiles); ``segment``: segment length in nonzeros (None: from those, or for
+      SpMV-like row reductions the average row, 32..1024).
     * ``fast_paths``: False emits only the generic scalar lowering (for debugging).
     * ``dot_min_block``: smallest static block side that uses ``tl.dot`` (smaller blocks
       use broadcast-multiply + ``tl.sum``).
@@ -58,6 +60,7 @@ class TritonOptions:
     max_programs: int | None = None
     split_rows: bool | None = None
     split_segments: int | None = None
+    segment: int | None = None
     fast_paths: bool = True
     dot_min_block: int = 16
 
@@ -68,6 +71,10 @@ class TritonOptions:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1 or v & (v - 1)):
                 raise BackendError(f"{name} must be a power of two, got {v!r}")
+        for name in ("split_segments", "segment"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise BackendError(f"{name} must be a positive integer, got {v!r}")
 
 
 def _from_env() -> TritonOptions:

@@ -95,6 +95,14 @@ class Est:
     hi: L.LExpr | None = None
 
 
+def _row_segment(f: L.For, i: L.Var) -> str | None:
+    """The ``pos`` buffer when loop ``f`` walks ``pos[i]:pos[i+1]`` (row ``i`` of a compressed level)."""
+    lo, hi = (x.a if isinstance(x, L.Cast) else x for x in (f.lo, f.hi))
+    ok = (isinstance(lo, L.Load) and isinstance(hi, L.Load) and lo.buffer == hi.buffer and lo.index == i
+          and hi.index == L.binop("add", i, 1))
+    return lo.buffer if ok else None
+
+
 def _loop_name(loop: L.For) -> str:
     """The name a schedule uses for a loop: its index variable, else its own variable."""
     return loop.index_var or loop.var.name
@@ -183,10 +191,18 @@ class ConstexprSpec:
 
 @dataclass(frozen=True)
 class SplitInfo:
-    """The top loop over rows ``i`` walks ``pos[i]:pos[i+1]`` in the accumulator loop ``loop_id``."""
+    """The top loop over rows ``i`` walks ``pos[i]:pos[i+1]`` in the accumulator loop ``loop_id``.
+
+    ``kind``: ``acc`` (an accumulator tile's reducing store, SpMM) or ``map`` (a map tile whose
+    row reduction ends in a plain store ``out[i] = acc``, SpMV): segments of a ``map`` row add
+    into ``store_buffer``, which the launcher zeroes first; ``store_id`` is that store.
+    """
 
     pos: str
     loop_id: int
+    kind: str = "acc"
+    store_buffer: str = ""
+    store_id: int = 0
 
 
 @dataclass
@@ -261,7 +277,8 @@ class Scheduler:
             self._walk(self.k.body)
             plan.split = self._split_info()
             if plan.split is not None:
-                plan.notes.append(f"rows may be split into segments of {plan.split.pos} (atomic add of each "
+                how = f"{plan.split.store_buffer} zeroed, then " if plan.split.kind == "map" else ""
+                plan.notes.append(f"rows may be split into segments of {plan.split.pos} ({how}atomic add of each "
                                   "segment's partial sums) when they are skewed or too few to fill the GPU")
         return plan
 
@@ -270,8 +287,10 @@ class Scheduler:
         ``pos[i]:pos[i+1]``: each segment of a row then adds its partial sums independently."""
         plan = self.plan
         top = plan.top
-        if plan.mode != "grid" or top is None or id(top) in plan.fast:
+        if plan.mode != "grid" or top is None:
             return None
+        if id(top) in plan.fast:
+            return self._map_split_info(plan.fast[id(top)])
         body = [s for s in top.body.stmts if not isinstance(s, L.Comment)]
         if len(body) != 1 or not isinstance(body[0], L.For):
             return None
@@ -281,11 +300,31 @@ class Scheduler:
             return None
         if self.dtypes.get(t.store.buffer) not in _ATOMIC_DTYPES["add"]:
             return None
-        lo, hi = (x.a if isinstance(x, L.Cast) else x for x in (f0.lo, f0.hi))
-        i = top.var
-        ok = (isinstance(lo, L.Load) and isinstance(hi, L.Load) and lo.buffer == hi.buffer and lo.index == i
-              and hi.index == L.binop("add", i, 1))
-        return SplitInfo(lo.buffer, id(f0)) if ok else None
+        pos = _row_segment(f0, top.var)
+        return SplitInfo(pos, id(f0)) if pos is not None else None
+
+    def _map_split_info(self, mt: object) -> "SplitInfo | None":
+        """A map tile over rows splits when each row is ``acc = 0; acc += ... over pos[i]:pos[i+1];
+        out[i] = acc``: zeroing ``out`` first and adding each segment's partial sum atomically
+        then gives the same result."""
+        if not isinstance(mt, MapTile) or mt.red is None or mt.red.op != "add":
+            return None
+        items = list(mt.items)
+        if len(items) != 3 or items[1] is not mt.red:
+            return None
+        init, store = items[0], items[2]
+        acc = mt.red.acc
+        if not (isinstance(init, L.Assign) and init.var == acc and isinstance(init.value, L.Const)
+                and init.value.value == 0):
+            return None
+        value = store.value.a if isinstance(store, L.Store) and isinstance(store.value, L.Cast) else \
+            getattr(store, "value", None)
+        if not (isinstance(store, L.Store) and store.reduce is None and store.index == mt.loop.var and value == acc):
+            return None
+        if self.dtypes.get(store.buffer) not in _ATOMIC_DTYPES["add"]:
+            return None
+        pos = _row_segment(mt.red.loop, mt.loop.var)
+        return SplitInfo(pos, id(mt.red.loop), "map", store.buffer, id(store)) if pos is not None else None
 
     def _atomic_ok(self, loop: L.For, pre: list[L.Stmt]) -> bool:
         sts = stores(loop)
