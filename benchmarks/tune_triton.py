@@ -1,7 +1,9 @@
 """Sweep the Triton fast paths' block sizes on a GPU, next to cuSPARSE, and print the best per matrix.
 
 Usage (GPU machine): python benchmarks/tune_triton.py [spmm|spmv|spmv-split] [matrices...]
-(spmv-split: the heuristic against row splitting off and on at several segment lengths)
+(spmv-split: the heuristic against row splitting off and on at several segment lengths;
+env TUNE_N="64,256": SpMM column counts; TUNE_HEURISTIC_ONLY=1: time only the heuristic settings; TUNE_WARPS=1: SpMM over block_k, block_n
+in (N/2, N) and 1, 2 or 4 warps)
 (matrices: names from ../shared/matrices or synthetic case names such as powerlaw_200k_d16, pruned_4096x4096_u50)
 Writes nothing; prints one line per (matrix, N, setting) and a summary of the best settings.
 It is how the heuristics in sparsec/backends/triton/options.py were chosen.
@@ -10,6 +12,7 @@ It is how the heuristics in sparsec/backends/triton/options.py were chosen.
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from pathlib import Path
 
@@ -69,14 +72,21 @@ def main() -> None:
         At = torch.sparse_csr_tensor(torch.from_numpy(A.indptr.astype(np.int64)), torch.from_numpy(A.indices.astype(np.int64)),
                                      torch.from_numpy(A.data), size=A.shape).to(dev)
         Ad = tb.device.bind_operand(At, "A", None, "float32", dev)
-        for N in ((32, 128) if kind == "spmm" else (1,)):
+        sizes = tuple(int(v) for v in os.environ.get("TUNE_N", "32,128").split(","))
+        for N in (sizes if kind == "spmm" else (1,)):
             if kind == "spmm":
                 X = torch.randn(A.shape[1], N, device=dev)
                 k = sc.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr"}, dtype="float32", target="triton")
                 ref = (At @ X)
                 t_cu = bench(lambda: At @ X)
-                grid = [dict(block_k=bk, block_n=bn) for bk, bn in itertools.product((1, 2, 4, 8, 16, 32), (32, 64, 128))
-                        if bn <= max(32, N)] + [dict()]
+                if os.environ.get("TUNE_WARPS"):  # block_k x (N/2, N) x warps
+                    grid = [dict(block_k=bk, block_n=bn, num_warps=w)
+                            for bk, bn, w in itertools.product((1, 2, 4), sorted({max(16, N // 2), max(16, N)}),
+                                                               (1, 2, 4))] + [dict()]
+                else:
+                    grid = [dict(block_k=bk, block_n=bn) for bk, bn in itertools.product((1, 2, 4, 8, 16, 32),
+                                                                                       (32, 64, 128))
+                            if bn <= max(32, N)] + [dict()]
                 ops = dict(A=Ad, B=X)
             else:
                 X = torch.randn(A.shape[1], device=dev)
@@ -92,6 +102,8 @@ def main() -> None:
                     grid = [dict(block=b, rows=r, num_warps=w)
                             for b, r, w in itertools.product((16, 64, 128, 256), (1, 4, 8, 16), (None, 8))] + [dict()]
                 ops = dict(A=Ad, x=X)
+            if os.environ.get("TUNE_HEURISTIC_ONLY"):
+                grid = [dict()]
             rows = []
             for opt in grid:
                 with tb.options(**opt):            # launch constants are memoized per options

@@ -310,7 +310,8 @@ class TritonKernel:
         kwargs: dict[str, Any] = dict(consts)
         if cg.uses_prec:
             kwargs["PREC"] = opts.precision
-        warps = choose_num_warps(consts, cg.uses_dot, opts)
+        gather = any(c.role == "block_k" for c in plan.constexprs)   # SpMM's [BLOCK_K, BLOCK_N] gathers of B
+        warps = choose_num_warps(consts, cg.uses_dot, opts, 128 if gather else 64)
         if cg.dot_shape is not None and not opts.num_warps:
             warps = max(warps, cg.dot_warps(consts))
         args = []

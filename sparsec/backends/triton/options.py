@@ -160,8 +160,8 @@ def choose_constexprs(specs, estimates: dict[str, float | None], opts: TritonOpt
       per row (1..64) within a tile of ``8 * opts.tile``.
     * block (a reduction loop alone): its trip count (8..256).
     * block_n (SpMM's dense columns): the extent (16..128).
-    * block_k (SpMM's row walk, grouped with block_n): an eighth of the average row length
-      (1..32), with BLOCK_K x BLOCK_N at most ``4 * opts.tile`` elements.
+    * block_n grouped with block_k (CSR SpMM): the extent (16..256); block_k (the row walk):
+      128 / BLOCK_N, at most the average row length (1..4).
     """
     out: dict[str, int] = {}
     by_group: dict[str, list] = {}
@@ -192,19 +192,19 @@ def choose_constexprs(specs, estimates: dict[str, float | None], opts: TritonOpt
                 lanes = opts.lanes or _clamp(_pow2(lanes_est), 1, 256)
             out[roles["lanes"].name] = lanes
         if "block_k" in roles:
-            # SpMM: a [BLOCK_K, BLOCK_N] gather of B per step of the row walk, ~4096 elements at most
+            # SpMM: a [BLOCK_K, BLOCK_N] gather of B per step of the row walk. Measured on an H100 (Triton 3.6,
+            # fp32, N = 16..256, 7 shared matrices; benchmarks/tune_triton.py with TUNE_WARPS=1, results in
+            # benchmarks/results/h100-tuning/spmm_tiles.txt): the whole row of B in one BLOCK_N (up to 256)
+            # and ~128 tile elements per warp win: BLOCK_K = 4 / 4 / 2 / 1 / 1 at N = 16 / 32 / 64 / 128 / 256
+            # (no more than the average row); at N = 256, 128 columns x 2 steps took 70-128 us where 256 x 1
+            # took 28-95 (ca-HepPh 52 vs 70, cage11 95 vs 128).
             bn_spec = roles.get("block_n")
             bn = 1
             if bn_spec is not None:
-                bn = max(bn_spec.minimum, opts.block_n or _clamp(_pow2(estimates.get(bn_spec.name) or 64.0), 16, 128))
+                bn = max(bn_spec.minimum, opts.block_n or _clamp(_pow2(estimates.get(bn_spec.name) or 64.0), 16, 256))
                 out[bn_spec.name] = bn
-            # measured on an H200 (Triton 3.6, fp32, N = 32 and 128, 7 shared matrices; benchmarks/tune_triton.py):
-            # small steps win (1-2 nonzeros at ~14 per row: cage11 34 us vs 82 us at BLOCK_K=16); only long rows
-            # want more, and tiles above ~1024 elements lose to register pressure (proj4 at N=128: 37 vs 70 us)
             avg = estimates.get(roles["block_k"].name) or 8.0
-            bk = _clamp(_pow2(avg / 8), 1, 32)
-            while bk > 1 and bk * bn > 4 * opts.tile:
-                bk //= 2
+            bk = _clamp(min(128 // bn, _pow2(avg)), 1, 4)
             out[roles["block_k"].name] = opts.block_k or bk
         for m in members:
             if m.name in out:
@@ -237,8 +237,12 @@ def _row_tile(avg: float, longest: float | None, tile: int) -> tuple[int, int]:
     return block, _clamp(tile // block, 1, 128)
 
 
-def choose_num_warps(constexprs: dict[str, int], uses_dot: bool, opts: TritonOptions) -> int:
-    """Warps per program: about one warp per 64 tile elements (1..8); 4 at least with tl.dot."""
+def choose_num_warps(constexprs: dict[str, int], uses_dot: bool, opts: TritonOptions, per_warp: int = 64) -> int:
+    """Warps per program: about one warp per ``per_warp`` tile elements (1..8); 4 at least with tl.dot.
+
+    SpMM's gather tiles pass 128 (one warp loads a [1, 128] slice of B as 32 x 4-wide vectors;
+    on an H100 one warp beat two and four at N = 32..128, two won at N = 256).
+    """
     if opts.num_warps:
         return opts.num_warps
     tile = 1
@@ -249,7 +253,7 @@ def choose_num_warps(constexprs: dict[str, int], uses_dot: bool, opts: TritonOpt
     if len(vals) >= 2:
         groups = vals[0] * vals[1]
     elems = max(tile, groups)
-    w = _clamp(elems // 64, 1, 8)
+    w = _clamp(elems // per_warp, 1, 8)
     if uses_dot:
         w = max(w, 4)
     return 1 << (w.bit_length() - 1)
