@@ -604,6 +604,52 @@ def test_one_vs_two_threads_identical(monkeypatch):
         runtime.set_num_threads(None)
 
 
+#: native teams made by tests: their workers never exit and read the team's state, so it stays alive
+_TEAMS: list = []
+
+
+def _spmv_chunks(rng, nchunks):
+    """A compiled CSR SpMV kernel, its arrays tuple and ``sig`` array, and one row of scalars per chunk."""
+    import scipy.sparse as sp
+
+    A = sp.random(3000, 500, density=0.02, format="csr", random_state=int(rng.integers(1 << 30)))
+    x = rng.uniform(-1, 1, 500)
+    k = api.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"}, target="cpu")
+    ck = k._runner.runners[0].numeric
+    y = np.zeros(3000)
+    given = {"A_pos1": A.indptr, "A_crd1": A.indices, "A_vals": A.data, "x_vals": x, "y_vals": y}
+    arrays = tuple(given[p.name] for p in ck.buffer_params)
+    sig = ck.signature()
+    cuts = runtime.chunk_bounds(0, 3000, nchunks, A.indptr)
+    extents = {"n_i": 3000, "n_j": 500}
+    rows = np.array([[lo if n == "sc_lo" else hi if n == "sc_hi" else extents[n] for n in ck.scalar_names]
+                     for lo, hi in cuts], dtype=np.int64)
+    return ck, arrays, sig, rows, y, A @ x
+
+
+def test_native_team_wakes_sleeping_workers(monkeypatch):
+    """Workers that sleep on the futex after every task (no spinning) are woken for each call."""
+    from sparsec.backends.cpu import team
+
+    if not team.available() or not cpu.kernel.fast_path_available():
+        pytest.skip("no native thread team on this platform")
+    assert team.team(1)._state[team.SPIN_TICKS] > 0  # the process's team spins a while
+    monkeypatch.setattr(team, "SPIN_US", 0)
+    tm = team.NativeTeam(1)
+    _TEAMS.append(tm)
+    assert tm._state[team.SPIN_TICKS] == 0
+    ck, arrays, sig, rows, y, want = _spmv_chunks(np.random.default_rng(SEED + 13), 16)
+    for _ in range(20):
+        for _ in range(5000):  # until the worker sleeps (it does so at once)
+            if tm._state[team.SLEEPERS] == 1:
+                break
+            threading.Event().wait(0.001)
+        assert tm._state[team.SLEEPERS] == 1
+        y[:] = np.nan
+        assert tm.run(ck.packed_entry, arrays, sig.ctypes.data, rows, 2) == 0
+        np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
+
+
 def test_same_kernel_called_from_many_threads():
     k = _elementwise("mt_axpy", ["float64", "float64"], "float64", lambda a, b: L.BinOp(
         "add", L.BinOp("mul", a, L.const(3.0, "float64"), "float64"), b, "float64"))

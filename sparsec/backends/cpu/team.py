@@ -20,7 +20,13 @@ after a parallel region; this team does the same, in native code, with no Python
   the arrays tuple, the ``sig`` of the entry point, and its row of scalars (its own
   ``sc_lo``/``sc_hi``); it validates the arrays like every entry point call (a
   rejected array returns its code, and nothing runs);
-* an idle worker spins ~50 µs (``pause``), then sleeps on a futex.
+* an idle worker spins :data:`SPIN_US` µs (``pause``, timed by the TSC), then sleeps on a
+  futex. Waking a sleeping worker is expensive on a VM: the ``FUTEX_WAKE`` costs the
+  caller ~40 µs (an IPI to a halted vCPU), and the worker starts later still. Between
+  two calls of a kernel the caller spends a while in Python (allocating and zeroing the
+  output: ~400 µs for SpMM's 10 MB ``C``), so a worker that slept after ~50 µs was woken
+  at almost every call; spinning through such gaps is what OpenMP runtimes do too (Intel's
+  for 200 ms by default).
 
 Linux on x86-64 only (futex, ``pause``); elsewhere :func:`team` returns None and
 the Python team is used.
@@ -34,6 +40,7 @@ import os
 import platform
 import sys
 import threading
+import time
 
 import numpy as np
 from llvmlite import ir
@@ -42,11 +49,16 @@ from llvmlite import ir
 SEQ, SLEEPERS, QUIT = 0, 1, 2            # line 0: the task generation (futex word), sleepers, quit
 DONE = 8                                 # line 1: chunks finished
 FN, TUPLE, SIG, SCALARS, NSC, RC, NTHREADS = 16, 17, 18, 19, 20, 21, 22   # line 2: the task
+SPIN_TICKS = 23                          # line 2: how long an idle worker spins, in TSC ticks (set once)
 CLAIMS = 24                              # line 3 on: thread t's claim word at CLAIMS + 8 * t
 MAX_THREADS = 64
 WORDS = CLAIMS + 8 * MAX_THREADS
 
-#: pause iterations an idle worker spins before it sleeps (~50-100 µs)
+#: microseconds an idle worker spins before it sleeps on the futex (see the module docs).
+#: Measured on the 2-vCPU VM (SpMM N=16, 160k nonzeros, 0.5 ms a call): with ~50 µs the
+#: worker slept before every call and 2 threads were no faster than 1; with 1-2 ms, 1.7x.
+SPIN_US = 2000
+#: pause iterations the joining caller spins before it yields its CPU (~50 µs)
 SPIN = 2000
 _SYS_FUTEX = 202
 _FUTEX_WAIT_PRIVATE, _FUTEX_WAKE_PRIVATE = 128, 129
@@ -62,6 +74,7 @@ def _module() -> str:
     syscall = ir.Function(m, ir.FunctionType(_I64, [_I64], var_arg=True), name="syscall")
     pause = ir.Function(m, ir.FunctionType(ir.VoidType(), []), name="llvm.x86.sse2.pause")
     sched_yield = ir.Function(m, ir.FunctionType(_I32, []), name="sched_yield")
+    tsc = ir.Function(m, ir.FunctionType(_I64, []), name="llvm.readcyclecounter")
 
     def slot(b: ir.IRBuilder, state: ir.Value, k: ir.Value | int) -> ir.Value:
         k = ir.Constant(_I64, k) if isinstance(k, int) else k
@@ -136,18 +149,15 @@ def _module() -> str:
     spin = wk.append_basic_block("spin")
     got = wk.append_basic_block("got")
     sleep = wk.append_basic_block("sleep")
+    until = b.add(b.call(tsc, []), b.load(slot(b, state, SPIN_TICKS), typ=_I64))
     b.branch(spin)
     b.position_at_end(spin)
-    n = b.phi(_I64, name="spins")
-    n.add_incoming(ir.Constant(_I64, 0), top)
     s = b.load_atomic(slot(b, state, SEQ), "acquire", 8, typ=_I64)
     keep = wk.append_basic_block("keep")
     b.cbranch(b.icmp_unsigned("!=", s, last), got, keep)
     b.position_at_end(keep)
     b.call(pause, [])
-    n1 = b.add(n, ir.Constant(_I64, 1))
-    n.add_incoming(n1, keep)
-    b.cbranch(b.icmp_unsigned("<", n1, ir.Constant(_I64, SPIN)), spin, sleep)
+    b.cbranch(b.icmp_signed("<", b.sub(b.call(tsc, []), until), ir.Constant(_I64, 0)), spin, sleep)
     b.position_at_end(sleep)
     b.atomic_rmw("add", slot(b, state, SLEEPERS), ir.Constant(_I64, 1), "seq_cst")
     s2 = b.load_atomic(slot(b, state, SEQ), "seq_cst", 8, typ=_I64)
@@ -242,7 +252,21 @@ def _module() -> str:
     b.branch(join)
     b.position_at_end(done_bb)
     b.ret(b.load_atomic(slot(b, state, RC), "acquire", 8, typ=_I64))
+
+    # i64 tsc(): the time-stamp counter, to calibrate SPIN_TICKS
+    fn = ir.Function(m, ir.FunctionType(_I64, []), name="sparsec_team_tsc")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    b.ret(b.call(tsc, []))
     return str(m)
+
+
+def _ticks_per_us(tsc: "ctypes._CFuncPtr", seconds: float = 0.002) -> float:
+    """TSC ticks per microsecond, measured against ``time.perf_counter`` over ``seconds``."""
+    t0, c0 = time.perf_counter(), tsc()
+    time.sleep(seconds)
+    t1, c1 = time.perf_counter(), tsc()
+    rate = (c1 - c0) / max((t1 - t0) * 1e6, 1e-3)
+    return rate if 1.0 <= rate <= 1e5 else 3000.0   # an implausible rate: assume 3 GHz
 
 
 class NativeTeam:
@@ -252,9 +276,12 @@ class NativeTeam:
         from . import jit
 
         compiled = jit.compile_ir(_module(), "sparsec_team")
-        self._tracker, addrs = jit.load_object(compiled.obj, ("sparsec_team_worker", "sparsec_team_run"))
+        self._tracker, addrs = jit.load_object(compiled.obj, ("sparsec_team_worker", "sparsec_team_run",
+                                                              "sparsec_team_tsc"))
         self._state = np.zeros(WORDS, dtype=np.int64)
         self._addr = self._state.ctypes.data
+        tsc = ctypes.CFUNCTYPE(ctypes.c_int64)(addrs["sparsec_team_tsc"])
+        self._state[SPIN_TICKS] = int(SPIN_US * _ticks_per_us(tsc))
         self._worker = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)(addrs["sparsec_team_worker"])
         self._run = ctypes.CFUNCTYPE(ctypes.c_int64, *[ctypes.c_void_p] * 9)(addrs["sparsec_team_run"])
         self._busy = threading.Lock()
