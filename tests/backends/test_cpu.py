@@ -604,6 +604,22 @@ def test_one_vs_two_threads_identical(monkeypatch):
         runtime.set_num_threads(None)
 
 
+@pytest.mark.parametrize("dtype,base", [("int32", 0), ("int64", 0), ("int64", 3 << 31)])
+def test_chunk_bounds_balance_nonzeros(dtype, base):
+    """Cuts of a pos array (any width, any sub-range) at the first row reaching each equal share of nonzeros."""
+    rng = np.random.default_rng(SEED + 14)
+    lengths = rng.integers(0, 30, 5000) * (rng.uniform(size=5000) < 0.7)  # many empty rows
+    pos = (base + np.concatenate([[0], np.cumsum(lengths)])).astype(dtype)
+    for lo, hi, n in ((0, 5000, 8), (17, 4000, 3), (100, 101, 4), (0, 5000, 1), (2500, 2510, 64)):
+        chunks = runtime.chunk_bounds(lo, hi, n, pos)
+        assert chunks[0][0] == lo and chunks[-1][1] == hi and len(chunks) <= n
+        assert all(a < b for a, b in chunks) and all(b == c for (_, b), (c, _) in zip(chunks, chunks[1:]))
+        first, last, n = int(pos[lo]), int(pos[hi]), min(n, hi - lo)
+        targets = [first + (last - first) * c // n for c in range(1, n)]
+        want = sorted({lo, hi} | {lo + int(np.searchsorted(pos[lo: hi + 1].astype(np.int64), t)) for t in targets})
+        assert [a for a, _ in chunks] + [hi] == want
+
+
 #: native teams made by tests: their workers never exit and read the team's state, so it stays alive
 _TEAMS: list = []
 
