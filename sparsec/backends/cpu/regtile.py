@@ -29,13 +29,12 @@ one accumulator set the result is bitwise the one of the original nest. With ``s
 end), which hides the latency of the FMA chain; that reassociates the reduction,
 which sparsec allows for ``+=`` stores (they carry ``reassoc``, see :mod:`.codegen`).
 
-On AVX-512 hosts the tiles are 512-bit vectors on a grid aligned to the rows they load,
-masked at both ends of the inner range, when the rows allow it (every loaded row at the
-same offset from a 64-byte boundary), and 256-bit vectors otherwise (see
-:func:`_variants`); the fast call path copies a misaligned dense operand that is read
-many times over (SpMM's B with many nonzeros per column) to an aligned buffer
-(:meth:`sparsec.fastcall.FastCall._aligned_operand`), which saves the masked vector at
-the start of each row.
+On AVX-512 hosts the tiles are 512-bit vectors, masked at the end of the inner range,
+when every row they load starts on a 64-byte boundary at the inner range's start, and
+256-bit vectors otherwise (see :func:`_variants`); the fast call path copies a misaligned
+dense operand that is read many times over (SpMM's B with many nonzeros per column) to an
+aligned buffer (:meth:`sparsec.fastcall.FastCall._aligned_operand`), so that its rows get
+the 512-bit tiles.
 
 The transformation is *found*, not requested: :func:`find_plans` matches any
 outer ``for`` (serial) whose body is scalar definitions followed by one inner
@@ -198,18 +197,22 @@ def _variant(dtype: str, bits: int, lanes: int | None, split: int | None, masked
 
 
 def _variants(dtype: str, bits: int, kind: L.LoopKind, split: int | None) -> tuple[Variant, ...]:
-    """With AVX-512: 512-bit tiles on a grid aligned to the loaded rows, masked at both ends; else 256-bit.
+    """With AVX-512: 512-bit tiles over rows that start 64-byte aligned, masked at the end; else 256-bit.
 
     A 64-byte load that straddles two cache lines costs about twice an aligned one, and
     numpy's arrays are only 16-byte aligned: measured on AVX-512 Xeons (SpMM, float32, one
     thread), 512-bit tiles over misaligned rows of B were 1.7-2.5x slower than over
-    aligned ones, and slower than 256-bit tiles. When every row the tiles load has the
-    same offset from a 64-byte boundary (B's row length a multiple of 16 floats, the
-    usual case), the masked variant shifts the tile grid by that offset: every vector
-    load is aligned, and the first and last vectors of a row are masked to the columns
-    ``[lo, hi)`` of the inner loop (masked-off lanes are never accessed), so no
-    remainder is left. Otherwise (rows at varying offsets, or no AVX-512) 256-bit tiles
-    run over ``[lo, hi)`` from ``lo``, and the original loop nest does the last columns.
+    aligned ones, and slower than 256-bit tiles. The masked variant runs when every row
+    the tiles load starts on a 64-byte boundary at the inner loop's ``lo`` (B's row length
+    a multiple of 16 floats and B itself aligned): every vector load is aligned, and the
+    last vector of a row is masked to ``[lo, hi)`` (masked-off lanes are never accessed),
+    so no remainder is left. Rows at a common nonzero offset could take the same tiles on
+    a grid shifted by that offset, masked at both ends, but that loads one vector more
+    per row: for SpMM with 16 columns two masked vectors instead of one, measured
+    (2-vCPU Emerald Rapids VM, one thread, banded / uniform / cage11) 20-35% slower than
+    the 256-bit tiles, and with 64 columns no faster. Otherwise (rows misaligned or at
+    varying offsets, or no AVX-512) 256-bit tiles run over ``[lo, hi)`` from ``lo``, and
+    the original loop nest does the last columns.
     """
     if kind.kind == "vector" and kind.width:
         return (_variant(dtype, bits, kind.width, split, False),)
