@@ -308,6 +308,8 @@ class TritonKernel:
         if cg.grid_tiles is not None:  # the open axis of the accumulator tile is split across programs
             grid *= cg.tile_count(bufs, scal, consts)
         kwargs: dict[str, Any] = dict(consts)
+        if opts.num_stages:
+            kwargs["num_stages"] = opts.num_stages
         if cg.uses_prec:
             kwargs["PREC"] = opts.precision
         gather = any(c.role == "block_k" for c in plan.constexprs)   # SpMM's [BLOCK_K, BLOCK_N] gathers of B

@@ -855,11 +855,26 @@ class Codegen:
             fn = {"add": "atomic_add", "max": "atomic_max", "min": "atomic_min"}[op]
             self.out(ind, f"tl.{fn}(_t_p{n}, {self.stored(f'_t_acc{n}', acc_dt)}, mask={mask})")
             return
+        if op == "add" and self._sole_store(t):
+            self.out(ind, f"tl.store(_t_p{n}, {self.stored(f'_t_acc{n}', acc_dt)}, mask={mask})  "
+                          "# the one store of these elements into the zeroed output")
+            return
         old = f"tl.load(_t_p{n}, mask={mask}, other=0)"
         if acc_dt in _SMALL_FLOATS:
             old += ".to(tl.float32)"
         new = self.stored(self.combine(op, old, f"_t_acc{n}", work_dt), acc_dt)
         self.out(ind, f"tl.store(_t_p{n}, {new}, mask={mask})")
+
+    def _sole_store(self, t: AccTile) -> bool:
+        """True when the tile's store is the only write of its elements in the whole launch: the
+        tile is the one loop of a grid program's row (rows are exclusive to their program, and
+        nothing else in the row stores). The runtime zeroes a summed output before the launch,
+        so ``out = 0 + acc`` needs no load of the old value."""
+        plan = self.plan
+        if plan.mode != "grid" or self.atomic or plan.top is None:
+            return False
+        body = [s for s in plan.top.body.stmts if not isinstance(s, (L.Comment, L.Assign))]
+        return len(body) == 1 and body[0] is t.rloops[0]
 
     def blocked_reduction(self, t: AccTile, n: int, axes, names, mnames, cur: int, defined: set[str],
                           acc_dt: str, work_dt: str, op: str) -> None:

@@ -35,7 +35,8 @@ class TritonOptions:
     """Settings of the Triton backend.
 
     * ``precision``: ``tl.dot`` input precision for float32 (``ieee`` default, ``tf32``, ``tf32x3``).
-    * ``num_warps``: fixed warps per program (None: heuristic).
+    * ``num_warps``: fixed warps per program (None: heuristic); ``num_stages``: software
+      pipelining stages of every launch (None: Triton's default).
     * ``rows`` / ``block`` / ``block_n`` / ``block_k`` / ``lanes``: fixed tile sizes of the fast
       paths (None: heuristic); powers of two.
     * ``tile``: target number of elements of a ``[ROWS, BLOCK]`` tile (heuristic input).
@@ -51,6 +52,7 @@ class TritonOptions:
 
     precision: str = "ieee"
     num_warps: int | None = None
+    num_stages: int | None = None
     rows: int | None = None
     block: int | None = None
     block_n: int | None = None
