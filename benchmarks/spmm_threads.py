@@ -5,10 +5,11 @@ Usage: python benchmarks/spmm_threads.py [--rounds 7] [--n 16 64] [--only cage11
 
 Operands, rotated input copies and timing are those of ``benchmarks/run.py --quick``
 (``cases.CaseData``, ``run.n_copies``, ``timing.cpu_time``). Each round makes fresh
-rotated copies, shared by all peers, and times every peer once on them: on the 2-vCPU
-VM a process's timings depend on where its arrays landed (the same call differs by up
-to 1.6x between two sets of copies), so peers are compared on the same arrays, and
-rounds sample several placements. A round starts when the machine is idle (other
+rotated copies, shared by all peers, and times every peer once on them: a call's time
+depends on where its arrays landed (B's offset from a cache line alone changed
+sparsec's SpMM by up to 1.6x before the register tiles took 256-bit vectors over
+misaligned rows, and MKL's by up to 1.3x), so peers are compared on the same arrays,
+and rounds sample several placements. A round starts when the machine is idle (other
 processes below 10% of the CPUs, waiting up to 2 minutes). The table shows the median
 over rounds of each round's median, in µs, and the ratio MKL time / sparsec time at
 each thread count (> 1: sparsec faster).
