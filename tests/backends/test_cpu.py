@@ -543,10 +543,13 @@ class _ChunkRecorder:
         native = team.NativeTeam.run
 
         def recording_native(tm, packed, arrays, sig, rows, nthreads):
-            ck = next((k for k in _live_kernels() if k.packed_entry == packed), None)
+            # zero_then chunks carry the kernel's packed entry and the zeroed slice in front of its scalars
+            kernel_packed, skip = (int(rows[0, 0]), team.ZERO_WORDS) if packed == tm.zero_then and len(rows) \
+                else (packed, 0)
+            ck = next((k for k in _live_kernels() if k.packed_entry == kernel_packed), None)
             names = ck.scalar_names if ck is not None else ()
             if "sc_lo" in names:
-                lo, hi = names.index("sc_lo"), names.index("sc_hi")
+                lo, hi = names.index("sc_lo") + skip, names.index("sc_hi") + skip
                 with lock:
                     self.seen.extend((ck.kernel.name, int(r[lo]), int(r[hi]), "native") for r in rows)
             return native(tm, packed, arrays, sig, rows, nthreads)

@@ -53,6 +53,8 @@ SPIN_TICKS = 23                          # line 2: how long an idle worker spins
 CLAIMS = 24                              # line 3 on: thread t's claim word at CLAIMS + 8 * t
 MAX_THREADS = 64
 WORDS = CLAIMS + 8 * MAX_THREADS
+#: leading words of a row of ``zero_then`` (see :func:`_module`): packed entry, address, offset, bytes
+ZERO_WORDS = 4
 
 #: microseconds an idle worker spins before it sleeps on the futex (see the module docs).
 #: Measured on the 2-vCPU VM (SpMM N=16, 160k nonzeros, 0.5 ms a call): with ~50 µs the
@@ -253,6 +255,20 @@ def _module() -> str:
     b.position_at_end(done_bb)
     b.ret(b.load_atomic(slot(b, state, RC), "acquire", 8, typ=_I64))
 
+    # i32 zero_then(ptr arrays_tuple, ptr sig, ptr row): a packed chunk that first zeroes its own
+    # slice of the output. ``row`` is ``[packed, address, offset, nbytes, the kernel's scalars...]``:
+    # memset(address + offset, 0, nbytes), then packed(arrays_tuple, sig, row + ZERO_WORDS).
+    fn = ir.Function(m, packed_ty, name="sparsec_team_zero_then")
+    tup, sig, row = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    memset = ir.Function(m, ir.FunctionType(ir.VoidType(), [_PTR, ir.IntType(8), _I64, ir.IntType(1)]),
+                         name="llvm.memset.p0.i64")
+    words = [b.load(slot(b, row, k), typ=_I64) for k in range(ZERO_WORDS)]
+    dst = b.inttoptr(b.add(words[1], words[2]), _PTR)
+    b.call(memset, [dst, ir.Constant(ir.IntType(8), 0), words[3], ir.Constant(ir.IntType(1), 0)])
+    f = b.inttoptr(words[0], packed_ty.as_pointer())
+    b.ret(b.call(f, [tup, sig, slot(b, row, ZERO_WORDS)]))
+
     # i64 tsc(): the time-stamp counter, to calibrate SPIN_TICKS
     fn = ir.Function(m, ir.FunctionType(_I64, []), name="sparsec_team_tsc")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -277,7 +293,9 @@ class NativeTeam:
 
         compiled = jit.compile_ir(_module(), "sparsec_team")
         self._tracker, addrs = jit.load_object(compiled.obj, ("sparsec_team_worker", "sparsec_team_run",
-                                                              "sparsec_team_tsc"))
+                                                              "sparsec_team_tsc", "sparsec_team_zero_then"))
+        #: a packed chunk function that zeroes a slice of the output first (see :func:`_module`)
+        self.zero_then = addrs["sparsec_team_zero_then"]
         self._state = np.zeros(WORDS, dtype=np.int64)
         self._addr = self._state.ctypes.data
         tsc = ctypes.CFUNCTYPE(ctypes.c_int64)(addrs["sparsec_team_tsc"])
