@@ -588,20 +588,23 @@ class FastCall:
                 rows[:, ilo], rows[:, ihi] = zip(*chunks)
                 return native.run(packed, arrays, sig, rows, nthreads)
             # each chunk zeroes rows [its start, its end) of the output, the first from row 0 and
-            # the last to the output's end, so every element is zeroed whatever the range covers
+            # the last to the output's end, so every element is zeroed whatever the range covers;
+            # it zeroes and computes ZERO_STEP_BYTES of output at a time (still in cache when used)
             z = _team.ZERO_WORDS
             rows = np.empty((len(chunks), z + len(svals)), dtype=np.int64)
             rows[:, z:] = svals
             los, his = zip(*chunks)
             rows[:, z + ilo], rows[:, z + ihi] = los, his
             nrows = out.size // rowsize if rowsize else hi
-            starts = np.array((0,) + his[:-1], dtype=np.int64)
-            ends = np.array(his[:-1] + (max(nrows, hi),), dtype=np.int64)
-            step = rowsize * out.itemsize
+            rowbytes = rowsize * out.itemsize
             rows[:, 0] = packed
             rows[:, 1] = out.ctypes.data
-            rows[:, 2] = starts * step
-            rows[:, 3] = (ends - starts) * step
+            rows[:, 2] = rowbytes
+            rows[:, 3] = max(1, ZERO_STEP_BYTES // max(1, rowbytes))
+            rows[:, 4] = ilo
+            rows[:, 5] = ihi
+            rows[:, 6] = (0,) + his[:-1]
+            rows[:, 7] = his[:-1] + (max(nrows, hi),)
             return native.run(native.zero_then, arrays, sig, rows, nthreads)
         # validate once (an empty range runs nothing), then split
         probe = list(svals)
@@ -626,6 +629,9 @@ class FastCall:
 NATIVE_WORK_SHARE = 0.5
 #: chunks per thread on the native team
 CHUNKS_PER_THREAD = 4
+#: a chunk that zeroes its own rows of the output (see :meth:`FastCall._parallel_entry`) zeroes and
+#: computes this many bytes of them at a time
+ZERO_STEP_BYTES = 64 * 1024
 
 #: dense operands below this many elements are never copied for alignment (the check costs ~1 µs)
 _ALIGN_MIN_SIZE = 16384

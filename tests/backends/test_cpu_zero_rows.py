@@ -92,11 +92,16 @@ def test_other_kernels(threads, min_work, text, formats, zeroed):
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_native_chunks_zero_outside_the_range(monkeypatch):
-    """Rows outside [lo, hi) are zeroed too (by the first and last chunks), and the team ran zero_then."""
+@pytest.mark.parametrize("step_bytes", [1, 100, 1 << 20])
+def test_native_chunks_zero_outside_the_range(monkeypatch, step_bytes):
+    """Rows outside [lo, hi) are zeroed too (by the first and last chunks), and the team ran zero_then.
+
+    ``step_bytes``: each chunk zeroes and computes its rows in steps (1 row, 2 rows, all at once).
+    """
     if _team.team(1) is None:
         pytest.skip("no native team here")
     monkeypatch.setattr(runtime, "MIN_PARALLEL_WORK", 1)
+    monkeypatch.setattr(fastcall, "ZERO_STEP_BYTES", step_bytes)
     old = runtime.get_num_threads()
     runtime.set_num_threads(2)
     try:

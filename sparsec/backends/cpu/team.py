@@ -53,8 +53,9 @@ SPIN_TICKS = 23                          # line 2: how long an idle worker spins
 CLAIMS = 24                              # line 3 on: thread t's claim word at CLAIMS + 8 * t
 MAX_THREADS = 64
 WORDS = CLAIMS + 8 * MAX_THREADS
-#: leading words of a row of ``zero_then`` (see :func:`_module`): packed entry, address, offset, bytes
-ZERO_WORDS = 4
+#: leading words of a row of ``zero_then`` (see :func:`_module`): packed entry, address, bytes per row,
+#: rows per step, the slots of sc_lo and sc_hi, the first and end row to zero
+ZERO_WORDS = 8
 
 #: microseconds an idle worker spins before it sleeps on the futex (see the module docs).
 #: Measured on the 2-vCPU VM (SpMM N=16, 160k nonzeros, 0.5 ms a call): with ~50 µs the
@@ -255,19 +256,58 @@ def _module() -> str:
     b.position_at_end(done_bb)
     b.ret(b.load_atomic(slot(b, state, RC), "acquire", 8, typ=_I64))
 
-    # i32 zero_then(ptr arrays_tuple, ptr sig, ptr row): a packed chunk that first zeroes its own
-    # slice of the output. ``row`` is ``[packed, address, offset, nbytes, the kernel's scalars...]``:
-    # memset(address + offset, 0, nbytes), then packed(arrays_tuple, sig, row + ZERO_WORDS).
+    # i32 zero_then(ptr arrays_tuple, ptr sig, ptr row): a packed chunk that zeroes its own rows of
+    # the output as it goes. ``row`` is ``[packed, address, rowbytes, step, ilo, ihi, zlo, zhi,
+    # the kernel's scalars...]``: the chunk's rows [klo, khi) are scalars[ilo], scalars[ihi]; it zeroes
+    # rows [zlo, klo) and [khi, zhi) (rows outside the parallel range, first and last chunks), then,
+    # ``step`` rows at a time, zeroes rows [a, b) and runs packed(arrays_tuple, sig, scalars) over
+    # them (while they are still in this core's cache), stopping at the first nonzero code.
     fn = ir.Function(m, packed_ty, name="sparsec_team_zero_then")
     tup, sig, row = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     memset = ir.Function(m, ir.FunctionType(ir.VoidType(), [_PTR, ir.IntType(8), _I64, ir.IntType(1)]),
                          name="llvm.memset.p0.i64")
-    words = [b.load(slot(b, row, k), typ=_I64) for k in range(ZERO_WORDS)]
-    dst = b.inttoptr(b.add(words[1], words[2]), _PTR)
-    b.call(memset, [dst, ir.Constant(ir.IntType(8), 0), words[3], ir.Constant(ir.IntType(1), 0)])
-    f = b.inttoptr(words[0], packed_ty.as_pointer())
-    b.ret(b.call(f, [tup, sig, slot(b, row, ZERO_WORDS)]))
+    packed, addr, rowbytes, step, ilo, ihi, zlo, zhi = [b.load(slot(b, row, k), typ=_I64) for k in range(ZERO_WORDS)]
+    one = ir.Constant(_I64, 1)
+    step = b.select(b.icmp_signed("<", step, one), one, step)   # at least one row a step: always progress
+    scalars = slot(b, row, ZERO_WORDS)
+    lo_slot, hi_slot = slot(b, scalars, ilo), slot(b, scalars, ihi)
+    klo, khi = b.load(lo_slot, typ=_I64), b.load(hi_slot, typ=_I64)
+
+    def zero(b: ir.IRBuilder, r0: ir.Value, r1: ir.Value) -> None:
+        dst = b.inttoptr(b.add(addr, b.mul(r0, rowbytes)), _PTR)
+        b.call(memset, [dst, ir.Constant(ir.IntType(8), 0), b.mul(b.sub(r1, r0), rowbytes),
+                        ir.Constant(ir.IntType(1), 0)])
+
+    zero(b, zlo, klo)
+    zero(b, khi, zhi)
+    f = b.inttoptr(packed, packed_ty.as_pointer())
+    entry_bb = b.block
+    head = fn.append_basic_block("head")
+    body = fn.append_basic_block("body")
+    ok = fn.append_basic_block("ok")
+    fail = fn.append_basic_block("fail")
+    done = fn.append_basic_block("done")
+    b.branch(head)
+    b.position_at_end(head)
+    a_ = b.phi(_I64, name="a")
+    a_.add_incoming(klo, entry_bb)
+    b.cbranch(b.icmp_signed("<", a_, khi), body, done)
+    b.position_at_end(body)
+    nxt = b.add(a_, step)
+    e_ = b.select(b.icmp_signed("<", nxt, khi), nxt, khi)
+    zero(b, a_, e_)
+    b.store(a_, lo_slot)
+    b.store(e_, hi_slot)
+    rc = b.call(f, [tup, sig, scalars])
+    b.cbranch(b.icmp_signed("!=", rc, ir.Constant(_I32, 0)), fail, ok)
+    b.position_at_end(ok)
+    a_.add_incoming(e_, ok)
+    b.branch(head)
+    b.position_at_end(fail)
+    b.ret(rc)
+    b.position_at_end(done)
+    b.ret(ir.Constant(_I32, 0))
 
     # i64 tsc(): the time-stamp counter, to calibrate SPIN_TICKS
     fn = ir.Function(m, ir.FunctionType(_I64, []), name="sparsec_team_tsc")
