@@ -160,6 +160,9 @@ class FastCall:
         self._work_memo: tuple = (None, 0, 0, 0)
         self.zero_rows = self._zero_rows_params(threads)
         self._work_factor = self._inner_work_params()
+        #: elements of one 512-bit vector operation in the compute dtype (the work unit of a nonzero's
+        #: inner loop: SpMM N=16 float32 costs per nonzero about what SpMV does, ~0.87 ns on the 2-core VM)
+        self.vector = max(1, 64 // self.cdt.itemsize)
         self._fn = self._generate() or self._generic
 
     def __call__(self, given: Mapping[str, Any]) -> Any:
@@ -224,8 +227,8 @@ class FastCall:
     def _work(self, balance: Any, lo: int, hi: int, scalars: Mapping[str, int], per_element: bool = False) -> int:
         """Iterations plus nonzeros of ``[lo, hi)``, times the inner work per nonzero (memoized per pos array).
 
-        The inner work counts vector operations of 8 elements (the unit the parallel
-        threshold was measured in), or elements with ``per_element``.
+        The inner work counts 512-bit vector operations (``self.vector`` elements: 16 float32,
+        8 float64; the unit the parallel threshold was measured in), or elements with ``per_element``.
         """
         memo = self._work_memo
         if memo[0] is balance and memo[1] == lo and memo[2] == hi and balance is not None:
@@ -237,8 +240,8 @@ class FastCall:
         factor = 1
         for p in self._work_factor:
             factor *= scalars[p]
-        # a nonzero's inner work of n elements is one vector operation per 8 of them
-        return base * (factor if per_element else max(1, factor // 8))
+        # a nonzero's inner work of n elements is one vector operation per self.vector of them
+        return base * (factor if per_element else max(1, factor // self.vector))
 
     # ------------------------------------------------------------------ the generic plan (dicts)
     def _tensor_buffers(self, name: str, x: Tensor, fmt, dtype) -> dict | None:
@@ -477,7 +480,7 @@ class FastCall:
                 if vals_j is not None:
                     bound = f"(hi - lo + len(b{vals_j}))"
                 if self._work_factor:
-                    bound += f" * max(1, {' * '.join(pvar[p] for p in self._work_factor)} // 8)"
+                    bound += f" * max(1, {' * '.join(pvar[p] for p in self._work_factor)} // {self.vector})"
                 ns["NATIVE_SHARE"] = NATIVE_WORK_SHARE
                 emit(f"    if hi - lo > 1 and {bound} >= RT.MIN_PARALLEL_WORK * NATIVE_SHARE and NTHREADS() > 1:")
                 if zero:
@@ -625,8 +628,10 @@ class FastCall:
                                    name=self.out_name, validate=False)
 
 
-#: the native team runs parallel loops from this share of ``runtime.MIN_PARALLEL_WORK`` on
-NATIVE_WORK_SHARE = 0.5
+#: the native team runs parallel loops from this share of ``runtime.MIN_PARALLEL_WORK`` on. Measured on
+#: the 2-core VM with the spinning team (SpMV, float32, 2 threads against 1): 180k of work (uniform 20k
+#: rows x 8) 138 -> 115 us, Zipf rows 220 -> 150 us; 86k (bcsstk13) 47 -> 54 us at a lower threshold
+NATIVE_WORK_SHARE = 0.25
 #: chunks per thread on the native team
 CHUNKS_PER_THREAD = 4
 #: a chunk that zeroes its own rows of the output (see :meth:`FastCall._parallel_entry`) zeroes and
