@@ -870,11 +870,19 @@ class Codegen:
         tile is the one loop of a grid program's row (rows are exclusive to their program, and
         nothing else in the row stores). The runtime zeroes a summed output before the launch,
         so ``out = 0 + acc`` needs no load of the old value."""
+        return not self.atomic and self._row_tile() is t
+
+    def _row_tile(self) -> AccTile | None:
+        """The accumulator tile that is a grid row's whole work: the top loop (itself no fast
+        path) holds scalar assignments around one loop, and that loop is the tile's outermost."""
         plan = self.plan
-        if plan.mode != "grid" or self.atomic or plan.top is None:
-            return False
-        body = [s for s in plan.top.body.stmts if not isinstance(s, (L.Comment, L.Assign))]
-        return len(body) == 1 and body[0] is t.rloops[0]
+        if plan.mode != "grid" or plan.top is None or plan.fast.get(id(plan.top)) is not None:
+            return None
+        loops = [s for s in plan.top.body.stmts if not isinstance(s, (L.Comment, L.Assign))]
+        if len(loops) != 1 or not isinstance(loops[0], L.For):
+            return None
+        t = plan.fast.get(id(loops[0]))
+        return t if isinstance(t, AccTile) and t.rloops[0] is loops[0] else None
 
     def blocked_reduction(self, t: AccTile, n: int, axes, names, mnames, cur: int, defined: set[str],
                           acc_dt: str, work_dt: str, op: str) -> None:
@@ -944,15 +952,8 @@ class Codegen:
         program per block row (128 programs for a 4096-row matrix in 32-row blocks, too few
         for a GPU); consecutive programs share their row, so its nonzeros are re-read from L2.
         """
-        plan = self.plan
-        if plan.mode != "grid" or plan.top is None or plan.fast.get(id(plan.top)) is not None:
-            return
-        body = [s for s in plan.top.body.stmts if not isinstance(s, L.Comment)]
-        loops = [s for s in body if not isinstance(s, L.Assign)]
-        if len(loops) != 1 or not isinstance(loops[0], L.For):
-            return
-        t = plan.fast.get(id(loops[0]))
-        if not isinstance(t, AccTile) or t.rloops[0] is not loops[0]:
+        t = self._row_tile()
+        if t is None:
             return
         open_axes = [ax for ax in t.axes if ax.static is None]
         if len(open_axes) != 1:
@@ -960,7 +961,7 @@ class Codegen:
         ax = open_axes[0]
         if not (expr_vars_of(ax.lo) | expr_vars_of(ax.hi)) <= self.scalars:
             return
-        self.tile_request = (id(loops[0]), ax)
+        self.tile_request = (id(t.rloops[0]), ax)
 
     def dot_warps(self, consts) -> int:
         """Warps for the tl.dot accumulator: about 64 float32 registers per thread (4..8).
