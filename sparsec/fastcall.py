@@ -425,7 +425,7 @@ class FastCall:
         out_j = sources.index(None)
         any_rank.add(out_j)
         bufvar[out_j] = "out"
-        zero = self.zero_rows is not None and self.parallel is not None and self.threads and self.pattern is None
+        zero = self.zero_rows is not None   # (set only for a threaded, parallel, non-pattern plan)
         if self.writes_all or zero:
             if runtime.POISON:
                 ns["ALLOC"] = lambda n, dt: np.full(n, runtime.poison_value(dt), dtype=dt)
@@ -575,29 +575,25 @@ class FastCall:
         nthreads = get_num_threads()
         ilo, ihi = self._scalar_slots["sc_lo"], self._scalar_slots["sc_hi"]
         packed = ck.packed_entry
-        native = _team.team(nthreads - 1) if packed and work >= runtime.MIN_PARALLEL_WORK * NATIVE_WORK_SHARE \
-            else None
+        native_min = runtime.MIN_PARALLEL_WORK * NATIVE_WORK_SHARE
+        native = _team.team(nthreads - 1) if packed and work >= native_min else None
         if out is not None and native is None:
             out.fill(0)
-        if work < runtime.MIN_PARALLEL_WORK * NATIVE_WORK_SHARE:
-            return entry(arrays, sig, *svals)
-        if native is None and work < runtime.MIN_PARALLEL_WORK:
+        if work < native_min or (native is None and work < runtime.MIN_PARALLEL_WORK):
             return entry(arrays, sig, *svals)
         if native is not None:
             chunks = chunk_bounds(lo, hi, nthreads * CHUNKS_PER_THREAD, balance)
-            if out is None:
-                rows = np.empty((len(chunks), len(svals)), dtype=np.int64)
-                rows[:] = svals
-                rows[:, ilo], rows[:, ihi] = zip(*chunks)
-                return native.run(packed, arrays, sig, rows, nthreads)
-            # each chunk zeroes rows [its start, its end) of the output, the first from row 0 and
-            # the last to the output's end, so every element is zeroed whatever the range covers;
-            # it zeroes and computes ZERO_STEP_BYTES of output at a time (still in cache when used)
-            z = _team.ZERO_WORDS
+            # a row per chunk: the kernel's scalars with the chunk's range, after the zeroing words if any
+            z = 0 if out is None else _team.ZERO_WORDS
             rows = np.empty((len(chunks), z + len(svals)), dtype=np.int64)
             rows[:, z:] = svals
             los, his = zip(*chunks)
             rows[:, z + ilo], rows[:, z + ihi] = los, his
+            if out is None:
+                return native.run(packed, arrays, sig, rows, nthreads)
+            # each chunk zeroes rows [its start, its end) of the output, the first from row 0 and
+            # the last to the output's end, so every element is zeroed whatever the range covers;
+            # it zeroes and computes ZERO_STEP_BYTES of output at a time (still in cache when used)
             nrows = out.size // rowsize if rowsize else hi
             rowbytes = rowsize * out.itemsize
             rows[:, 0] = packed
