@@ -63,15 +63,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from typing import NamedTuple
 
 from llvmlite import ir
 
 from ...errors import BackendError
 from ...ir import loop_ir as L
-from . import regtile
+from . import panels, regtile
 
 #: bump when generated code changes, so stale disk-cache entries are not reused.
-CODEGEN_VERSION = "7"
+CODEGEN_VERSION = "8"
 
 _I1 = ir.IntType(1)
 _I8 = ir.IntType(8)
@@ -146,6 +147,13 @@ def _has_load(e: L.LExpr) -> bool:
     return any(isinstance(n, L.Load) for n in e.walk())
 
 
+class _TileMasks(NamedTuple):
+    """The lane masks of a masked tile's vectors, and whether its vector loads are aligned to their size."""
+
+    lanes: list
+    aligned: bool
+
+
 class _FunctionBuilder:
     """Emits one kernel's function into a module."""
 
@@ -172,6 +180,8 @@ class _FunctionBuilder:
                 arg.add_attribute("noalias")
                 arg.add_attribute("captures(none)")
                 self.buffers[p.name] = (arg, p.dtype)
+        kernel, self.panels = panels.find_panels(kernel, vector_bits())
+        self.kernel = kernel
         self._declare_locals(kernel)
         self.plans = regtile.find_plans(kernel, vector_bits())
         self._declare_tile_slots()
@@ -485,6 +495,8 @@ class _FunctionBuilder:
             plan = self.plans.get(id(s))
             if plan is not None:
                 self.tiled_loop(plan)
+            elif id(s) in self.panels:
+                self.panel_loop(self.panels[id(s)])
             else:
                 self.for_loop(s)
         elif isinstance(s, L.While):
@@ -609,6 +621,9 @@ class _FunctionBuilder:
             plan.slots["jt"] = self.b.alloca(_I64, name="jt")
             plan.slots["p"] = self.b.alloca(_I64, name="p")
             self.slots[plan.tail_var] = (self.b.alloca(_I64, name="jtail"), L.INDEX)
+        for pn in self.panels.values():
+            for name in (pn.lo_var, pn.hi_var):
+                self.slots[name] = (self.b.alloca(_I64, name=name), L.INDEX)
 
     def _while(self, cond, body) -> None:
         """``while cond(): body()`` as blocks (LLVM rotates it)."""
@@ -714,7 +729,8 @@ class _FunctionBuilder:
              masks: list | None = None) -> ir.Value | list:
         """``e`` along the inner variable: a scalar (invariant) or ``nvec`` vectors of ``W`` lanes at ``jt``.
 
-        With ``masks`` (the masked variant), vector loads are aligned to their size and masked.
+        With ``masks`` (a masked variant), vector loads are masked (and aligned to their size when
+        ``masks.aligned``).
         """
         iv = plan.inner.var.name
         if iv not in L.var_reads(e):
@@ -732,7 +748,8 @@ class _FunctionBuilder:
                     v = bld.load(ptr, typ=vt, align=_SIZES[dt])
                 else:  # the first vector of a row may start before the buffer: no inbounds
                     ptr = bld.gep(arg, [idx], inbounds=False, source_etype=mem_type(dt))
-                    v = self._masked_load(ptr, vt, W * _SIZES[dt], masks[u])
+                    align = W * _SIZES[dt] if masks.aligned else _SIZES[dt]
+                    v = self._masked_load(ptr, vt, align, masks.lanes[u])
                 out.append(self._vconvert(v, dt, e.dtype, W))
             return out
         if isinstance(e, L.Cast):
@@ -789,15 +806,15 @@ class _FunctionBuilder:
         if bounds is not None:
             lanes = ir.Constant(ir.VectorType(_I64, W), list(range(W)))
             lo_v, hi_v = self._splat(bounds[0], W), self._splat(bounds[1], W)
-            masks = []
+            masks = _TileMasks([], var.aligned)
             for u in range(nvec):
                 cols = bld.add(self._splat(bld.add(jt, ir.Constant(_I64, u * W)), W), lanes)
-                masks.append(bld.and_(bld.icmp_signed(">=", cols, lo_v), bld.icmp_signed("<", cols, hi_v)))
+                masks.lanes.append(bld.and_(bld.icmp_signed(">=", cols, lo_v), bld.icmp_signed("<", cols, hi_v)))
         ptrs = [bld.gep(out_arg, [bld.add(base, ir.Constant(_I64, u * W), flags=("nsw",)) if u else base],
                         inbounds=masks is None, source_etype=mem_type(out_dt)) for u in range(nvec)]
         for u in range(nvec):
             v = bld.load(ptrs[u], typ=vt, align=_SIZES[dt]) if masks is None else \
-                self._masked_load(ptrs[u], vt, _SIZES[dt], masks[u])
+                self._masked_load(ptrs[u], vt, _SIZES[dt], masks.lanes[u])
             bld.store(v, accs[0][u])
         zero = ir.Constant(vt, [ir.Constant(vt.element, -0.0 if _kind(dt) == "f" else 0)] * W)
         for r in range(1, K):
@@ -845,7 +862,7 @@ class _FunctionBuilder:
             if masks is None:
                 bld.store(parts[0], ptrs[u], align=_SIZES[dt])
             else:
-                self._masked_store(parts[0], ptrs[u], _SIZES[dt], masks[u])
+                self._masked_store(parts[0], ptrs[u], _SIZES[dt], masks.lanes[u])
 
     def _multiple_of(self, e: L.LExpr, d: int, assigned: frozenset) -> ir.Value | bool:
         """A sufficient condition (i1 value, or a Python bool) for the index ``e`` to be a multiple of ``d``."""
@@ -963,6 +980,10 @@ class _FunctionBuilder:
             if not var.masked:
                 unmasked(var)
                 return
+            if not var.aligned:  # tiles from the range's start, the last one masked at its end
+                bld.store(jlo, jslot)
+                self._tiles(plan, var, jlo, jhi, True)
+                return
             grid = self._grid_shift(plan, var, jlo)
             if grid is None:
                 if k + 1 < len(variants):
@@ -987,6 +1008,26 @@ class _FunctionBuilder:
         inner = replace(plan.inner, lo=L.Var(plan.tail_var, L.INDEX))
         rest = replace(plan.outer, body=L.Block(tuple(plan.pre) + (inner,)))
         self._when(bld.icmp_signed("<", start, jhi), lambda: self.for_loop(rest))
+
+    def panel_loop(self, pn: panels.Panel) -> None:
+        """A row loop cut into column panels (see :mod:`.panels`): per panel, every row over its columns."""
+        bld = self.b
+        lo, hi = self.index(pn.lo), self.index(pn.hi)
+        cols = bld.sub(hi, lo, flags=("nsw",))
+        short = bld.icmp_signed("<", cols, ir.Constant(_I64, panels.MIN_COLUMNS))
+        width = bld.select(short, cols, ir.Constant(_I64, max(panels.PANEL_BYTES // pn.itemsize, 1)))
+        lo_slot, hi_slot = self.slots[pn.lo_var][0], self.slots[pn.hi_var][0]
+        bld.store(lo, lo_slot)
+
+        def panel() -> None:
+            start = bld.load(lo_slot, typ=_I64)
+            end = bld.add(start, width, flags=("nsw",))
+            end = bld.select(bld.icmp_signed("<", end, hi), end, hi)
+            bld.store(end, hi_slot)
+            self.for_loop(pn.rows)
+            bld.store(end, lo_slot)
+
+        self._while(lambda: bld.icmp_signed("<", bld.load(lo_slot, typ=_I64), hi), panel)
 
     def finish(self) -> None:
         self.stmt(self.kernel.body)

@@ -76,7 +76,8 @@ class Variant:
     lanes: int                       # W: lanes per vector
     tiles: tuple[int, ...]           # U: vectors per tile, widest first (each narrower one used once)
     splits: tuple[int, ...]          # accumulator sets for each tile size
-    masked: bool = False             # aligned, masked vectors (see _variants); taken when the loads allow it
+    masked: bool = False             # masked vectors: the last tile of a row is masked at the row's end
+    aligned: bool = True             # (masked) every vector load aligned; taken when the loads allow it
     slots: dict = field(default_factory=dict)
 
 
@@ -181,7 +182,8 @@ _BITS = {"float16": 16, "float32": 32, "float64": 64, "int8": 8, "int16": 16, "i
          "index": 64}
 
 
-def _variant(dtype: str, bits: int, lanes: int | None, split: int | None, masked: bool) -> Variant:
+def _variant(dtype: str, bits: int, lanes: int | None, split: int | None, masked: bool,
+             aligned: bool = True) -> Variant:
     """Tiles of up to ``_MAX_VECTORS`` vectors: halving sizes after the widest (each used at most once,
     the original nest doing the rest), or, masked, every size (the last tile of a row, masked at its end,
     is exactly as wide as what is left, so the row's nonzeros are read once per full tile plus once)."""
@@ -193,7 +195,7 @@ def _variant(dtype: str, bits: int, lanes: int | None, split: int | None, masked
         tiles.append(u)
         u //= 2
     splits = tuple(split or max(1, min(_MAX_SPLIT, _ACC_CHAINS // u)) for u in tiles)
-    return Variant(lanes * _BITS[dtype], lanes, tuple(tiles), splits, masked)
+    return Variant(lanes * _BITS[dtype], lanes, tuple(tiles), splits, masked, aligned)
 
 
 def _variants(dtype: str, bits: int, kind: L.LoopKind, split: int | None) -> tuple[Variant, ...]:
@@ -217,7 +219,7 @@ def _variants(dtype: str, bits: int, kind: L.LoopKind, split: int | None) -> tup
     if kind.kind == "vector" and kind.width:
         return (_variant(dtype, bits, kind.width, split, False),)
     if bits >= 512:
-        return (_variant(dtype, 512, None, split, True), _variant(dtype, 256, None, split, False))
+        return (_variant(dtype, 512, None, split, True), _variant(dtype, 256, None, split, True, aligned=False))
     return (_variant(dtype, bits, None, split, False),)
 
 

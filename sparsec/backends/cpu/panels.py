@@ -1,0 +1,129 @@
+"""Column panels: a register-tiled row nest walked once per panel of columns, all rows per panel.
+
+:mod:`.regtile` keeps a tile of the output row in registers while it walks that
+row's nonzeros, and goes over the row's columns tile by tile. Every row thus reads
+whole rows of the dense operand: for ``Y[o,p] = W[o,c] * X[c,p]`` (a 1x1
+convolution, W pruned, X the ``C_in x pixels`` feature map) one output row touches
+the rows of X its nonzeros name, over all pixels, before the next output row uses
+them again. With thousands of pixels that is megabytes between two uses of a row
+of X: the loads come from L2, not L1, and the FMAs wait for them.
+
+A panel swaps the order: the columns are cut into panels of ``P`` and, per panel,
+every row of the loop (every output row of the thread's chunk) runs its tiles over
+that panel only::
+
+    for o in rows:                         for [pl, ph) in panels of [lo, hi):
+      for pW1 in row o:              =>      for o in rows:
+        for p in [lo, hi): ...                 for pW1 in row o:
+                                                 for p in [pl, ph): ...   (register tiles)
+
+so the ``C_in x P`` block of X a panel reads stays in L1 across all the rows.
+XNNPACK's sparse 1x1 convolution kernels walk their output the same way
+(pixel blocks outer, output channels inner).
+
+Legality: for a fixed column the (row, nonzero) iterations run in the same order as
+before, so each output element gets its terms in the same order; only iterations of
+different columns are reordered, and in a register-tiled nest (see
+:func:`regtile.find_plans`) those touch different output elements through a
+reducing store whose value never loads the output. The row loop's definitions
+before the nonzero loop are re-run per panel, so they may read only the row
+variable, earlier definitions and names the row loop never assigns.
+
+A panel is taken (see :func:`find_panels`) where the row loop is such a nest and the
+column range does not depend on the row; its width is chosen at run time by
+:meth:`.codegen._FunctionBuilder.panel_loop`: rows of fewer than :data:`MIN_COLUMNS` columns stay
+one panel (the plain register-tiled nest), longer ones are cut every :data:`PANEL_BYTES` bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ...ir import loop_ir as L
+from . import regtile
+
+#: columns a row must have before it is cut into panels: up to two of the widest register tiles
+#: (8 vectors of 16 float32 lanes) stay one panel, as before
+MIN_COLUMNS = 256
+
+#: bytes of the output row (and of each dense row read) a panel covers: 512 B, 128 float32, the widest
+#: register tile (8 vectors of 16 lanes); the X block of a 128-channel layer is 64 KiB (L1 and L2)
+PANEL_BYTES = 512
+
+
+@dataclass(frozen=True)
+class Panel:
+    """How one row loop is emitted: per panel of the columns ``[lo, hi)``, the loop ``rows``."""
+
+    rows: L.For          # the row loop, its column loop bounded by ``[lo_var, hi_var)``
+    lo: L.LExpr          # the column loop's original bounds (invariant in the row loop)
+    hi: L.LExpr
+    lo_var: str
+    hi_var: str
+    itemsize: int        # bytes per element of the output row
+
+
+def _body(s: L.For) -> list[L.Stmt]:
+    return [c for c in s.body.stmts if not isinstance(c, L.Comment)]
+
+
+def _candidate(rows: L.For, plans: dict[int, regtile.TilePlan]) -> regtile.TilePlan | None:
+    """The tile plan of ``rows``'s nonzero loop when ``rows`` may be cut into panels (module docs)."""
+    if rows.kind.kind == "parallel" and rows.kind.atomic:
+        return None
+    stmts = _body(rows)
+    if not stmts or not isinstance(stmts[-1], L.For):
+        return None
+    plan = plans.get(id(stmts[-1]))
+    pre = stmts[:-1]
+    if plan is None or not all(isinstance(s, L.Assign) for s in pre):
+        return None
+    inside = set(L.assigned(rows.body))
+    stored = {s.buffer for s in rows.body.walk() if isinstance(s, L.Store)}
+    defined = {rows.var.name}
+    for s in pre:
+        reads = set(L.var_reads(s.value))
+        if s.var.name in defined or any(r in inside and r not in defined for r in reads) or \
+                L.expr_loads(s.value) & stored:
+            return None
+        defined.add(s.var.name)
+    for b in (plan.inner.lo, plan.inner.hi):
+        if set(L.var_reads(b)) & (inside | {rows.var.name}) or L.expr_loads(b) & stored:
+            return None
+    return plan
+
+
+def find_panels(kernel: L.Kernel, vector_bits: int) -> tuple[L.Kernel, dict[int, Panel]]:
+    """``kernel`` with every panel-able row loop's column bounds replaced by panel locals, and the
+    panels keyed by ``id`` of the rewritten row loop (its register tiles are found again on the result)."""
+    plans = regtile.find_plans(kernel, vector_bits)
+    dtypes = {p.name: p.dtype for p in kernel.buffers}
+    panels: dict[int, Panel] = {}
+
+    def rewrite(s: L.Stmt) -> L.Stmt:
+        if isinstance(s, L.For):
+            plan = _candidate(s, plans)
+            if plan is not None:
+                n = len(panels)
+                lo_var, hi_var = f"sc.pn{n}.lo", f"sc.pn{n}.hi"
+                inner = replace(plan.inner, lo=L.Var(lo_var, L.INDEX), hi=L.Var(hi_var, L.INDEX))
+                nz = replace(plan.outer, body=L.Block(tuple(
+                    inner if c is plan.inner else c for c in plan.outer.body.stmts)))
+                rows = replace(s, body=L.Block(tuple(nz if c is plan.outer else c for c in s.body.stmts)))
+                size = regtile._BITS[dtypes[plan.store.buffer]] // 8
+                panels[id(rows)] = Panel(rows, plan.inner.lo, plan.inner.hi, lo_var, hi_var, size)
+                return rows
+            return replace(s, body=rewrite(s.body))
+        if isinstance(s, L.Block):
+            return L.Block(tuple(rewrite(c) for c in s.stmts))
+        if isinstance(s, L.While):
+            return replace(s, body=rewrite(s.body))
+        if isinstance(s, L.If):
+            return replace(s, then=rewrite(s.then), orelse=rewrite(s.orelse))
+        return s
+
+    if not plans:
+        return kernel, {}
+    body = rewrite(kernel.body)
+    return (replace(kernel, body=body), panels) if panels else (kernel, {})
+
