@@ -27,6 +27,9 @@ saying why:
   or over positions) into ``var_o``/``var_i``; a parallel loop stays parallel over
   its blocks.
 * ``fuse(outer, inner, name=None)`` -- merge two perfectly nested dense loops.
+* ``skip_zeros(tensor)`` -- Triton: terms whose factor from the dense input ``tensor`` is
+  zero at run time are skipped (their other operands' entries are not loaded), as for the
+  absent entries of a sparse operand (activation sparsity; see :meth:`Schedule.skip_zeros`).
 * ``vectorize(var, width)`` -- CPU: LLVM vectorization width (1 disables it);
   ``unroll(var, factor)`` -- CPU: unroll count; ``block(var, size)`` -- Triton: the
   tile size of the block dimension that loop became (``BLOCK_N``, ``BLOCK_K``, ...).
@@ -133,6 +136,19 @@ class Schedule:
         if n & (n - 1):
             raise ScheduleError(f"block size must be a power of two, got {n}")
         return self._add("block", _var(var), n)
+
+    def skip_zeros(self, tensor: str) -> "Schedule":
+        """Triton: skip the terms whose factor from the dense input ``tensor`` is zero at run time.
+
+        For activation sparsity (``y = W x`` with ``x`` thresholded): the kernel tests
+        ``tensor``'s entries and does not load the entries of the other operands they
+        multiply, so it reads only the weight rows of the nonzero inputs. ``tensor`` must be
+        a dense input and a factor of the statement's product (``sum`` of a product). The
+        result is that of the unscheduled kernel except where a skipped term's other factor
+        is Inf or NaN (``0 * inf`` is not formed): the rule sparse operands follow for their
+        absent entries. The CPU backend computes every term.
+        """
+        return self._add("skip_zeros", _var(tensor, "tensor name"))
 
     def of(self, op: str) -> list[Command]:
         """The commands with operation ``op``, in order."""

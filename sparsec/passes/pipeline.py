@@ -20,7 +20,7 @@ from typing import Callable
 
 from ..errors import ScheduleError, VerificationError
 from ..ir.loop_printer import kernel_text
-from ..ir.tensor_ir import Assignment, Program, Reduce, TensorDecl
+from ..ir.tensor_ir import Access, Assignment, Binary, Program, Reduce, TensorDecl
 from .level_space import build_level_space
 from .loop_order import choose_loop_order, order_text
 from .normalize import (
@@ -106,6 +106,9 @@ def lower_program(program: Program, compute_dtype: str, kernel_name: str = "kern
         lowered.append(low)
         idx += 1
     if schedule is not None:
+        unread = [str(c) for n, c in enumerate(schedule.commands) if n not in used and c.op == "skip_zeros"]
+        if unread:
+            raise ScheduleError(f"{', '.join(unread)}: no statement reads that tensor as an input")
         unused = [str(c) for n, c in enumerate(schedule.commands) if n not in used]
         if unused:
             raise ScheduleError(f"{', '.join(unused)}: no statement has that loop; the loops are "
@@ -151,6 +154,34 @@ def _check_parallel(low: Lowered, spec: ParallelSpec, order: tuple[str, ...]) ->
         raise ScheduleError(f"parallelize({spec.var}): loop {spec.var} cannot run in parallel: {why}")
 
 
+def _product_factors(e) -> list:
+    """The factors of ``e`` if it is a product (of accesses, literals...), else ``[e]``."""
+    if isinstance(e, Binary) and e.op == "mul":
+        return _product_factors(e.lhs) + _product_factors(e.rhs)
+    return [e]
+
+
+def _skip_zeros(low: Lowered, s: Assignment, decls: dict, schedule, used: set[int]) -> Lowered:
+    """Record ``skip_zeros(tensor)`` commands naming a dense factor of this statement as a kernel hint."""
+    body = s.expr.body if isinstance(s.expr, Reduce) and s.expr.op == "sum" else s.expr
+    factors = [f.tensor for f in _product_factors(body) if isinstance(f, Access)]
+    hints = list(low.numeric.hints)
+    for n, c in enumerate(schedule.commands):
+        if c.op != "skip_zeros" or c.args[0] not in {a.tensor for a in s.expr.walk() if isinstance(a, Access)}:
+            continue
+        name = c.args[0]
+        if name not in factors or len(factors) < 2:
+            raise ScheduleError(f"skip_zeros({name}): {name} must be a factor of the statement's product "
+                                f"(a zero entry then annihilates its term)")
+        if decls[name].format.is_sparse:
+            raise ScheduleError(f"skip_zeros({name}): {name} is sparse; its absent entries "
+                                "are skipped already, skip_zeros is for dense inputs")
+        hints.append(("skip_zeros", name))
+        used.add(n)
+    return replace(low, numeric=replace(low.numeric, hints=tuple(hints))) if len(hints) > len(low.numeric.hints) \
+        else low
+
+
 def _lower_statement(s: Assignment, idx: int, count: int, decls: dict, taken: set, namer: Namer,
                      compute_dtype: str, kernel_name: str, parallel: bool, record, schedule=None,
                      used: set[int] | None = None) -> Lowered:
@@ -194,6 +225,7 @@ def _lower_statement(s: Assignment, idx: int, count: int, decls: dict, taken: se
         ([kernel_text(low.symbolic)] if low.symbolic else []) + [kernel_text(low.numeric)]))
     _check_parallel(low, spec, choice.order)
     if schedule is not None:
+        low = _skip_zeros(low, s, decls, schedule, used)
         loop_cmds = []
         names = set(loop_names(low.numeric))
         for n, c in enumerate(schedule.commands):

@@ -120,3 +120,64 @@ def test_fresh_dense_operands_reuse_the_launch_setup(fmt):
     X = torch.randn(40, 5, device=DEV)
     assert torch.allclose(k(W=W2, X=X).cpu().double(), (W2.double() @ X.double()).cpu(), atol=1e-4)
     assert len(tk._launch_memo) == 2
+
+
+# ------------------------------------------------------------------------------------ skip_zeros (activation sparsity)
+ACT = "Y[r,i] = X[r,k] * Wt[k,i]"
+
+
+def _activations(rows: int, K: int, zero_fraction: float) -> np.ndarray:
+    x = RNG.standard_normal((rows, K))
+    x[RNG.random((rows, K)) < zero_fraction] = 0
+    return x
+
+
+@pytest.mark.parametrize("dt,out_dt", [("float32", "float32"), ("float16", "float32"), ("float16", "float16")])
+@pytest.mark.parametrize("rows", [1, 3, 9])
+def test_skip_zeros_template_matches_numpy_and_never_reads_skipped_rows(dt: str, out_dt: str, rows: int) -> None:
+    """Rows of Wt under an all-zero column of X hold NaN: the template must not load them."""
+    k = sc.compile(ACT, dtype={"X": dt, "Wt": dt, "Y": out_dt}, target="triton",
+                   schedule=sc.Schedule().skip_zeros("X"))
+    assert tiles.match(k.lowered.statements[0].numeric).kind == "skip"
+    assert "skipping the zeros of A" in k.dump("triton")
+    for K, M, zf in ((300, 200, 0.6), (64, 17, 0.9), (5, 40, 0.0), (130, 33, 1.0)):
+        x = _activations(rows, K, zf)
+        wt = RNG.standard_normal((K, M))
+        dead = ~(x != 0).any(axis=0)
+        want = x.astype(dt).astype(np.float64) @ np.where(dead[:, None], 0, wt.astype(dt).astype(np.float64))
+        wt[dead] = np.nan
+        got = k(X=torch.tensor(x.astype(dt), device=DEV), Wt=torch.tensor(wt.astype(dt), device=DEV))
+        got = got.double().cpu().numpy()
+        assert got.shape == (rows, M) and np.isfinite(got).all(), (K, M, zf)
+        tol = 1e-5 if (dt, out_dt) == ("float32", "float32") else 2e-2
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, np.abs(want).max()),
+                                   err_msg=f"K={K} M={M} zeros={zf}")
+
+
+def test_skip_zeros_keeps_nan_of_live_terms_and_is_opt_in() -> None:
+    x = _activations(1, 96, 0.5)
+    x[0, 7] = np.nan                                     # a NaN input is not zero: its term is computed
+    wt = RNG.standard_normal((96, 48))
+    X, Wt = torch.tensor(x, dtype=torch.float32, device=DEV), torch.tensor(wt, dtype=torch.float32, device=DEV)
+    skip = sc.compile(ACT, dtype="float32", target="triton", schedule=sc.Schedule().skip_zeros("X"))
+    assert torch.isnan(skip(X=X, Wt=Wt)).all()
+    wt[np.flatnonzero(x[0] == 0)[0]] = np.inf           # 0 * inf: NaN without the schedule, skipped with it
+    x[0, 7] = 1.0
+    X, Wt = torch.tensor(x, dtype=torch.float32, device=DEV), torch.tensor(wt, dtype=torch.float32, device=DEV)
+    plain = sc.compile(ACT, dtype="float32", target="triton")
+    assert tiles.match(plain.lowered.statements[0].numeric) is None
+    assert torch.isnan(plain(X=X, Wt=Wt)).all()
+    assert torch.isfinite(skip(X=X, Wt=Wt)).all()
+    cpu = sc.compile(ACT, dtype="float32", target="cpu", schedule=sc.Schedule().skip_zeros("X"))
+    assert np.isnan(cpu(X=x.astype(np.float32), Wt=wt.astype(np.float32))).all()   # the CPU computes every term
+
+
+@pytest.mark.parametrize("text,formats,tensor,msg", [
+    (ACT, {}, "Q", "no statement reads that tensor"),
+    (ACT, {}, "Y", "no statement reads that tensor"),
+    ("Y[r,i] = X[r,i] + Wt[r,i]", {}, "X", "must be a factor of the statement's product"),
+    (ACT, {"X": "csr"}, "X", "X is sparse"),
+])
+def test_skip_zeros_rejects_what_it_cannot_skip(text, formats, tensor, msg) -> None:
+    with pytest.raises(sc.ScheduleError, match=msg):
+        sc.compile(text, formats=formats, target="triton", schedule=sc.Schedule().skip_zeros(tensor))
