@@ -146,7 +146,9 @@ class Schedule:
         a dense input and a factor of the statement's product (``sum`` of a product). The
         result is that of the unscheduled kernel except where a skipped term's other factor
         is Inf or NaN (``0 * inf`` is not formed): the rule sparse operands follow for their
-        absent entries. The CPU backend computes every term.
+        absent entries. The Triton backend skips them in a product of two dense matrices
+        (``Y[r,i] = X[r,k] * Wt[k,i]``, its zero-skipping tile template); other kernels, and
+        the CPU backend, compute every term.
         """
         return self._add("skip_zeros", _var(tensor, "tensor name"))
 

@@ -165,9 +165,10 @@ def _skip_zeros(low: Lowered, s: Assignment, decls: dict, schedule, used: set[in
     """Record ``skip_zeros(tensor)`` commands naming a dense factor of this statement as a kernel hint."""
     body = s.expr.body if isinstance(s.expr, Reduce) and s.expr.op == "sum" else s.expr
     factors = [f.tensor for f in _product_factors(body) if isinstance(f, Access)]
-    hints = list(low.numeric.hints)
+    read = {a.tensor for a in s.expr.walk() if isinstance(a, Access)}
+    added = []
     for n, c in enumerate(schedule.commands):
-        if c.op != "skip_zeros" or c.args[0] not in {a.tensor for a in s.expr.walk() if isinstance(a, Access)}:
+        if c.op != "skip_zeros" or c.args[0] not in read:
             continue
         name = c.args[0]
         if name not in factors or len(factors) < 2:
@@ -176,10 +177,11 @@ def _skip_zeros(low: Lowered, s: Assignment, decls: dict, schedule, used: set[in
         if decls[name].format.is_sparse:
             raise ScheduleError(f"skip_zeros({name}): {name} is sparse; its absent entries "
                                 "are skipped already, skip_zeros is for dense inputs")
-        hints.append(("skip_zeros", name))
+        added.append(("skip_zeros", name))
         used.add(n)
-    return replace(low, numeric=replace(low.numeric, hints=tuple(hints))) if len(hints) > len(low.numeric.hints) \
-        else low
+    if not added:
+        return low
+    return replace(low, numeric=replace(low.numeric, hints=low.numeric.hints + tuple(added)))
 
 
 def _lower_statement(s: Assignment, idx: int, count: int, decls: dict, taken: set, namer: Namer,

@@ -878,22 +878,24 @@ class _FunctionBuilder:
         if isinstance(e, L.BinOp) and e.op in ("add", "sub", "mul"):
             a = self._multiple_of(e.a, d, assigned)
             b = self._multiple_of(e.b, d, assigned)
-            if e.op == "mul":
-                if a is True or b is True:
-                    return True
-                if a is False:
-                    return b
-                if b is False:
-                    return a
-                return self.b.or_(a, b)
-            if a is False or b is False:
-                return False
-            if a is True:
-                return b
-            if b is True:
-                return a
-            return self.b.and_(a, b)
+            return self._cond_or(a, b) if e.op == "mul" else self._cond_and(a, b)
         return False
+
+    def _cond_and(self, a: ir.Value | bool, b: ir.Value | bool) -> ir.Value | bool:
+        """``a and b`` of conditions that are i1 values or Python bools (folded where one is a bool)."""
+        if a is False or b is False:
+            return False
+        if a is True or b is True:
+            return b if a is True else a
+        return self.b.and_(a, b)
+
+    def _cond_or(self, a: ir.Value | bool, b: ir.Value | bool) -> ir.Value | bool:
+        """``a or b`` of conditions that are i1 values or Python bools (folded where one is a bool)."""
+        if a is True or b is True:
+            return True
+        if a is False or b is False:
+            return b if a is False else a
+        return self.b.or_(a, b)
 
     def _grid_shift(self, plan: regtile.TilePlan, var: regtile.Variant, jlo: ir.Value) -> tuple | None:
         """``(ok, shift)`` for the masked variant: tiles starting at ``jlo - shift`` load aligned vectors.
@@ -923,9 +925,7 @@ class _FunctionBuilder:
                 same = True
             else:
                 same = bld.icmp_signed("==", off, shift)
-            for c in (mult, same):
-                if c is not True:
-                    ok = c if ok is True else bld.and_(ok, c)
+            ok = self._cond_and(self._cond_and(ok, mult), same)
         if shift is None:
             return None
         if ok is True:
@@ -1015,7 +1015,7 @@ class _FunctionBuilder:
         lo, hi = self.index(pn.lo), self.index(pn.hi)
         cols = bld.sub(hi, lo, flags=("nsw",))
         short = bld.icmp_signed("<", cols, ir.Constant(_I64, panels.MIN_COLUMNS))
-        width = bld.select(short, cols, ir.Constant(_I64, max(panels.PANEL_BYTES // pn.itemsize, 1)))
+        width = bld.select(short, cols, ir.Constant(_I64, max(panels.PANEL_BYTES // _SIZES[pn.dtype], 1)))
         lo_slot, hi_slot = self.slots[pn.lo_var][0], self.slots[pn.hi_var][0]
         bld.store(lo, lo_slot)
 

@@ -60,7 +60,7 @@ class Panel:
     hi: L.LExpr
     lo_var: str
     hi_var: str
-    itemsize: int        # bytes per element of the output row
+    dtype: str           # element dtype of the output row
 
 
 def _body(s: L.For) -> list[L.Stmt]:
@@ -78,15 +78,10 @@ def _candidate(rows: L.For, plans: dict[int, regtile.TilePlan]) -> regtile.TileP
     pre = stmts[:-1]
     if plan is None or not all(isinstance(s, L.Assign) for s in pre):
         return None
-    inside = set(L.assigned(rows.body))
     stored = {s.buffer for s in rows.body.walk() if isinstance(s, L.Store)}
-    defined = {rows.var.name}
-    for s in pre:
-        reads = set(L.var_reads(s.value))
-        if s.var.name in defined or any(r in inside and r not in defined for r in reads) or \
-                L.expr_loads(s.value) & stored:
-            return None
-        defined.add(s.var.name)
+    if regtile.rerunnable_definitions(rows, pre) is None or any(L.expr_loads(s.value) & stored for s in pre):
+        return None
+    inside = set(L.assigned(rows.body))
     for b in (plan.inner.lo, plan.inner.hi):
         if set(L.var_reads(b)) & (inside | {rows.var.name}) or L.expr_loads(b) & stored:
             return None
@@ -97,7 +92,6 @@ def find_panels(kernel: L.Kernel, vector_bits: int) -> tuple[L.Kernel, dict[int,
     """``kernel`` with every panel-able row loop's column bounds replaced by panel locals, and the
     panels keyed by ``id`` of the rewritten row loop (its register tiles are found again on the result)."""
     plans = regtile.find_plans(kernel, vector_bits)
-    dtypes = {p.name: p.dtype for p in kernel.buffers}
     panels: dict[int, Panel] = {}
 
     def rewrite(s: L.Stmt) -> L.Stmt:
@@ -110,8 +104,7 @@ def find_panels(kernel: L.Kernel, vector_bits: int) -> tuple[L.Kernel, dict[int,
                 nz = replace(plan.outer, body=L.Block(tuple(
                     inner if c is plan.inner else c for c in plan.outer.body.stmts)))
                 rows = replace(s, body=L.Block(tuple(nz if c is plan.outer else c for c in s.body.stmts)))
-                size = regtile._BITS[dtypes[plan.store.buffer]] // 8
-                panels[id(rows)] = Panel(rows, plan.inner.lo, plan.inner.hi, lo_var, hi_var, size)
+                panels[id(rows)] = Panel(rows, plan.inner.lo, plan.inner.hi, lo_var, hi_var, plan.dtype)
                 return rows
             return replace(s, body=rewrite(s.body))
         if isinstance(s, L.Block):

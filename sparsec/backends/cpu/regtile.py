@@ -223,6 +223,22 @@ def _variants(dtype: str, bits: int, kind: L.LoopKind, split: int | None) -> tup
     return (_variant(dtype, bits, None, split, False),)
 
 
+def rerunnable_definitions(loop: L.For, pre, taken: set[str] = frozenset()) -> set[str] | None:
+    """The loop variable and the names ``pre`` (definitions leading ``loop``'s body) define, when running
+    them again in an iteration changes nothing: each reads only the loop variable, earlier definitions
+    and names the loop never assigns, and none redefines a name (or one of ``taken``). Else None."""
+    inside = set(L.assigned(loop.body))
+    defined = {loop.var.name}
+    for s in pre:
+        name = s.var.name
+        if name in defined or name in taken:
+            return None
+        if any(r in inside and r not in defined for r in L.var_reads(s.value)):
+            return None
+        defined.add(name)
+    return defined
+
+
 def _match(outer: L.For, total: dict[str, int], dtypes: dict[str, str], bits: int, n: int) -> TilePlan | None:
     if outer.kind.kind not in ("serial", "unroll"):
         return None
@@ -235,17 +251,10 @@ def _match(outer: L.For, total: dict[str, int], dtypes: dict[str, str], bits: in
     if not all(isinstance(s, L.Assign) for s in pre):
         return None
     ov, iv = outer.var.name, inner.var.name
-    # outer-body definitions: each reads only the outer variable, earlier definitions and
-    # names the outer loop never assigns (so re-running them per tile changes nothing)
+    defined = rerunnable_definitions(outer, pre, {iv})
+    if defined is None:
+        return None
     inside = set(L.assigned(outer.body))
-    defined = {ov}
-    for s in pre:
-        name = s.var.name
-        if name in defined or name == iv:
-            return None
-        if any(r in inside and r not in defined for r in L.var_reads(s.value)):
-            return None
-        defined.add(name)
     body = [s for s in inner.body.stmts if not isinstance(s, L.Comment)]
     if not body or not isinstance(body[-1], L.Store) or not all(isinstance(s, L.Assign) for s in body[:-1]):
         return None

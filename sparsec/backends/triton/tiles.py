@@ -339,24 +339,43 @@ class Config:
     warps: int
 
 
-def choose_config(mt: Match, rows: int, n: int, k: int, sms: int) -> Config:
-    """Tiles of 64 rows x up to 64 columns; K split so that about 4 programs per SM are busy.
+def _fixed_config(mt: Match) -> Config | None:
+    """The configuration ``SPARSEC_TRITON_TILE="BM,BN,S,WARPS"`` fixes (split 1 without a float32 output)."""
+    fixed = os.environ.get("SPARSEC_TRITON_TILE", "")
+    if not fixed:
+        return None
+    bm, bn, split, warps = (int(v) for v in fixed.split(","))
+    return Config(bm, bn, split if mt.c_dtype == "float32" else 1, warps)
+
+
+def _k_splits(mt: Match, tiles: int, steps: int, sms: int, cap: int) -> int:
+    """K splits (a power of two, at most ``cap`` and ``steps``) for about 4 programs per SM.
 
     Split-K needs atomic float32 adds, so it is used only with a float32 output.
     """
-    fixed = os.environ.get("SPARSEC_TRITON_TILE", "")
-    if fixed:
-        bm, bn, split, warps = (int(v) for v in fixed.split(","))
-        return Config(bm, bn, split if mt.c_dtype == "float32" else 1, warps)
+    split = 1
+    if mt.c_dtype == "float32":
+        while split * 2 <= steps and tiles * split * 2 <= 4 * sms and split < cap:
+            split *= 2
+    return split
+
+
+def _steps_per_split(steps: int, split: int, multiple: int = 1) -> tuple[int, int]:
+    """(steps per split, rounded up to ``multiple``; the number of splits that leaves) for ``steps`` steps."""
+    per = -(-steps // split)
+    per = -(-per // multiple) * multiple
+    return per, -(-steps // per)
+
+
+def choose_config(mt: Match, rows: int, n: int, k: int, sms: int) -> Config:
+    """Tiles of 64 rows x up to 64 columns; K split so that about 4 programs per SM are busy."""
+    fixed = _fixed_config(mt)
+    if fixed is not None:
+        return fixed
     bn = max(16, min(64, _pow2(n)))
     bm = 64
     tiles = -(-rows // bm) * -(-n // bn)
-    split = 1
-    if mt.c_dtype == "float32":
-        chunks = max(1, -(-k // 64))
-        while split * 2 <= chunks and tiles * split * 2 <= 4 * sms and split < 64:
-            split *= 2
-    return Config(bm, bn, split, 4)
+    return Config(bm, bn, _k_splits(mt, tiles, max(1, -(-k // 64)), sms, 64), 4)
 
 
 @dataclass(frozen=True)
@@ -376,12 +395,7 @@ def choose_skip_config(mt: Match, rows: int, n: int, k: int, sms: int) -> SkipCo
     bn = max(16, min(256, _pow2(n)))
     bk = max(8, min(64, 8192 // (bm * bn)))
     tiles = -(-rows // bm) * -(-n // bn)
-    split = 1
-    if mt.c_dtype == "float32":
-        steps = max(1, -(-k // bk))
-        while split * 2 <= steps and tiles * split * 2 <= 4 * sms and split < 256:
-            split *= 2
-    return SkipConfig(bm, bn, split, 4, bk)
+    return SkipConfig(bm, bn, _k_splits(mt, tiles, max(1, -(-k // bk)), sms, 256), 4, bk)
 
 
 class TileKernel:
@@ -456,22 +470,17 @@ class TileKernel:
         internal: list[Any] = []
         kwargs: dict[str, Any] = {"BM": cfg.bm, "BN": cfg.bn}
         if mt.kind == "skip":
-            steps = max(1, -(-n_k // cfg.bk))
-            per = -(-steps // cfg.split)
-            kwargs.update(BK=cfg.bk, KPS=per * cfg.bk, SPLIT=-(-steps // per))
+            per, split = _steps_per_split(max(1, -(-n_k // cfg.bk)), cfg.split)
+            kwargs.update(BK=cfg.bk, KPS=per * cfg.bk, SPLIT=split)
         elif mt.kind == "bitmap":
-            chunks = max(1, -(-n_k // 64))
-            per = -(-chunks // cfg.split)
-            split = -(-chunks // per)
+            per, split = _steps_per_split(max(1, -(-n_k // 64)), cfg.split)
             kwargs.update(KPS=per * 64, SPLIT=split, LIBDEVICE=not interp)
             internal.append(self.split_base(bufs[mt.param("A_pos1")], bufs[mt.param("A_bits1")], n_i, n_k, per * 64,
                                             split))
         else:
             groups = max(1, -(-n_k // mt.m))
             bg = max(1, min(_pow2(max(1, 64 // mt.m)), _pow2(groups)))
-            per = -(-groups // cfg.split)
-            per = -(-per // bg) * bg
-            split = -(-groups // per)
+            per, split = _steps_per_split(groups, cfg.split, bg)
             kwargs.update(BG=bg, GPS=per, SPLIT=split)
         if mt.a_dtype == "float32":
             kwargs["PREC"] = precision
