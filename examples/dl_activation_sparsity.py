@@ -20,9 +20,17 @@ sync for the count, and a launch set-up for a new operand), so the second form k
                    schedule=sc.Schedule().skip_zeros("X"))
 
 The Triton tile template then loads a row of ``Wt`` only where ``x`` is nonzero (a masked
-load: no memory traffic for the others). Both are timed per call *including* the
-thresholding (and, for the CSR form, the compression) of ``x``, next to the dense GEMV
-``torch.mv(W, x)`` (the baseline) and torch's gather-then-GEMV (``x[idx] @ Wt[idx]``).
+load: no memory traffic for the others). The third form also moves the thresholding into
+the kernel: the raw activations ``a`` and the threshold ``t`` (a 0-d tensor) go in, and
+entries with ``|a| <= t`` are skipped like zeros (no ``torch.where`` pass, no extra launches)::
+
+    k = sc.compile("Y[r,i] = where(abs(X[r,k]) > t, X[r,k], 0) * Wt[k,i]", dtype=..., target="triton",
+                   schedule=sc.Schedule().skip_zeros("X"))
+
+All are timed per call *including* the thresholding (and, for the CSR form, the compression)
+of ``x``, next to the dense GEMV with the same thresholding, ``torch.mv(W, torch.where(...))``
+(the baseline), ``torch.mv`` alone on a given ``x`` (for reference) and torch's
+gather-then-GEMV (``x[idx] @ Wt[idx]``).
 Without CUDA it runs the CPU backend in float32 at smaller sizes (where ``skip_zeros``
 computes every term). ``--quick``: tiny sizes (CI).
 """
@@ -44,6 +52,7 @@ from sparsec.formats import parse_format  # noqa: E402
 
 ITEM = "5 activation sparsity"
 DSL = "Y[r,i] = X[r,k] * Wt[k,i]"
+DSL_THRESHOLD = "Y[r,i] = where(abs(X[r,k]) > t, X[r,k], 0) * Wt[k,i]"   # x thresholded in the kernel
 CSR = parse_format("csr", 2)
 _ZERO_ONE: dict = {}   # per device: tensor([0, 1]); pos = it * nnz needs no host-to-device copy
 
@@ -84,6 +93,8 @@ def run(env: dl.Env, shapes: Sequence[tuple[int, int]], zero_fractions: Sequence
                    name="act_sparse_gemv")
     k_skip = sc.compile(DSL, dtype={"X": dt, "Wt": dt, "Y": out_dt}, target=env.target, name="act_skip_gemv",
                         schedule=sc.Schedule().skip_zeros("X"))
+    k_fused = sc.compile(DSL_THRESHOLD, dtype={"X": dt, "Wt": dt, "Y": out_dt, "t": dt}, target=env.target,
+                         name="act_thr_gemv", schedule=sc.Schedule().skip_zeros("X"))
     rows: list[dl.Row] = []
     gen = torch.Generator(device=env.device).manual_seed(0)
     for M, K in shapes:
@@ -113,11 +124,20 @@ def run(env: dl.Env, shapes: Sequence[tuple[int, int]], zero_fractions: Sequence
                 x = torch.where(a.abs() > thr, a, torch.zeros_like(a)).reshape(1, -1)
                 return k_skip(X=dl.dense(x, env), Wt=Wt).reshape(-1)
 
+            t = dl.dense(torch.tensor(thr, dtype=env.dtype, device=env.device), env)   # calibrated once
+            a_row = dl.dense(a.reshape(1, -1), env)   # the raw activations, as a layer hands them over
+
+            def fused(Wt=Wt_op, a=a_row, t=t):
+                return k_fused(X=a, Wt=Wt, t=t).reshape(-1)
+
             xs = sparse_activations(a, thr, env)
             rows.append(dl.measure(ITEM, case, "dense GEMV torch.mv", dense, ref, env, baseline=True, **p))
+            rows.append(dl.measure(ITEM, case, "torch.mv alone (x given)", lambda W=W, x=x: torch.mv(W, x), ref, env,
+                                   **p))
             rows.append(dl.measure(ITEM, case, "torch gather-then-GEMV", gather, ref, env, **p))
             rows.append(dl.measure(ITEM, case, "sparsec (compress + kernel)", ours, ref, env, **p))
             rows.append(dl.measure(ITEM, case, "sparsec skip_zeros (+ threshold)", skip, ref, env, **p))
+            rows.append(dl.measure(ITEM, case, "sparsec fused threshold", fused, ref, env, **p))
             rows.append(dl.measure(ITEM, case, "sparsec kernel only", lambda Wt=Wt_op, xs=xs: k(X=xs, Wt=Wt), ref, env,
                                    **p))
     return rows

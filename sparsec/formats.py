@@ -495,10 +495,26 @@ def parse_format(text: str, ndim: int | None = None) -> Format:
     """Parse a short name (``"csr"``, ``"bsr(4, 4)"``) or MLIR encoding text into a Format.
 
     ``ndim`` is needed for dimension-generic names (``dense``, ``coo``, ``csf``) and
-    is checked against the format otherwise.
+    is checked against the format otherwise. Results are cached (a Format is frozen):
+    binding an operand parses its format name on every call.
     """
     if not isinstance(text, str):
         raise FormatError(f"a format is a Format or a string, got {type(text).__name__}")
+    if len(text) <= _CACHED_TEXT and (ndim is None or type(ndim) is int):
+        return _parse_cached(text, ndim)
+    return _parse_text(text, ndim)
+
+
+#: strings up to this length are cached (short names and most encodings)
+_CACHED_TEXT = 256
+
+
+@lru_cache(maxsize=512)
+def _parse_cached(text: str, ndim: int | None) -> Format:
+    return _parse_text(text, ndim)   # errors are not cached: they are raised again on each call
+
+
+def _parse_text(text: str, ndim: int | None) -> Format:
     stripped = text.strip()
     if stripped.startswith("#") or stripped.startswith("{") or "->" in stripped:
         fmt = _parse_mlir(stripped)

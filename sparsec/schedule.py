@@ -143,12 +143,15 @@ class Schedule:
         For activation sparsity (``y = W x`` with ``x`` thresholded): the kernel tests
         ``tensor``'s entries and does not load the entries of the other operands they
         multiply, so it reads only the weight rows of the nonzero inputs. ``tensor`` must be
-        a dense input and a factor of the statement's product (``sum`` of a product). The
-        result is that of the unscheduled kernel except where a skipped term's other factor
-        is Inf or NaN (``0 * inf`` is not formed): the rule sparse operands follow for their
-        absent entries. The Triton backend skips them in a product of two dense matrices
-        (``Y[r,i] = X[r,k] * Wt[k,i]``, its zero-skipping tile template); other kernels, and
-        the CPU backend, compute every term.
+        a dense input and a factor of the statement's product (``sum`` of a product), or
+        gated by one (``where(cond, X[r,k], 0)``: that factor is zero where ``X`` is and where
+        ``cond`` fails). The result is that of the unscheduled kernel except where a skipped
+        term's other factor is Inf or NaN (``0 * inf`` is not formed): the rule sparse operands
+        follow for their absent entries. The Triton backend skips them in a product of two
+        dense matrices (``Y[r,i] = X[r,k] * Wt[k,i]``, its zero-skipping tile template), also
+        with the activations thresholded in the kernel (``Y[r,i] = where(abs(X[r,k]) > t,
+        X[r,k], 0) * Wt[k,i]``, ``t`` a 0-d operand or a number: entries failing the threshold
+        are skipped like zeros); other kernels, and the CPU backend, compute every term.
         """
         return self._add("skip_zeros", _var(tensor, "tensor name"))
 

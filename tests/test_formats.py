@@ -6,7 +6,7 @@ import pytest
 
 from sparsec import FormatError, ParseError
 from sparsec.formats import (
-    Compressed, Dense, Format, LevelExpr, LooseCompressed, NOutOfM, Singleton, parse_format, short_names,
+    Compressed, Dense, Format, LevelExpr, LooseCompressed, NOutOfM, Singleton, as_format, parse_format, short_names,
 )
 
 # (text, ndim, expected str(fmt), expected number of levels)
@@ -200,3 +200,16 @@ def test_bad_constructor_arguments():
         Format(("dense",), (LevelExpr(0),), 1)
     with pytest.raises(FormatError, match="a Format or a string"):
         parse_format(42)
+
+
+def test_parse_format_is_cached_and_still_raises_each_time() -> None:
+    """Binding parses format names per call: the result is cached (Formats are frozen), errors are not."""
+    assert parse_format("csr", 2) is parse_format("csr", 2)
+    assert parse_format("dense", 3) == as_format("dense", 3) and parse_format("dense", 3) != parse_format("dense", 2)
+    for _ in range(2):
+        with pytest.raises(FormatError, match="unknown format"):
+            parse_format("nope", 2)
+        with pytest.raises(FormatError, match="is 2-D"):
+            parse_format("csr", 3)
+        with pytest.raises(FormatError, match="a format is a Format or a string"):
+            parse_format(["csr"], 2)  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ from typing import Callable
 
 from ..errors import ScheduleError, VerificationError
 from ..ir.loop_printer import kernel_text
-from ..ir.tensor_ir import Access, Assignment, Binary, Program, Reduce, TensorDecl
+from ..ir.tensor_ir import Access, Assignment, Binary, Literal, Program, Reduce, TensorDecl, Where
 from .level_space import build_level_space
 from .loop_order import choose_loop_order, order_text
 from .normalize import (
@@ -161,10 +161,24 @@ def _product_factors(e) -> list:
     return [e]
 
 
+def _gated_tensor(f) -> str | None:
+    """The tensor a product factor is zero with: ``X[..]``, or ``where(cond, X[..], 0)`` (thresholded X)."""
+    if isinstance(f, Access):
+        return f.tensor
+    if isinstance(f, Where) and isinstance(f.then, Access) and isinstance(f.other, Literal) and \
+            type(f.other.value) is not bool and f.other.value == 0:
+        return f.then.tensor
+    return None
+
+
 def _skip_zeros(low: Lowered, s: Assignment, decls: dict, schedule, used: set[int]) -> Lowered:
-    """Record ``skip_zeros(tensor)`` commands naming a dense factor of this statement as a kernel hint."""
+    """Record ``skip_zeros(tensor)`` commands naming a dense factor of this statement as a kernel hint.
+
+    A factor ``where(cond, X[..], 0)`` counts as X's factor: it is zero wherever X is (and where
+    ``cond`` fails, which is what a run-time threshold of the activations makes of it).
+    """
     body = s.expr.body if isinstance(s.expr, Reduce) and s.expr.op == "sum" else s.expr
-    factors = [f.tensor for f in _product_factors(body) if isinstance(f, Access)]
+    factors = [t for t in map(_gated_tensor, _product_factors(body)) if t is not None]
     read = {a.tensor for a in s.expr.walk() if isinstance(a, Access)}
     added = []
     for n, c in enumerate(schedule.commands):

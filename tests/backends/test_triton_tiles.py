@@ -181,3 +181,141 @@ def test_skip_zeros_keeps_nan_of_live_terms_and_is_opt_in() -> None:
 def test_skip_zeros_rejects_what_it_cannot_skip(text, formats, tensor, msg) -> None:
     with pytest.raises(sc.ScheduleError, match=msg):
         sc.compile(text, formats=formats, target="triton", schedule=sc.Schedule().skip_zeros(tensor))
+
+
+# ------------------------------------------------------------------------------------ skip_zeros with a fused threshold
+THR = "Y[r,i] = where(abs(X[r,k]) > t, X[r,k], 0) * Wt[k,i]"
+
+
+def _thresholded(a: np.ndarray, thr: float, dt: str) -> np.ndarray:
+    """The oracle's activations: ``a`` (as ``dt``) where ``|a| > thr`` (``thr`` as ``dt``), else 0, in float64."""
+    a = a.astype(dt).astype(np.float64)
+    return np.where(np.abs(a) > float(np.asarray(thr, dtype=dt)), a, 0.0)
+
+
+@pytest.mark.parametrize("form", ["tensor", "tensor float64", "number", "literal"])
+@pytest.mark.parametrize("dt,out_dt,rows", [("float16", "float32", 1), ("float32", "float32", 3),
+                                            ("float16", "float16", 2)])
+def test_fused_threshold_matches_numpy_and_never_reads_skipped_rows(form: str, dt: str, out_dt: str,
+                                                                     rows: int) -> None:
+    """Entries with |x| <= t are skipped: Wt rows under no surviving entry hold NaN and must not be read.
+
+    Some entries equal the threshold exactly (they fail ``>``), so a template testing ``>=`` reads NaN.
+    """
+    thr = 0.75
+    text = THR.replace("> t", f"> {thr!r}") if form == "literal" else THR
+    dtypes = {"X": dt, "Wt": dt, "Y": out_dt}
+    if form != "literal":
+        dtypes["t"] = "float64" if form == "tensor float64" else dt
+    k = sc.compile(text, dtype=dtypes, target="triton", schedule=sc.Schedule().skip_zeros("X"))
+    mt = tiles.match(k.lowered.statements[0].numeric)
+    assert mt is not None and mt.kind == "skip" and mt.threshold
+    assert "thresholded (|a| > t) in the kernel" in k.dump("triton")
+    for K, M in ((300, 70), (37, 129), (8, 5)):
+        a = RNG.standard_normal((rows, K))
+        a[RNG.random((rows, K)) < 0.3] = 0
+        a[:, ::5] = thr * np.sign(RNG.standard_normal((rows, len(a[0, ::5]))))   # exactly at the threshold
+        wt = RNG.standard_normal((K, M))
+        x = _thresholded(a, thr, dt)
+        dead = ~(x != 0).any(axis=0)
+        want = x @ np.where(dead[:, None], 0, wt.astype(dt).astype(np.float64))
+        wt[dead] = np.nan
+        assert dead.sum() >= K // 5
+        t = {"tensor": lambda: torch.tensor(thr, dtype=getattr(torch, dt), device=DEV),
+             "tensor float64": lambda: torch.tensor(thr, dtype=torch.float64, device=DEV),
+             "number": lambda: thr, "literal": lambda: None}[form]()
+        given = {"X": torch.tensor(a.astype(dt), device=DEV), "Wt": torch.tensor(wt.astype(dt), device=DEV)}
+        got = k(**given, **({} if t is None else {"t": t})).double().cpu().numpy()
+        assert got.shape == (rows, M) and np.isfinite(got).all(), (K, M)
+        tol = 1e-5 if (dt, out_dt) == ("float32", "float32") else 2e-2
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, np.abs(want).max()), err_msg=f"K={K}")
+
+
+def test_fused_threshold_follows_the_threshold_on_every_path(monkeypatch) -> None:
+    """Each call's threshold (tensor or number, changed between calls) decides what is skipped: through the
+    fast call path, the general device path and the CPU backend alike."""
+    dtypes = {"X": "float32", "Wt": "float32", "Y": "float32", "t": "float32"}
+    a = RNG.standard_normal((1, 200)).astype(np.float32)
+    wt = RNG.standard_normal((200, 33)).astype(np.float32)
+    A, Wt = torch.tensor(a, device=DEV), torch.tensor(wt, device=DEV)
+    k = sc.compile(THR, dtype=dtypes, target="triton", schedule=sc.Schedule().skip_zeros("X"))
+    k(X=A, Wt=Wt, t=torch.tensor(0.0, device=DEV))   # the fast path is set up on the first call
+    cpu = sc.compile(THR, dtype=dtypes, target="cpu", schedule=sc.Schedule().skip_zeros("X"))
+    monkeypatch.setenv("SPARSEC_NO_FAST_CALL", "1")
+    general = sc.compile(THR, dtype=dtypes, target="triton", schedule=sc.Schedule().skip_zeros("X"))
+    for thr in (0.1, 1.5, 0.1, -1.0, 10.0):
+        want = _thresholded(a, thr, "float32") @ wt.astype(np.float64)
+        for t in (thr, torch.tensor(thr, device=DEV)):
+            for kernel in (k, general):
+                got = kernel(X=A, Wt=Wt, t=t).double().cpu().numpy()
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=f"t={t!r}")
+        np.testing.assert_allclose(cpu(X=a, Wt=wt, t=np.array(thr, np.float32)), want, rtol=1e-5, atol=1e-5)
+    assert k._triton_fast is not None and general._triton_fast is None
+
+
+@pytest.mark.parametrize("text", [
+    "Y[r,i] = where(abs(X[r,k]) >= t, X[r,k], 0) * Wt[k,i]",     # another comparison
+    "Y[r,i] = where(X[r,k] > t, X[r,k], 0) * Wt[k,i]",           # no abs
+    "Y[r,i] = where(abs(X[r,k]) > t, X[r,k], 1) * Wt[k,i]",      # not zero where it fails
+])
+def test_other_gated_factors_keep_the_generic_code(text: str) -> None:
+    """Only the exact thresholded form gets the template; the others still compute the right thing."""
+    dtypes = {"X": "float32", "Wt": "float32", "Y": "float32", "t": "float32"}
+    if text.endswith("1) * Wt[k,i]"):
+        with pytest.raises(sc.ScheduleError, match="must be a factor"):
+            sc.compile(text, dtype=dtypes, target="triton", schedule=sc.Schedule().skip_zeros("X"))
+        return
+    k = sc.compile(text, dtype=dtypes, target="triton", schedule=sc.Schedule().skip_zeros("X"))
+    assert tiles.match(k.lowered.statements[0].numeric) is None
+    a = RNG.standard_normal((2, 40)).astype(np.float32)
+    wt = RNG.standard_normal((40, 9)).astype(np.float32)
+    want = sc.compile(text, dtype=dtypes, target="cpu")(X=a, Wt=wt, t=np.array(0.5, np.float32))
+    got = k(X=torch.tensor(a, device=DEV), Wt=torch.tensor(wt, device=DEV), t=torch.tensor(0.5, device=DEV))
+    np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------ the fast call path's bindings
+def test_fresh_tensors_each_call_give_their_own_results_through_one_launch_setup() -> None:
+    """A new activation tensor per call (a layer's output) is bound as a view, and reuses the launch set-up."""
+    k = sc.compile(THR, dtype={"X": "float16", "Wt": "float16", "Y": "float32", "t": "float16"}, target="triton",
+                   schedule=sc.Schedule().skip_zeros("X"))
+    wt = RNG.standard_normal((96, 40)).astype(np.float16)
+    Wt = torch.tensor(wt, device=DEV)
+    t = torch.tensor(0.5, dtype=torch.float16, device=DEV)
+    for _ in range(4):
+        a = RNG.standard_normal((1, 96)).astype(np.float16)
+        got = k(X=torch.tensor(a, device=DEV), Wt=Wt, t=t).double().cpu().numpy()
+        np.testing.assert_allclose(got, _thresholded(a, 0.5, "float16") @ wt.astype(np.float64), rtol=2e-3,
+                                   atol=2e-3)
+    fast = k._triton_fast
+    assert type(fast._bound["X"][2]).__name__ == "_Flat"    # no DeviceTensor built for the fresh tensor
+    assert len(k._runner.runners[0].numeric._launch_memo) == 1
+    wide = torch.tensor(RNG.standard_normal((1, 192)).astype(np.float16), device=DEV)
+    got = k(X=wide[:, ::2], Wt=Wt, t=t).double().cpu().numpy()   # not contiguous: bound through a copy
+    want = _thresholded(wide[:, ::2].cpu().numpy(), 0.5, "float16") @ wt.astype(np.float64)
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("given_dtype", ["float32", "float16"])   # float16: bound as a view; float32: a cast copy
+def test_in_place_edit_of_a_bound_tensor_is_seen(given_dtype: str) -> None:
+    k = sc.compile(ACT, dtype={"X": "float16", "Wt": "float16", "Y": "float32"}, target="triton",
+                   schedule=sc.Schedule().skip_zeros("X"))
+    x = _activations(1, 64, 0.5)
+    wt = RNG.standard_normal((64, 24))
+    X = torch.tensor(x, dtype=getattr(torch, given_dtype), device=DEV)
+    Wt = torch.tensor(wt, dtype=torch.float16, device=DEV)
+
+    def want() -> np.ndarray:
+        return X.cpu().numpy().astype(np.float16).astype(np.float64) @ Wt.cpu().numpy().astype(np.float64)
+
+    for edit in (lambda: X.mul_(-2), lambda: X.__setitem__((0, slice(0, 32)), 0.0), lambda: Wt.add_(1.0),
+                 lambda: X.fill_(0.25)):
+        edit()
+        got = k(X=X, Wt=Wt).double().cpu().numpy()
+        np.testing.assert_allclose(got, want(), rtol=2e-3, atol=2e-3)
+
+
+def test_sm_count_off_the_gpu_is_the_default() -> None:
+    from sparsec.backends.triton.device import sm_count
+
+    assert sm_count(torch.device("cpu"), 7) == 7

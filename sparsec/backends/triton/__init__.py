@@ -45,7 +45,7 @@ from typing import Any, Mapping
 from ...errors import BackendError
 from ...ir import loop_ir as L
 from .codegen import generate
-from .device import DeviceRunner, DeviceTensor, bind_operand, host_eval, pick_device
+from .device import DeviceRunner, DeviceTensor, bind_operand, host_eval, pick_device, sm_count
 from .launch import interpreting, load_kernel
 from .options import (TritonOptions, choose_constexprs, choose_num_warps, get_options, options, options_generation,
                       set_options)
@@ -192,9 +192,7 @@ class TritonKernel:
                 seg_len = max(32, min(1024, 1 << max(0, int(avg + 0.999) - 1).bit_length()))
                 want = longest > 8 * avg
             else:
-                sms = 132
-                if device.type == "cuda" and not interpreting():
-                    sms = torch.cuda.get_device_properties(device).multi_processor_count
+                sms = sm_count(device, 132)
                 target = opts.split_segments or 32 * sms
                 seg_len = max(16, 1 << max(0, (max(nnz // target, 1) - 1).bit_length()))
                 want = longest > 4 * avg or n < target
@@ -223,11 +221,7 @@ class TritonKernel:
         opts = get_options()
         cap = opts.max_programs
         if cap is None:
-            cap = 2
-            if getattr(device, "type", "cpu") == "cuda" and not interpreting():
-                import torch
-
-                cap = 4 * torch.cuda.get_device_properties(device).multi_processor_count
+            cap = 4 * sm_count(device, 0) or 2
         return max(1, min(int(n_iter), int(cap)))
 
     def __call__(self, buffers: Mapping[str, Any], scalars: Mapping[str, int]) -> tuple | None:

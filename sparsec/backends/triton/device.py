@@ -275,6 +275,24 @@ def _from_torch(x, name: str, device) -> DeviceTensor | None:
     return None
 
 
+_SMS: dict[int, int] = {}   # CUDA device index -> multiprocessors
+
+
+def sm_count(device: Any, default: int) -> int:
+    """Multiprocessors of a CUDA ``device`` (queried once per device), or ``default`` elsewhere / interpreting.
+
+    ``torch.cuda.get_device_properties`` costs ~9 us a call on the GPU hosts; launch set-ups ask per call.
+    """
+    if getattr(device, "type", None) != "cuda" or interpreting():
+        return default
+    torch = _torch()
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    n = _SMS.get(index)
+    if n is None:
+        n = _SMS[index] = int(torch.cuda.get_device_properties(index).multi_processor_count)
+    return n
+
+
 def pick_device(operands) -> Any:
     """The device a call runs on (see the module docs)."""
     torch = _torch()
@@ -297,7 +315,11 @@ def pick_device(operands) -> Any:
 
 
 def bind_operand(x: Any, name: str, fmt: Format | None, dtype: str | None, device) -> DeviceTensor:
-    """Any supported operand -> DeviceTensor on ``device`` in ``fmt`` with ``dtype``."""
+    """Any supported operand -> DeviceTensor on ``device`` in ``fmt`` with ``dtype``.
+
+    A 0-d operand (``fmt`` of no dimensions) is bound as one element: a 0-d or one-element
+    tensor, or a Python number.
+    """
     torch = _torch()
     t: DeviceTensor | None = None
     if isinstance(x, DeviceTensor):
@@ -312,7 +334,9 @@ def bind_operand(x: Any, name: str, fmt: Format | None, dtype: str | None, devic
                 t = from_host(as_tensor(host, name), device, name)
     if t is None:
         t = from_host(as_tensor(x, name), device, name)
-    if fmt is not None and t.format != fmt and t.format.with_widths(fmt.pos_width, fmt.crd_width) != fmt:
+    if fmt is not None and fmt.ndim == 0 and t.shape == (1,) and t.format.is_dense:
+        pass   # a 0-d operand travels as its one element (the runtime's convention: see infer_extents)
+    elif fmt is not None and t.format != fmt and t.format.with_widths(fmt.pos_width, fmt.crd_width) != fmt:
         t = t.to(fmt)
     if dtype is not None and dtype_name(t.values) != dtype:
         t = t.astype(dtype)

@@ -9,6 +9,10 @@ precomputes what it can once per kernel and keeps per-operand bindings:
   and dtype) are used as they are; torch tensors are bound once and the binding is
   reused while the same tensor object holds the same storage and version counter
   (``t._version`` changes on every in-place write, so edited values are rebound);
+* a contiguous strided torch tensor of a dense operand's dtype and rank (a fresh
+  activation tensor each call) is bound as a flat view of itself, without building a
+  :class:`~.device.DeviceTensor` (no format parsing or checks: a few attribute reads);
+  a Python number for a 0-d operand is bound to a device scalar made once per value;
 * the output is allocated with ``torch.empty`` when the kernel writes every
   element (``Lowered.writes_all``), else ``torch.zeros``;
 * :meth:`TritonKernel.launch` memoizes grid, block constants and argument order
@@ -24,6 +28,15 @@ from typing import Any, Mapping
 
 from ...fastcall import FALLBACK
 from .device import DeviceTensor, _torch, bind_operand, torch_dtype
+
+
+class _Flat:
+    """A dense operand bound as a flat view of a contiguous torch tensor (what the fast path reads of a binding)."""
+
+    __slots__ = ("shape", "values")
+
+    def __init__(self, shape: tuple[int, ...], values: Any):
+        self.shape, self.values = shape, values
 
 
 class TritonFastCall:
@@ -71,10 +84,14 @@ class TritonFastCall:
             from ...fastcall import host_value
 
             self.range = (host_value(par.lo), host_value(par.hi))
-        #: name -> (given object, validity key or None, bound DeviceTensor, its kernel buffers)
+        #: name -> (given object, validity key or None, bound DeviceTensor or _Flat, its kernel buffers)
         self._bound: dict[str, tuple] = {}
         self._torch = _torch()
         self.tdt = torch_dtype(self.cdt)
+        #: dense operands in identity order (not the pattern source): name -> (torch dtype, rank, values buffer)
+        self._flat = {name: (torch_dtype(decl.dtype), decl.ndim, name + "_vals") for name, decl in self.inputs
+                      if _flat_ok(decl.format) and name != self.pattern}
+        self._scalars: dict[tuple, Any] = {}   # (number, dtype, device) -> its 1-element device tensor
         from ...runtime import POISON
 
         self.poison = POISON
@@ -84,8 +101,39 @@ class TritonFastCall:
         torch = self._torch
         return (x._version, x.data_ptr() if x.layout == torch.strided else None, x.device)
 
-    def _bind(self, name: str, decl, x: Any) -> DeviceTensor | None:
+    def _bind_flat(self, name: str, x: Any) -> "_Flat | None":
+        """``x`` as a flat view if it is a contiguous strided tensor of the operand's dtype and rank, else None."""
+        dt, ndim, buf = self._flat[name]
+        if x.layout != self._torch.strided or x.dtype != dt or x.ndim != ndim or not x.is_contiguous() or \
+                not x.numel():
+            return None
+        v = x.detach() if x.requires_grad else x
+        t = _Flat(tuple(v.shape) if ndim else (1,), v if ndim == 1 else v.view(-1))
+        self.runner.device = v.device
+        self._bound[name] = (x, self._key(x), t, {buf: t.values})
+        return t
+
+    def _bind_number(self, name: str, x: Any, device: Any) -> "_Flat | None":
+        """A Python number for the 0-d operand ``name``: its device scalar, made once per (value, device)."""
+        dt = self._flat[name][0]
+        key = (type(x), x.hex() if type(x) is float else x, device)   # hex: -0.0 and 0.0 differ, NaN equals
+        vals = self._scalars.get(key)
+        if vals is None:
+            try:
+                vals = self._torch.tensor([x], dtype=dt, device=device)
+            except (OverflowError, RuntimeError):
+                return None   # the general path converts it (or explains)
+            if len(self._scalars) > 64:
+                self._scalars.clear()
+            self._scalars[key] = vals
+        return _Flat((1,), vals)
+
+    def _bind(self, name: str, decl, x: Any) -> DeviceTensor | _Flat | None:
         torch = self._torch
+        if name in self._flat and isinstance(x, torch.Tensor):
+            t = self._bind_flat(name, x)
+            if t is not None:
+                return t
         if type(x) is DeviceTensor:
             t = _at_widths(x, decl.format)
             key = None
@@ -104,15 +152,19 @@ class TritonFastCall:
         return t
 
     def __call__(self, given: Mapping[str, Any]) -> Any:
-        bound: dict[str, DeviceTensor] = {}
+        bound: dict[str, Any] = {}
         buffers: dict[str, Any] = {}
         device = None
+        numbers = []
         for name, decl in self.inputs:
             x = given[name]
             hit = self._bound.get(name)
             # the common case first: the very same bound tensor as last time
             if hit is not None and hit[0] is x and (hit[1] is None or hit[1] == self._key(x)):
                 t, bufs = hit[2], hit[3]
+            elif type(x) in (int, float) and decl.ndim == 0 and name in self._flat:
+                numbers.append((name, x))   # bound once the device is known
+                continue
             else:
                 t = self._bind(name, decl, x)
                 if t is None:
@@ -125,6 +177,15 @@ class TritonFastCall:
                 return FALLBACK
             bound[name] = t
             buffers.update(bufs)
+        if numbers:
+            if device is None:
+                return FALLBACK
+            for name, x in numbers:
+                t = self._bind_number(name, x, device)
+                if t is None:
+                    return FALLBACK
+                bound[name] = t
+                buffers[self._flat[name][2]] = t.values
         scalars: dict[str, int] = {}
         for name, d, param in self.dims:
             n = bound[name].shape[d]
@@ -162,6 +223,11 @@ class TritonFastCall:
             src = bound[self.pattern]
             return DeviceTensor(self.out_fmt, shape, src.levels, vals, self.out_name)
         return vals if len(shape) == 1 else vals.reshape(shape)  # a vector needs no view (~2 us per call)
+
+
+def _flat_ok(fmt) -> bool:
+    """A dense format in identity dimension order: a contiguous tensor's storage is its values buffer."""
+    return fmt.is_dense and [e.dim for e in fmt.exprs] == list(range(fmt.ndim))
 
 
 def _at_widths(t: DeviceTensor, fmt) -> DeviceTensor | None:

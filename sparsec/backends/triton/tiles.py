@@ -21,10 +21,15 @@ programs (*split-K*), which add their partial tiles atomically; that needs a flo
 value offset where each split starts is precomputed once per weight (memoized, like
 the row-split work array).
 
+The zero-skipping template (``skip``, for ``Schedule.skip_zeros`` on a dense ``A``) also
+takes ``A`` thresholded in the kernel, ``where(abs(A[i,k]) > t, A[i,k], 0) * B[k,j]`` with
+``t`` a 0-d operand or a literal: entries at or under the threshold are skipped like zeros,
+so the activations need no separate thresholding pass.
+
 **Matching** (:func:`match`) is exact and conservative: the kernel's loop IR, with
 every name renamed in order of appearance, must equal the loop IR that sparsec
-generates for ``C[i,j] = A[i,k] * B[k,j]`` with the same format, dtypes and index
-widths (dense row-major ``B`` and ``C``, no schedule). Anything else (another loop
+generates for ``C[i,j] = A[i,k] * B[k,j]`` (or its thresholded form) with the same format,
+dtypes and index widths (dense row-major ``B`` and ``C``, no schedule). Anything else (another loop
 order, a fused expression, float64) keeps the generic code. ``SPARSEC_TRITON_TILES=0``
 turns the templates off; ``SPARSEC_TRITON_TILE="BM,BN,S,WARPS"`` fixes the launch
 configuration (for tuning).
@@ -33,6 +38,7 @@ configuration (for tuning).
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import threading
@@ -69,18 +75,26 @@ def _canonical(kernel: L.Kernel) -> tuple[tuple[str, ...], dict[str, str]]:
 
 #: the reference statement; its parameter names are the roles of the templates
 _REF_TEXT = "C[i,j] = A[i,k] * B[k,j]"
+#: the reference of the zero-skipping template with the activations thresholded in the kernel
+_REF_THRESHOLD = "C[i,j] = where(abs(A[i,k]) > {}, A[i,k], 0) * B[k,j]"
 
 
 @functools.lru_cache(maxsize=64)
-def _reference(fmt_text: str, dtypes: tuple[str, str, str], pos_width: int, crd_width: int):
-    """(canonical tokens, renaming, parameter names) of sparsec's own lowering of :data:`_REF_TEXT`."""
+def _reference(fmt_text: str, dtypes: tuple[str, ...], pos_width: int, crd_width: int, threshold: str = ""):
+    """(canonical tokens, renaming, parameter names) of sparsec's own lowering of :data:`_REF_TEXT`.
+
+    ``threshold``: lower :data:`_REF_THRESHOLD` instead, with this literal or with the 0-d tensor ``T``
+    (``"T"``; its dtype is ``dtypes[3]``).
+    """
     from ...api import build_program
     from ...formats import parse_format
     from ...frontend import parse_program
     from ...passes.pipeline import lower_program
 
     fmt = parse_format(fmt_text, 2).with_widths(pos_width, crd_width)
-    prog = build_program(list(parse_program(_REF_TEXT)), {"A": fmt}, {"A": dtypes[0], "B": dtypes[1], "C": dtypes[2]})
+    text = _REF_THRESHOLD.format(threshold) if threshold else _REF_TEXT
+    dts = dict(zip("ABCT", dtypes))
+    prog = build_program(list(parse_program(text)), {"A": fmt}, dts)
     low = lower_program(prog, dtypes[2], "kernel")
     if len(low.statements) != 1:
         return None
@@ -97,12 +111,16 @@ class Match:
     ``A_crd2`` (N:M), ``A_vals``, ``B_vals``, ``C_vals``, ``n_i``, ``n_j``, ``n_k``, ``sc_lo``, ``sc_hi``.
     """
 
-    kind: str                          # "bitmap" or "nm"
+    kind: str                          # "bitmap", "nm" or "skip"
     n: int
     m: int
     roles: tuple[tuple[str, str], ...]  # (role, the kernel's parameter name)
     a_dtype: str
     c_dtype: str
+    #: skip with a threshold: "T" (the 0-d tensor in role ``T_vals``) or a literal's Python text; "" without
+    threshold: str = ""
+    #: the dtype the threshold comparison runs in (the kernel's)
+    compare_dtype: str = ""
 
     def param(self, role: str) -> str:
         return dict(self.roles)[role]
@@ -114,11 +132,17 @@ def match(kernel: L.Kernel) -> Match | None:
         return None
     bufs = kernel.buffers
     parts = [p.part for p in bufs]
-    if parts == ["vals", "vals", "vals"]:
+    threshold = compare = ""
+    if parts in (["vals"] * 3, ["vals"] * 4):
         if dict(kernel.hints).get("skip_zeros") != bufs[0].tensor:   # dense GEMM: only to skip A's zeros
             return None
         kind, n, m = "skip", 0, 0
         fmt_text = "dense"
+        found_thr = _threshold(kernel)
+        if found_thr is not None:
+            threshold, compare = found_thr
+        if (threshold == "T") != (len(parts) == 4):
+            return None
     elif parts == ["pos1", "bits1", "vals", "vals", "vals"]:
         kind, n, m = "bitmap", 0, 0
         fmt_text = "bitmap"
@@ -132,15 +156,16 @@ def match(kernel: L.Kernel) -> Match | None:
         fmt_text = f"nm({n},{m})"
     else:
         return None
-    a, b, c = bufs[-3], bufs[-2], bufs[-1]
+    a, b, c = bufs[0] if kind == "skip" else bufs[-3], bufs[-2], bufs[-1]
     if a.dtype not in ("float16", "bfloat16", "float32") or b.dtype != a.dtype or \
             c.dtype not in (a.dtype, "float32") or c.role != "out":
         return None
     idx = bufs[:-3]
     pos_w = 64 if any(p.part.startswith("pos") and p.dtype == "int64" for p in idx) else 32
     crd_w = 64 if any(p.part.startswith("crd") and p.dtype == "int64" for p in idx) else 32
+    dtypes = (a.dtype, b.dtype, c.dtype) + ((bufs[1].dtype,) if threshold == "T" else ())
     try:
-        ref = _reference(fmt_text, (a.dtype, b.dtype, c.dtype), pos_w, crd_w)
+        ref = _reference(fmt_text, dtypes, pos_w, crd_w, threshold)
     except Exception:  # the reference lowering itself failed: keep the generic code
         return None
     tokens, renamed = _canonical(kernel)
@@ -153,7 +178,45 @@ def match(kernel: L.Kernel) -> Match | None:
     if len(left_ref) > 1 or len(left_ref) != len(left_ours):   # at most one parameter unused by the body
         return None
     roles.update(zip(left_ref, left_ours))
-    return Match(kind, n, m, tuple(roles.items()), a.dtype, c.dtype)
+    if threshold and threshold != "T":
+        threshold = _rounded(float(threshold), compare)
+        if threshold is None:
+            return None
+    return Match(kind, n, m, tuple(roles.items()), a.dtype, c.dtype, threshold, compare)
+
+
+def _threshold(kernel: L.Kernel) -> tuple[str, str] | None:
+    """(``"T"`` or the literal's Python text, comparison dtype) of the kernel's ``select(abs(..) > thr, ..)``.
+
+    Only what the template needs beyond the exact match (which checks the rest): the literal
+    (``repr`` of its value: the reference is lowered from it) and the dtype of the comparison.
+    """
+    for st in kernel.body.walk():
+        if not isinstance(st, L.Store):
+            continue
+        for e in st.value.walk():
+            if isinstance(e, L.Select) and isinstance(e.cond, L.BinOp) and e.cond.op == "gt":
+                rhs = e.cond.b
+                if isinstance(rhs, L.Const) and type(rhs.value) in (int, float) and math.isfinite(rhs.value):
+                    return repr(rhs.value), e.cond.a.dtype
+                if isinstance(rhs, (L.Load, L.Cast)):
+                    return "T", e.cond.a.dtype
+                return None
+    return None
+
+
+def _rounded(value: float, dtype: str) -> str | None:
+    """``value`` rounded to ``dtype`` (float16, bfloat16 or float32) as Python text, exact in float32.
+
+    The template compares in float32 with this constant: the same outcome as comparing in ``dtype``
+    (the absolute value of an entry is exact in either).
+    """
+    import torch
+
+    if dtype not in ("float16", "bfloat16", "float32"):
+        return None
+    v = torch.tensor(value, dtype=getattr(torch, dtype)).item()
+    return repr(float(v)) if math.isfinite(v) else None
 
 
 # ------------------------------------------------------------------------------------ source
@@ -259,14 +322,26 @@ _SKIP_BODY = '''
     k_lo = ks * KPS
     k_hi = tl.minimum(k_lo + KPS, K)
     kc = tl.arange(0, BK)
-    for k0 in range(k_lo, k_hi, BK):
+@SETUP@    for k0 in range(k_lo, k_hi, BK):
         kk = k0 + kc
         km = kk < k_hi
         a = tl.load(A_VALS + rows[:, None].to(tl.int64) * K + kk[None, :], mask=rm[:, None] & km[None, :], other=0)
-        live = tl.max((a != 0).to(tl.int32), axis=0) != 0
+@APPLY@        live = tl.max((a != 0).to(tl.int32), axis=0) != 0
         b = tl.load(B + kk[:, None].to(tl.int64) * N + cols[None, :], mask=live[:, None] & cm[None, :], other=0)
         acc += tl.sum(a.to(tl.float32)[:, :, None] * b.to(tl.float32)[None, :, :], axis=1)
 '''
+
+
+def _skip_body(mt: Match, t_vals: str | None) -> str:
+    """:data:`_SKIP_BODY` with the threshold of ``mt`` (if any) applied to each loaded block of A."""
+    setup = apply = ""
+    if mt.threshold == "T":
+        cmp = f"tl.{mt.compare_dtype}"
+        setup = f"    thr = tl.load({t_vals}).to({cmp})\n"
+        apply = f"        a = tl.where(tl.abs(a).to({cmp}) > thr, a, 0)   # at or under the threshold: a zero\n"
+    elif mt.threshold:
+        apply = f"        a = tl.where(tl.abs(a.to(tl.float32)) > {mt.threshold}, a, 0)   # at or under: a zero\n"
+    return _SKIP_BODY.replace("@SETUP@", setup).replace("@APPLY@", apply)
 
 
 def _py(name: str) -> str:
@@ -291,7 +366,7 @@ def source(mt: Match, kernel_name: str, params: tuple[str, ...], libdevice: bool
         internal = ["_t_split_base"]
     elif mt.kind == "skip":
         roles = {"A_VALS": avals}
-        body = _SKIP_BODY
+        body = _skip_body(mt, r.get("T_vals"))
         consts = ["BM", "BN", "BK", "KPS", "SPLIT"]
         internal = []
     else:
@@ -314,7 +389,8 @@ def source(mt: Match, kernel_name: str, params: tuple[str, ...], libdevice: bool
 
     scalars = [n_i, lo, hi] if SPECIALIZE_DIMS else [n_i, n_j, n_k, lo, hi]
     what = {"bitmap": "bitmap SpMM, load sparse -> dense tile in registers -> tl.dot",
-            "skip": "dense A x B skipping the zeros of A (rows of B loaded only for nonzeros of A)",
+            "skip": "dense A x B skipping the zeros of A (rows of B loaded only for nonzeros of A)" +
+                    (", A thresholded (|a| > t) in the kernel" if mt.threshold else ""),
             }.get(mt.kind, f"nm({mt.n}, {mt.m}) SpMM, load sparse -> dense tile in registers -> tl.dot")
     head = (f"# Generated by sparsec (Triton backend, tile template: {what}).\n"
             f"# Do not edit: see sparsec/backends/triton/tiles.py.\n\n"
@@ -452,8 +528,7 @@ class TileKernel:
 
     def setup(self, bufs: Mapping[str, Any], scal: Mapping[str, int], precision: str):
         """(fn, grid, warps, kwargs, internal) for one launch, as ``TritonKernel.__call__`` returns them."""
-        import torch
-
+        from .device import sm_count
         from .launch import interpreting
 
         mt = self.mt
@@ -463,8 +538,7 @@ class TileKernel:
             return None
         interp = interpreting()
         dev = bufs[mt.param("A_vals")].device
-        sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" and not interp \
-            else 4
+        sms = sm_count(dev, 4)
         cfg = choose_skip_config(mt, rows, n_j, n_k, sms) if mt.kind == "skip" else \
             choose_config(mt, rows, n_j, n_k, sms)
         internal: list[Any] = []
