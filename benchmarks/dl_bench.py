@@ -18,6 +18,8 @@ Targets (issue 8), ratio = baseline time / sparsec time:
 * 1: sparsity 0.8, N <= 64: >= 1.5x dense torch.matmul (every such case);
 * 2: N <= 64: >= 1.4x dense; and sparsec never slower than torch's semi-structured 2:4 (any N);
 * 3: 90 % block sparsity, N = 4096: >= 5x dense (per block size);
+* 4: block-sparse attention (bsr(128,128) mask, ~90 % of blocks masked, bf16): >= 1x FlexAttention
+  with the same block mask;
 * 5: 50 % activation zeros: >= 1.6x dense GEMV (compression included); the thresholding
   counts on both sides (``torch.mv(W, torch.where(...))``), and a stricter line compares
   with ``torch.mv`` alone on an already thresholded ``x`` (the fused-threshold kernel
@@ -47,12 +49,13 @@ import torch  # noqa: E402
 import _dl_common as dl  # noqa: E402
 import dl_activation_sparsity  # noqa: E402
 import dl_block_sparse  # noqa: E402
+import dl_block_sparse_attention  # noqa: E402
 import dl_nm_linear  # noqa: E402
 import dl_pruned_linear  # noqa: E402
 import dl_sparse_conv1x1  # noqa: E402
 import dl_sparse_linear_module  # noqa: E402
 
-ITEMS = ("1", "2", "3", "5", "8", "9")
+ITEMS = ("1", "2", "3", "4", "5", "8", "9")
 
 
 @dataclasses.dataclass
@@ -73,10 +76,10 @@ class Target:
 
 # ------------------------------------------------------------------------------------ running
 def gpu_items(env: dl.Env, items: Sequence[str], bf16_env: dl.Env | None) -> list[dl.Row]:
-    """Items 1, 2, 3, 5, 8 at the example's sizes for ``env`` (the issue's on a GPU)."""
+    """Items 1, 2, 3, 4, 5, 8 at the example's sizes for ``env`` (the issue's on a GPU)."""
     rows: list[dl.Row] = []
     for item, mod in (("1", dl_pruned_linear), ("2", dl_nm_linear), ("3", dl_block_sparse),
-                      ("5", dl_activation_sparsity), ("8", dl_sparse_linear_module)):
+                      ("4", dl_block_sparse_attention), ("5", dl_activation_sparsity), ("8", dl_sparse_linear_module)):
         if item not in items:
             continue
         print(f"[dl_bench] item {item} ({mod.__name__}) ...", flush=True)
@@ -148,6 +151,8 @@ def targets(rows: Sequence[dl.Row]) -> list[Target]:
         r3 = _ratios(rows, lambda r, b=b: r.item.startswith("3 ") and r.params.get("block") == b
                      and r.params.get("sparsity") == 0.9, is_ours, is_base)
         out.append(_worst("3", f"bsr({b},{b}), 90 % blocks zero, N = 4096: >= 5x dense", 5.0, r3))
+    r4 = _ratios(rows, lambda r: r.item.startswith("4 "), is_ours, is_base)
+    out.append(_worst("4", "block-sparse attention, ~90 % blocks masked, S 8k-32k: >= 1x FlexAttention", 1.0, r4))
     r5 = _ratios(rows, lambda r: r.item.startswith("5 ") and r.params.get("zero_fraction") == 0.5
                  and r.variant != "sparsec kernel only", is_ours, is_base)
     out.append(_worst("5", "50 % activation zeros: >= 1.6x dense GEMV (per-call thresholding / compression included)", 1.6, r5))
@@ -162,7 +167,7 @@ def targets(rows: Sequence[dl.Row]) -> list[Target]:
 
 # ------------------------------------------------------------------------------------ output
 PARAM_KEYS = ("dtype", "device", "M", "K", "N", "sparsity", "n", "m", "block", "zero_fraction", "active", "C_out",
-              "C_in", "HW", "spec", "T", "fmt")
+              "C_in", "HW", "spec", "T", "fmt", "seq", "head_dim", "heads", "density")
 
 
 def write_csv(path: str, rows: Sequence[dl.Row]) -> None:
@@ -231,7 +236,7 @@ def machine() -> dict[str, str]:
 
 
 def write_markdown(path: str, rows: Sequence[dl.Row], tg: Sequence[Target], info: dict[str, str],
-                   plot: str | None, command: str) -> None:
+                   plots: Sequence[str], command: str) -> None:
     """summary.md: machine and versions, the target table, then every row by item."""
     sp = dl.speedups(rows)
     lines = [f"# sparsec deep-learning sparsity benchmark (issue 8) — {info['gpu']}", ""]
@@ -256,10 +261,48 @@ def write_markdown(path: str, rows: Sequence[dl.Row], tg: Sequence[Target], info
             lines.append(f"| {r.case} | {r.params.get('dtype', '')} | {v} | {t} | {_fmt(sp[i], '{:.2f}x')} | "
                          f"{_fmt(r.err, '{:.1e}')} | {r.note} |")
         lines.append("")
-    if plot:
-        lines += [f"![item 1 speed-up vs sparsity]({os.path.basename(plot)})", ""]
+    lines += [f"![{os.path.splitext(os.path.basename(p))[0]}]({os.path.basename(p)})" for p in plots]
     with open(path, "w") as f:
         f.write("\n".join(lines))
+
+
+def plot_item4(path: str, rows: Sequence[dl.Row]) -> str | None:
+    """Speed-up over FlexAttention per (sequence, head dim) for sparsec and dense SDPA; None without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    sp = dl.speedups(rows)
+    cases: dict[str, dict[str, float]] = {}
+    for i, r in enumerate(rows):
+        if r.item.startswith("4 ") and r.status == "ok" and not r.baseline and not math.isnan(sp[i]):
+            label = f"S={r.params.get('seq')}\nd={r.params.get('head_dim')}"
+            cases.setdefault(label, {})["sparsec" if r.variant.startswith("sparsec") else r.variant] = sp[i]
+    if not cases:
+        return None
+    variants = sorted({v for c in cases.values() for v in c}, key=lambda v: v != "sparsec")
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / len(variants)
+    for k, v in enumerate(variants):
+        xs = [j + k * width for j in range(len(cases))]
+        ax.bar(xs, [c.get(v, 0.0) for c in cases.values()], width, label=v)
+    ax.axhline(1.0, color="red", lw=0.8, ls="--", label="FlexAttention (target: >= 1x)")
+    ax.set_xticks([j + width * (len(variants) - 1) / 2 for j in range(len(cases))], list(cases))
+    ax.set(ylabel="speed-up over FlexAttention", title="item 4: block-sparse attention, same block mask")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def make_plots(out: str, rows: Sequence[dl.Row]) -> list[str]:
+    """The PNG plots of the items that ran (item 1: speed-up vs sparsity; item 4: speed-up over FlexAttention)."""
+    found = [plot_item1(os.path.join(out, "item1_speedup_vs_sparsity.png"), rows),
+             plot_item4(os.path.join(out, "item4_speedup_vs_flexattention.png"), rows)]
+    return [p for p in found if p]
 
 
 def plot_item1(path: str, rows: Sequence[dl.Row]) -> str | None:
@@ -307,7 +350,7 @@ def default_out() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point (see the module docs); 1 when a sparsec variant failed or was wrong."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--items", default=",".join(ITEMS), help="comma-separated items (1,2,3,5,8,9)")
+    ap.add_argument("--items", default=",".join(ITEMS), help="comma-separated items (1,2,3,4,5,8,9)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (harness check)")
     ap.add_argument("--dtype", default="float16", choices=("float16", "bfloat16"), help="GPU value dtype")
     ap.add_argument("--no-bf16", action="store_true", help="skip item 1's bfloat16 subset")
@@ -329,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dl.setup(["--quick"] if args.quick else [], dtype=torch.bfloat16)
         rows += gpu_items(env, items, bf16)
     else:
-        print("[dl_bench] no CUDA GPU: the GPU items (1, 2, 3, 5, 8) are skipped (use --quick to run them on "
+        print("[dl_bench] no CUDA GPU: the GPU items (1, 2, 3, 4, 5, 8) are skipped (use --quick to run them on "
               "the CPU backend at tiny sizes)")
     if "9" in items:
         rows += cpu_item(args.quick)
@@ -337,13 +380,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.makedirs(out, exist_ok=True)
     tg = targets(rows)
     write_csv(os.path.join(out, "results.csv"), rows)
-    plot = plot_item1(os.path.join(out, "item1_speedup_vs_sparsity.png"), rows)
+    plots = make_plots(out, rows)
     command = "python benchmarks/dl_bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
     info = machine()
     with open(os.path.join(out, "meta.json"), "w") as f:
         json.dump({"machine": info, "command": command.strip()}, f, indent=1)
-    write_markdown(os.path.join(out, "summary.md"), rows, tg, info, plot, command.strip())
-    print(f"\n[dl_bench] wrote {out}/results.csv, summary.md{', ' + os.path.basename(plot) if plot else ''}")
+    write_markdown(os.path.join(out, "summary.md"), rows, tg, info, plots, command.strip())
+    print(f"\n[dl_bench] wrote {out}/results.csv, summary.md" + "".join(f", {os.path.basename(p)}" for p in plots))
     print("\n| item | target | measured | met? |\n|---|---|---|---|")
     for t in tg:
         met = "—" if t.met is None else ("met" if t.met else "NOT met")
@@ -369,10 +412,10 @@ def merge(folders: Sequence[str], out: str) -> int:
     rows.sort(key=lambda r: ITEMS.index(r.item.split()[0]) if r.item.split()[0] in ITEMS else 99)
     os.makedirs(out, exist_ok=True)
     write_csv(os.path.join(out, "results.csv"), rows)
-    plot = plot_item1(os.path.join(out, "item1_speedup_vs_sparsity.png"), rows)
+    plots = make_plots(out, rows)
     with open(os.path.join(out, "meta.json"), "w") as f:
         json.dump({"machine": info, "command": " ; ".join(commands)}, f, indent=1)
-    write_markdown(os.path.join(out, "summary.md"), rows, targets(rows), info, plot, " ; ".join(commands))
+    write_markdown(os.path.join(out, "summary.md"), rows, targets(rows), info, plots, " ; ".join(commands))
     print(f"[dl_bench] merged {len(rows)} rows into {out}")
     return 0
 

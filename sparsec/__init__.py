@@ -14,12 +14,13 @@ from .api import Kernel, compile, einsum
 from .runtime import get_num_threads, set_num_threads
 from .schedule import Schedule
 from .autotune import autotune
+from .frontend.idioms import masked_attention
 
 __version__ = "0.1.0"
 
 __all__ = [
     "einsum", "compile", "Kernel", "Tensor", "Format", "LevelExpr", "parse_format", "read_mtx", "write_mtx",
-    "set_num_threads", "get_num_threads", "Schedule", "autotune",
+    "set_num_threads", "get_num_threads", "Schedule", "autotune", "masked_attention",
     "SparsecError", "FormatError", "ParseError", "VerificationError", "ShapeError", "ScheduleError", "BackendError",
     "__version__",
 ]

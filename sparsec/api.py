@@ -239,7 +239,9 @@ class Kernel:
         if stage == "loops":
             return self.lowered.loops_text()
         if stage in self.backend.stages:
-            return "\n\n".join(ck.dump(stage) for ck in self._compiled.values())
+            program_dump = getattr(self.backend, "program_dump", None)
+            whole = program_dump(self, stage) if program_dump is not None else None
+            return "\n\n".join(([whole] if whole else []) + [ck.dump(stage) for ck in self._compiled.values()])
         raise ValueError(f"unknown stage {stage!r}; this kernel has {', '.join(stages)} and 'all'")
 
     def __repr__(self) -> str:

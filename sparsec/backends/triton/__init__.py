@@ -488,6 +488,11 @@ class TritonBackend:
         """What ``sc.Kernel.__call__`` does on this target: see :func:`call`."""
         return call(kernel, *args, **kwargs)
 
+    def program_dump(self, kernel, stage: str) -> str | None:
+        """The source of the program template that runs ``kernel`` instead of its statements, if any."""
+        template = program_template(kernel)
+        return template.dump(stage) if template is not None else None
+
     def einsum(self, subscripts: str, *operands: Any, out_format=None, dtype: Any = None) -> Any:
         """What ``sc.einsum(..., target="triton")`` does: see :func:`einsum`."""
         return einsum(subscripts, *operands, out_format=out_format, dtype=dtype)
@@ -507,6 +512,15 @@ def _present(t: Any, decl) -> Any:
     return torch.from_numpy(t.to_numpy())
 
 
+def program_template(kernel) -> AttentionTemplate | None:
+    """The whole-program template for ``kernel`` (masked attention, see :mod:`.attention`), matched once."""
+    template = kernel.__dict__.get("_triton_program", False)
+    if template is False:
+        mt = match_attention(kernel)
+        template = kernel._triton_program = AttentionTemplate(mt, kernel) if mt is not None else None
+    return template
+
+
 def call(kernel, *args: Any, **kwargs: Any) -> Any:
     """Run an ``sc.compile(..., target="triton")`` kernel keeping everything on the device.
 
@@ -516,6 +530,13 @@ def call(kernel, *args: Any, **kwargs: Any) -> Any:
     """
     if not isinstance(kernel.backend, TritonBackend):
         raise BackendError(f"call() needs a kernel compiled with target='triton', got target={kernel.target!r}")
+    template = program_template(kernel)
+    if template is not None:
+        given = kwargs if not args else {**dict(zip(kernel.inputs, args)), **kwargs}
+        if given.keys() == kernel._input_set:
+            result = template(given)
+            if result is not _FALLBACK:
+                return result
     fast = kernel.__dict__.get("_triton_fast", False)
     if fast is False:
         fast = kernel._triton_fast = TritonFastCall.build(kernel) if os.environ.get(
@@ -550,6 +571,8 @@ def call(kernel, *args: Any, **kwargs: Any) -> Any:
 
 from ...fastcall import FALLBACK as _FALLBACK  # noqa: E402
 from ...kernel_cache import LRUCache  # noqa: E402
+from .attention import AttentionTemplate  # noqa: E402
+from .attention import match as match_attention  # noqa: E402
 from .fast import TritonFastCall  # noqa: E402
 
 _EINSUM = LRUCache()  # at most $SPARSEC_KERNEL_CACHE_SIZE kernels (sparsec.kernel_cache)

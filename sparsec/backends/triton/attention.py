@@ -1,0 +1,415 @@
+"""Program template: masked softmax attention over a block-sparse mask as one fused kernel.
+
+The two-statement program of :func:`sparsec.frontend.idioms.masked_attention`::
+
+    S[h,i,j] = M[i,j] * Q[h,i,d] * K[h,j,d] * scale
+    O[h,i,e] = softmax over the nonzeros of row i of M of S[h,i,:], times V[h,j,e]
+
+lowers, with ``M`` in ``bsr(bm, bn)``, to four generic kernels (row maximum, row sum,
+the output, with two row vectors in memory between them) that recompute every score
+three times. When the program is exactly that one, this template runs it instead as a
+FlashAttention-style kernel: one program per ``BLOCK_M`` query rows and head, walking
+the stored mask blocks of its block row (the BSR ``pos``/``crd`` arrays), computing
+each score tile with ``tl.dot`` and folding it into an *online softmax* (running row
+maximum and sum, the accumulator rescaled as the maximum grows), so scores and
+probabilities never reach memory and ``K``/``V`` are read once per stored block.
+
+Mask values are honoured exactly as the statements say (a score is ``M * q.k``, and
+only entries with ``M != 0`` take part; a row without stored entries is 0, a row whose
+stored entries are all zero is 0/0 = NaN, as in the general lowering): a block whose values are all exactly 1 (found
+once per mask tensor on the device, memoized by storage and version) skips reading
+``M``; any other block loads its ``bm x bn`` values and multiplies and masks with them.
+
+**Matching** (:func:`match`) is exact and conservative: the program's statements, with
+tensor and index names renamed in order of appearance and the one scale literal taken
+out, must equal those of :func:`masked_attention` (with or without heads, with or
+without a scale); ``M`` in ``bsr(bm, bn)`` with power-of-two ``bm, bn`` in [16, 256];
+``Q, K, V`` dense, one dtype of float16, bfloat16, float32; ``O`` dense float32 or that
+dtype; only ``O`` requested as output; no schedule. At call time, head dimensions over
+256 or operands that cannot be bound take the general path. ``SPARSEC_TRITON_TILES=0``
+turns the template off; ``SPARSEC_TRITON_ATTENTION="BLOCK_M,BLOCK_N,WARPS,STAGES"``
+fixes the launch configuration (for tuning).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import re
+import weakref
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ...fastcall import FALLBACK
+
+_TOKEN = re.compile(r"\d+\.\d*(?:e[-+]?\d+)?|\d+(?:e[-+]?\d+)?|[A-Za-z_][A-Za-z_0-9]*|\S")
+_NUMBER = re.compile(r"\d")
+_KEYWORDS = frozenset({"where", "exp", "max", "sum", "inf"})
+_FLOATS = ("float16", "bfloat16", "float32")
+_LOG2E = 1.4426950408889634
+
+
+def _canonical(statements) -> tuple[tuple[str, ...], dict[str, str], list[str]]:
+    """Tokens of the statements with names renamed in order of appearance (``v0``, ``v1``, ...) and
+    every number other than ``0`` replaced by ``#``; also the renaming and the numbers taken out."""
+    from ...ir.tensor_printer import statement_text
+
+    renamed: dict[str, str] = {}
+    numbers: list[str] = []
+    out: list[str] = []
+    for s in statements:
+        for tok in _TOKEN.findall(statement_text(s)):
+            if _NUMBER.match(tok):
+                if tok != "0":
+                    numbers.append(tok)
+                    tok = "#"
+            elif tok[0].isalpha() or tok[0] == "_":
+                if tok not in _KEYWORDS:
+                    tok = renamed.setdefault(tok, f"v{len(renamed)}")
+            out.append(tok)
+        out.append(";")
+    return tuple(out), renamed, numbers
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(heads: bool, scaled: bool) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Canonical tokens and renaming of :func:`masked_attention` (roles are its tensor names)."""
+    from ...frontend import parse_program
+    from ...frontend.idioms import masked_attention
+
+    tokens, renamed, _ = _canonical(parse_program(masked_attention(0.5 if scaled else None, heads)))
+    return tokens, renamed
+
+
+@dataclass(frozen=True)
+class Match:
+    """A recognized attention program: the tensor name of each role, mask blocks, dtypes, scale."""
+
+    roles: tuple[tuple[str, str], ...]   # (role: M, Q, K, V, S, O; the program's tensor name)
+    heads: bool
+    scale: float
+    bm: int
+    bn: int
+    dtype: str                           # of Q, K, V
+    out_dtype: str
+
+    def name(self, role: str) -> str:
+        return dict(self.roles)[role]
+
+
+def _pow2_in(n: int, lo: int, hi: int) -> bool:
+    return lo <= n <= hi and n & (n - 1) == 0
+
+
+def _bsr(bm: int, bn: int):
+    from ...formats import parse_format
+
+    return parse_format(f"bsr({bm}, {bn})", 2)
+
+
+def _is_row_major(fmt) -> bool:
+    from ...formats import parse_format
+
+    return fmt == parse_format("dense", fmt.ndim).with_widths(fmt.pos_width, fmt.crd_width)
+
+
+def match(kernel) -> Match | None:
+    """The template for ``kernel`` (an ``sc.Kernel``) if its program is exactly masked attention (module docs)."""
+    if os.environ.get("SPARSEC_TRITON_TILES", "1") == "0" or kernel.schedule is not None:
+        return None
+    prog = kernel.program
+    if len(prog.statements) != 2:
+        return None
+    tokens, renamed, numbers = _canonical(prog.statements)
+    for heads in (True, False):
+        for scaled in (True, False):
+            ref_tokens, ref_renamed = _reference(heads, scaled)
+            if tokens == ref_tokens and len(renamed) == len(ref_renamed):
+                break
+        else:
+            continue
+        break
+    else:
+        return None
+    ours = {v: k for k, v in renamed.items()}
+    roles = {role: ours[canon] for role, canon in ref_renamed.items() if role in "MQKVSO" and len(role) == 1}
+    if kernel.outputs != [roles["O"]]:
+        return None
+    decl = prog.decl
+    fmt = decl(roles["M"]).format
+    bm, bn = fmt.block_sizes()
+    if not (_pow2_in(bm, 16, 256) and _pow2_in(bn, 16, 256)) or \
+            fmt != _bsr(bm, bn).with_widths(fmt.pos_width, fmt.crd_width):
+        return None
+    dts = {decl(roles[r]).dtype for r in "QKV"}
+    dtype = next(iter(dts))
+    out_dtype = decl(roles["O"]).dtype
+    if len(dts) != 1 or dtype not in _FLOATS or out_dtype not in (dtype, "float32"):
+        return None
+    if decl(roles["M"]).dtype not in _FLOATS + ("float64",):
+        return None
+    if not all(_is_row_major(decl(roles[r]).format) for r in "QKVO"):
+        return None
+    scale = float(numbers[0]) if scaled else 1.0
+    if not math.isfinite(scale):
+        return None
+    return Match(tuple(roles.items()), heads, scale, bm, bn, dtype, out_dtype)
+
+
+# ------------------------------------------------------------------------------------ source
+_SOURCE = '''# Generated by sparsec (Triton backend, program template: masked softmax attention over a
+# block-sparse mask with an online softmax; scores and probabilities never reach memory).
+# Do not edit: see sparsec/backends/triton/attention.py.
+
+import triton
+import triton.language as tl
+
+
+@triton.jit(do_not_specialize=["n_i", "n_j"])
+def masked_attention(M_pos, M_crd, M_vals, M_full, Q, K, V, O, n_i, n_j, qk_scale,
+                     d: tl.constexpr, e: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr, E: tl.constexpr,
+                     EVEN: tl.constexpr, PARTIAL: tl.constexpr__PREC_PARAM__):
+    # one program: BLOCK_M query rows (inside one block row of the mask) of one head
+    tile = tl.program_id(0)
+    head = tl.program_id(1).to(tl.int64)
+    row0 = tile * BLOCK_M
+    brow = row0 // BM
+    rows = row0 + tl.arange(0, BLOCK_M)
+    rin = rows - brow * BM
+    rmask = rows < n_i
+    dd = tl.arange(0, D)
+    ee = tl.arange(0, E)
+    cn = tl.arange(0, BLOCK_N)
+    q_ptr = Q + head * n_i * d + rows[:, None] * d + dd[None, :]
+    k_base = K + head * n_j * d
+    v_base = V + head * n_j * e
+    if EVEN:
+        q = tl.load(q_ptr)
+    else:
+        q = tl.load(q_ptr, mask=rmask[:, None] & (dd[None, :] < d), other=0.0)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)   # running row maximum (log2 units)
+    l_i = tl.zeros([BLOCK_M], tl.float32)                 # running row sum of exp2(s - m_i)
+    acc = tl.zeros([BLOCK_M, E], tl.float32)
+    lo = tl.load(M_pos + brow)
+    hi = tl.load(M_pos + brow + 1)
+    for p in range(lo, hi):
+        col0 = tl.load(M_crd + p) * BN
+        full = tl.load(M_full + p)                          # 1: every value of this block is exactly 1
+        for c in tl.static_range(0, BN, BLOCK_N):
+            cols = col0 + c + cn
+            cmask = cols < n_j
+            k_ptr = k_base + cols[None, :] * d + dd[:, None]
+            v_ptr = v_base + cols[:, None] * e + ee[None, :]
+            if EVEN:
+                kt = tl.load(k_ptr)
+            else:
+                kt = tl.load(k_ptr, mask=cmask[None, :] & (dd[:, None] < d), other=0.0)
+            s = __DOT_QK__ * qk_scale
+            if PARTIAL:   # some block of the mask is not all ones: those load their values
+                if full == 0:
+                    m_off = (rin + p * BM).to(tl.int64)[:, None] * BN + (c + cn)[None, :]
+                    mv = tl.load(M_vals + m_off, mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+                    s = tl.where(mv != 0, s * mv, float("-inf"))
+            if not EVEN:
+                s = tl.where(cmask[None, :], s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            if PARTIAL or not EVEN:
+                m_use = tl.where(m_new == float("-inf"), 0.0, m_new)   # a row with nothing yet stays at zero
+            else:
+                m_use = m_new                                        # every score of a full block is finite
+            alpha = tl.math.exp2(m_i - m_use)
+            pr = tl.math.exp2(s - m_use[:, None])
+            l_i = l_i * alpha + tl.sum(pr, 1)
+            if EVEN:
+                v = tl.load(v_ptr)
+            else:
+                v = tl.load(v_ptr, mask=cmask[:, None] & (ee[None, :] < e), other=0.0)
+            acc = acc * alpha[:, None] + __DOT_PV__
+            m_i = m_new
+    # as the statements say: a row without stored mask entries sums nothing (0), a row whose stored
+    # entries are all zero divides 0 by 0 (NaN)
+    out = acc / tl.where((l_i == 0) & (hi == lo), 1.0, l_i)[:, None]
+    o_ptr = O + head * n_i * e + rows[:, None] * e + ee[None, :]
+    if EVEN:
+        tl.store(o_ptr, out.to(O.dtype.element_ty))
+    else:
+        tl.store(o_ptr, out.to(O.dtype.element_ty), mask=rmask[:, None] & (ee[None, :] < e))
+'''
+
+
+def source(dtype: str, interp: bool) -> str:
+    """The template's Triton source for ``Q, K, V`` of ``dtype`` (``interp``: the CPU interpreter)."""
+    if dtype == "float32":
+        qk, pv, prec = "tl.dot(q, kt, input_precision=PREC)", "tl.dot(pr, v, input_precision=PREC)", \
+            ", PREC: tl.constexpr"
+    elif dtype == "bfloat16" and interp:   # Triton's interpreter gets bfloat16 tl.dot wrong
+        qk = "tl.dot(q.to(tl.float32), kt.to(tl.float32), input_precision='ieee')"
+        pv, prec = "tl.dot(pr.to(tl.bfloat16).to(tl.float32), v.to(tl.float32), input_precision='ieee')", ""
+    else:
+        qk, pv, prec = "tl.dot(q, kt)", "tl.dot(pr.to(v.dtype), v)", ""
+    return _SOURCE.replace("__DOT_QK__", qk).replace("__DOT_PV__", pv).replace("__PREC_PARAM__", prec)
+
+
+# ------------------------------------------------------------------------------------ launch
+def _pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class Config:
+    """Query rows and key columns per step, warps and pipeline stages of one launch."""
+
+    block_m: int
+    block_n: int
+    warps: int
+    stages: int
+
+
+def choose_config(mt: Match, head_dim: int, partial: bool) -> Config:
+    """The launch configuration measured best on an H100 (bf16, 128x128 mask blocks, 16 heads, S 8k-32k):
+    64 x 128 tiles on 4 warps for head dims up to 64, 128 x 128 on 8 warps above (two pipeline stages when
+    mask values are loaded too: three do not fit in shared memory at head dim 128)."""
+    fixed = os.environ.get("SPARSEC_TRITON_ATTENTION")
+    if fixed:
+        bm_, bn_, w, st = (int(x) for x in fixed.split(","))
+        if _pow2_in(bm_, 16, mt.bm) and _pow2_in(bn_, 16, mt.bn):
+            return Config(bm_, bn_, w, st)
+    if head_dim <= 64:
+        return Config(min(mt.bm, 64), min(mt.bn, 128), 4, 3)
+    return Config(min(mt.bm, 128), min(mt.bn, 128), 8, 2 if partial else 3)
+
+
+def _smaller(cfg: Config) -> Config | None:
+    """The next configuration to try when ``cfg`` runs out of shared memory or registers."""
+    if cfg.stages > 1:
+        return Config(cfg.block_m, cfg.block_n, cfg.warps, cfg.stages - 1)
+    if cfg.block_n > 16:
+        return Config(cfg.block_m, cfg.block_n // 2, cfg.warps, 2)
+    if cfg.block_m > 16:
+        return Config(cfg.block_m // 2, cfg.block_n, max(1, cfg.warps // 2), 2)
+    return None
+
+
+class AttentionTemplate:
+    """The fused kernel for one matched program; ``__call__(given)`` -> torch tensor O, or FALLBACK."""
+
+    def __init__(self, mt: Match, kernel):
+        self.mt = mt
+        self.kernel = kernel
+        self._fns: dict[bool, Any] = {}
+        self._full_memo: dict[tuple, tuple] = {}
+        self._fits: dict[tuple, Config] = {}     # (d, e, partial) -> the configuration that launched
+
+    def dump(self, stage: str = "triton") -> str:
+        """The template's source under a header naming the roles it took."""
+        from .launch import interpreting
+
+        mt = self.mt
+        roles = ", ".join(f"{r}={n}" for r, n in mt.roles)
+        return (f"// program template: masked attention over bsr({mt.bm}, {mt.bn}) blocks ({roles}; "
+                f"scale {mt.scale!r}); the statement kernels after it run only for operands it does not take\n"
+                + source(mt.dtype, interpreting()))
+
+    def fn(self, interp: bool):
+        """The loaded ``@triton.jit`` function (one per interpreter flavour)."""
+        f = self._fns.get(interp)
+        if f is None:
+            from .launch import load_kernel
+
+            f = self._fns[interp] = load_kernel("masked_attention", source(self.mt.dtype, interp), "masked_attention")
+        return f
+
+    def block_full(self, vals, blocks: int) -> tuple[Any, bool]:
+        """Per stored block, 1 if all its values are exactly 1 (int8), and whether any block is not so.
+
+        Memoized by storage and version (one device reduction and one read per mask)."""
+        import torch
+
+        key = (vals.data_ptr(), vals.numel(), getattr(vals, "_version", 0), blocks)
+        hit = self._full_memo.get(key)
+        if hit is not None and hit[0]() is vals:
+            return hit[1]
+        if blocks:
+            full = (vals.reshape(blocks, -1) == 1).all(dim=1).to(torch.int8)
+        else:
+            full = torch.zeros(1, dtype=torch.int8, device=vals.device)
+        partial = bool(blocks) and not bool(full.all())
+        if len(self._full_memo) > 16:
+            self._full_memo.clear()
+        self._full_memo[key] = (weakref.ref(vals), (full, partial))
+        return full, partial
+
+    def __call__(self, given: Mapping[str, Any]) -> Any:
+        from .device import bind_operand, pick_device, torch_dtype
+        from .launch import interpreting
+        from .options import get_options
+
+        import torch
+
+        mt, decl = self.mt, self.kernel.program.decl
+        try:
+            device = pick_device(given.values())
+            m = bind_operand(given[mt.name("M")], mt.name("M"), decl(mt.name("M")).format, decl(mt.name("M")).dtype,
+                             device)
+            q, k, v = (self._dense(given[mt.name(r)], mt.name(r), decl(mt.name(r)).dtype, device) for r in "QKV")
+        except Exception:   # the general path binds again and reports what is wrong
+            return FALLBACK
+        lead = 1 if mt.heads else 0
+        if len(m.shape) != 2 or any(x.ndim != 2 + lead for x in (q, k, v)):
+            return FALLBACK
+        n_i, n_j = m.shape
+        heads = q.shape[0] if mt.heads else 1
+        d, e = q.shape[-1], v.shape[-1]
+        if tuple(q.shape[lead:]) != (n_i, d) or tuple(k.shape[lead:]) != (n_j, d) or \
+                tuple(v.shape[lead:]) != (n_j, e) or (mt.heads and not k.shape[0] == v.shape[0] == heads):
+            return FALLBACK
+        D, E = max(16, _pow2(d)), max(16, _pow2(e))
+        if D > 256 or E > 256 or m.format.block_sizes() != (mt.bm, mt.bn):
+            return FALLBACK
+        shape = (heads, n_i, e) if mt.heads else (n_i, e)
+        out = torch.empty(shape, dtype=torch_dtype(mt.out_dtype), device=device)
+        if not out.numel():
+            return out
+        interp = interpreting()
+        pos, crd = m.levels[1]["pos"], m.levels[1]["crd"]
+        blocks = int(crd.numel())
+        full, partial = self.block_full(m.values, blocks)
+        key = (d, e, partial)
+        cfg = self._fits.get(key) or choose_config(mt, d, partial)
+        while True:
+            even = n_i % cfg.block_m == 0 and n_j % mt.bn == 0 and d == D and e == E
+            kwargs: dict[str, Any] = dict(d=d, e=e, BM=mt.bm, BN=mt.bn, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+                                          D=D, E=E, EVEN=even, PARTIAL=partial)
+            if mt.dtype == "float32":
+                kwargs["PREC"] = get_options().precision
+            if not interp:
+                kwargs.update(num_warps=cfg.warps, num_stages=cfg.stages)
+            grid = (-(-n_i // cfg.block_m), heads)
+            try:
+                self.fn(interp)[grid](pos, crd if blocks else pos, m.values if m.values.numel() else full, full,
+                                      q, k, v, out, n_i, n_j, mt.scale * _LOG2E, **kwargs)
+            except Exception as err:   # out of shared memory or registers on this GPU: a smaller tile
+                smaller = _smaller(cfg) if "out of resource" in str(err).lower() else None
+                if smaller is None:
+                    raise
+                cfg = smaller
+                continue
+            self._fits[key] = cfg
+            return out
+
+    @staticmethod
+    def _dense(x: Any, name: str, dtype: str, device):
+        """A dense operand as a contiguous torch tensor of ``dtype`` on ``device`` (no copy when it already is)."""
+        import torch
+
+        from .device import DeviceTensor, bind_operand, torch_dtype
+
+        if isinstance(x, torch.Tensor) and x.layout == torch.strided and x.device == device and \
+                x.dtype == torch_dtype(dtype) and x.is_contiguous():
+            return x.detach()
+        t = bind_operand(x, name, None, dtype, device)
+        if not isinstance(t, DeviceTensor) or t.format.is_sparse:
+            raise TypeError(f"{name} is not dense")
+        return t.values.reshape(t.shape)
