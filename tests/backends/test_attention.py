@@ -230,3 +230,18 @@ def test_masked_attention_text_checks_its_scale():
     assert "0.125" in sc.masked_attention(0.125) and "h," not in sc.masked_attention(heads=False)
     with pytest.raises(ValueError, match="scale"):
         sc.masked_attention(float("nan"))
+
+
+def test_a_forced_configuration_is_used_on_every_call(monkeypatch):
+    rng = np.random.default_rng(13)
+    M, _ = block_mask(rng, 32, 32, 32, 32, partial=False)
+    Q, K, V = operands(rng, True, 32, 32, 16, 16, "float32")
+    k = compile_attention(32, 32, "float32")
+    template = sc.backends.triton.program_template(k)
+    Mt = sc.Tensor.from_numpy(M, "bsr(32,32)")
+    ref = oracle(M, as_f64(Q), as_f64(K), as_f64(V), 0.25)
+    for cfg in ("16,16,4,1", "32,16,4,1", "16,32,4,1"):
+        monkeypatch.setenv("SPARSEC_TRITON_ATTENTION", cfg)
+        np.testing.assert_allclose(as_f64(k(M=Mt, Q=Q, K=K, V=V)), ref, rtol=1e-5, atol=1e-6)
+    launched = {(c.block_m, c.block_n) for c in template._fits.values()}
+    assert launched == {(16, 16), (32, 16), (16, 32)}

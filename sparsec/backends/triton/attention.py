@@ -300,7 +300,7 @@ class AttentionTemplate:
         self.kernel = kernel
         self._fns: dict[bool, Any] = {}
         self._full_memo: dict[tuple, tuple] = {}
-        self._fits: dict[tuple, Config] = {}     # (d, e, partial) -> the configuration that launched
+        self._fits: dict[tuple, Config] = {}     # (d, e, partial, wanted config) -> the one that launched
 
     def dump(self, stage: str = "triton") -> str:
         """The template's source under a header naming the roles it took."""
@@ -376,8 +376,9 @@ class AttentionTemplate:
         pos, crd = m.levels[1]["pos"], m.levels[1]["crd"]
         blocks = int(crd.numel())
         full, partial = self.block_full(m.values, blocks)
-        key = (d, e, partial)
-        cfg = self._fits.get(key) or choose_config(mt, d, partial)
+        wanted = choose_config(mt, d, partial)
+        key = (d, e, partial, wanted)
+        cfg = self._fits.get(key, wanted)
         while True:
             even = n_i % cfg.block_m == 0 and n_j % mt.bn == 0 and d == D and e == E
             kwargs: dict[str, Any] = dict(d=d, e=e, BM=mt.bm, BN=mt.bn, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
