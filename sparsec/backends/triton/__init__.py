@@ -530,23 +530,18 @@ def call(kernel, *args: Any, **kwargs: Any) -> Any:
     """
     if not isinstance(kernel.backend, TritonBackend):
         raise BackendError(f"call() needs a kernel compiled with target='triton', got target={kernel.target!r}")
-    template = program_template(kernel)
-    if template is not None:
-        given = kwargs if not args else {**dict(zip(kernel.inputs, args)), **kwargs}
-        if given.keys() == kernel._input_set:
-            result = template(given)
-            if result is not _FALLBACK:
-                return result
     fast = kernel.__dict__.get("_triton_fast", False)
     if fast is False:
         fast = kernel._triton_fast = TritonFastCall.build(kernel) if os.environ.get(
             "SPARSEC_NO_FAST_CALL", "") in ("", "0") else None
-    if fast is not None:
+    quick = [r for r in (program_template(kernel), fast) if r is not None]   # the whole-program template first
+    if quick:
         given = kwargs if not args else {**dict(zip(kernel.inputs, args)), **kwargs}
         if given.keys() == kernel._input_set:
-            result = fast(given)
-            if result is not _FALLBACK:
-                return result
+            for runner in quick:
+                result = runner(given)
+                if result is not _FALLBACK:
+                    return result
     if len(args) > len(kernel.inputs):
         raise TypeError(f"kernel takes {len(kernel.inputs)} operands ({', '.join(kernel.inputs)}), got {len(args)}")
     given = dict(zip(kernel.inputs, args))

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ...fastcall import FALLBACK
+from .tiles import _pow2
 
 _TOKEN = re.compile(r"\d+\.\d*(?:e[-+]?\d+)?|\d+(?:e[-+]?\d+)?|[A-Za-z_][A-Za-z_0-9]*|\S")
 _NUMBER = re.compile(r"\d")
@@ -253,10 +254,6 @@ def source(dtype: str, interp: bool) -> str:
 
 
 # ------------------------------------------------------------------------------------ launch
-def _pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
-
-
 @dataclass(frozen=True)
 class Config:
     """Query rows and key columns per step, warps and pipeline stages of one launch."""
