@@ -123,16 +123,13 @@ def match(kernel) -> Match | None:
     if len(prog.statements) != 2:
         return None
     tokens, renamed, numbers = _canonical(prog.statements)
-    for heads in (True, False):
-        for scaled in (True, False):
-            ref_tokens, ref_renamed = _reference(heads, scaled)
-            if tokens == ref_tokens and len(renamed) == len(ref_renamed):
-                break
-        else:
-            continue
-        break
-    else:
+    found = next(((heads, scaled) for heads in (True, False) for scaled in (True, False)
+                  if _reference(heads, scaled)[0] == tokens and len(_reference(heads, scaled)[1]) == len(renamed)),
+                 None)
+    if found is None:
         return None
+    heads, scaled = found
+    ref_renamed = _reference(heads, scaled)[1]
     ours = {v: k for k, v in renamed.items()}
     roles = {role: ours[canon] for role, canon in ref_renamed.items() if role in "MQKVSO" and len(role) == 1}
     if kernel.outputs != [roles["O"]]:
