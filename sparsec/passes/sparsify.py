@@ -155,6 +155,10 @@ class Lowered:
     writes_all: bool = False
     #: how the counts of an entries/workspace output are indexed.
     count_slots: CountSlots = CountSlots("coordinate")
+    #: every coordinate of the dense output is bound by the loops (each output variable runs over its
+    #: full extent), though stores below a reduction may run zero times; a backend that accumulates
+    #: each output element in a register tile and stores it once (Triton's row tiles) writes them all.
+    covers_output: bool = False
 
 
 class _LevelCG:
@@ -438,7 +442,12 @@ class Sparsifier:
             return False
         if self.strategy == "same_pattern":
             return True
-        if self.strategy != "dense":
+        return self._covers_output()
+
+    def _covers_output(self) -> bool:
+        """True when the loops bind every coordinate of a dense output: no filter, no blocked output,
+        and no output variable bound by a level that skips coordinates (a sparse level)."""
+        if self.strategy != "dense" or self.filters or self.out.fmt.is_blocked:
             return False
         out_dims = set(self.out.dim_vars)
         for o in self.space.operands:
@@ -474,7 +483,8 @@ class Sparsifier:
         return Lowered(self.stmt, self.space, self.choice, self.cdt, self.reduce_op, self.strategy, numeric, symbolic,
                        self.pattern_source, self.parallel_info, workspaces, dict(self.dim_param), presorted,
                        tuple(self.filters), self.reduce_op in ("max", "min") and self.hoist_at is not None,
-                       self.direct, self._writes_all(), self.count_slots)
+                       self.direct, self._writes_all(), self.count_slots,
+                       covers_output=self._covers_output())
 
     def first_reduction_index(self) -> int:
         """Position in the loop order of the first reduction variable (len(order) if none)."""

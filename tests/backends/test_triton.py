@@ -488,3 +488,26 @@ def test_launch_memo_follows_option_changes():
     with tb.options(block=4):
         g1 = options_generation()
     assert len({g0, g1, options_generation()}) == 3
+
+
+@pytest.mark.parametrize("fmt", ["bsr(8,8)", "bsr(16,4)", "csr", "dcsr"])
+def test_row_tile_output_needs_no_zero_fill(fmt):
+    # A kernel whose programs each accumulate one tile of output rows and store it once writes every
+    # element, empty rows included (their tile stays 0), so the fast path allocates the output with
+    # torch.empty. Outputs are poisoned (NaN) under the tests: an element no program stores shows as NaN.
+    # The row-split variant adds segments atomically, so the launch zeroes the output itself (forced
+    # here with split_rows=True); dcsr binds the rows from stored coordinates, so it keeps the zero fill.
+    W = rand((37, 45), 0.3)
+    W[8:24] = 0                          # empty rows: whole empty block rows for the blocked formats
+    W[:, 40:] = 0
+    X = RNG.standard_normal((45, 19))
+    k = api.compile("Y[i,j] = W[i,k] * X[k,j]", formats={"W": fmt}, target="triton")
+    dev = "cpu" if INTERPRETING else "cuda"
+    Wb = tb.device.bind_operand(tensor(W, fmt), "W", None, "float64", torch.device(dev))
+    Xt = torch.from_numpy(X).to(dev)
+    for opts in (dict(), dict(split_rows=True, split_segments=4), dict(split_rows=False)):
+        with tb.options(**opts):
+            for _ in range(2):   # the second call takes the memoized launch
+                np.testing.assert_allclose(dense(tb.call(k, W=Wb, X=Xt)), W @ X, rtol=1e-10, atol=1e-12)
+    fast = k._triton_fast
+    assert fast is not None and fast.writes_all == (fmt != "dcsr")

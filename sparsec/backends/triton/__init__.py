@@ -134,6 +134,20 @@ class TritonKernel:
     def source(self, idx64: bool = False, split: bool = False) -> str:
         return self.variant(idx64, split)[0]
 
+    def row_tile_output(self) -> str | None:
+        """The output buffer whose elements the unsplit launch stores each exactly once, or None.
+
+        That holds when each program's whole work is one summing accumulator tile (``Codegen.row_tile``:
+        the tile starts at 0 and is stored once, also for rows whose reduction is empty) and
+        the loops bind every output coordinate (``Lowered.covers_output``, checked by the caller):
+        the output then needs no zero fill. The row-split variant adds segments atomically; the
+        launch zeroes the output itself when it takes that variant (see ``__call__``).
+        """
+        if self.tile is not None:
+            return None
+        t = self.variant(False)[1].row_tile()
+        return t.store.buffer if t is not None and t.store.reduce == "add" else None
+
     def dump(self, stage: str = "triton") -> str:
         if self.tile is not None:
             return self.tile.source()
@@ -259,6 +273,13 @@ class TritonKernel:
                 (split.kind != "map" or int(scal.get("sc_hi", -1)) == bufs[split.pos].numel() - 1):
             work = self.split_work(bufs[split.pos], bufs[split.pos].device, idx64)
         fn, cg = self._fn(idx64, work is not None)
+        zero = None
+        if work is not None and split.kind != "map":
+            zero = self.row_tile_output()   # the fast path may have left it unfilled (torch.empty)
+            if zero is not None and zero in bufs:
+                bufs[zero].zero_()
+            else:
+                zero = None
         if work is not None:
             n_iter = work.count
         elif plan.mode == "grid":
@@ -282,6 +303,8 @@ class TritonKernel:
                 if c.est.kind == "pos" and c.est.buffer == split.pos:
                     estimates[c.name], longest[c.name] = work.avg_len, float(work.seg_len)
         consts = choose_constexprs(plan.constexprs, estimates, opts, longest)
+        if not opts.block_n:
+            consts.update(cg.dot_block_n(consts, estimates))
         for c in plan.constexprs:  # a schedule's block(var, size) wins over the heuristics
             if c.var in self.block_hints:
                 consts[c.name] = max(c.minimum, self.block_hints[c.var])
@@ -320,7 +343,6 @@ class TritonKernel:
                 if p.name not in scal:
                     raise BackendError(f"kernel {self.kernel.name}: missing scalar {p.name!r}")
                 args.append(int(scal[p.name]))
-        zero = None
         if work is not None:
             internal.append(work.work)
             if split.kind == "map":

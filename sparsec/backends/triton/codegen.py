@@ -871,9 +871,9 @@ class Codegen:
         tile is the one loop of a grid program's row (rows are exclusive to their program, and
         nothing else in the row stores). The runtime zeroes a summed output before the launch,
         so ``out = 0 + acc`` needs no load of the old value."""
-        return not self.atomic and self._row_tile() is t
+        return not self.atomic and self.row_tile() is t
 
-    def _row_tile(self) -> AccTile | None:
+    def row_tile(self) -> AccTile | None:
         """The accumulator tile that is a grid row's whole work: the top loop (itself no fast
         path) holds scalar assignments around one loop, and that loop is the tile's outermost."""
         plan = self.plan
@@ -953,7 +953,7 @@ class Codegen:
         program per block row (128 programs for a 4096-row matrix in 32-row blocks, too few
         for a GPU); consecutive programs share their row, so its nonzeros are re-read from L2.
         """
-        t = self._row_tile()
+        t = self.row_tile()
         if t is None:
             return
         open_axes = [ax for ax in t.axes if ax.static is None]
@@ -975,6 +975,21 @@ class Codegen:
             return 1
         m, n = (consts[v] if isinstance(v, str) else int(v) for v in self.dot_shape)
         return 8 if m * n >= 128 * 128 else 4
+
+    def dot_block_n(self, consts: dict[str, int], estimates: dict[str, float | None]) -> dict[str, int]:
+        """A wider ``BLOCK_N`` for a ``tl.dot`` tile with few or many rows, when the columns allow it.
+
+        Measured on an H100 (Triton 3.6, float16 BSR SpMM, 4096 x 4096 weights with 90 % of the
+        blocks zero, N = 4096; ``benchmarks/tune_bsr.py``, results in benchmarks/results/h100-dl-item3):
+        256 columns beat 128 for 16-row blocks (130 vs 151 us) and 128-row blocks (58 vs 67 us),
+        and lost for 32- and 64-row blocks (97 vs 92, 64 vs 61 us), where 128 stays.
+        """
+        if self.dot_shape is None:
+            return {}
+        m, n = self.dot_shape
+        if not isinstance(n, str) or isinstance(m, str) or (estimates.get(n) or 0) < 256:
+            return {}
+        return {n: 256} if m <= 16 or m >= 128 else {}
 
     def tile_count(self, bufs, scal, consts) -> int:
         """Blocks of the grid-tiled axis for a launch, as the generated ``_t_ntile`` computes them."""

@@ -14,7 +14,8 @@ precomputes what it can once per kernel and keeps per-operand bindings:
   :class:`~.device.DeviceTensor` (no format parsing or checks: a few attribute reads);
   a Python number for a 0-d operand is bound to a device scalar made once per value;
 * the output is allocated with ``torch.empty`` when the kernel writes every
-  element (``Lowered.writes_all``), else ``torch.zeros``;
+  element (``Lowered.writes_all``, or a row-tile kernel whose loops cover the output:
+  ``TritonKernel.row_tile_output``), else ``torch.zeros``;
 * :meth:`TritonKernel.launch` memoizes grid, block constants and argument order
   by the scalar arguments and the input buffers' addresses.
 
@@ -95,6 +96,11 @@ class TritonFastCall:
         from ...runtime import POISON
 
         self.poison = POISON
+        #: every output element is stored by the kernel: the sparsifier says so, or each program's work is
+        #: one accumulator tile stored once and the loops cover the output (e.g. BSR SpMM: empty block rows
+        #: store their zeros), so the output needs no zero fill
+        tile_out = self.tk.row_tile_output() if low.covers_output else None
+        self.writes_all = low.writes_all or tile_out == self.out_prefix + "_vals"
 
     def _key(self, x: Any) -> tuple:
         """What must not change for a torch tensor's binding to stay valid (in-place writes bump _version)."""
@@ -200,9 +206,9 @@ class TritonFastCall:
             size = 1
             for n in shape:
                 size *= n
-        if self.low.writes_all and not self.poison:
+        if self.writes_all and not self.poison:
             vals = self._torch.empty(size, dtype=self.tdt, device=device)
-        elif self.low.writes_all:
+        elif self.writes_all:
             self.runner.device = device
             vals = self.runner.empty(size, self.cdt)
         else:
