@@ -183,6 +183,45 @@ def test_spgemm(dtype):
         assert_close(got, interp, dtype)
 
 
+def _spgemm_rows(rng, row_lengths: list[int], n: int):
+    """A (dense rows x K) and B (scipy CSR, K x n) whose product's row r has ``row_lengths[r]`` products."""
+    import scipy.sparse as sps
+
+    K = max(row_lengths + [1])
+    cols = np.stack([rng.choice(n, 2, replace=False) for _ in range(K)])   # 2 columns per row of B
+    B = sps.csr_matrix((rng.standard_normal(2 * K), cols.reshape(-1), np.arange(0, 2 * K + 1, 2)), shape=(K, n))
+    A = np.zeros((len(row_lengths), K))
+    for r, length in enumerate(row_lengths):
+        A[r, rng.choice(K, length, replace=False)] = rng.standard_normal(length)
+    return A, B
+
+
+@pytest.mark.parametrize("target", ["cpu", "interp", "triton"])
+@pytest.mark.parametrize("n", [3000, 70000])
+def test_spgemm_row_emission_paths(target, n):
+    # Each output row leaves the dense workspace in column order by one of three paths, chosen per
+    # row from its length c (touched columns) and the column count n: insertion sort (c <= 48), radix
+    # sort (8 bits a pass: 2 passes for n = 3000, 3 for n = 70000), or a scan of the workspace
+    # (n < 8 c + 512: the row of 340 products and ~600 columns at n = 3000). Rows of 0, 1, 48, 49,
+    # 200 and 340 products; max[k] also counts the terms per column (its implicit zeros).
+    if target == "triton":
+        pytest.importorskip("triton")
+        pytest.importorskip("torch")
+    rng = np.random.default_rng(SEED + 41)
+    A, B = _spgemm_rows(rng, [0, 1, 48, 49, 200, 340], n)
+    ops = dict(A=Tensor.from_numpy(A, format="csr"), B=Tensor.from_scipy(B, format="csr"))
+    k = api.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr", "B": "csr", "C": "csr"}, target=target)
+    out = k(**ops)
+    out.validate()   # sorted, unique columns per row
+    np.testing.assert_allclose(out.to_scipy().toarray(), (B.T @ A.T).T, rtol=1e-12, atol=1e-12)
+    if n == 3000:
+        mk = api.compile("C[i,j] = max[k](A[i,k] * B[k,j])", formats={"A": "csr", "B": "csr", "C": "csr"},
+                         target=target)
+        got = mk(**ops)
+        got.validate()
+        np.testing.assert_array_equal(got.to_numpy(), np.max(A[:, :, None] * B.toarray()[None, :, :], axis=1))
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("fmt", ["csr", "dense"])
 @pytest.mark.parametrize("op", ["max", "min"])
