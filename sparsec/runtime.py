@@ -302,7 +302,7 @@ class StatementRunner:
         bufs = {k: v for k, v in buffers.items() if k in names}
         par = low.parallel
         if par is None or "sc_lo" not in names:
-            ws = self._workspaces(scalars)
+            ws = self._workspaces(scalars, names)
             fn({**bufs, **ws}, scalars)
             return
         ev = _Interp(kernel, bufs, scalars)
@@ -321,7 +321,7 @@ class StatementRunner:
         copies: list[Any] = []
 
         def task(chunk: tuple[int, int]) -> Callable[[], None]:
-            ws = self._workspaces(scalars)  # each chunk gets its own scratch space
+            ws = self._workspaces(scalars, names)  # each chunk gets its own scratch space
             if private:  # ... and, for a parallel reduction loop, its own zeroed output
                 ws[out_name] = self.full(bufs[out_name].shape[0], 0, bufs[out_name].dtype)
                 copies.append(ws[out_name])
@@ -383,9 +383,12 @@ class StatementRunner:
             return 0
         return identity_value(low.reduce_op, low.compute_dtype)
 
-    def _workspaces(self, scalars: Mapping[str, int]) -> dict[str, Any]:
+    def _workspaces(self, scalars: Mapping[str, int], names: set[str]) -> dict[str, Any]:
+        """Zeroed scratch buffers of the workspaces the kernel declares (``names``: its parameters)."""
         out = {}
         for w in self.low.workspaces:
+            if w.name not in names:
+                continue
             n = int(_Interp(self.low.numeric, {}, scalars).ev(w.size))
             out[w.name] = self.full(max(n, 1), 0, np.dtype(w.dtype))
         return out

@@ -51,6 +51,8 @@ from .loop_order import OrderChoice
 _INSERTION_MAX = 48
 #: buckets of a radix-sort pass (8 bits of the column index)
 _RADIX = 256
+#: the workspace buffers only the radix sort of the numeric kernel uses
+_SORT_PARTS = ("tmp", "hist")
 
 
 class NotFusable(Exception):
@@ -478,12 +480,13 @@ class Sparsifier:
         self.main.hoist_at = self._hoist_point()
         self.direct = self._direct_compressed()
         numeric = self._kernel(symbolic=False)
+        ws_names = dict(self.ws_names)   # the numeric kernel's: a superset of the symbolic one's
         symbolic = self._kernel(symbolic=True) if self.strategy in ("entries", "workspace") else None
         workspaces: tuple[Workspace, ...] = ()
         if self.strategy == "workspace":
             n = L.Var(self.dim_param[self.lvars[self.ws_var].dim_var])
             workspaces = tuple(Workspace(name, self._ws_dtypes()[part], const(_RADIX) if part == "hist" else n)
-                               for part, name in self.ws_names.items())
+                               for part, name in ws_names.items())
         out_lvl_vars = [lv.name for lv in self.out.level_vars if not lv.is_unit]
         presorted = [v for v in self.order if v in set(out_lvl_vars)] == out_lvl_vars and not self.out.fmt.is_blocked
         return Lowered(self.stmt, self.space, self.choice, self.cdt, self.reduce_op, self.strategy, numeric, symbolic,
@@ -518,6 +521,8 @@ class Sparsifier:
         self.ws_names: dict[str, str] = {}
         if self.strategy == "workspace":
             for part, dtype in self._ws_dtypes().items():
+                if symbolic and part in _SORT_PARTS:
+                    continue   # the counting kernel does not sort
                 self.ws_names[part] = self._buf(f"{self.out.tensor}_ws_{part}", dtype, "work")
         # Declare input buffers first so parameter order is stable and readable.
         for o in self.space.operands:
