@@ -274,8 +274,9 @@ class TritonKernel:
             work = self.split_work(bufs[split.pos], bufs[split.pos].device, idx64)
         fn, cg = self._fn(idx64, work is not None)
         zero = None
-        if work is not None and split.kind != "map":
-            zero = self.row_tile_output()   # the fast path may have left it unfilled (torch.empty)
+        if work is not None:   # segments add into the output atomically: it must start at 0 (the fast
+            # path leaves a row-tile kernel's output unfilled, see row_tile_output)
+            zero = split.store_buffer if split.kind == "map" else self.row_tile_output()
             if zero is not None and zero in bufs:
                 bufs[zero].zero_()
             else:
@@ -347,8 +348,6 @@ class TritonKernel:
             internal.append(work.work)
             if split.kind == "map":
                 internal.append(work.count)
-                zero = split.store_buffer
-                bufs[zero].zero_()
         args += internal
         ck = fn[(grid,)](*args, num_warps=warps, **kwargs)
         return fn, grid, warps, kwargs, internal, ck, zero
