@@ -3,8 +3,11 @@
 A 1x1 convolution of a ``C_in x H x W`` feature map is ``Y = W X`` with ``X`` the map
 seen as ``C_in x (H*W)`` (CHW is already that layout: no im2col) and ``W`` the
 ``C_out x C_in`` filter matrix. With ``W`` pruned and stored in CSR, every nonzero
-weight scales one contiguous row of ``X``: the LLVM backend vectorizes along the
-pixels and splits the output channels across threads::
+weight scales one contiguous row of ``X``: the LLVM backend keeps a strip of an output
+row in vector registers while it walks that row's nonzeros (broadcast weight times a
+strip of ``X``), masks the strip's last vector at the row's end, copies the rows of ``X``
+to an aligned buffer first where they do not start 64-byte aligned (7x7 and 14x14 maps:
+rows of 49 and 196 floats), and splits the output channels across threads::
 
     k = sc.compile("Y[o,p] = W[o,c] * X[c,p]", formats={"W": "csr"}, dtype="float32", target="cpu")
 

@@ -909,6 +909,16 @@ def test_cache_key_covers_kernel_and_host():
     assert cache.kernel_key(k1, other) != cache.kernel_key(k1, h)
 
 
+def test_cache_key_covers_the_code_generators_source(monkeypatch):
+    """An edited code generator (same CODEGEN_VERSION) does not load what the previous one compiled."""
+    h = jit.host()
+    k1 = _unique_kernel("src")
+    assert len(cache.source_digest()) == 64
+    before = cache.kernel_key(k1, h)
+    monkeypatch.setattr(cache, "_SOURCE_DIGEST", "0" * 64)
+    assert cache.kernel_key(k1, h) != before
+
+
 def test_cache_dir_resolution(monkeypatch, tmp_path):
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path / "x"))
     assert cache.cache_dir() == tmp_path / "x"

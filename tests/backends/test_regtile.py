@@ -355,3 +355,116 @@ def test_rows_with_definitions_that_move_are_not_cut_into_panels() -> None:
     assert panels.find_panels(kern2, 512)[1] == {}
     spmv = sc.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"}, dtype="float32")
     assert panels.find_panels(spmv.lowered.statements[-1].numeric, 512)[1] == {}
+
+
+# ------------------------------------------------------------------------------------ packed rows (cpu/pack.py)
+@pytest.fixture
+def pack_knobs(monkeypatch: pytest.MonkeyPatch):
+    """Set :mod:`pack`'s thresholds for kernels compiled in the test (no disk cache: the thresholds are not part
+    of the cache key; kernels get names of their own so the in-memory cache does not hand them to other tests)."""
+    from sparsec.backends.cpu import pack
+
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", "")
+
+    def knobs(min_reuse: int, max_bytes: int) -> None:
+        monkeypatch.setattr(pack, "MIN_REUSE", min_reuse)
+        monkeypatch.setattr(pack, "MAX_BYTES", max_bytes)
+
+    return knobs
+
+
+def _rows_with_gaps(m: int, k: int, seed: int, dtype) -> sp.csr_matrix:
+    """A CSR matrix with empty rows at the start, the middle and the end, and one dense row."""
+    a = _csr(m, k, 0.3, seed).tolil()
+    a[0, :] = 0
+    a[m // 2, :] = 0
+    a[1, :] = np.arange(1, k + 1) % 5 - 2.0
+    return sp.csr_matrix(a, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("forced", ["always", "never"])
+def test_packed_rows_match_numpy(pack_knobs, monkeypatch: pytest.MonkeyPatch, dtype: str, forced: str) -> None:
+    """Short misaligned rows of B (N not a multiple of the vector) read from the packed copy, or not: every
+    tile size and row-end mask, operand offsets, empty rows, one thread and chunks on two."""
+    if forced == "always":
+        pack_knobs(0, 1 << 30)
+    else:
+        pack_knobs(1 << 30, 0)
+    monkeypatch.setattr(runtime, "MIN_PARALLEL_WORK", 1)
+    k = sc.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr"}, dtype=dtype, name=f"packed_{forced}_{dtype}")
+    assert "@malloc" in k.dump("llvm") or "+avx512f" not in jit.host().features.split(",")
+    a = _rows_with_gaps(41, 23, SEED + 30, dtype)
+    A = _tensor(a, dtype)
+    rng = np.random.default_rng(SEED + 31)
+    before = sc.get_num_threads()
+    try:
+        for n in (1, 7, 15, 16, 17, 49, 63, 64, 65, 196, 300):
+            b = np.round(rng.uniform(-3, 3, (23, n))).astype(dtype)
+            want = a.toarray().astype(np.float64) @ b.astype(np.float64)
+            for off in (0, 1, 5):
+                for threads in (1, 2):
+                    sc.set_num_threads(threads)
+                    got = k(A=A, B=_placed(b, off))
+                    np.testing.assert_array_equal(got.astype(np.float64), want,
+                                                  err_msg=f"n={n} offset={off} threads={threads}")
+    finally:
+        sc.set_num_threads(before)
+
+
+def test_packed_rows_are_bitwise_the_unpacked_tiles_on_aligned_rows(pack_knobs) -> None:
+    """Packing changes where the rows are read from, not the sums: the same tiles over the same terms."""
+    pack_knobs(0, 1 << 30)
+    a = _csr(70, 40, 0.3, SEED + 32)
+    b = np.random.default_rng(33).uniform(-1, 1, (40, 49))
+    k = sc.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr"}, dtype="float32", name="packed_bitwise")
+    got = k(A=a.astype(np.float32), B=b.astype(np.float32))            # 49 columns: rows misaligned, packed
+    wide = np.zeros((40, 64), np.float32)
+    wide[:, :49] = b                                                  # 64 columns: rows aligned, not packed
+    ref = k(A=a.astype(np.float32), B=_placed(wide, 0))[:, :49]
+    if "+avx512f" in jit.host().features.split(","):
+        np.testing.assert_array_equal(got, ref)
+    np.testing.assert_allclose(got, a @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_dense_matmul_rows_are_packed_too(pack_knobs) -> None:
+    pack_knobs(0, 1 << 30)
+    k = sc.compile("C[i,j] = A[i,k] * B[k,j]", dtype="float64", name="packed_dense")
+    rng = np.random.default_rng(34)
+    for n in (5, 33, 130):
+        a, b = np.round(rng.uniform(-3, 3, (19, 13))), np.round(rng.uniform(-3, 3, (13, n)))
+        np.testing.assert_array_equal(k(A=a, B=_placed(b, 3)), a @ b, err_msg=f"n={n}")
+
+
+def test_which_nests_pack() -> None:
+    from sparsec.backends.cpu import pack
+
+    def found(text: str, formats: dict, dtype: str = "float32", **kw) -> bool:
+        kern = sc.compile(text, formats=formats, dtype=dtype, **kw).lowered.statements[-1].numeric
+        rewritten, pns = panels.find_panels(kern, 512)
+        plans = regtile.find_plans(rewritten, 512)
+        dtypes = {p.name: p.dtype for p in rewritten.buffers}
+        hits = []
+        for pn in pns.values():
+            nz = [c for c in pn.rows.body.stmts if not isinstance(c, L.Comment)][-1]
+            if id(nz) in plans:
+                hits.append(pack.find_pack(pn.rows, plans[id(nz)], pn.lo_var, dtypes, 0))
+        return any(h is not None for h in hits)
+
+    assert found("C[i,j] = A[i,k] * B[k,j]", {"A": "csr"})
+    assert found("C[i,j] = A[i,k] * B[k,j]", {})                                   # dense GEMM rows
+    assert not found("C[i,j] = A[i,k] * (B[k,j] + D[k,j])", {"A": "csr"})          # two operands read per row
+    assert not found("C[i,j] = A[i,k] * B[k,j]", {"A": "csr"}, schedule=sc.Schedule().vectorize("j", 8))
+    assert not found("y[i] = A[i,j] * x[j]", {"A": "csr"})                         # no register tiles
+
+
+def test_linear_splits_index_arithmetic() -> None:
+    from sparsec.backends.cpu import pack
+
+    c, n, b = L.Var("c"), L.Var("n"), L.Var("b")
+    coef, rest = pack.linear(c * n + b * 2, "c")
+    assert coef == n and rest == b * 2
+    coef, rest = pack.linear((c + 1) * n, "c")
+    assert coef == n and rest == n
+    assert pack.linear(c * c, "c") is None
+    assert pack.linear(L.Cast(L.Var("c", "int32"), L.INDEX) * n, "c") is None

@@ -3,8 +3,11 @@
 **Key.** :func:`kernel_key` hashes (SHA-256) everything the object code depends
 on: the kernel's loop-IR text and the ``repr`` of its parameters and body (which
 also carries every node's dtype), the host target triple, CPU name and feature
-string, the LLVM and llvmlite versions, ``sparsec.__version__``, and
-:data:`~.codegen.CODEGEN_VERSION` / :data:`CACHE_FORMAT`.
+string, the LLVM and llvmlite versions, ``sparsec.__version__``,
+:data:`~.codegen.CODEGEN_VERSION` / :data:`CACHE_FORMAT`, and a digest of the source of
+the modules that generate the code (:data:`_GENERATORS`): an edited code generator whose
+version was not bumped (a tuning constant, a work in progress) does not load the object
+code of the previous one. (It did: a 1x1-convolution benchmark once timed a stale kernel.)
 
 **Disk.** One file per kernel, ``<cache dir>/cpu/<key>.bin``, where the cache dir
 is ``$SPARSEC_CACHE_DIR`` if set (an empty value disables the disk cache), else
@@ -90,13 +93,33 @@ stats = Stats()
 
 
 # ------------------------------------------------------------------------------------- key
+#: the modules whose source decides the generated code (hashed into every key)
+_GENERATORS = ("codegen.py", "regtile.py", "panels.py", "pack.py")
+_SOURCE_DIGEST: str | None = None
+
+
+def source_digest() -> str:
+    """SHA-256 of the code generators' source (read once per process)."""
+    global _SOURCE_DIGEST
+    if _SOURCE_DIGEST is None:
+        h = hashlib.sha256()
+        here = Path(__file__).parent
+        for name in _GENERATORS:
+            try:
+                h.update((here / name).read_bytes())
+            except OSError:  # installed without sources: CODEGEN_VERSION alone tells the versions apart
+                h.update(name.encode())
+        _SOURCE_DIGEST = h.hexdigest()
+    return _SOURCE_DIGEST
+
 def kernel_key(kernel: L.Kernel, host: Host) -> str:
     """Hex SHA-256 of everything the kernel's object code depends on."""
     import sparsec
 
     h = hashlib.sha256()
-    for part in (f"sparsec {sparsec.__version__}", f"codegen {CODEGEN_VERSION}", f"cache {CACHE_FORMAT}",
-                 host.identity(), kernel_text(kernel), repr(kernel.params), repr(kernel.body)):
+    for part in (f"sparsec {sparsec.__version__}", f"codegen {CODEGEN_VERSION} {source_digest()}",
+                 f"cache {CACHE_FORMAT}", host.identity(), kernel_text(kernel), repr(kernel.params),
+                 repr(kernel.body)):
         h.update(part.encode("utf-8"))
         h.update(b"\0")
     return h.hexdigest()

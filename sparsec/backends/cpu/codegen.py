@@ -48,7 +48,10 @@ Lowering choices (the semantics are those of :mod:`sparsec.ir.interp`):
 * **Register tiles**: a loop over nonzeros (or a dense reduction loop) whose body
   accumulates into a unit-stride row of the output (SpMM, GEMM rows) is interchanged
   with that row's loop per tile of vector registers; see :mod:`.regtile`, which finds
-  these nests, and :meth:`_FunctionBuilder.tiled_loop`, which emits them.
+  these nests, and :meth:`_FunctionBuilder.tiled_loop`, which emits them. The row loop
+  around such a nest runs per column panel (:mod:`.panels`), and where the dense rows the
+  tiles read do not start 64-byte aligned, over a packed aligned copy of them
+  (:mod:`.pack`, :meth:`_FunctionBuilder.panel_loop`).
 
 Besides the kernel, the module holds its entry points: :func:`_emit_entry` (arrays
 as a Python tuple, checked), :func:`_emit_fastcall` (the same as a ``METH_FASTCALL``
@@ -69,10 +72,10 @@ from llvmlite import ir
 
 from ...errors import BackendError
 from ...ir import loop_ir as L
-from . import panels, regtile
+from . import pack, panels, regtile
 
 #: bump when generated code changes, so stale disk-cache entries are not reused.
-CODEGEN_VERSION = "8"
+CODEGEN_VERSION = "9"
 
 _I1 = ir.IntType(1)
 _I8 = ir.IntType(8)
@@ -148,7 +151,8 @@ def _has_load(e: L.LExpr) -> bool:
 
 
 class _TileMasks(NamedTuple):
-    """The lane masks of a masked tile's vectors, and whether its vector loads are aligned to their size."""
+    """The lane masks of a masked tile's vectors (None: every lane in range), and whether its vector loads
+    are aligned to their size."""
 
     lanes: list
     aligned: bool
@@ -184,6 +188,8 @@ class _FunctionBuilder:
         self.kernel = kernel
         self._declare_locals(kernel)
         self.plans = regtile.find_plans(kernel, vector_bits())
+        self.packs = self._find_packs()
+        self.pack_active: dict[int, regtile.TilePlan] = {}
         self._declare_tile_slots()
         for arg, p in zip(self.fn.args, kernel.params):
             if isinstance(p, L.ScalarParam) and p.name in self.slots:
@@ -493,7 +499,9 @@ class _FunctionBuilder:
             self.store(s)
         elif isinstance(s, L.For):
             plan = self.plans.get(id(s))
-            if plan is not None:
+            if id(s) in self.pack_active:
+                self.packed_loop(self.pack_active[id(s)])
+            elif plan is not None:
                 self.tiled_loop(plan)
             elif id(s) in self.panels:
                 self.panel_loop(self.panels[id(s)])
@@ -624,6 +632,24 @@ class _FunctionBuilder:
         for pn in self.panels.values():
             for name in (pn.lo_var, pn.hi_var):
                 self.slots[name] = (self.b.alloca(_I64, name=name), L.INDEX)
+        for pk in self.packs.values():
+            for name in pk.locals:
+                self.slots[name] = (self.b.alloca(_I64, name=name), L.INDEX)
+            pk.plan.slots["pack"] = {"raw": self.b.alloca(_PTR, name=f"{pk.copy}.raw"),
+                                     "r": self.b.alloca(_I64, name=f"{pk.copy}.r"),
+                                     "j": self.b.alloca(_I64, name=f"{pk.copy}.j")}
+
+    def _find_packs(self) -> dict[int, pack.Pack]:
+        """The :mod:`.pack` packings of the panels' dense operands, keyed by ``id`` of the panel's row loop."""
+        dtypes = {p.name: p.dtype for p in self.kernel.buffers}
+        packs: dict[int, pack.Pack] = {}
+        for key, pn in self.panels.items():
+            nz = [c for c in pn.rows.body.stmts if not isinstance(c, L.Comment)][-1]
+            plan = self.plans.get(id(nz))
+            found = None if plan is None else pack.find_pack(pn.rows, plan, pn.lo_var, dtypes, len(packs))
+            if found is not None:
+                packs[key] = found
+        return packs
 
     def _while(self, cond, body) -> None:
         """``while cond(): body()`` as blocks (LLVM rotates it)."""
@@ -743,13 +769,15 @@ class _FunctionBuilder:
             out = []
             for u in range(nvec):
                 idx = bld.add(base, ir.Constant(_I64, u * W), flags=("nsw",)) if u else base
-                if masks is None:
+                mask = None if masks is None else masks.lanes[u]
+                if mask is None:
                     ptr = bld.gep(arg, [idx], inbounds=True, source_etype=mem_type(dt))
-                    v = bld.load(ptr, typ=vt, align=_SIZES[dt])
+                    align = W * _SIZES[dt] if masks is not None and masks.aligned else _SIZES[dt]
+                    v = bld.load(ptr, typ=vt, align=align)
                 else:  # the first vector of a row may start before the buffer: no inbounds
                     ptr = bld.gep(arg, [idx], inbounds=False, source_etype=mem_type(dt))
                     align = W * _SIZES[dt] if masks.aligned else _SIZES[dt]
-                    v = self._masked_load(ptr, vt, align, masks.lanes[u])
+                    v = self._masked_load(ptr, vt, align, mask)
                 out.append(self._vconvert(v, dt, e.dtype, W))
             return out
         if isinstance(e, L.Cast):
@@ -789,11 +817,37 @@ class _FunctionBuilder:
             acc = bld.load(accs[u], typ=vt)
             bld.store(self._varith(plan.reduce, acc, vals[u], plan.dtype, reduction=True), accs[u])
 
+    def _tile_masks(self, var: regtile.Variant, nvec: int, jt: ir.Value, bounds: tuple | None,
+                    lower: bool) -> _TileMasks | None:
+        """Lane masks of the tile at ``jt`` (None: unmasked). ``bounds``: the inner loop's ``(lo, hi)``.
+
+        ``lower``: the tile may start before ``lo`` (a shifted grid), so every vector is masked at
+        both ends; else only the vectors past ``hi - W`` can hold lanes out of range, and the tiles
+        are laid so that only the last vector of the row does (see :meth:`_tiles`).
+        """
+        if bounds is None:
+            return None
+        bld, W = self.b, var.lanes
+        masks = _TileMasks([], var.aligned)
+        if not lower:
+            # the tile ends past hi only in its last vector: lanes jt + (nvec-1) W + l < hi
+            lanes = ir.Constant(ir.VectorType(_I64, W), list(range(W)))
+            last = bld.sub(bounds[1], bld.add(jt, ir.Constant(_I64, (nvec - 1) * W), flags=("nsw",)), flags=("nsw",))
+            masks.lanes.extend([None] * (nvec - 1) + [bld.icmp_signed("<", lanes, self._splat(last, W))])
+            return masks
+        lanes = ir.Constant(ir.VectorType(_I64, W), list(range(W)))
+        lo_v, hi_v = self._splat(bounds[0], W), self._splat(bounds[1], W)
+        for u in range(nvec):
+            cols = bld.add(self._splat(bld.add(jt, ir.Constant(_I64, u * W)), W), lanes)
+            masks.lanes.append(bld.and_(bld.icmp_signed(">=", cols, lo_v), bld.icmp_signed("<", cols, hi_v)))
+        return masks
+
     def _tile(self, plan: regtile.TilePlan, var: regtile.Variant, nvec: int, jt: ir.Value,
-              bounds: tuple | None = None) -> None:
+              bounds: tuple | None = None, lower: bool = True) -> None:
         """The columns ``[jt, jt + nvec * lanes)`` of the nest, accumulated in registers.
 
-        ``bounds`` (masked variant): the inner loop's ``(lo, hi)``; lanes outside are masked off.
+        ``bounds`` (masked variant): the inner loop's ``(lo, hi)``; lanes outside are masked off
+        (see :meth:`_tile_masks` for ``lower``).
         """
         bld = self.b
         W, dt = var.lanes, plan.dtype
@@ -802,19 +856,13 @@ class _FunctionBuilder:
         accs = var.slots["acc"]
         out_arg, out_dt = self.buffers[plan.store.buffer]
         base = bld.add(self.index(plan.out_base), jt, flags=("nsw",))
-        masks = None
-        if bounds is not None:
-            lanes = ir.Constant(ir.VectorType(_I64, W), list(range(W)))
-            lo_v, hi_v = self._splat(bounds[0], W), self._splat(bounds[1], W)
-            masks = _TileMasks([], var.aligned)
-            for u in range(nvec):
-                cols = bld.add(self._splat(bld.add(jt, ir.Constant(_I64, u * W)), W), lanes)
-                masks.lanes.append(bld.and_(bld.icmp_signed(">=", cols, lo_v), bld.icmp_signed("<", cols, hi_v)))
+        masks = self._tile_masks(var, nvec, jt, bounds, lower)
+        lane_masks = [None] * nvec if masks is None else masks.lanes
         ptrs = [bld.gep(out_arg, [bld.add(base, ir.Constant(_I64, u * W), flags=("nsw",)) if u else base],
-                        inbounds=masks is None, source_etype=mem_type(out_dt)) for u in range(nvec)]
+                        inbounds=lane_masks[u] is None, source_etype=mem_type(out_dt)) for u in range(nvec)]
         for u in range(nvec):
-            v = bld.load(ptrs[u], typ=vt, align=_SIZES[dt]) if masks is None else \
-                self._masked_load(ptrs[u], vt, _SIZES[dt], masks.lanes[u])
+            v = bld.load(ptrs[u], typ=vt, align=_SIZES[dt]) if lane_masks[u] is None else \
+                self._masked_load(ptrs[u], vt, _SIZES[dt], lane_masks[u])
             bld.store(v, accs[0][u])
         zero = ir.Constant(vt, [ir.Constant(vt.element, -0.0 if _kind(dt) == "f" else 0)] * W)
         for r in range(1, K):
@@ -859,10 +907,10 @@ class _FunctionBuilder:
             while len(parts) > 1:
                 parts = [self._varith(plan.reduce, parts[i], parts[i + 1], dt, reduction=True)
                          if i + 1 < len(parts) else parts[i] for i in range(0, len(parts), 2)]
-            if masks is None:
+            if lane_masks[u] is None:
                 bld.store(parts[0], ptrs[u], align=_SIZES[dt])
             else:
-                self._masked_store(parts[0], ptrs[u], _SIZES[dt], masks.lanes[u])
+                self._masked_store(parts[0], ptrs[u], _SIZES[dt], lane_masks[u])
 
     def _multiple_of(self, e: L.LExpr, d: int, assigned: frozenset) -> ir.Value | bool:
         """A sufficient condition (i1 value, or a Python bool) for the index ``e`` to be a multiple of ``d``."""
@@ -935,7 +983,13 @@ class _FunctionBuilder:
         return ok, s
 
     def _tiles(self, plan: regtile.TilePlan, var: regtile.Variant, jlo: ir.Value, jhi: ir.Value,
-               masked: bool) -> None:
+               masked: bool, lower: bool = False) -> None:
+        """Tiles from the column in the ``jt`` slot to ``jhi``: the widest while they fit, then (masked) one
+        tile as wide as the rest, its last vector masked at ``jhi``, or (unmasked) narrower ones.
+
+        ``lower`` (masked): the first tile may start before ``jlo`` (a shifted grid), and every tile is
+        masked at both ends.
+        """
         bld = self.b
         W = var.lanes
         jslot = plan.slots["jt"]
@@ -945,15 +999,16 @@ class _FunctionBuilder:
             return bld.icmp_signed("<=", bld.add(bld.load(jslot, typ=_I64), ir.Constant(_I64, nvec * W),
                                                  flags=("nsw",)), jhi)
 
-        def tile(nvec: int):
+        def tile(nvec: int, bounds: tuple | None = bounds):
             def run() -> None:
                 jt = bld.load(jslot, typ=_I64)
-                self._tile(plan, var, nvec, jt, bounds)
+                self._tile(plan, var, nvec, jt, bounds, lower)
                 bld.store(bld.add(jt, ir.Constant(_I64, nvec * W), flags=("nsw",)), jslot)
             return run
 
         widest, *narrower = var.tiles
-        self._while(lambda: fits(widest), tile(widest))
+        # a whole tile within [jlo, jhi) needs no masks
+        self._while(lambda: fits(widest), tile(widest, bounds if lower else None))
         if not masked:
             for nvec in narrower:
                 self._when(fits(nvec), tile(nvec))
@@ -990,17 +1045,17 @@ class _FunctionBuilder:
                     emit(k + 1)
                 return
 
-            def masked() -> None:
+            def masked(lower: bool) -> None:
                 bld.store(bld.sub(jlo, grid[1]), jslot)
-                self._tiles(plan, var, jlo, jhi, True)
+                self._tiles(plan, var, jlo, jhi, True, lower)
 
             if k + 1 < len(variants):
                 # only where the tile grid needs no shift (see regtile._variants): a shifted grid
                 # loads one vector more per row, and the next variant's narrower tiles are faster
                 aligned = bld.and_(grid[0], bld.icmp_signed("==", grid[1], ir.Constant(_I64, 0)))
-                self._when(aligned, masked, lambda: emit(k + 1))
+                self._when(aligned, lambda: masked(False), lambda: emit(k + 1))
             else:
-                masked()
+                masked(True)
 
         emit(0)
         start = bld.load(jslot, typ=_I64)
@@ -1010,24 +1065,149 @@ class _FunctionBuilder:
         self._when(bld.icmp_signed("<", start, jhi), lambda: self.for_loop(rest))
 
     def panel_loop(self, pn: panels.Panel) -> None:
-        """A row loop cut into column panels (see :mod:`.panels`): per panel, every row over its columns."""
+        """A row loop cut into column panels (see :mod:`.panels`): per panel, every row over its columns;
+        over a packed copy of the dense operand where :mod:`.pack` applies."""
         bld = self.b
         lo, hi = self.index(pn.lo), self.index(pn.hi)
         cols = bld.sub(hi, lo, flags=("nsw",))
         short = bld.icmp_signed("<", cols, ir.Constant(_I64, panels.MIN_COLUMNS))
         width = bld.select(short, cols, ir.Constant(_I64, max(panels.PANEL_BYTES // _SIZES[pn.dtype], 1)))
         lo_slot, hi_slot = self.slots[pn.lo_var][0], self.slots[pn.hi_var][0]
-        bld.store(lo, lo_slot)
+        pk = self.packs.get(id(pn.rows))
 
-        def panel() -> None:
-            start = bld.load(lo_slot, typ=_I64)
-            end = bld.add(start, width, flags=("nsw",))
-            end = bld.select(bld.icmp_signed("<", end, hi), end, hi)
-            bld.store(end, hi_slot)
-            self.for_loop(pn.rows)
-            bld.store(end, lo_slot)
+        def run(copy: ir.Value | None) -> None:
+            bld.store(lo, lo_slot)
 
-        self._while(lambda: bld.icmp_signed("<", bld.load(lo_slot, typ=_I64), hi), panel)
+            def panel() -> None:
+                start = bld.load(lo_slot, typ=_I64)
+                end = bld.add(start, width, flags=("nsw",))
+                end = bld.select(bld.icmp_signed("<", end, hi), end, hi)
+                bld.store(end, hi_slot)
+                if copy is None:
+                    self.for_loop(pn.rows)
+                else:
+                    self._pack_rows(pk, copy, start, end)
+                    self.buffers[pk.copy] = (copy, pk.plan.dtype)
+                    self.pack_active[id(pk.plan.outer)] = pk.packed
+                    self.for_loop(pn.rows)
+                    del self.pack_active[id(pk.plan.outer)]
+                bld.store(end, lo_slot)
+
+            self._while(lambda: bld.icmp_signed("<", bld.load(lo_slot, typ=_I64), hi), panel)
+
+        if pk is None:
+            run(None)
+            return
+        raw = self._pack_alloc(pk, lo, width)
+        null = ir.Constant(_PTR, None)
+
+        def packed() -> None:
+            # the copy starts at the first 64-byte boundary of the allocation
+            skew = bld.and_(bld.sub(ir.Constant(_I64, 0), bld.ptrtoint(raw, _I64)), ir.Constant(_I64, 63))
+            run(bld.gep(raw, [skew], inbounds=True, source_etype=_I8))
+            bld.call(self._libc("free", ir.VoidType(), [_PTR]), [raw])
+
+        self._when(bld.icmp_unsigned("!=", raw, null), packed, lambda: run(None))
+
+    # ------------------------------------------------------------------ packed rows (see pack)
+    def _libc(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+        """The C library function ``name`` (the JIT resolves it in the process)."""
+        try:
+            return self.module.get_global(name)
+        except KeyError:
+            fn = ir.Function(self.module, ir.FunctionType(ret, args), name=name)
+            fn.attributes.add("nounwind")
+            return fn
+
+    def _pack_alloc(self, pk: pack.Pack, lo: ir.Value, width: ir.Value) -> ir.Value:
+        """The ``malloc``-ed block for the packed copy of ``pk``'s operand (64 bytes more than the copy,
+        to align it), or null where the rows are aligned already or packing does not pay (module docs)."""
+        bld = self.b
+        W, size = pk.variant.lanes, _SIZES[pk.plan.dtype]
+        slots = pk.plan.slots["pack"]
+        bld.store(ir.Constant(_PTR, None), slots["raw"])
+        mask = ir.Constant(_I64, W - 1)
+
+        def survey() -> None:
+            slot = {name: self.slots[name][0] for name in pk.locals}
+            bld.store(ir.Constant(_I64, 2 ** 63 - 1), slot[pk.vmin])
+            bld.store(ir.Constant(_I64, -2 ** 63), slot[pk.vmax])
+            bld.store(ir.Constant(_I64, 0), slot[pk.count])
+            self.stmt(pk.survey())
+            vmin, vmax, count = (bld.load(slot[n], typ=_I64) for n in (pk.vmin, pk.vmax, pk.count))
+            sp = bld.and_(bld.add(width, mask), ir.Constant(_I64, -W))
+            bld.store(sp, slot[pk.width])
+            span = bld.add(bld.sub(vmax, vmin), ir.Constant(_I64, 1))
+            most = ir.Constant(_I64, pack.MAX_BYTES // size)
+            ok = bld.and_(bld.icmp_signed(">", count, ir.Constant(_I64, 0)),
+                          bld.icmp_signed(">=", count, bld.mul(span, ir.Constant(_I64, pack.MIN_REUSE))))
+            ok = bld.and_(ok, bld.and_(bld.icmp_signed("<=", span, most), bld.icmp_signed("<=", sp, most)))
+            ok = bld.and_(ok, bld.icmp_signed("<=", bld.mul(span, sp), most))
+
+            def allocate() -> None:
+                nbytes = bld.add(bld.mul(bld.mul(span, sp), ir.Constant(_I64, size)), ir.Constant(_I64, 64))
+                bld.store(bld.call(self._libc("malloc", _PTR, [_I64]), [nbytes]), slots["raw"])
+
+            self._when(ok, allocate)
+
+        self._when(bld.not_(self._rows_aligned(pk, lo)), survey)
+        return bld.load(slots["raw"], typ=_PTR)
+
+    def _rows_aligned(self, pk: pack.Pack, lo: ir.Value) -> ir.Value:
+        """Whether every row of ``pk``'s operand starts on a vector boundary at column ``lo``: the
+        operand's offset from one plus ``offset + lo`` and the row stride are multiples of the lanes."""
+        bld = self.b
+        W, size = pk.variant.lanes, _SIZES[pk.plan.dtype]
+        arg = self.buffers[pk.buffer][0]
+        skew = bld.udiv(bld.and_(bld.ptrtoint(arg, _I64), ir.Constant(_I64, W * size - 1)), ir.Constant(_I64, size))
+        first = bld.add(bld.add(skew, self.index(pk.offset)), lo)
+        return bld.icmp_signed("==", bld.and_(bld.or_(first, self.index(pk.stride)), ir.Constant(_I64, W - 1)),
+                               ir.Constant(_I64, 0))
+
+    def _pack_rows(self, pk: pack.Pack, copy: ir.Value, pl: ir.Value, ph: ir.Value) -> None:
+        """Copy columns ``[pl, ph)`` of the operand's rows ``vmin..vmax`` to ``copy``, rows ``width`` apart."""
+        bld = self.b
+        W, dt = pk.variant.lanes, pk.plan.dtype
+        vt = ir.VectorType(mem_type(dt), W)
+        slots = pk.plan.slots["pack"]
+        vmin, vmax, sp = (bld.load(self.slots[n][0], typ=_I64) for n in (pk.vmin, pk.vmax, pk.width))
+        stride, offset = self.index(pk.stride), self.index(pk.offset)
+        ncols = bld.sub(ph, pl, flags=("nsw",))
+        lanes = ir.Constant(ir.VectorType(_I64, W), list(range(W)))
+        arg = self.buffers[pk.buffer][0]
+        bld.store(ir.Constant(_I64, 0), slots["r"])
+
+        def row() -> None:
+            r = bld.load(slots["r"], typ=_I64)
+            src = bld.add(bld.add(bld.mul(bld.add(vmin, r), stride), offset), pl)
+            dst = bld.mul(r, sp)
+            bld.store(ir.Constant(_I64, 0), slots["j"])
+
+            def vector(masked: bool) -> None:
+                j = bld.load(slots["j"], typ=_I64)
+                at = bld.gep(arg, [bld.add(src, j)], inbounds=True, source_etype=mem_type(dt))
+                if masked:
+                    v = self._masked_load(at, vt, _SIZES[dt], bld.icmp_signed(
+                        "<", lanes, self._splat(bld.sub(ncols, j), W)))
+                else:
+                    v = bld.load(at, typ=vt, align=_SIZES[dt])
+                to = bld.gep(copy, [bld.add(dst, j)], inbounds=True, source_etype=mem_type(dt))
+                bld.store(v, to, align=W * _SIZES[dt])
+                bld.store(bld.add(j, ir.Constant(_I64, W)), slots["j"])
+
+            self._while(lambda: bld.icmp_signed("<=", bld.add(bld.load(slots["j"], typ=_I64),
+                                                               ir.Constant(_I64, W)), ncols), lambda: vector(False))
+            self._when(bld.icmp_signed("<", bld.load(slots["j"], typ=_I64), ncols), lambda: vector(True))
+            bld.store(bld.add(r, ir.Constant(_I64, 1)), slots["r"])
+
+        self._while(lambda: bld.icmp_signed("<=", bld.load(slots["r"], typ=_I64), bld.sub(vmax, vmin)), row)
+
+    def packed_loop(self, plan: regtile.TilePlan) -> None:
+        """A nonzero loop whose tiles read the packed copy (:mod:`.pack`): aligned, masked at the row's end."""
+        bld = self.b
+        jlo, jhi = self.index(plan.inner.lo), self.index(plan.inner.hi)
+        bld.store(jlo, plan.slots["jt"])
+        self._tiles(plan, plan.variants[0], jlo, jhi, True)
 
     def finish(self) -> None:
         self.stmt(self.kernel.body)
