@@ -43,9 +43,22 @@ __all__ = [
     "as_format",
     "short_names",
     "FormatLike",
+    "WIDTHS",
+    "fit_width",
 ]
 
-_WIDTHS = (32, 64)
+#: position / coordinate bit widths (MLIR's ``posWidth`` / ``crdWidth``; 0 there means 64).
+#: Buffers are signed (``int8`` holds 0..127, ``int16`` 0..32767), as for 32 and 64.
+WIDTHS = (8, 16, 32, 64)
+_WIDTHS = WIDTHS
+
+
+def fit_width(declared: int, largest: int) -> int:
+    """The narrowest of :data:`WIDTHS` that is at least ``declared`` and holds ``largest`` (signed)."""
+    for w in WIDTHS:
+        if w >= declared and largest <= (1 << (w - 1)) - 1:
+            return w
+    return 64
 
 
 @dataclass(frozen=True)
@@ -521,8 +534,8 @@ def _parse_text(text: str, ndim: int | None) -> Format:
         if ndim is not None and fmt.ndim != ndim:
             raise FormatError(f"encoding has {fmt.ndim} dimensions, but the tensor has {ndim}")
         return fmt
-    # bit-width suffix printed by Format.__str__, e.g. "csr[pos64,crd64]"
-    wm = re.match(r"^(.*?)\[pos(\d+),crd(\d+)\]$", stripped)
+    # bit-width suffix printed by Format.__str__, e.g. "csr[pos64,crd64]", "nm(2, 4)[pos32,crd8]"
+    wm = re.match(r"^(.*?)\[\s*pos(\d+)\s*,\s*crd(\d+)\s*\]$", stripped)
     if wm:
         return _build_short(wm.group(1), ndim).with_widths(int(wm.group(2)), int(wm.group(3)))
     return _build_short(stripped, ndim)

@@ -18,10 +18,13 @@ types (the levels are plug-ins, see :mod:`sparsec.levels`):
   entries are already in order);
 * **assemble** each target level with its ``assemble`` hook and scatter the values.
 
-Index widths: pos arrays are int32 when ``format.pos_width == 32`` and int64
-otherwise, crd arrays likewise with ``crd_width``. When a tensor has more than
-2**31 - 1 positions in some level, or a level size whose coordinates do not fit in
-int32, its format is widened automatically (``fmt.with_widths(...)``).
+Index widths: pos arrays have dtype ``int{format.pos_width}`` and crd arrays
+``int{format.crd_width}`` (int8, int16, int32 or int64: signed, so int8 holds 0..127).
+When a level's pos buffer would hold a position count, or its crd buffer a coordinate,
+that the declared width cannot, the format is widened automatically to the narrowest
+width that can (``fmt.with_widths(...)``; never narrowed). Only levels that own the
+buffer count: ``nm(2, 4)[pos32,crd8]`` keeps 8-bit coordinates (0..3) at any shape,
+CSR's crd width depends on its columns only.
 
 Measured on the 2-core dev VM (shared with other jobs; numpy 2.4), 200000 x 200000
 random matrix with 10M nonzeros: CSR -> CSC 1.4-4.3 s (1.4 s once memory is warm;
@@ -42,13 +45,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .errors import FormatError
-from .formats import Format, FormatLike, as_format, parse_format
+from .formats import Format, FormatLike, as_format, fit_width, parse_format
 from .levels import Level
 
 __all__ = ["Tensor", "VALUE_DTYPES", "with_index_widths"]
 
 _I64 = np.dtype(np.int64)
-_INT32_MAX = 2**31 - 1
 
 #: value dtypes a Tensor may hold (bfloat16 is not a numpy dtype: convert in torch first).
 VALUE_DTYPES: tuple[np.dtype, ...] = tuple(
@@ -69,8 +71,11 @@ def _where(name: str | None, fmt: Format, k: int) -> str:
     return f"{_label(name)}, level {k} ({fmt.levels[k].mlir()})"
 
 
+_INDEX_DTYPES = {w: np.dtype(f"int{w}") for w in (8, 16, 32, 64)}
+
+
 def _index_dtype(width: int) -> np.dtype:
-    return np.dtype(np.int32) if width == 32 else _I64
+    return _INDEX_DTYPES[width]
 
 
 def _check_dtype(dtype: Any, name: str | None) -> np.dtype:
@@ -126,9 +131,20 @@ def _is_named(fmt: Format, short: str) -> bool:
 
 
 def _needed_format(fmt: Format, level_sizes: Sequence[int], num_positions: Sequence[int]) -> Format:
-    """``fmt`` widened to 64-bit pos / crd where the tensor's sizes need it (never narrowed)."""
-    pos_w = 64 if fmt.pos_width == 64 or max(num_positions, default=0) > _INT32_MAX else 32
-    crd_w = 64 if fmt.crd_width == 64 or max(level_sizes, default=0) - 1 > _INT32_MAX else 32
+    """``fmt`` widened where the tensor's sizes need it (never narrowed).
+
+    A level's ``pos`` holds positions up to its position count, its ``crd`` coordinates
+    below its level size; each width becomes the narrowest of 8/16/32/64 (at least the
+    declared one) that holds the largest over the levels owning such a buffer.
+    """
+    largest_pos = largest_crd = 0
+    for lvl, size, count in zip(fmt.levels, level_sizes, num_positions):
+        if "pos" in lvl.buffers:
+            largest_pos = max(largest_pos, int(count))
+        if "crd" in lvl.buffers:
+            largest_crd = max(largest_crd, int(size) - 1)
+    pos_w = fit_width(fmt.pos_width, largest_pos)
+    crd_w = fit_width(fmt.crd_width, largest_crd)
     if (pos_w, crd_w) == (fmt.pos_width, fmt.crd_width):
         return fmt
     return fmt.with_widths(pos_w, crd_w)
@@ -728,7 +744,7 @@ class Tensor:
         if fmt.is_dense:
             return torch.from_numpy(self.to_numpy())
         vals = torch.from_numpy(self.values.copy())
-        idt = np.int32 if (fmt.pos_width, fmt.crd_width) == (32, 32) else np.int64
+        idt = np.int32 if max(fmt.pos_width, fmt.crd_width) <= 32 else np.int64  # torch: int32 or int64 only
 
         def ix(k: int, part: str) -> Any:
             return torch.from_numpy(self.levels[k][part].astype(idt, copy=True))
@@ -880,6 +896,15 @@ def with_index_widths(t: "Tensor", fmt: Format, operand: str) -> "Tensor":
     sizes and position counts fit (the rule of :func:`_needed_format`), else this
     raises FormatError naming ``operand`` and the format it needs.
     """
+    check_index_widths(t, fmt, operand)
+    return Tensor(fmt, t.shape, _cast_levels(t.levels, fmt), t.values, t.name)
+
+
+def check_index_widths(t: "Tensor", fmt: Format, operand: str) -> None:
+    """FormatError unless ``t`` has ``fmt``'s structure and its buffers' contents fit ``fmt``'s widths.
+
+    Also used by the device runtime, whose tensors hold torch buffers.
+    """
     if _structure(t.format) != _structure(fmt):
         raise FormatError(f"operand {operand!r}: format {t.format} is not {fmt}")
     needed = _needed_format(fmt, t.level_sizes, t._position_counts())
@@ -889,7 +914,6 @@ def with_index_widths(t: "Tensor", fmt: Format, operand: str) -> "Tensor":
             f"{needed.crd_width}-bit coordinates, but the kernel was compiled for {fmt} "
             f"(pos{fmt.pos_width}, crd{fmt.crd_width}); compile it with formats={{{operand!r}: {needed.mlir()!r}}}"
         )
-    return Tensor(fmt, t.shape, _cast_levels(t.levels, fmt), t.values, t.name)
 
 
 # =====================================================================================

@@ -180,7 +180,8 @@ FORMAT_ERRORS = [
     ("(i, j) -> (i floordiv 0 : dense, j : dense, i mod 0 : dense)", None, "positive integer"),
     ("(i, j) -> (i : dense, j floordiv 4 : dense, j mod 2 : structured[2, 2])", None, "same b"),
     ("(i, j) -> (i : dense, j : structured[2, 4])", None, "must store 'dim mod 4'"),
-    ("{ map = (i, j) -> (i : dense, j : compressed), posWidth = 16 }", None, "posWidth must be one of"),
+    ("{ map = (i, j) -> (i : dense, j : compressed), posWidth = 12 }", None, "posWidth must be one of"),
+    ("{ map = (i, j) -> (i : dense, j : compressed), crdWidth = 128 }", None, "crdWidth must be one of"),
     ("(i, j) -> (i : dense, j : compressed)", 3, "encoding has 2 dimensions"),
 ]
 
