@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Protocol
 import numpy as np
 
 from .errors import FormatError, ShapeError
-from .formats import Format, parse_format
+from .formats import Format, fit_width, parse_format
 from .ir import loop_ir as L
 from .ir.interp import _Interp
 from .passes.pipeline import LoweredProgram
@@ -261,6 +261,17 @@ class StatementRunner:
         """A bound operand converted to another format."""
         return _renamed(t.to(fmt), name)
 
+    def at_widths(self, t: Any, fmt: Format, name: str) -> Any:
+        """An operand whose format is the kernel's ``fmt`` but for index widths, cast to ``fmt``'s widths.
+
+        The kernel reads exactly those widths. A converted copy or an earlier statement's
+        result may have been widened past them (its entries needed it): FormatError naming
+        the operand then, never a wrong read. Other differences are left alone.
+        """
+        if t.format.with_widths(fmt.pos_width, fmt.crd_width) != fmt:
+            return t
+        return with_index_widths(t, fmt, name)
+
     def dense_result(self, fmt: Format, shape: tuple[int, ...], vals: Any, name: str) -> Any:
         """Wrap the values of a dense output."""
         if not fmt.ndim:
@@ -275,7 +286,7 @@ class StatementRunner:
                           name: str) -> Any:
         """Wrap a (dense, compressed) output whose ``pos`` are the entry offsets (no sort, no copy of crd)."""
         total = int(offsets[-1])
-        width = fmt.pos_width if total <= np.iinfo(np.int32).max or fmt.pos_width == 64 else 64
+        width = fit_width(fmt.pos_width, total)
         pos = offsets.astype(np.dtype(f"int{width}"), copy=False)
         if isinstance(vals, np.ndarray) and vals.ndim == 1 and vals.dtype in VALUE_DTYPES \
                 and crd.dtype == np.dtype(f"int{fmt.crd_width}"):
@@ -401,7 +412,10 @@ class StatementRunner:
             tensors[c.alias] = self.convert(tensors[c.tensor], c.dst, c.alias)
         buffers: dict[str, Any] = {}
         for o in space.operands:
-            buffers.update(self.buffers_of(tensors[o.prefix], o.prefix))
+            t = tensors[o.prefix]
+            if t.format != o.fmt:
+                t = self.at_widths(t, o.fmt, o.tensor)
+            buffers.update(self.buffers_of(t, o.prefix))
         scalars = infer_extents(low, {o.tensor: tensors[o.tensor] for o in space.operands})
         out = space.output
         shape = tuple(scalars[low.dim_params[v]] for v in out.dim_vars)
@@ -484,17 +498,19 @@ def _check_output_crd_width(fmt: Format, shape: tuple[int, ...], name: str) -> N
     """FormatError when the kernel would store output coordinates that do not fit ``fmt``'s crd width.
 
     A (dense, compressed) output assembled directly has its coordinates written by the
-    kernel in the width it was compiled for; a 32-bit width would silently wrap
-    coordinates past 2**31 - 1.
+    kernel in the width it was compiled for; a narrower width would silently wrap
+    coordinates past its largest value (127 for 8 bits, 32767 for 16, 2**31 - 1 for 32).
+    Only levels that store a ``crd`` buffer count.
     """
     if fmt.crd_width >= 64:
         return
-    limit = np.iinfo(np.dtype(f"int{fmt.crd_width}")).max
     sizes = fmt.level_sizes(shape)
-    if max(sizes, default=0) - 1 > limit:
-        wide = fmt.with_widths(fmt.pos_width, 64)
+    largest = max((s - 1 for lvl, s in zip(fmt.levels, sizes) if "crd" in lvl.buffers), default=0)
+    need = fit_width(fmt.crd_width, largest)
+    if need != fmt.crd_width:
+        wide = fmt.with_widths(fmt.pos_width, need)
         raise FormatError(
-            f"output {name!r} of shape {shape} needs 64-bit coordinates, but the kernel stores "
+            f"output {name!r} of shape {shape} needs {need}-bit coordinates, but the kernel stores "
             f"{fmt.crd_width}-bit ones (format {fmt}); compile it with out_format={wide.mlir()!r}"
         )
 

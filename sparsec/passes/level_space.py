@@ -119,6 +119,7 @@ class LevelSpace:
 
     def convert(self, o: Operand, new: Format, reason: str) -> None:
         """Record that operand ``o`` is stored as ``new`` inside the kernel."""
+        new = _converted_widths(o.fmt, new)
         if o.is_output:
             self.output_reasons.append(reason)
         else:
@@ -174,6 +175,21 @@ def unblocked(fmt: Format) -> Format:
         exprs.append(LevelExpr(e.dim))
         levels.append(Compressed() if e.dim in sparse_dims else Dense())
     return Format(tuple(levels), tuple(exprs), fmt.ndim, fmt.pos_width, fmt.crd_width)
+
+
+def _converted_widths(old: Format, new: Format) -> Format:
+    """``new`` with 8/16-bit widths raised to 32 unless it stores the same levels as ``old``.
+
+    A tensor's widths fit the levels it has (``nm(2, 4)[pos32,crd8]``: coordinates 0..3;
+    ``csc[pos32,crd8]``: at most 128 rows); another arrangement of its entries (CSC read as
+    CSR stores column coordinates) may need wider ones, which the kernel reading the
+    converted copy must be compiled for. Only a change of level properties (ordering) keeps them.
+    """
+    if min(new.pos_width, new.crd_width) >= 32:
+        return new
+    if new.exprs == old.exprs and [type(l) for l in new.levels] == [type(l) for l in old.levels]:
+        return new
+    return new.with_widths(max(new.pos_width, 32), max(new.crd_width, 32))
 
 
 def _fmt_tag(fmt: Format) -> str:

@@ -32,7 +32,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ...errors import BackendError, FormatError
-from ...formats import Format, parse_format
+from ...formats import Format, fit_width, parse_format
 from ...ir import loop_ir as L
 from ...runtime import StatementRunner, as_tensor
 from ...tensor import Tensor
@@ -177,12 +177,14 @@ class DeviceTensor(Tensor):
         if target == self.format:
             return self
         if _structure(target) == _structure(self.format):
-            torch = _torch()
-            dts = {"pos": torch.int32 if target.pos_width == 32 else torch.int64,
-                   "crd": torch.int32 if target.crd_width == 32 else torch.int64}
-            levels = [{k: v.to(dts[k]) for k, v in lv.items()} for lv in self.levels]
-            return DeviceTensor(target, self.shape, levels, self.values, self.name)
+            return self.at_widths(_fitting(self, target))
         return from_host(self.to_host().to(target), self.device, self.name, like=self.values.dtype)
+
+    def at_widths(self, fmt: Format) -> "DeviceTensor":
+        """The same tensor with index buffers cast to exactly ``fmt``'s widths (same structure; no fit check)."""
+        dts = {"pos": index_dtype(fmt.pos_width), "crd": index_dtype(fmt.crd_width)}
+        levels = [{k: v.to(dts[k]) if k in dts else v for k, v in lv.items()} for lv in self.levels]
+        return DeviceTensor(fmt, self.shape, levels, self.values, self.name)
 
     def astype(self, dtype) -> "DeviceTensor":  # type: ignore[override]
         return DeviceTensor(self.format, self.shape, self.levels, self.values.to(torch_dtype(dtype)), self.name)
@@ -205,9 +207,20 @@ def from_host(t: Tensor, device, name: str | None = None, like=None) -> DeviceTe
     return DeviceTensor(t.format, t.shape, levels, vals, name if name is not None else t.name)
 
 
+def index_dtype(width: int):
+    """The torch dtype of ``width``-bit index buffers (int8, int16, int32, int64)."""
+    return getattr(_torch(), f"int{width}")
+
+
 def _width(t) -> int:
-    torch = _torch()
-    return 32 if t.dtype == torch.int32 else 64
+    return {"int8": 8, "int16": 16, "int32": 32}.get(dtype_name(t), 64)
+
+
+def _fitting(t: Tensor, fmt: Format) -> Format:
+    """``fmt`` (same structure as ``t``) widened where ``t``'s sizes need it (the host rule, _needed_format)."""
+    from ...tensor import _needed_format
+
+    return _needed_format(fmt, t.level_sizes, t._position_counts())
 
 
 def _canonical_compressed(pos, crd, n_major: int, n_minor: int) -> bool:
@@ -336,13 +349,33 @@ def bind_operand(x: Any, name: str, fmt: Format | None, dtype: str | None, devic
         t = from_host(as_tensor(x, name), device, name)
     if fmt is not None and fmt.ndim == 0 and t.shape == (1,) and t.format.is_dense:
         pass   # a 0-d operand travels as its one element (the runtime's convention: see infer_extents)
-    elif fmt is not None and t.format != fmt and t.format.with_widths(fmt.pos_width, fmt.crd_width) != fmt:
-        t = t.to(fmt)
+    elif fmt is not None and t.format != fmt:
+        if t.format.with_widths(fmt.pos_width, fmt.crd_width) != fmt:
+            t = t.to(fmt)
+        if t.format != fmt:
+            t = narrowed(t, fmt, name)
     if dtype is not None and dtype_name(t.values) != dtype:
         t = t.astype(dtype)
     if t.name != name:
         t = t.renamed(name)
     return t
+
+
+def narrowed(t: DeviceTensor, fmt: Format, name: str) -> DeviceTensor:
+    """``t`` (``fmt``'s structure, other widths) with the buffers of ``fmt``'s 8/16-bit widths cast to them.
+
+    A kernel compiled for 8- or 16-bit indices loads them as such: a tensor whose entries do
+    not fit raises the FormatError naming the operand. 32/64-bit widths are left to the
+    launch, which reads 64-bit buffers of a 32-bit kernel when the indices need 64 bits.
+    """
+    if min(fmt.pos_width, fmt.crd_width) >= 32:
+        return t
+    from ...tensor import check_index_widths
+
+    target = fmt.with_widths(fmt.pos_width if fmt.pos_width < 32 else max(fmt.pos_width, t.format.pos_width),
+                             fmt.crd_width if fmt.crd_width < 32 else max(fmt.crd_width, t.format.crd_width))
+    check_index_widths(t, target, name)
+    return t.at_widths(target)
 
 
 def host_eval(e: L.LExpr, bufs: Mapping[str, Any], scalars: Mapping[str, int]) -> int:
@@ -415,6 +448,12 @@ class DeviceRunner(StatementRunner):
     def convert(self, t: Any, fmt: Format, name: str) -> Any:
         return self._dev(t).to(fmt).renamed(name)
 
+    def at_widths(self, t: Any, fmt: Format, name: str) -> Any:
+        d = self._dev(t)
+        if d.format.with_widths(fmt.pos_width, fmt.crd_width) != fmt:
+            return t
+        return narrowed(d, fmt, name)
+
     def dense_result(self, fmt: Format, shape: tuple[int, ...], vals: Any, name: str) -> Any:
         if not fmt.ndim:
             torch = _torch()
@@ -428,10 +467,9 @@ class DeviceRunner(StatementRunner):
 
     def compressed_result(self, fmt: Format, shape: tuple[int, ...], offsets: Any, crd: Any, vals: Any,
                           name: str) -> Any:
-        torch = _torch()
         total = int(offsets[-1]) if offsets.numel() else 0
-        w = 64 if total > _INT32_MAX or fmt.pos_width == 64 else 32
-        pos = offsets.to(torch.int32 if w == 32 else torch.int64)
+        w = fit_width(fmt.pos_width, total)
+        pos = offsets.to(index_dtype(w))
         return DeviceTensor(fmt.with_widths(w, fmt.crd_width), shape, [{}, {"pos": pos, "crd": crd}], vals, name)
 
     def entries_result(self, fmt: Format, shape: tuple[int, ...], crds: list, vals: Any, name: str,
@@ -444,10 +482,9 @@ class DeviceRunner(StatementRunner):
                                                                                         device=vals.device)
             pos = torch.zeros(n + 1, dtype=torch.int64, device=vals.device)
             torch.cumsum(counts, 0, out=pos[1:])
-            w = 64 if vals.numel() > _INT32_MAX or n > _INT32_MAX else 32
-            idt = torch.int32 if w == 32 else torch.int64
-            f = fmt.with_widths(w, w)
-            return DeviceTensor(f, shape, [{}, {"pos": pos.to(idt), "crd": cols.to(idt)}], vals, name)
+            f = fmt.with_widths(fit_width(fmt.pos_width, vals.numel()), fit_width(fmt.crd_width, int(shape[1]) - 1))
+            crd = cols.to(index_dtype(f.crd_width))
+            return DeviceTensor(f, shape, [{}, {"pos": pos.to(index_dtype(f.pos_width)), "crd": crd}], vals, name)
         host_vals = vals.float() if vals.dtype == torch.bfloat16 else vals
         host = StatementRunner.entries_result(self, fmt, shape, [c.cpu().numpy() for c in crds],
                                               host_vals.cpu().numpy(), name, presorted)

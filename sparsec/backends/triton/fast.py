@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ...fastcall import FALLBACK
-from .device import DeviceTensor, _torch, bind_operand, torch_dtype
+from .device import DeviceTensor, _fitting, _torch, bind_operand, torch_dtype
 
 
 class _Flat:
@@ -240,19 +240,6 @@ def _at_widths(t: DeviceTensor, fmt) -> DeviceTensor | None:
     """``t`` with index buffers cast to ``fmt``'s widths (once, at binding), or None if they do not fit."""
     if t.format == fmt:
         return t
-    if t.format.with_widths(fmt.pos_width, fmt.crd_width) != fmt:
+    if t.format.with_widths(fmt.pos_width, fmt.crd_width) != fmt or _fitting(t, fmt) != fmt:
         return None
-    torch = _torch()
-    levels = []
-    for lv in t.levels:
-        new = {}
-        for part, buf in lv.items():
-            width = fmt.pos_width if part == "pos" else fmt.crd_width
-            dt = torch.int32 if width == 32 else torch.int64
-            if buf.dtype != dt:
-                if width == 32 and buf.numel() and int(buf.max()) > 2**31 - 1:
-                    return None
-                buf = buf.to(dt)
-            new[part] = buf
-        levels.append(new)
-    return DeviceTensor(fmt, t.shape, levels, t.values, t.name)
+    return t.at_widths(fmt)
