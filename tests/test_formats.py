@@ -28,6 +28,9 @@ SHORT = [
     ("nm(2, 4)", 2, "nm(2, 4)", 3),
     ("nm(1,8)", 2, "nm(1, 8)", 3),
     ("csr[pos64,crd64]", 2, "csr[pos64,crd64]", 2),
+    ("csr[pos16,crd8]", 2, "csr[pos16,crd8]", 2),
+    ("nm(2,4)[pos32,crd8]", 2, "nm(2, 4)[pos32,crd8]", 3),
+    ("bsr(2, 2)[pos8, crd16]", 2, "bsr(2, 2)[pos8,crd16]", 4),
     ("bitmap", 2, "bitmap", 2),
 ]
 
@@ -103,6 +106,18 @@ MLIR = [
         None,
     ),
     (
+        "#sparse_tensor.encoding<{ map = (i, j) -> (i : dense, j floordiv 4 : dense, j mod 4 : structured[2, 4]), "
+        "crdWidth = 8 }>",
+        Format((Dense(), Dense(), NOutOfM(2, 4)), (LevelExpr(0), LevelExpr(1, "floordiv", 4), LevelExpr(1, "mod", 4)),
+               2, crd_width=8),
+        "nm(2, 4)",
+    ),
+    (
+        "{ map = (i, j) -> (j : compressed(nonunique), i : singleton), posWidth = 16, crdWidth = 8 }",
+        Format((Compressed(is_unique=False), Singleton()), (LevelExpr(1), LevelExpr(0)), 2, pos_width=16, crd_width=8),
+        None,
+    ),
+    (
         "(i, j) -> (i : dense, j : n_out_of_m(1, 2))".replace("j : n_out", "j floordiv 2 : dense, j mod 2 : n_out"),
         Format((Dense(), Dense(), NOutOfM(1, 2)), (LevelExpr(0), LevelExpr(1, "floordiv", 2), LevelExpr(1, "mod", 2)), 2),
         "nm(1, 2)",
@@ -127,6 +142,18 @@ def test_widths_are_part_of_equality_but_name_is_not():
     wide = a.with_widths(64, 64)
     assert wide != a and wide.mlir().endswith("posWidth = 64, crdWidth = 64 }>")
     assert parse_format("csf(0, 1)", 2) == parse_format("dcsr")
+
+
+@pytest.mark.parametrize("pos,crd", [(8, 8), (8, 16), (16, 8), (16, 16), (32, 8), (8, 64)])
+@pytest.mark.parametrize("name,ndim", [("csr", 2), ("csc", 2), ("coo", 2), ("dcsr", 2), ("bsr(2, 2)", 2),
+                                       ("nm(2, 4)", 2), ("csf", 3), ("coo", 3)])
+def test_narrow_widths_round_trip(name, ndim, pos, crd):
+    fmt = parse_format(name, ndim).with_widths(pos, crd)
+    text = fmt.mlir()
+    assert (f"posWidth = {pos}" in text) == (pos != 32) and (f"crdWidth = {crd}" in text) == (crd != 32)
+    assert parse_format(text) == fmt and hash(parse_format(text)) == hash(fmt)
+    assert str(fmt) == f"{parse_format(name, ndim)}[pos{pos},crd{crd}]"
+    assert parse_format(str(fmt), ndim) == fmt
 
 
 def test_properties_print():

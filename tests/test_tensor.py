@@ -344,6 +344,17 @@ def test_position_counts_past_int32_widen_pos():
     assert _needed_format(csr.with_widths(64, 64), (1, 1), (1, 1)) == csr.with_widths(64, 64)  # never narrowed
 
 
+def test_narrow_widths_widen_to_the_narrowest_that_fits_per_level():
+    csr8 = parse_format("csr[pos8,crd8]")
+    assert _needed_format(csr8, (10**6, 128), (10**6, 127)) == csr8       # rows own no buffer
+    assert _needed_format(csr8, (3, 129), (3, 128)) == csr8.with_widths(16, 16)
+    assert _needed_format(csr8, (3, 32769), (3, 5)) == csr8.with_widths(8, 32)
+    assert _needed_format(csr8, (3, 5), (3, 2**31)) == csr8.with_widths(64, 8)
+    nm = parse_format("nm(2, 4)[pos8,crd8]")
+    assert _needed_format(nm, (10**4, 10**4 // 4, 4), (10**4, 10**4 // 4 * 10**4, 10**8)) == nm
+    assert _needed_format(csr8.with_widths(16, 32), (1, 1), (1, 1)) == csr8.with_widths(16, 32)   # never narrowed
+
+
 # -- scipy ---------------------------------------------------------------------------------
 
 SCIPY_TYPES = [
