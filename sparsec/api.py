@@ -371,8 +371,9 @@ def einsum(subscripts: str, *operands: Any, out_format: FormatLike | None = None
 def _einsum_out_format(out_format: FormatLike | None, ndim: int, operand_formats: Any) -> Any:
     """``out_format`` as a Format, its position/coordinate widths widened to the widest sparse operand's.
 
-    An operand needs 64-bit indices when its shape does; a result built from it
-    usually does too (the runtime refuses to store a coordinate its width cannot hold).
+    An operand has wider indices when its shape needs them (an 8-bit crd widens to 16 past
+    127 columns); a result built from it usually needs them too (the runtime refuses to
+    store a coordinate its width cannot hold).
     """
     if out_format is None:
         return None

@@ -14,8 +14,13 @@ Short names: ``dense``, ``csr``, ``csc``, ``coo``, ``dcsr``, ``dcsc``, ``csf`` a
 ``dense``, ``coo`` and ``csf`` take their number of dimensions from ``ndim=`` (or
 from the tensor they describe); the others are 2-D.
 
-``str(fmt)`` gives the short name when there is one, ``fmt.mlir()`` always gives
-encoding text that :func:`parse_format` reads back to an equal format.
+Index widths (MLIR's ``posWidth`` / ``crdWidth``) are 8, 16, 32 (the default) or 64
+bits, signed (an int8 buffer holds 0..127); encoding text spells them ``crdWidth = 8``
+(0 means 64, as in MLIR), short names take a suffix: ``nm(2, 4)[pos32,crd8]``.
+
+``str(fmt)`` gives the short name when there is one (with the width suffix unless both
+widths are 32), ``fmt.mlir()`` always gives encoding text that :func:`parse_format`
+reads back to an equal format.
 """
 
 from __future__ import annotations
@@ -94,6 +99,9 @@ class LevelExpr:
 @dataclass(frozen=True)
 class Format:
     """A storage format: levels, their dimension expressions, and index bit widths.
+
+    ``pos_width`` / ``crd_width`` (8, 16, 32 or 64) give the dtypes of the ``pos`` and
+    ``crd`` buffers (``int8`` .. ``int64``); tensors widen them where their entries need it.
 
     ``name`` is only a display hint (the short name the format was written with)
     and takes no part in equality or hashing.

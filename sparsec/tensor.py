@@ -439,8 +439,8 @@ class Tensor:
 
         ``levels`` has one mapping per level with exactly that level's buffer names
         (``{"pos": ..., "crd": ...}``, ``{}`` for dense). Index arrays may have any
-        integer dtype; they are converted to the format's widths, widened to int64 when
-        the tensor needs it. With ``validate=True`` (the default) every buffer is
+        integer dtype; they are converted to the format's widths, widened (to the narrowest
+        of 8/16/32/64 bits that holds them) where the tensor needs it. With ``validate=True`` (the default) every buffer is
         checked (see :meth:`validate`); with False only the buffer names and dtypes and
         the length of ``values`` (against ``len(crd)`` of the last level) are: the contents,
         ``pos`` lengths and bounds included, are trusted, and a kernel run on buffers that
