@@ -7,11 +7,13 @@ one line as for any other format::
     k = sc.compile("Y[i,j] = W[i,k] * X[k,j]", formats={"W": "nm(2,4)"},
                    dtype={"W": "float16", "X": "float16", "Y": "float32"}, target="triton")
 
-On the GPU the Triton backend rebuilds each ``[64, 64]`` tile of W from its slots in
-registers (n compare-and-selects per weight) and multiplies it with ``tl.dot``. Note the
-byte count: ``nm(n, m)`` keeps a 32-bit in-block coordinate per value, so a 2:4 float16
-weight moves 3 bytes per weight against dense's 2; the same weights stored as ``bitmap``
-(1 bit per weight + the values: 1.1 bytes) are timed beside it.
+On the GPU the Triton backend rebuilds each tile of W from its slots in registers (the
+slots of a step load as one contiguous block, are split apart in registers, and each puts
+its value at its in-block coordinate) and multiplies it with ``tl.dot``. The weight is
+declared ``nm(n,m)[pos32,crd8]``: 8-bit in-block coordinates, so a 2:4 float16 weight
+moves 1.5 bytes per weight against dense's 2 (with the default 32-bit coordinates, 3).
+The same weights stored as ``bitmap`` (1 bit per weight + the values: 1.1 bytes) are
+timed beside it.
 
 Checked against ``W @ X`` in float64 and timed next to dense ``torch.matmul`` (the
 baseline) and, for 2:4 on the GPU, torch's ``to_sparse_semi_structured`` matmul
@@ -64,7 +66,7 @@ def run(env: dl.Env, shapes: Sequence[tuple[int, int]], patterns: Sequence[tuple
     for M, K in shapes:
         W0 = torch.randn(M, K, device=env.device, generator=gen).to(env.dtype)
         for n, m in patterns:
-            fmt = f"nm({n},{m})"
+            fmt = f"nm({n},{m})[pos32,crd8]"
             W = nm_prune(W0, n, m)
             k = sc.compile(DSL, formats={"W": fmt}, dtype=dl.spmm_dtypes(env), target=env.target, name="nm_spmm")
             Wb = dl.bind(W, fmt, env)

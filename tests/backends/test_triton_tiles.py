@@ -28,7 +28,7 @@ def _weight(fmt: str, M: int, K: int) -> np.ndarray:
         w[RNG.random((M, K)) < 0.75] = 0
         w[M // 2] = 0                                   # an empty row
     else:
-        n, m = (int(v) for v in fmt[3:-1].split(","))
+        n, m = (int(v) for v in fmt[3:fmt.index(")")].split(","))
         pad = (-K) % m
         g = np.pad(w, ((0, 0), (0, pad))).reshape(M, -1, m)
         order = np.argsort(-np.abs(g), axis=2)
@@ -47,6 +47,11 @@ CASES = [(fmt, dt, (70, 100, 16)) for fmt in ("bitmap", "nm(2,4)", "nm(3,5)")
          for dt in (("float16", "float16"), ("float16", "float32"), ("float32", "float32"), ("bfloat16", "float32"))]
 CASES += [(fmt, ("float16", "float32"), shape) for fmt in ("bitmap", "nm(1,4)")
           for shape in ((64, 128, 3), (5, 300, 70), (1, 64, 1))]
+# 8-bit coordinates; slots split in registers (n = 1, 2, 4) or loaded one by one (n = 3); ragged K and rows
+CASES += [(fmt, dt, shape) for fmt in ("nm(2,4)[pos32,crd8]", "nm(4,8)[pos32,crd8]", "nm(1,4)[pos32,crd8]",
+                                       "nm(3,8)[pos32,crd16]")
+          for dt, shape in ((("float16", "float32"), (70, 100, 16)), (("float32", "float32"), (33, 250, 5)),
+                            (("bfloat16", "bfloat16"), (64, 64, 32)))]
 
 
 @pytest.mark.parametrize("fmt,dtypes,shape", CASES, ids=lambda c: str(c).replace(" ", ""))
@@ -102,6 +107,17 @@ def test_transposed_layer_form_matches_and_dumps_the_template():
     text = k.dump("triton")
     assert "tile template: nm(2, 4) SpMM" in text and "tl.dot(a, b)" in text
     assert tiles.match(next(iter(k._compiled.values())).kernel).kind == "nm"
+
+
+@pytest.mark.parametrize("n,split", [(1, False), (2, True), (4, True), (3, False)])
+def test_nm_slots_load_contiguously_when_n_is_a_power_of_two(n, split):
+    """The template's source: one contiguous load per buffer and tl.split for n = 2, 4; per-slot loads for 3."""
+    k = sc.compile(TEXT, formats={"W": f"nm({n},8)[pos32,crd8]"}, dtype={"W": "float16", "X": "float16", "Y": "float32"},
+                   target="triton")
+    mt = tiles.match(next(iter(k._compiled.values())).kernel)
+    assert mt is not None and (mt.n, mt.m) == (n, 8)
+    text = k.dump("triton")
+    assert ("tl.split" in text) == split and ("tl.static_range" in text) == (n == 3)
 
 
 @pytest.mark.parametrize("fmt", ["csr", "bitmap"])
