@@ -18,7 +18,7 @@ import os
 import string
 import threading
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -213,6 +213,8 @@ class Kernel:
             if len(given) == len(self._input_set):
                 try:
                     result = fast(given)   # a misnamed operand: KeyError, and the general path explains
+                    if result is FALLBACK:
+                        result = _fast_with_torch_views(fast, given)
                 except KeyError:
                     result = FALLBACK
                 if result is not FALLBACK:
@@ -246,6 +248,36 @@ class Kernel:
 
     def __repr__(self) -> str:
         return f"<sparsec.Kernel {self.name} target={self.target} inputs={self.inputs} outputs={self.outputs}>"
+
+
+def _fast_with_torch_views(fast: Callable[[Mapping[str, Any]], Any], given: Mapping[str, Any]) -> Any:
+    """The fast call with dense CPU torch operands passed as numpy views (no copy), the dense result as a
+    torch tensor sharing its memory, as the general path returns it; FALLBACK where it does not apply.
+
+    Without it a CPU kernel called on torch tensors goes through the general runtime (measured on the
+    2-core VM: ~1 ms against ~0.36 ms for a 128x128 CSR times 128x3136 float32 product).
+    """
+    views: dict[str, Any] = {}
+    torch_in = False
+    for name, x in given.items():
+        if type(x).__module__.startswith("torch") and hasattr(x, "layout"):
+            import torch
+
+            if x.device.type != "cpu" or x.layout != torch.strided or x.dtype == torch.bfloat16 or x.is_conj() \
+                    or x.is_neg():
+                return FALLBACK       # the general path converts (or explains)
+            views[name] = x.detach().numpy()
+            torch_in = True
+        else:
+            views[name] = x
+    if not torch_in:
+        return FALLBACK
+    result = fast(views)
+    if type(result) is np.ndarray and result.ndim:
+        import torch
+
+        return torch.from_numpy(result)
+    return result
 
 
 def _present(t: Tensor, decl: TensorDecl, torch_out: bool) -> Any:

@@ -12,10 +12,12 @@ once, at construction, for the common case:
 * operands given as :class:`sparsec.Tensor` in exactly the declared format and
   dtype, as scipy CSR/CSC matrices that are views of such a tensor (validated
   once per matrix, see :func:`sparsec.api._scipy_view`), or as C-contiguous
-  numpy arrays for dense operands.
+  numpy arrays for dense operands (dense CPU torch tensors are passed in as numpy
+  views by :func:`sparsec.api._fast_with_torch_views`, the result handed back as
+  a torch tensor).
 
 Anything else -- a different format, a dtype to cast, a shape mismatch (which the
-general path reports with a precise message), torch tensors -- returns
+general path reports with a precise message), sparse torch tensors -- returns
 :data:`FALLBACK` and the general runtime runs instead. The results are the same
 either way; the tests run every kernel both ways.
 

@@ -124,3 +124,33 @@ def test_triton_fast_path_matches_and_rebinds_edited_tensors():
     expected = A @ (2 * x)
     xt.mul_(2)                       # (x shares xt's memory, so expected was taken first)
     np.testing.assert_allclose(k(A=At, x=xt).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("target", ["cpu", "interp"])
+def test_torch_cpu_operands_take_the_fast_path(target, monkeypatch):
+    """Dense CPU torch operands go to the fast path as numpy views; the result is a torch tensor, as from the
+    general path, and equal to it. Operands the views cannot serve (non-contiguous, sparse layouts) fall back."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    a = np.where(rng.random((13, 9)) < 0.35, rng.uniform(-1, 1, (13, 9)), 0.0)
+    A = sc.Tensor.from_numpy(a, "csr")
+    b = rng.uniform(-1, 1, (9, 4))
+    k = sc.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr"}, target=target)
+    want = k(A=A, B=b)
+    general = type(k._runner).run
+    took_general = []
+    monkeypatch.setattr(type(k._runner), "run", lambda self, t: took_general.append(1) or general(self, t))
+    for B in (torch.from_numpy(b.copy()), torch.from_numpy(b.copy()).requires_grad_(True)):
+        got = k(A=A, B=B)
+        assert type(got) is torch.Tensor and got.dtype == torch.float64 and not took_general
+        np.testing.assert_array_equal(got.numpy(), want)
+    # a transposed view is not C-contiguous: the general path copies it; same answer, still a torch tensor
+    bt = torch.from_numpy(np.ascontiguousarray(b.T)).t()
+    got = k(A=A, B=bt)
+    assert type(got) is torch.Tensor and took_general
+    np.testing.assert_array_equal(got.numpy(), want)
+    # a torch sparse operand is not a dense view: the general path converts it
+    took_general.clear()
+    got = k(A=torch.from_numpy(a).to_sparse_csr(), B=torch.from_numpy(b))
+    assert took_general
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
