@@ -1,5 +1,13 @@
-"""Probe: n:m SpMM tile kernels on the GPU (per-offset dots vs 3-d reshape), int8 vs int32 metadata."""
-import sys, itertools, torch, triton, triton.language as tl
+"""Probe (hand-written Triton, no sparsec): n:m SpMM tile kernels on the GPU, int8 metadata.
+
+v1 (offset_src): one tl.dot per in-block offset over strided per-slot loads (probe_v1_offset_dots.txt came from
+an earlier version of this script that swept v1 over more shapes); v2: contiguous loads + a 4-d compare-and-sum;
+v3: contiguous loads + tl.split (what sparsec's template does now). Run: python3 nm_probe.py on a CUDA machine.
+"""
+import itertools
+
+import torch
+import triton
 
 def nm_pack(W, n, m, crd_dtype):
     M, K = W.shape
@@ -59,17 +67,6 @@ def v2_src(n, m):
     return SRC_V2.replace("@LOADS@\n@DOTS@\n", body).replace("@M@", str(m)).replace("@N@", str(n))
 
 SRC_V3 = SRC_OFFSET.replace("k_off", "k_v3")
-
-def _split_names(prefix, n):
-    # tl.split a [BM, BG, n] tensor (n a power of two) into n [BM, BG] tensors; returns (code, names)
-    code, level = "", [prefix]
-    while len(level) < n:
-        nxt = []
-        for x in level:
-            code += f"        {x}a, {x}b = tl.split(tl.reshape({x}, [BM, BG, {n // (2 * len(level))}, 2]) if {n // (2 * len(level))} > 1 else {x})\n" if False else ""
-            nxt += [x + "a", x + "b"]
-        level = nxt
-    return code, level
 
 def v3_src(n, m):
     # values / coordinates loaded as contiguous [BM, BG*n] rows, split into n slot tensors by tl.split;
