@@ -80,7 +80,6 @@ def v3_src(n, m):
     names_v, names_c = ["vv"], ["cc"]
     width = n
     while width > 1:
-        nv, nc = [], []
         for x in names_v + names_c:
             body += f"        {x}0, {x}1 = tl.split(tl.reshape({x}, [BM, BG * {width // 2}, 2]))\n"
         names_v = [x + d for x in names_v for d in "01"]
