@@ -1,5 +1,7 @@
 """The fast call path agrees with the general runtime, is really taken, and falls back when it must."""
 
+import os
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -111,19 +113,21 @@ def test_triton_fast_path_matches_and_rebinds_edited_tensors():
     A = np.where(rng.random((12, 9)) < 0.4, rng.uniform(-1, 1, (12, 9)), 0.0).astype(np.float32)
     x = rng.uniform(-1, 1, 9).astype(np.float32)
     k = sc.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"}, dtype="float32", target="triton")
-    At, xt = torch.from_numpy(A).to_sparse_csr(), torch.from_numpy(x)
-    y = k(A=At, x=xt)
+    # compiled Triton (TRITON_INTERPRET=0 on a GPU machine) needs the operands on the GPU
+    dev = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0") else "cpu"
+    At, xt = torch.from_numpy(A).to_sparse_csr().to(dev), torch.from_numpy(x).to(dev)
+    y = k(A=At, x=xt).cpu()
     assert k._triton_fast is not None
     np.testing.assert_allclose(y.numpy(), A @ x, rtol=1e-5, atol=1e-6)
     # the fast path's result equals the general device path's
     k._triton_fast, fast = None, k._triton_fast
-    general = tb.call(k, A=At, x=xt)
+    general = tb.call(k, A=At, x=xt).cpu()
     k._triton_fast = fast
     np.testing.assert_array_equal(y.numpy(), general.numpy())
     # an in-place edit bumps the tensor's version: the cached binding is not reused
     expected = A @ (2 * x)
-    xt.mul_(2)                       # (x shares xt's memory, so expected was taken first)
-    np.testing.assert_allclose(k(A=At, x=xt).numpy(), expected, rtol=1e-5, atol=1e-6)
+    xt.mul_(2)                       # (on the CPU x shares xt's memory, so expected was taken first)
+    np.testing.assert_allclose(k(A=At, x=xt).cpu().numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("target", ["cpu", "interp"])
