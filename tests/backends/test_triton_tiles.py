@@ -109,15 +109,20 @@ def test_transposed_layer_form_matches_and_dumps_the_template():
     assert tiles.match(next(iter(k._compiled.values())).kernel).kind == "nm"
 
 
-@pytest.mark.parametrize("n,split", [(1, False), (2, True), (4, True), (3, False)])
-def test_nm_slots_load_contiguously_when_n_is_a_power_of_two(n, split):
-    """The template's source: one contiguous load per buffer and tl.split for n = 2, 4; per-slot loads for 3."""
-    k = sc.compile(TEXT, formats={"W": f"nm({n},8)[pos32,crd8]"}, dtype={"W": "float16", "X": "float16", "Y": "float32"},
-                   target="triton")
+@pytest.mark.parametrize("n,m", [(1, 8), (2, 8), (4, 8), (3, 8), (2, 5)])
+def test_nm_template_source_shape(n, m):
+    """The template's source: one contiguous load per buffer and tl.split for n a power of two, per-slot loads
+    otherwise; one [BM, BG] tile per in-block offset (padded to a power of two), interleaved with tl.join."""
+    k = sc.compile(TEXT, formats={"W": f"nm({n},{m})[pos32,crd8]"},
+                   dtype={"W": "float16", "X": "float16", "Y": "float32"}, target="triton")
     mt = tiles.match(next(iter(k._compiled.values())).kernel)
-    assert mt is not None and (mt.n, mt.m) == (n, 8)
+    assert mt is not None and (mt.n, mt.m) == (n, m)
     text = k.dump("triton")
-    assert ("tl.split" in text) == split and ("tl.static_range" in text) == (n == 3)
+    pow2 = n & (n - 1) == 0
+    assert ("tl.split" in text) == (pow2 and n > 1)
+    assert text.count("tl.load(W_vals") == (1 if pow2 else n)
+    assert text.count("tl.join(") == 7 and "d7 = " in text and "d8 = " not in text
+    assert text.count(" = tl.where(") == m and "d7 = zero" in text if m < 8 else text.count(" = tl.where(") == 8
 
 
 @pytest.mark.parametrize("fmt", ["csr", "bitmap"])

@@ -2,7 +2,10 @@
 
 v1 (offset_src): one tl.dot per in-block offset over strided per-slot loads (probe_v1_offset_dots.txt came from
 an earlier version of this script that swept v1 over more shapes); v2: contiguous loads + a 4-d compare-and-sum;
-v3: contiguous loads + tl.split (what sparsec's template does now). Run: python3 nm_probe.py on a CUDA machine.
+v3: contiguous loads + tl.split + a broadcast 3-d select; v4: contiguous loads + tl.split + one [BM, BG] tile per
+in-block offset interleaved with tl.join (what sparsec's template does now). The last run compared v3 and v4
+(probe_v3_v4.txt); earlier runs swept v1 / v2 / v3 (probe_v1_offset_dots.txt, probe_v2_v3.txt).
+Run: python3 nm_probe.py on a CUDA machine.
 """
 import itertools
 
@@ -101,6 +104,36 @@ def v3_src(n, m):
 """
     return SRC_V3.replace("@LOADS@\n@DOTS@\n", body).replace("@M@", str(m)).replace("@N@", str(n))
 
+SRC_V4 = SRC_OFFSET.replace("k_off", "k_v4")
+
+def v4_src(n, m):
+    # as v3, but each in-block offset t gets its own [BM, BG] tile d_t (n selects), and the dense tile is
+    # the d_t interleaved with tl.join (register-local), not a broadcast 3-d where
+    body = v3_src(n, m).split("        j = tl.arange")[0]
+    body = body[body.index("        sl = g0"):]
+    names_v = ["vv" + "".join(x) for x in _digits(n)]
+    names_c = ["cc" + "".join(x) for x in _digits(n)]
+    for t in range(m):
+        expr = "tl.zeros([BM, BG], dtype=vv.dtype)"
+        for v, c in zip(names_v, names_c):
+            expr = f"tl.where({c} == {t}, {v}, {expr})"
+        body += f"        d{t} = {expr}\n"
+    def inter(lst):
+        return lst[0] if len(lst) == 1 else f"tl.join({inter(lst[0::2])}, {inter(lst[1::2])})"
+    body += f"        a = tl.reshape({inter([f'd{t}' for t in range(m)])}, [BM, BG * {m}])\n"
+    body += f"""        kk = g0 * {m} + tl.arange(0, BG * {m})
+        b = tl.load(B + kk[:, None].to(tl.int64) * N + cols[None, :], mask=(kk < g_hi * {m})[:, None] & cm[None, :], other=0)
+        acc += tl.dot(a, b)
+"""
+    return SRC_V4.replace("@LOADS@\n@DOTS@\n", body).replace("@M@", str(m)).replace("@N@", str(n))
+
+def _digits(n):
+    k = n.bit_length() - 1
+    if k == 0:
+        return [()]
+    import itertools as it
+    return list(it.product("01", repeat=k))
+
 def offset_src(n, m):
     loads = "".join(f"        v{s} = tl.load(A_VALS + slot0 + {s}, mask=gm, other=0)\n"
                     f"        c{s} = tl.load(A_CRD + slot0 + {s}, mask=gm, other=-1)\n" for s in range(n))
@@ -139,17 +172,17 @@ def main():
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     print("device", torch.cuda.get_device_name(0), "triton", triton.__version__)
     lines = []
-    for (M, K), (n, m), N in [((4096, 4096), (2, 4), 8), ((4096, 4096), (2, 4), 64), ((4096, 4096), (4, 8), 64), ((11008, 4096), (2, 4), 32)]:
+    for (M, K), (n, m), N in [((4096, 4096), (2, 4), 8), ((4096, 4096), (2, 4), 64), ((4096, 4096), (4, 8), 64), ((11008, 4096), (2, 4), 16), ((4096, 4096), (1, 4), 32)]:
         W0 = torch.randn(M, K, device="cuda").half()
         Wd, vals, crd = nm_pack(W0, n, m, torch.int8)
         X = torch.randn(K, N, device="cuda").half()
         ref = Wd.float() @ X.float()
         dense_t = bench(lambda: Wd @ X)
         G = K // m
-        for name, src in (("v2", v2_src(n, m)), ("v3", v3_src(n, m))):
+        for name, src in (("v3", v3_src(n, m)), ("v4", v4_src(n, m))):
             kern = load(src, "k_" + name)
             best = None
-            for BM, BG, warps, stages in itertools.product((64, 128), (16, 32), (4,), (1, 3)):
+            for BM, BG, warps, stages in itertools.product((64,), (16, 32), (4, 8), (1,)):
                 if time.time() - t0 > 480: break
                 BN = max(16, min(64, triton.next_power_of_2(N)))
                 tiles = triton.cdiv(M, BM) * triton.cdiv(N, BN)

@@ -301,9 +301,9 @@ _NM_BODY = '''
     g_lo = ks * GPS
     g_hi = tl.minimum(g_lo + GPS, G)
     j = tl.arange(0, MP)
-    for g0 in range(g_lo, g_hi, BG):
-@SLOTS@
-        a = tl.reshape(dense, [BM, BG * MP])
+    for g0 in tl.range(g_lo, g_hi, BG, num_stages=1):   # not software-pipelined: measured slower (probes)
+@SLOTS@        zero = tl.zeros([BM, BG], dtype=A_VALS.dtype.element_ty)
+@OFFSETS@        a = tl.reshape(@DENSE@, [BM, BG * MP])
         kk = (g0 + tl.arange(0, BG))[:, None] * M_ + j[None, :]
         km = tl.reshape((j < M_)[None, :] & (kk < K) & ((g0 + tl.arange(0, BG)) < g_hi)[:, None], [BG * MP])
         kk = tl.reshape(kk, [BG * MP])
@@ -313,49 +313,67 @@ _NM_BODY = '''
 
 #: n a power of two: a step's slots load as one contiguous ``[BM, BG * n]`` block per buffer (values and
 #: coordinates of a row's groups are consecutive), split into the n slots in registers (``tl.split``)
-_NM_CONTIGUOUS = '''
-        sl = g0 * N_ + tl.arange(0, BG * N_)
+_NM_CONTIGUOUS = '''        sl = g0 * N_ + tl.arange(0, BG * N_)
         at = rows[:, None].to(tl.int64) * G * N_ + sl[None, :]
         lm = rm[:, None] & (sl < g_hi * N_)[None, :]
         v = tl.load(A_VALS + at, mask=lm, other=0)
         c = tl.load(A_CRD + at, mask=lm, other=-1)
-@SPLITS@        dense = tl.zeros([BM, BG, MP], dtype=A_VALS.dtype.element_ty)
-@SELECTS@'''
+'''
 
-#: any n: one strided ``[BM, BG]`` load per slot
-_NM_STRIDED = '''
-        gg = g0 + tl.arange(0, BG)
+#: any n: one strided ``[BM, BG]`` load per slot and buffer
+_NM_STRIDED = '''        gg = g0 + tl.arange(0, BG)
         gm = rm[:, None] & (gg < g_hi)[None, :]
         slot0 = (rows[:, None].to(tl.int64) * G + gg[None, :]) * N_
-        dense = tl.zeros([BM, BG, MP], dtype=A_VALS.dtype.element_ty)
-        for s in tl.static_range(N_):   # each slot puts its value at its in-block coordinate
-            v = tl.load(A_VALS + slot0 + s, mask=gm, other=0)
-            cc = tl.load(A_CRD + slot0 + s, mask=gm, other=-1)
-            dense = tl.where(cc[:, :, None] == j[None, None, :], v[:, :, None], dense)
 '''
 
 
-def _nm_body(n: int) -> str:
-    """:data:`_NM_BODY` for ``n`` slots per group.
+def _interleaved(names: list[str]) -> str:
+    """Triton expression: the ``[BM, BG]`` tiles ``names`` (a power of two of them) interleaved along a new
+    minor axis with ``tl.join`` (its flattening puts tile ``t``'s column ``g`` at ``g * len(names) + t``)."""
+    if len(names) == 1:
+        return names[0]
+    return f"tl.join({_interleaved(names[0::2])}, {_interleaved(names[1::2])})"
 
-    Measured on an H100 (4096x4096 float16 2:4, 8-bit coordinates, N = 8): the contiguous
-    loads and register split take 42 us per product against 104 us for one strided load per slot.
-    Each step puts every slot's value at its in-block coordinate (the slots of a group have
-    distinct coordinates, so at most one lands on an element; padding slots hold zeros).
+
+def _nm_body(n: int, m: int) -> str:
+    """:data:`_NM_BODY` for ``n`` slots per group of ``m``.
+
+    The slots come as ``[BM, BG]`` tiles (value and coordinate of slot ``s`` of each group):
+    split in registers from one contiguous load per buffer when ``n`` is a power of two, else
+    one strided load each. Each in-block offset ``t`` then gets its ``[BM, BG]`` tile of the
+    dense weight (``n`` compare-and-selects: the slots of a group have distinct coordinates,
+    padding slots hold zeros), and the ``m`` tiles are interleaved with ``tl.join`` into the
+    ``[BM, BG * m]`` operand of ``tl.dot``: all of it register-local. Measured on an H100
+    (4096x4096 float16 2:4, 8-bit coordinates; hand-written probes, see
+    benchmarks/results/h100-dl-item2): N = 8: 30 us, against 42 us for a broadcast
+    ``[BM, BG, m]`` select and 104 us for strided loads with one ``tl.dot`` per offset; N = 64:
+    34 against 51 us; dense cuBLAS 21 us.
     """
+    mp = _pow2(m)
     if n & (n - 1):
-        return _NM_BODY.replace("@SLOTS@\n", _NM_STRIDED)
-    names, width, splits = [("v", "c")], n, ""
-    while width > 1:   # halve the slot axis: the last bit of a slot index is split off first
-        for v, c in names:
-            for x in (v, c):
-                splits += f"        {x}0, {x}1 = tl.split(tl.reshape({x}, [BM, BG * {width // 2}, 2]))\n"
-        names = [(v + d, c + d) for v, c in names for d in "01"]
-        width //= 2
-    selects = "".join(f"        dense = tl.where({c}[:, :, None] == j[None, None, :], {v}[:, :, None], dense)\n"
-                      for v, c in names)
-    body = _NM_CONTIGUOUS.replace("@SPLITS@", splits).replace("@SELECTS@", selects)
-    return _NM_BODY.replace("@SLOTS@\n", body)
+        slots = _NM_STRIDED + "".join(
+            f"        v{s} = tl.load(A_VALS + slot0 + {s}, mask=gm, other=0)\n"
+            f"        c{s} = tl.load(A_CRD + slot0 + {s}, mask=gm, other=-1)\n" for s in range(n))
+        names = [(f"v{s}", f"c{s}") for s in range(n)]
+    else:
+        slots, names, width = _NM_CONTIGUOUS, [("v", "c")], n
+        while width > 1:   # halve the slot axis: the last bit of a slot index is split off first
+            for v, c in names:
+                for x in (v, c):
+                    slots += f"        {x}0, {x}1 = tl.split(tl.reshape({x}, [BM, BG * {width // 2}, 2]))\n"
+            names = [(v + d, c + d) for v, c in names for d in "01"]
+            width //= 2
+        if n == 1:
+            slots += "        v = tl.reshape(v, [BM, BG])\n        c = tl.reshape(c, [BM, BG])\n"
+    offsets = ""
+    for t in range(mp):
+        expr = "zero"
+        if t < m:
+            for v, c in names:
+                expr = f"tl.where({c} == {t}, {v}, {expr})"
+        offsets += f"        d{t} = {expr}\n"
+    dense = _interleaved([f"d{t}" for t in range(mp)])
+    return _NM_BODY.replace("@SLOTS@", slots).replace("@OFFSETS@", offsets).replace("@DENSE@", dense)
 
 
 
@@ -414,7 +432,7 @@ def source(mt: Match, kernel_name: str, params: tuple[str, ...], libdevice: bool
         internal = []
     else:
         roles = {"A_CRD": r["A_crd2"], "A_VALS": avals}
-        body = _nm_body(mt.n)
+        body = _nm_body(mt.n, mt.m)
         roles.update({"N_": str(mt.n), "M_": str(mt.m), "MP": str(_pow2(mt.m))})
         consts = ["BM", "BN", "BG", "GPS", "SPLIT"]
         internal = []
@@ -596,7 +614,7 @@ class TileKernel:
                                             split))
         else:
             groups = max(1, -(-n_k // mt.m))
-            bg = max(1, min(_pow2(max(1, 64 // mt.m)), _pow2(groups)))
+            bg = max(1, min(_pow2(max(1, 128 // mt.m)), _pow2(groups)))   # 128 columns a step: the probes' best
             per, split = _steps_per_split(groups, cfg.split, bg)
             kwargs.update(BG=bg, GPS=per, SPLIT=split)
         if mt.a_dtype == "float32":
