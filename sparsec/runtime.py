@@ -30,7 +30,7 @@ from .formats import Format, fit_width, parse_format
 from .ir import loop_ir as L
 from .ir.interp import _Interp
 from .passes.pipeline import LoweredProgram
-from .passes.sparsify import Lowered, identity_value
+from .passes.sparsify import TMAX_PARAM, Lowered, identity_value
 from .tensor import VALUE_DTYPES, Tensor, with_index_widths
 from .threads import TEAM
 
@@ -241,6 +241,8 @@ class StatementRunner:
     # -- array hooks (numpy here) -------------------------------------------------------
     def full(self, n: int, value: Any, dtype: np.dtype) -> Any:
         """A new 1-D array of ``n`` copies of ``value``."""
+        if value == 0:   # calloc'd: pages a kernel never touches (wide workspaces) cost nothing
+            return np.zeros(n, dtype=dtype)
         return np.full(n, value, dtype=dtype)
 
     def empty(self, n: int, dtype: np.dtype) -> Any:
@@ -395,13 +397,13 @@ class StatementRunner:
         return identity_value(low.reduce_op, low.compute_dtype)
 
     def _workspaces(self, scalars: Mapping[str, int], names: set[str]) -> dict[str, Any]:
-        """Zeroed scratch buffers of the workspaces the kernel declares (``names``: its parameters)."""
+        """Scratch buffers of the workspaces the kernel declares (``names``: its parameters), filled."""
         out = {}
         for w in self.low.workspaces:
             if w.name not in names:
                 continue
             n = int(_Interp(self.low.numeric, {}, scalars).ev(w.size))
-            out[w.name] = self.full(max(n, 1), 0, np.dtype(w.dtype))
+            out[w.name] = self.full(max(n, 1), w.fill, np.dtype(w.dtype))
         return out
 
     def run(self, tensors: Mapping[str, Any]) -> Any:
@@ -458,6 +460,9 @@ class StatementRunner:
         buffers[f"{out.prefix}_cnt"] = counts
         assert self.symbolic is not None and low.symbolic is not None
         self._launch(self.symbolic, low.symbolic, buffers, scalars)
+        if any(isinstance(p, L.ScalarParam) and p.name == TMAX_PARAM for p in top.params):
+            # the hash-table workspace: slots for the largest row (the counts are an upper bound per row)
+            scalars = {**scalars, TMAX_PARAM: hash_table_size(int(counts.max()) if counts.shape[0] else 0)}
         offsets, total = self.exclusive_cumsum(counts)
         buffers[f"{out.prefix}_off"] = offsets
         vals = self.empty(total, cdt)
@@ -473,6 +478,15 @@ class StatementRunner:
             buffers[f"{out.prefix}_crd{d}"] = c
         self._launch(self.numeric, top, buffers, scalars)
         return self.entries_result(out.fmt, shape, crds, vals, out.tensor, low.presorted)
+
+
+def hash_table_size(count: int) -> int:
+    """Slots of a hash-table workspace for ``count`` entries: the least power of two >= 2 * count (>= 2),
+    as the numeric kernel computes it per row."""
+    t = 2
+    while t < 2 * count:
+        t *= 2
+    return t
 
 
 def _count_slots(low: Lowered, buffers: Mapping[str, Any], scalars: Mapping[str, int], outer_lv: Any = None) -> int:

@@ -30,6 +30,10 @@ saying why:
 * ``skip_zeros(tensor)`` -- Triton: terms whose factor from the dense input ``tensor`` is
   zero at run time are skipped (their other operands' entries are not loaded), as for the
   absent entries of a sparse operand (activation sparsity; see :meth:`Schedule.skip_zeros`).
+* ``workspace(var, kind)`` -- a sparse output whose rows are accumulated in a workspace
+  along ``var`` (SpGEMM's ``j``): ``"auto"`` (default: per row, a hash table when it is
+  much smaller than the dense row), ``"dense"`` (the dense row of n entries) or ``"hash"``
+  (a hash table sized from the row's output count). See :meth:`Schedule.workspace`.
 * ``vectorize(var, width)`` -- CPU: LLVM vectorization width (1 disables it);
   ``unroll(var, factor)`` -- CPU: unroll count; ``block(var, size)`` -- Triton: the
   tile size of the block dimension that loop became (``BLOCK_N``, ``BLOCK_K``, ...).
@@ -121,6 +125,22 @@ class Schedule:
         """Merge two perfectly nested dense loops into one named ``name`` (default outer_inner)."""
         o, i = _var(outer), _var(inner)
         return self._add("fuse", o, i, _var(name) if name is not None else f"{o}_{i}")
+
+    def workspace(self, var: str, kind: str = "auto") -> "Schedule":
+        """How a sparse output's rows accumulate along ``var`` (the workspace variable: SpGEMM's ``j``).
+
+        ``"dense"``: in a dense row of n (the column count) values and marks; ``"hash"``: in a
+        hash table of T slots, T the least power of two >= 2 * the row's output count (known
+        from the symbolic pass); ``"auto"``: per row, the hash table when ``T * HASH_RATIO <= n``
+        (:data:`sparsec.passes.sparsify.HASH_RATIO`), the dense row otherwise. The symbolic
+        (counting) kernel always uses the dense marks. A statement without such a workspace
+        raises :class:`ScheduleError`.
+        """
+        from .passes.sparsify import WORKSPACE_KINDS
+
+        if kind not in WORKSPACE_KINDS:
+            raise ScheduleError(f"workspace kind must be one of {WORKSPACE_KINDS}, got {kind!r}")
+        return self._add("workspace", _var(var), kind)
 
     def vectorize(self, var: str, width: int) -> "Schedule":
         """CPU vectorization width of loop ``var`` (1: scalar)."""

@@ -53,6 +53,20 @@ _INSERTION_MAX = 48
 _RADIX = 256
 #: the workspace buffers only the radix sort of the numeric kernel uses
 _SORT_PARTS = ("tmp", "hist")
+#: the hash-table workspace's buffers (numeric kernel only): keys (-1: empty), values, terms seen
+_HASH_PARTS = ("hkey", "hvals", "hcount")
+#: the numeric kernel's scalar parameter holding the largest hash table any row needs (slots: a power
+#: of two >= 2 * the largest output row count); the runtime fills it from the symbolic pass's counts
+TMAX_PARAM = "sc_tmax"
+#: ``Schedule.workspace`` kinds: per-row choice, dense row always, hash table always
+WORKSPACE_KINDS = ("auto", "dense", "hash")
+#: the automatic choice takes the hash table for a row whose table of T slots has ``T * HASH_RATIO <= n``
+#: (n: the workspace's extent, the output's column count); see :meth:`Sparsifier.workspace_row`
+HASH_RATIO = 16
+#: multiplicative hash of a column, kept in 31 bits: ((j mod 2**31) * A mod 2**31) >> (31 - log2 T),
+#: A ~ 2**31 / golden ratio, odd (Knuth); all operands non-negative and no product overflows 63 bits
+_HASH_MUL = 1327217885
+_HASH_BITS = 31
 
 
 class NotFusable(Exception):
@@ -107,15 +121,23 @@ class ParallelSpec:
     reduction: str | None = None    # None | "atomic" | "private"
     balance_tensor: str | None = None
     segment: int | None = None
+    #: ``Schedule.workspace(var, kind)``: the output variable named and the workspace kind asked for
+    workspace_var: str | None = None
+    workspace: str = "auto"
 
 
 @dataclass(frozen=True)
 class Workspace:
-    """A scratch buffer the host allocates (zeroed) per parallel chunk."""
+    """A scratch buffer the host allocates per parallel chunk, every entry ``fill`` (0 unless said).
+
+    ``size`` is evaluated over the kernel's scalars; the numeric kernel's may name
+    :data:`TMAX_PARAM`, which the runtime fills from the output's row counts before the launch.
+    """
 
     name: str
     dtype: str
     size: L.LExpr
+    fill: int = 0
 
 
 @dataclass(frozen=True)
@@ -213,10 +235,12 @@ class _State:
     acc: L.Var | None = None
     hit: L.Var | None = None
     row_count: L.Var | None = None
+    #: inside a hash-table workspace row: (mask, shift) of that row's table
+    hash: tuple[L.Var, L.Var] | None = None
 
     def copy(self) -> "_State":
         return _State(dict(self.bound), {k: _OpState(list(v.pos), list(v.seg_end)) for k, v in self.ops.items()},
-                      self.acc, self.hit, self.row_count)
+                      self.acc, self.hit, self.row_count, self.hash)
 
 
 IDENTITY = {"sum": 0, "max": float("-inf"), "min": float("inf")}
@@ -479,13 +503,20 @@ class Sparsifier:
         self._check_fusion(self.main.order, self.body)
         self.main.hoist_at = self._hoist_point()
         self.direct = self._direct_compressed()
+        self._check_workspace_request()
         numeric = self._kernel(symbolic=False)
-        ws_names = dict(self.ws_names)   # the numeric kernel's: a superset of the symbolic one's
+        ws_names = dict(self.ws_names)
         symbolic = self._kernel(symbolic=True) if self.strategy in ("entries", "workspace") else None
+        for part, name in self.ws_names.items():   # the symbolic kernel's (the dense marks of a hash-only one)
+            ws_names.setdefault(part, name)
         workspaces: tuple[Workspace, ...] = ()
         if self.strategy == "workspace":
             n = L.Var(self.dim_param[self.lvars[self.ws_var].dim_var])
-            workspaces = tuple(Workspace(name, self._ws_dtypes()[part], const(_RADIX) if part == "hist" else n)
+            dtypes = {**self._ws_dtypes(symbolic=True), **self._ws_dtypes()}
+
+            def size(part: str) -> L.LExpr:
+                return const(_RADIX) if part == "hist" else L.Var(TMAX_PARAM) if part in _HASH_PARTS else n
+            workspaces = tuple(Workspace(name, dtypes[part], size(part), -1 if part == "hkey" else 0)
                                for part, name in ws_names.items())
         out_lvl_vars = [lv.name for lv in self.out.level_vars if not lv.is_unit]
         presorted = [v for v in self.order if v in set(out_lvl_vars)] == out_lvl_vars and not self.out.fmt.is_blocked
@@ -494,6 +525,17 @@ class Sparsifier:
                        tuple(self.filters), self.reduce_op in ("max", "min") and self.hoist_at is not None,
                        self.direct, self._writes_all(), self.count_slots,
                        covers_output=self._covers_output())
+
+    def _check_workspace_request(self) -> None:
+        from ..errors import ScheduleError
+
+        var, kind = self.spec.workspace_var, self.spec.workspace
+        if var is None:
+            return
+        if self.strategy != "workspace" or self.ws_var != var:
+            raise ScheduleError(f"workspace({var}, {kind}): the statement does not accumulate rows of a sparse "
+                                f"output along {var} in a workspace (strategy {self.strategy!r}"
+                                + (f", workspace variable {self.ws_var})" if self.ws_var else ")"))
 
     def first_reduction_index(self) -> int:
         """Position in the loop order of the first reduction variable (len(order) if none)."""
@@ -520,9 +562,7 @@ class Sparsifier:
         self.parallel_info: ParallelInfo | None = None
         self.ws_names: dict[str, str] = {}
         if self.strategy == "workspace":
-            for part, dtype in self._ws_dtypes().items():
-                if symbolic and part in _SORT_PARTS:
-                    continue   # the counting kernel does not sort
+            for part, dtype in self._ws_dtypes(symbolic).items():
                 self.ws_names[part] = self._buf(f"{self.out.tensor}_ws_{part}", dtype, "work")
         # Declare input buffers first so parameter order is stable and readable.
         for o in self.space.operands:
@@ -547,6 +587,8 @@ class Sparsifier:
         name = self.kernel_name + ("_symbolic" if symbolic else "")
         dims = sorted(set(self.dim_param.values()))
         params: list[L.Param] = list(self._buffers.values()) + [L.ScalarParam(d) for d in dims]
+        if "hkey" in self.ws_names:
+            params.append(L.ScalarParam(TMAX_PARAM))
         if self.parallel_info is not None:
             params += [L.ScalarParam("sc_lo"), L.ScalarParam("sc_hi")]
         doc = f"{'symbolic (counts) ' if symbolic else ''}kernel for: output {self.out.tensor} ({self.strategy})"
@@ -1142,6 +1184,8 @@ class Sparsifier:
                 return self.ws_touch(st)
             return self.emit(st, None)
         value = self.emit_expr(expr, st)
+        if self.strategy == "workspace" and st.hash is not None:
+            return self.hash_accumulate(st, value)
         if self.strategy == "workspace":
             return self.ws_touch(st) + self.ws_accumulate(st, value)
         if st.acc is not None:
@@ -1208,12 +1252,109 @@ class Sparsifier:
 
     # ------------------------------------------------------------------ workspace (SpGEMM-style)
     def workspace_row(self, k: int, st: _State, expr: Expr) -> list[L.Stmt]:
-        """Accumulate one output row in a dense workspace, then emit it sorted and clear it."""
+        """Accumulate one output row in a workspace, then emit it sorted and clear it.
+
+        The symbolic kernel counts a row's distinct columns with the dense marks (n bytes).
+        The numeric kernel knows each row's exact output count from the counts' prefix sums
+        (``off[slot + 1] - off[slot]``) and, per row, accumulates it either in the dense row
+        (``vals``/``mark`` of n entries) or in a hash table of T slots (T: a power of two >=
+        2 * the count; linear probing); ``Schedule.workspace`` may force either. Under the
+        automatic choice a row takes the hash table when ``T * HASH_RATIO <= n``: then its
+        randomly touched state is far smaller than the dense row's n entries.
+        """
+        kind = self.spec.workspace
+        if self.symbolic or kind == "dense":
+            return self.dense_row(k, st, expr)
+        n = L.Var(self.dim_param[self.lvars[self.ws_var].dim_var])
+        off, slot = f"{self.out.prefix}_off", self._count_slot()
+        count = binop("sub", L.Cast(L.Load(off, binop("add", slot, 1), "int64"), INDEX),
+                      L.Cast(L.Load(off, slot, "int64"), INDEX))
+        rc, tsz, lg, mask, sh = (L.Var(self.namer.fresh(b)) for b in ("rc", "tsz", "lg", "hmask", "hsh"))
+        stmts: list[L.Stmt] = [
+            L.Assign(rc, count), L.Assign(tsz, const(2)), L.Assign(lg, const(1)),
+            L.While(binop("lt", tsz, binop("add", rc, rc)), L.Block((
+                L.Assign(tsz, binop("add", tsz, tsz)), L.Assign(lg, binop("add", lg, 1)))),
+                comment="hash table slots: the least power of two >= 2 * the row's output count")]
+        hashed = [L.Assign(mask, binop("sub", tsz, 1)), L.Assign(sh, binop("sub", const(_HASH_BITS), lg))]
+        hashed += self.hash_row(k, st, expr, (mask, sh))
+        if kind == "hash":
+            return stmts + hashed
+        use_hash = binop("le", binop("mul", tsz, const(HASH_RATIO)), n)
+        # (the hash path first: the table's slots * HASH_RATIO <= the dense row's n entries)
+        return stmts + [L.If(use_hash, L.Block(tuple(hashed)), L.Block(tuple(self.dense_row(k, st, expr))))]
+
+    def _sort_list(self, cnt: L.Var, n: L.LExpr) -> L.Stmt:
+        lst = self.ws_names["list"]
+        short = binop("le", cnt, const(_INSERTION_MAX))
+        return L.If(short, L.Block(tuple(self.insertion_sort(lst, cnt))),
+                    L.Block(tuple(self.radix_sort(lst, self.ws_names["tmp"], self.ws_names["hist"], cnt, n))))
+
+    def _hash_slot(self, j: L.LExpr, sh: L.Var) -> L.LExpr:
+        """The home slot of column ``j`` in a table of 2**(31 - sh) slots (multiplicative hash)."""
+        low = const((1 << _HASH_BITS) - 1)
+        return binop("shr", binop("bitand", binop("mul", binop("bitand", j, low), const(_HASH_MUL)), low), sh)
+
+    def _probe(self, h: L.Var, j: L.LExpr, mask: L.Var, stop_at_empty: bool) -> L.Stmt:
+        """Linear probing from slot ``h`` to ``j``'s slot (or, inserting, the first empty one)."""
+        hkey = self.ws_names["hkey"]
+        key = L.Load(hkey, h, "int64")
+        cond = binop("ne", key, L.Cast(j, "int64"))
+        if stop_at_empty:
+            cond = binop("and", cond, binop("ne", key, const(-1, "int64")))
+        return L.While(cond, L.Block((L.Assign(h, binop("bitand", binop("add", h, 1), mask)),)))
+
+    def hash_row(self, k: int, st: _State, expr: Expr, table: tuple[L.Var, L.Var]) -> list[L.Stmt]:
+        """One row in the hash table: accumulate, sort the touched columns, look each up, emit, clear."""
+        inner = st.copy()
+        inner.row_count = L.Var(self.namer.fresh("nrow"))
+        inner.hash = table
+        stmts: list[L.Stmt] = [L.Assign(inner.row_count, const(0))]
+        stmts += self.lower_var(k, inner, expr)
+        cnt, lst = inner.row_count, self.ws_names["list"]
+        mask, sh = table
+        t, h = L.Var(self.namer.fresh("t")), L.Var(self.namer.fresh("h"))
+        jv = L.Var(self.ws_var)
+        emit_st = st.copy()
+        emit_st.bound[self.ws_var] = jv
+        value = self.ws_value(h, "hvals", "hcount")
+        clear: list[L.Stmt] = [L.Store(self.ws_names["hkey"], h, const(-1, "int64")),
+                               L.Store(self.ws_names["hvals"], h, const(0, self.cdt))]
+        if "hcount" in self.ws_names:
+            clear.append(L.Store(self.ws_names["hcount"], h, const(0, "int64")))
+        drain = [L.Assign(jv, L.Cast(L.Load(lst, t, "int64"), INDEX)), L.Assign(h, self._hash_slot(jv, sh)),
+                 self._probe(h, jv, mask, False)] + self.emit(emit_st, value) + clear
+        n = L.Var(self.dim_param[self.lvars[self.ws_var].dim_var])
+        stmts.append(self._sort_list(cnt, n))
+        stmts.append(L.For(t, const(0), cnt, L.Block(tuple(drain)),
+                           comment=f"{self.ws_var}: touched coordinates, sorted, looked up in the hash table"))
+        return stmts
+
+    def hash_accumulate(self, st: _State, value: L.LExpr) -> list[L.Stmt]:
+        """Find (or insert) the column's slot, then combine one term into it (and count it under max/min)."""
+        j = st.bound[self.ws_var]
+        mask, sh = st.hash
+        h = L.Var(self.namer.fresh("h"))
+        hkey, lst, cnt = self.ws_names["hkey"], self.ws_names["list"], st.row_count
+        first: list[L.Stmt] = [L.Store(hkey, h, L.Cast(j, "int64")), L.Store(lst, cnt, L.Cast(j, "int64")),
+                               L.Assign(cnt, binop("add", cnt, 1))]
+        if "hcount" in self.ws_names:
+            first.append(L.Store(self.ws_names["hvals"], h, const(identity_value(self.reduce_op, self.cdt), self.cdt)))
+        op = self.reduce_op or "sum"
+        stmts: list[L.Stmt] = [
+            L.Assign(h, self._hash_slot(j, sh)), self._probe(h, j, mask, True),
+            L.If(binop("eq", L.Load(hkey, h, "int64"), const(-1, "int64")), L.Block(tuple(first))),
+            L.Store(self.ws_names["hvals"], h, value, STORE_OP[op])]
+        if "hcount" in self.ws_names:
+            stmts.append(L.Store(self.ws_names["hcount"], h, const(1, "int64"), "add"))
+        return stmts
+
+    def dense_row(self, k: int, st: _State, expr: Expr) -> list[L.Stmt]:
+        """Accumulate one output row in the dense workspace (n entries), then emit it sorted and clear it."""
         inner = st.copy()
         inner.row_count = L.Var(self.namer.fresh("nrow"))
         stmts: list[L.Stmt] = [L.Assign(inner.row_count, const(0))]
         stmts += self.lower_var(k, inner, expr)
-        cnt, lst, mark, vals = inner.row_count, self.ws_names["list"], self.ws_names["mark"], self.ws_names["vals"]
+        cnt, lst, mark = inner.row_count, self.ws_names["list"], self.ws_names["mark"]
         t = L.Var(self.namer.fresh("t"))
         jv = L.Var(self.ws_var)
         clear = [L.Store(mark, jv, const(0, "int8"))]
@@ -1222,6 +1363,7 @@ class Sparsifier:
             stmts.append(L.For(t, const(0), cnt, L.Block((L.Assign(jv, L.Cast(L.Load(lst, t, "int64"), INDEX)),
                                                           *clear))))
             return stmts
+        vals = self.ws_names["vals"]
         emit_st = st.copy()
         emit_st.bound[self.ws_var] = jv
         value = self.ws_value(jv)
@@ -1237,19 +1379,33 @@ class Sparsifier:
                           L.Block(tuple(self.emit(emit_st, value) + [L.Store(vals, jv, const(0, self.cdt))] + clear)))]
         scan = [L.For(jv, const(0), n, L.Block(tuple(scan_body)), comment=f"{self.ws_var}: scan the dense workspace")]
         drain_sorted = [L.For(t, const(0), cnt, L.Block(tuple(drain)), comment=f"{self.ws_var}: touched coordinates, sorted")]
-        short = binop("le", cnt, const(_INSERTION_MAX))
-        sort = L.If(short, L.Block(tuple(self.insertion_sort(lst, cnt))),
-                    L.Block(tuple(self.radix_sort(lst, self.ws_names["tmp"], self.ws_names["hist"], cnt, n))))
+        sort = self._sort_list(cnt, n)
         scan_wins = binop("lt", n, binop("add", binop("mul", cnt, 8), const(2 * _RADIX)))
         stmts.append(L.If(scan_wins, L.Block(tuple(scan)), L.Block((sort, *drain_sorted))))
         return stmts
 
-    def _ws_dtypes(self) -> dict[str, str]:
+    def _ws_dtypes(self, symbolic: bool = False) -> dict[str, str]:
         """The row workspace's buffers: values, touched marks, the touched list and, under max/min,
-        how many terms reached each coordinate (fewer than the reduced range: an implicit 0 joins)."""
-        parts = {"vals": self.cdt, "mark": "int8", "list": "int64", "tmp": "int64", "hist": "int64"}
-        if self.main.reduce_op in ("max", "min"):
+        how many terms reached each coordinate (fewer than the reduced range: an implicit 0 joins);
+        the radix sort's scratch; the hash table's keys, values (and counts) unless the schedule
+        forces the dense row. The symbolic kernel counts with the dense marks and does not sort."""
+        kind = self.spec.workspace
+        minmax = self.main.reduce_op in ("max", "min")
+        parts: dict[str, str] = {}
+        if kind != "hash" or symbolic:
+            parts.update(vals=self.cdt, mark="int8")
+        parts.update(list="int64", tmp="int64", hist="int64")
+        if minmax and (kind != "hash" or symbolic):
             parts["count"] = "int64"
+        if kind == "hash" and symbolic:
+            parts.pop("vals"), parts.pop("count", None)   # only the marks count
+        if kind != "dense" and not symbolic:
+            parts.update(hkey="int64", hvals=self.cdt)
+            if minmax:
+                parts["hcount"] = "int64"
+        if symbolic:
+            for part in _SORT_PARTS:
+                del parts[part]
         return parts
 
     def ws_touch(self, st: _State) -> list[L.Stmt]:
@@ -1271,22 +1427,22 @@ class Sparsifier:
             stmts.append(L.Store(self.ws_names["count"], j, const(1, "int64"), "add"))
         return stmts
 
-    def ws_value(self, j: L.Var) -> L.LExpr:
+    def ws_value(self, j: L.Var, vals: str = "vals", count: str = "count") -> L.LExpr:
         """The reduced value of workspace coordinate ``j``.
 
         Loops skip terms that are structurally 0 (as for sums); under max/min a coordinate
         reached by fewer terms than the reduced range holds (the product of its extents) had
         an implicit 0 among them.
         """
-        v = L.Load(self.ws_names["vals"], j, self.cdt)
-        if "count" not in self.ws_names:
+        v = L.Load(self.ws_names[vals], j, self.cdt)
+        if count not in self.ws_names:
             return v
         terms = None
         dups = {d for _, d in self.filters}  # a repeated index's duplicate adds no terms (the filter drops them)
         for var in sorted(self.main.reduce_vars - dups):
             n = L.Var(self.dim_param[var])
             terms = n if terms is None else binop("mul", terms, n)
-        seen = L.Cast(L.Load(self.ws_names["count"], j, "int64"), INDEX)
+        seen = L.Cast(L.Load(self.ws_names[count], j, "int64"), INDEX)
         op = STORE_OP[self.main.reduce_op]
         return L.Select(binop("lt", seen, terms), binop(op, v, const(0, self.cdt)), v, self.cdt)
 

@@ -508,7 +508,7 @@ class DeviceRunner(StatementRunner):
             if w.name not in names:
                 continue
             size = max(host_eval(w.size, {}, scalars), 1)
-            bufs[w.name] = self.full(programs * size, 0, np.dtype(w.dtype))
+            bufs[w.name] = self.full(programs * size, w.fill, np.dtype(w.dtype))
             scal[f"_t_ws:{w.name}"] = size
         fn(bufs, scal)
 
