@@ -131,8 +131,9 @@ class Schedule:
 
         ``"dense"``: in a dense row of n (the column count) values and marks; ``"hash"``: in a
         hash table of T slots, T the least power of two >= 2 * the row's output count (known
-        from the symbolic pass); ``"auto"``: per row, the hash table when ``T * HASH_RATIO <= n``
-        (:data:`sparsec.passes.sparsify.HASH_RATIO`), the dense row otherwise. The symbolic
+        from the symbolic pass); ``"auto"``: per row, the hash table when the dense row is large
+        (n * (value bytes + 1) >= :data:`sparsec.passes.sparsify.HASH_MIN_BYTES`) and ``T *
+        HASH_RATIO <= n`` (:data:`sparsec.passes.sparsify.HASH_RATIO`), the dense row otherwise. The symbolic
         (counting) kernel always uses the dense marks. A statement without such a workspace
         raises :class:`ScheduleError`.
         """

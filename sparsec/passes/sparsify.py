@@ -61,12 +61,19 @@ TMAX_PARAM = "sc_tmax"
 #: ``Schedule.workspace`` kinds: per-row choice, dense row always, hash table always
 WORKSPACE_KINDS = ("auto", "dense", "hash")
 #: the automatic choice takes the hash table for a row whose table of T slots has ``T * HASH_RATIO <= n``
-#: (n: the workspace's extent, the output's column count); see :meth:`Sparsifier.workspace_row`
+#: (n: the workspace's extent, the output's column count) when the dense row's values and marks take at
+#: least ``HASH_MIN_BYTES`` (n * (value bytes + 1)); see :meth:`Sparsifier.workspace_row`. Measured
+#: (benchmarks/hash_rule.py, 1 thread, float32, 2-core Xeon with 2 MiB L2 a core): the hash table loses
+#: 1.15-1.6x for n <= 262144 however small T, is even at n = 2**20 (0.90-1.18x) and wins at n = 2**22
+#: (0.71-0.91x, T/n <= 1/4096).
 HASH_RATIO = 16
+HASH_MIN_BYTES = 8 << 20
 #: multiplicative hash of a column, kept in 31 bits: ((j mod 2**31) * A mod 2**31) >> (31 - log2 T),
 #: A ~ 2**31 / golden ratio, odd (Knuth); all operands non-negative and no product overflows 63 bits
 _HASH_MUL = 1327217885
 _HASH_BITS = 31
+#: a hash row's touched list holds ``column << _SLOT_BITS | slot``: sorted by column, it gives each slot
+_SLOT_BITS = 32
 
 
 class NotFusable(Exception):
@@ -1259,8 +1266,10 @@ class Sparsifier:
         (``off[slot + 1] - off[slot]``) and, per row, accumulates it either in the dense row
         (``vals``/``mark`` of n entries) or in a hash table of T slots (T: a power of two >=
         2 * the count; linear probing); ``Schedule.workspace`` may force either. Under the
-        automatic choice a row takes the hash table when ``T * HASH_RATIO <= n``: then its
-        randomly touched state is far smaller than the dense row's n entries.
+        automatic choice a row takes the hash table when the dense row is large (n * (value
+        bytes + 1) >= HASH_MIN_BYTES: it misses the caches) and ``T * HASH_RATIO <= n``: then
+        its randomly touched state is far smaller than the dense row. Columns must be < 2**31
+        on the hash path (its touched list packs column << 32 | slot).
         """
         kind = self.spec.workspace
         if self.symbolic or kind == "dense":
@@ -1279,15 +1288,18 @@ class Sparsifier:
         hashed += self.hash_row(k, st, expr, (mask, sh))
         if kind == "hash":
             return stmts + hashed
-        use_hash = binop("le", binop("mul", tsz, const(HASH_RATIO)), n)
-        # (the hash path first: the table's slots * HASH_RATIO <= the dense row's n entries)
+        item = {"float64": 8, "int64": 8, "float32": 4, "int32": 4, "float16": 2, "bfloat16": 2}.get(self.cdt, 1)
+        min_n = -(-HASH_MIN_BYTES // (item + 1))
+        use_hash = binop("and", binop("ge", n, const(min_n)), binop("le", binop("mul", tsz, const(HASH_RATIO)), n))
+        # (the hash path first: a dense row of >= HASH_MIN_BYTES and the table's slots * HASH_RATIO <= n)
         return stmts + [L.If(use_hash, L.Block(tuple(hashed)), L.Block(tuple(self.dense_row(k, st, expr))))]
 
-    def _sort_list(self, cnt: L.Var, n: L.LExpr) -> L.Stmt:
+    def _sort_list(self, cnt: L.Var, n: L.LExpr, start: int = 0) -> L.Stmt:
+        """Sort the touched list by its keys' bits from ``start`` up (columns in ``[0, n)`` there)."""
         lst = self.ws_names["list"]
         short = binop("le", cnt, const(_INSERTION_MAX))
         return L.If(short, L.Block(tuple(self.insertion_sort(lst, cnt))),
-                    L.Block(tuple(self.radix_sort(lst, self.ws_names["tmp"], self.ws_names["hist"], cnt, n))))
+                    L.Block(tuple(self.radix_sort(lst, self.ws_names["tmp"], self.ws_names["hist"], cnt, n, start))))
 
     def _hash_slot(self, j: L.LExpr, sh: L.Var) -> L.LExpr:
         """The home slot of column ``j`` in a table of 2**(31 - sh) slots (multiplicative hash)."""
@@ -1316,15 +1328,18 @@ class Sparsifier:
         jv = L.Var(self.ws_var)
         emit_st = st.copy()
         emit_st.bound[self.ws_var] = jv
-        value = self.ws_value(h, "hvals", "hcount")
+        value = self.ws_value(h, "hvals", "hcount")   # the touched list holds column << 32 | slot
         clear: list[L.Stmt] = [L.Store(self.ws_names["hkey"], h, const(-1, "int64")),
                                L.Store(self.ws_names["hvals"], h, const(0, self.cdt))]
         if "hcount" in self.ws_names:
             clear.append(L.Store(self.ws_names["hcount"], h, const(0, "int64")))
-        drain = [L.Assign(jv, L.Cast(L.Load(lst, t, "int64"), INDEX)), L.Assign(h, self._hash_slot(jv, sh)),
-                 self._probe(h, jv, mask, False)] + self.emit(emit_st, value) + clear
+        x = L.Var(self.namer.fresh("x"), "int64")
+        drain = [L.Assign(x, L.Load(lst, t, "int64")),
+                 L.Assign(jv, L.Cast(binop("shr", x, const(_SLOT_BITS, "int64")), INDEX)),
+                 L.Assign(h, L.Cast(binop("bitand", x, const((1 << _SLOT_BITS) - 1, "int64")), INDEX))]
+        drain += self.emit(emit_st, value) + clear
         n = L.Var(self.dim_param[self.lvars[self.ws_var].dim_var])
-        stmts.append(self._sort_list(cnt, n))
+        stmts.append(self._sort_list(cnt, n, _SLOT_BITS))
         stmts.append(L.For(t, const(0), cnt, L.Block(tuple(drain)),
                            comment=f"{self.ws_var}: touched coordinates, sorted, looked up in the hash table"))
         return stmts
@@ -1335,7 +1350,8 @@ class Sparsifier:
         mask, sh = st.hash
         h = L.Var(self.namer.fresh("h"))
         hkey, lst, cnt = self.ws_names["hkey"], self.ws_names["list"], st.row_count
-        first: list[L.Stmt] = [L.Store(hkey, h, L.Cast(j, "int64")), L.Store(lst, cnt, L.Cast(j, "int64")),
+        packed = binop("add", binop("mul", L.Cast(j, "int64"), const(1 << _SLOT_BITS, "int64")), L.Cast(h, "int64"))
+        first: list[L.Stmt] = [L.Store(hkey, h, L.Cast(j, "int64")), L.Store(lst, cnt, packed),
                                L.Assign(cnt, binop("add", cnt, 1))]
         if "hcount" in self.ws_names:
             first.append(L.Store(self.ws_names["hvals"], h, const(identity_value(self.reduce_op, self.cdt), self.cdt)))
@@ -1456,8 +1472,11 @@ class Sparsifier:
         return [L.For(t, const(1), n, L.Block((L.Assign(key, L.Load(buf, t, "int64")), L.Assign(u, t), shift,
                                                 L.Store(buf, u, key))), comment="insertion sort of the touched list")]
 
-    def radix_sort(self, buf: str, tmp: str, hist: str, n: L.Var, bound: L.LExpr) -> list[L.Stmt]:
+    def radix_sort(self, buf: str, tmp: str, hist: str, n: L.Var, bound: L.LExpr, start: int = 0) -> list[L.Stmt]:
         """Sort ``buf[0:n]`` (keys in ``[0, bound)``) ascending in place: LSD radix sort, 8 bits a pass.
+
+        ``start``: the keys are ``key << start | payload`` and sort by ``key`` (the payload's bits are
+        not sorted on: the hash-table workspace's column << 32 | slot, columns unique in a row).
 
         Each pass counts the digits into ``hist`` (256 entries), turns the counts into start offsets,
         scatters the keys into ``tmp`` in digit order (stable) and copies them back; passes run while
@@ -1483,8 +1502,9 @@ class Sparsifier:
             L.Store(hist, d, const(1, i64), "add"))))]
         back = [L.For(t, const(0), n, L.Block((L.Store(buf, t, L.Load(tmp, t, i64)),)))]
         top = L.Cast(binop("sub", bound, 1), i64)
-        more = binop("or", binop("eq", shift, 0), binop("gt", binop("shr", top, L.Cast(shift, i64)), const(0, i64)))
-        return [L.Assign(shift, const(0)),
+        more = binop("or", binop("eq", shift, start),
+                     binop("gt", binop("shr", top, L.Cast(binop("sub", shift, start), i64)), const(0, i64)))
+        return [L.Assign(shift, const(start)),
                 L.While(more, L.Block(tuple(count + offsets + scatter + back) + (L.Assign(shift, binop("add", shift, 8)),)),
                         comment="radix sort of the touched list, 8 bits a pass")]
 

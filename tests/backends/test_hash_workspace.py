@@ -14,6 +14,7 @@ import scipy.sparse as sps
 
 import sparsec as sc
 from sparsec import Tensor, api, runtime
+from sparsec.passes import sparsify
 from sparsec.passes.sparsify import HASH_RATIO
 
 SEED = 20261122
@@ -67,6 +68,8 @@ def _check(target, kind, op, A, B, dtype="float64"):
         np.testing.assert_array_equal(got, ref)
     else:
         np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+    if kind == "auto":   # the rule as compiled (the tests lower its dense-row size floor to take the hash path)
+        assert f"n_j >= {-(-sparsify.HASH_MIN_BYTES // (np.dtype(dtype).itemsize + 1))} &&" in loops, loops
     return out
 
 
@@ -77,8 +80,10 @@ ROW_NNZ = [0, 1, 3, 12, 40, 0]
 @pytest.mark.parametrize("target", ["cpu", "interp", "triton"])
 @pytest.mark.parametrize("kind", ["hash", "auto"])
 @pytest.mark.parametrize("op", ["sum", "max", "min"])
-def test_hash_workspace_wide(target, kind, op):
+def test_hash_workspace_wide(target, kind, op, monkeypatch):
     # n = 200000 with a few entries per row: every row's table is far below n, so auto takes the hash path
+    # (its dense-row size floor lowered: by default it starts at 8 MiB of dense row)
+    monkeypatch.setattr(sparsify, "HASH_MIN_BYTES", 0)
     if target == "triton":
         pytest.importorskip("triton")
         pytest.importorskip("torch")
@@ -94,12 +99,19 @@ def test_hash_workspace_wide(target, kind, op):
 @pytest.mark.parametrize("kind", ["hash", "auto", "dense"])
 @pytest.mark.parametrize("op", ["sum", "max", "min"])
 def test_hash_workspace_narrow_and_int(target, kind, op):
-    # n = 300: auto keeps the long rows dense (table * HASH_RATIO > n) and hashes the 1-entry rows;
+    # n = 300: auto keeps the rows dense (by default, and with the size floor lowered: table * HASH_RATIO > n
+    # but for the 1-entry rows, hashed then);
     # the forced hash table has as many slots as n for the longest rows (heavy probing)
     rng = np.random.default_rng(SEED + 10 + {"sum": 0, "max": 1, "min": 2}[op])
     A, B = _operands(rng, [0, 1, 5, 30, 60, 0, 2], 64, 300, 4, integer=True)
     _check(target, kind, op, A, B, dtype="int64")
     _check(target, kind, op, A.astype(np.float32), B.astype(np.float32), dtype="float32")
+    if kind == "auto":
+        sparsify.HASH_MIN_BYTES, floor = 0, sparsify.HASH_MIN_BYTES
+        try:
+            _check(target, kind, op, A, B, dtype="int64")
+        finally:
+            sparsify.HASH_MIN_BYTES = floor
 
 
 @pytest.mark.parametrize("target", ["cpu", "interp", "triton"])
@@ -120,6 +132,7 @@ def test_hash_workspace_empty_a(target, kind):
 def test_hash_workspace_threads(threads, kind, monkeypatch):
     # enough rows for two chunks (each gets its own table); the threshold lowered so they run in parallel
     monkeypatch.setattr(runtime, "MIN_PARALLEL_WORK", 0)
+    monkeypatch.setattr(sparsify, "HASH_MIN_BYTES", 0)
     rng = np.random.default_rng(SEED + 30 + threads)
     row_nnz = list(rng.integers(0, 30, 400))
     A, B = _operands(rng, row_nnz, 200, 200_000, 4, integer=False)
@@ -129,6 +142,14 @@ def test_hash_workspace_threads(threads, kind, monkeypatch):
             _check("cpu", kind, op, A, B)
     finally:
         sc.set_num_threads(None)
+
+
+def test_auto_rule_in_loop_ir():
+    # the default rule: hash only for a dense row of >= HASH_MIN_BYTES (n >= 1677722 float32 columns)
+    k = api.compile(_stmt("sum"), formats=FORMATS, dtype="float32")
+    loops = k.dump("loops")
+    assert "C_ws_hkey" in loops and "C_ws_mark" in loops
+    assert f"n_j >= {-(-sparsify.HASH_MIN_BYTES // 5)} && tsz * {HASH_RATIO} <= n_j" in loops, loops
 
 
 def test_workspace_schedule_errors():
