@@ -69,7 +69,8 @@ def _check(target, kind, op, A, B, dtype="float64"):
     else:
         np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
     if kind == "auto":   # the rule as compiled (the tests lower its dense-row size floor to take the hash path)
-        assert f"n_j >= {-(-sparsify.HASH_MIN_BYTES // (np.dtype(dtype).itemsize + 1))} &&" in loops, loops
+        assert f"if n_j >= {-(-sparsify.HASH_MIN_BYTES // (np.dtype(dtype).itemsize + 1))} {{" in loops, loops
+        assert f"tsz * {sparsify.HASH_RATIO} <= n_j" in loops, loops
     return out
 
 
@@ -149,7 +150,8 @@ def test_auto_rule_in_loop_ir():
     k = api.compile(_stmt("sum"), formats=FORMATS, dtype="float32")
     loops = k.dump("loops")
     assert "C_ws_hkey" in loops and "C_ws_mark" in loops
-    assert f"n_j >= {-(-sparsify.HASH_MIN_BYTES // 5)} && tsz * {HASH_RATIO} <= n_j" in loops, loops
+    assert f"if n_j >= {-(-sparsify.HASH_MIN_BYTES // 5)} {{" in loops, loops
+    assert f"tsz * {HASH_RATIO} <= n_j" in loops, loops
 
 
 def test_workspace_schedule_errors():
