@@ -9,10 +9,9 @@ Prints, per (n, c), the dense-row and hash-table times (min of 7, ms) and T = th
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import scipy.sparse as sps
+from hash_workspace import best   # min of ``reps`` timed calls after a warm-up, ms
 
 
 def rand(rows: int, cols: int, d: int, seed: int) -> sps.csr_matrix:
@@ -22,16 +21,6 @@ def rand(rows: int, cols: int, d: int, seed: int) -> sps.csr_matrix:
     A.sum_duplicates()
     A.sort_indices()
     return A
-
-
-def best(fn, reps: int = 7) -> float:
-    fn()
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return 1e3 * min(ts)
 
 
 def main() -> None:
@@ -49,7 +38,7 @@ def main() -> None:
             A, B = sc.Tensor.from_scipy(rand(m, K, da, 1), format="csr"), sc.Tensor.from_scipy(rand(K, n, db, 2),
                                                                                                format="csr")
             c = da * db
-            t = {kind: best(lambda: k(A=A, B=B)) for kind, k in ks.items()}
+            t = {kind: best(lambda: k(A=A, B=B), 7) for kind, k in ks.items()}
             T = hash_table_size(c)
             print(f"{n}\t{c}\t{T}\t{n // T}\t{t['dense']:.2f}\t{t['hash']:.2f}\t{t['hash'] / t['dense']:.2f}",
                   flush=True)

@@ -4,7 +4,7 @@
         python benchmarks/hash_workspace.py [--threads 1,2] [--reps 7] [--ratio 16] [names...]
 
 Times are the minimum of ``--reps`` calls (after one warm-up call) of each kernel, in ms; float32.
-Names: matrices of /work/shared/matrices (MANIFEST.tsv) or ``rand<n>x<d>`` (uniform random n x n,
+Names: matrices of the shared folder (``$SPARSEC_MATRICES`` or ``../shared/matrices``, MANIFEST.tsv) or ``rand<n>x<d>`` (uniform random n x n,
 d entries a row, seed 0). ``--ratio`` overrides ``sparsify.HASH_RATIO`` for the ``auto`` kernels
 (compile-time: use a fresh SPARSEC_CACHE_DIR per value).
 """
@@ -19,7 +19,6 @@ import time
 import numpy as np
 import scipy.sparse as sps
 
-sys.path.insert(0, "/work/shared/matrices")
 DEFAULT = ["ct2010", "delaunay_n16", "p2p-Gnutella31", "cage11", "ca-CondMat", "wiki-Vote", "rand1000000x4"]
 
 
@@ -34,8 +33,9 @@ def load(name: str) -> sps.csr_matrix:
         A.sum_duplicates()
         A.sort_indices()
         return A
-    from load import load as load_mm
-    return load_mm(name, dtype="float32", pattern_values="random").tocsr()
+    from cases import _loader, matrices_dir   # the suite's matrices folder ($SPARSEC_MATRICES or ../shared/matrices)
+
+    return _loader(matrices_dir()).load(name, dtype="float32", pattern_values="random").tocsr()
 
 
 def best(fn, reps: int) -> float:
