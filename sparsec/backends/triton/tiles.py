@@ -304,11 +304,17 @@ _NM_BODY = '''
     for g0 in tl.range(g_lo, g_hi, BG, num_stages=1):   # not software-pipelined: measured slower (probes)
 @SLOTS@        zero = tl.zeros([BM, BG], dtype=A_VALS.dtype.element_ty)
 @OFFSETS@        a = tl.reshape(@DENSE@, [BM, BG * MP])
-        kk = (g0 + tl.arange(0, BG))[:, None] * M_ + j[None, :]
+@KROWS@        b = tl.load(B + kk[:, None].to(tl.int64) * N + cols[None, :], mask=km[:, None] & cm[None, :], other=0)
+        acc += DOT
+'''
+
+#: the rows of B a step multiplies: ``m`` a power of two, consecutive; else ``MP - m`` padding rows a group
+_NM_KROWS_POW2 = '''        kk = g0 * M_ + tl.arange(0, BG * MP)
+        km = (kk < K) & (kk < g_hi * M_)
+'''
+_NM_KROWS_PADDED = '''        kk = (g0 + tl.arange(0, BG))[:, None] * M_ + j[None, :]
         km = tl.reshape((j < M_)[None, :] & (kk < K) & ((g0 + tl.arange(0, BG)) < g_hi)[:, None], [BG * MP])
         kk = tl.reshape(kk, [BG * MP])
-        b = tl.load(B + kk[:, None].to(tl.int64) * N + cols[None, :], mask=km[:, None] & cm[None, :], other=0)
-        acc += DOT
 '''
 
 #: n a power of two: a step's slots load as one contiguous ``[BM, BG * n]`` block per buffer (values and
@@ -373,7 +379,9 @@ def _nm_body(n: int, m: int) -> str:
                 expr = f"tl.where({c} == {t}, {v}, {expr})"
         offsets += f"        d{t} = {expr}\n"
     dense = _interleaved([f"d{t}" for t in range(mp)])
-    return _NM_BODY.replace("@SLOTS@", slots).replace("@OFFSETS@", offsets).replace("@DENSE@", dense)
+    krows = _NM_KROWS_POW2 if mp == m else _NM_KROWS_PADDED
+    return _NM_BODY.replace("@SLOTS@", slots).replace("@OFFSETS@", offsets).replace("@DENSE@", dense) \
+        .replace("@KROWS@", krows)
 
 
 
