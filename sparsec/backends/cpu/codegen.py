@@ -926,24 +926,20 @@ class _FunctionBuilder:
         if isinstance(e, L.BinOp) and e.op in ("add", "sub", "mul"):
             a = self._multiple_of(e.a, d, assigned)
             b = self._multiple_of(e.b, d, assigned)
-            return self._cond_or(a, b) if e.op == "mul" else self._cond_and(a, b)
+            return self._cond("or" if e.op == "mul" else "and", a, b)
         return False
 
-    def _cond_and(self, a: ir.Value | bool, b: ir.Value | bool) -> ir.Value | bool:
-        """``a and b`` of conditions that are i1 values or Python bools (folded where one is a bool)."""
-        if a is False or b is False:
-            return False
-        if a is True or b is True:
-            return b if a is True else a
-        return self.b.and_(a, b)
-
-    def _cond_or(self, a: ir.Value | bool, b: ir.Value | bool) -> ir.Value | bool:
-        """``a or b`` of conditions that are i1 values or Python bools (folded where one is a bool)."""
-        if a is True or b is True:
-            return True
-        if a is False or b is False:
-            return b if a is False else a
-        return self.b.or_(a, b)
+    def _cond(self, op: str, a: ir.Value | bool, b: ir.Value | bool) -> ir.Value | bool:
+        """``a and b`` / ``a or b`` (``op``) of conditions that are i1 values or Python bools, folded where
+        one is a bool: the absorbing value (False for and, True for or) wins, the other one drops out."""
+        absorbing = op == "or"
+        if a is absorbing or b is absorbing:
+            return absorbing
+        if a is (not absorbing):
+            return b
+        if b is (not absorbing):
+            return a
+        return self.b.or_(a, b) if op == "or" else self.b.and_(a, b)
 
     def _grid_shift(self, plan: regtile.TilePlan, var: regtile.Variant, jlo: ir.Value) -> tuple | None:
         """``(ok, shift)`` for the masked variant: tiles starting at ``jlo - shift`` load aligned vectors.
@@ -973,7 +969,7 @@ class _FunctionBuilder:
                 same = True
             else:
                 same = bld.icmp_signed("==", off, shift)
-            ok = self._cond_and(self._cond_and(ok, mult), same)
+            ok = self._cond("and", self._cond("and", ok, mult), same)
         if shift is None:
             return None
         if ok is True:
