@@ -31,7 +31,7 @@ from .ir import loop_ir as L
 from .ir.interp import _Interp
 from .passes.pipeline import LoweredProgram
 from .passes.sparsify import TMAX_PARAM, Lowered, identity_value
-from .tensor import VALUE_DTYPES, Tensor, with_index_widths
+from .tensor import VALUE_DTYPES, Tensor, needed_crd_width, with_index_widths
 from .threads import TEAM
 
 
@@ -518,9 +518,7 @@ def _check_output_crd_width(fmt: Format, shape: tuple[int, ...], name: str) -> N
     """
     if fmt.crd_width >= 64:
         return
-    sizes = fmt.level_sizes(shape)
-    largest = max((s - 1 for lvl, s in zip(fmt.levels, sizes) if "crd" in lvl.buffers), default=0)
-    need = fit_width(fmt.crd_width, largest)
+    need = needed_crd_width(fmt, fmt.level_sizes(shape))
     if need != fmt.crd_width:
         wide = fmt.with_widths(fmt.pos_width, need)
         raise FormatError(

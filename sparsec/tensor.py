@@ -130,6 +130,13 @@ def _is_named(fmt: Format, short: str) -> bool:
         return False
 
 
+def needed_crd_width(fmt: Format, level_sizes: Sequence[int]) -> int:
+    """The narrowest of 8/16/32/64 bits, at least ``fmt.crd_width``, that holds every coordinate below the
+    sizes of the levels that store a ``crd`` buffer (``level_sizes``: one per level)."""
+    largest = max((int(n) - 1 for lvl, n in zip(fmt.levels, level_sizes) if "crd" in lvl.buffers), default=0)
+    return fit_width(fmt.crd_width, largest)
+
+
 def _needed_format(fmt: Format, level_sizes: Sequence[int], num_positions: Sequence[int]) -> Format:
     """``fmt`` widened where the tensor's sizes need it (never narrowed).
 
@@ -137,14 +144,9 @@ def _needed_format(fmt: Format, level_sizes: Sequence[int], num_positions: Seque
     below its level size; each width becomes the narrowest of 8/16/32/64 (at least the
     declared one) that holds the largest over the levels owning such a buffer.
     """
-    largest_pos = largest_crd = 0
-    for lvl, size, count in zip(fmt.levels, level_sizes, num_positions):
-        if "pos" in lvl.buffers:
-            largest_pos = max(largest_pos, int(count))
-        if "crd" in lvl.buffers:
-            largest_crd = max(largest_crd, int(size) - 1)
+    largest_pos = max((int(c) for lvl, c in zip(fmt.levels, num_positions) if "pos" in lvl.buffers), default=0)
     pos_w = fit_width(fmt.pos_width, largest_pos)
-    crd_w = fit_width(fmt.crd_width, largest_crd)
+    crd_w = needed_crd_width(fmt, level_sizes)
     if (pos_w, crd_w) == (fmt.pos_width, fmt.crd_width):
         return fmt
     return fmt.with_widths(pos_w, crd_w)

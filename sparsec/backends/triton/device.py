@@ -482,7 +482,9 @@ class DeviceRunner(StatementRunner):
                                                                                         device=vals.device)
             pos = torch.zeros(n + 1, dtype=torch.int64, device=vals.device)
             torch.cumsum(counts, 0, out=pos[1:])
-            f = fmt.with_widths(fit_width(fmt.pos_width, vals.numel()), fit_width(fmt.crd_width, int(shape[1]) - 1))
+            from ...tensor import _needed_format   # the host rule: positions up to nnz, columns below shape[1]
+
+            f = _needed_format(fmt, fmt.level_sizes(shape), (n, vals.numel()))
             crd = cols.to(index_dtype(f.crd_width))
             return DeviceTensor(f, shape, [{}, {"pos": pos.to(index_dtype(f.pos_width)), "crd": crd}], vals, name)
         host_vals = vals.float() if vals.dtype == torch.bfloat16 else vals
