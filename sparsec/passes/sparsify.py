@@ -51,8 +51,6 @@ from .loop_order import OrderChoice
 _INSERTION_MAX = 48
 #: buckets of a radix-sort pass (8 bits of the column index)
 _RADIX = 256
-#: the workspace buffers only the radix sort of the numeric kernel uses
-_SORT_PARTS = ("tmp", "hist")
 #: the hash-table workspace's buffers (numeric kernel only): keys (-1: empty), values, terms seen
 _HASH_PARTS = ("hkey", "hvals", "hcount")
 #: the numeric kernel's scalar parameter holding the largest hash table any row needs (slots: a power
@@ -1405,27 +1403,25 @@ class Sparsifier:
         return stmts
 
     def _ws_dtypes(self, symbolic: bool = False) -> dict[str, str]:
-        """The row workspace's buffers: values, touched marks, the touched list and, under max/min,
-        how many terms reached each coordinate (fewer than the reduced range: an implicit 0 joins);
-        the radix sort's scratch; the hash table's keys, values (and counts) unless the schedule
-        forces the dense row. The symbolic kernel counts with the dense marks and does not sort."""
+        """The row workspace's buffers. The symbolic kernel counts a row's columns with the dense marks
+        and the touched list only. The numeric one has the dense row (values, marks and, under max/min,
+        how many terms reached each coordinate: fewer than the reduced range means an implicit 0 joins)
+        unless the schedule forces the hash table, the touched list and the radix sort's scratch, and the
+        hash table's keys, values (and counts) unless the schedule forces the dense row."""
+        if symbolic:
+            return {"mark": "int8", "list": "int64"}
         kind = self.spec.workspace
         minmax = self.main.reduce_op in ("max", "min")
         parts: dict[str, str] = {}
-        if kind != "hash" or symbolic:
+        if kind != "hash":
             parts.update(vals=self.cdt, mark="int8")
         parts.update(list="int64", tmp="int64", hist="int64")
-        if minmax and (kind != "hash" or symbolic):
+        if minmax and kind != "hash":
             parts["count"] = "int64"
-        if kind == "hash" and symbolic:
-            parts.pop("vals"), parts.pop("count", None)   # only the marks count
-        if kind != "dense" and not symbolic:
+        if kind != "dense":
             parts.update(hkey="int64", hvals=self.cdt)
             if minmax:
                 parts["hcount"] = "int64"
-        if symbolic:
-            for part in _SORT_PARTS:
-                del parts[part]
         return parts
 
     def ws_touch(self, st: _State) -> list[L.Stmt]:
