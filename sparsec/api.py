@@ -29,7 +29,7 @@ from .ir.tensor_ir import Assignment, Program, TensorDecl, VALUE_DTYPES
 from .passes.pipeline import LoweredProgram, lower_program
 from .fastcall import FALLBACK, FastCall
 from .kernel_cache import LRUCache
-from .runtime import ProgramRunner, StatementRunner, as_tensor
+from .runtime import ProgramRunner, StatementRunner, as_tensor, is_torch
 from .tensor import Tensor
 
 _SCHEDULES = (None, "default", "auto")
@@ -75,7 +75,7 @@ def _dtype_name(dt: Any, what: str) -> str:
     dtype) and torch dtypes to a name of :data:`VALUE_DTYPES`; only that name (one of
     sparsec's own constants) travels on, never the user's spelling."""
     spec = dt
-    if type(dt).__module__.startswith("torch"):   # torch.float32 -> "float32"
+    if is_torch(dt):   # torch.float32 -> "float32"
         spec = str(dt)
     if isinstance(spec, str) and spec.startswith("torch."):
         spec = spec[len("torch."):]
@@ -221,7 +221,7 @@ class Kernel:
                     return result
         if self._call_hook is not None:
             return self._call_hook(self, args, kwargs)
-        torch_in = any(type(v).__module__.startswith("torch") for v in list(args) + list(kwargs.values()))
+        torch_in = any(is_torch(v) for v in list(args) + list(kwargs.values()))
         results = self.run(*args, **kwargs)
         out = [results[o] for o in self.outputs if o in results]
         final = [_present(t, self.program.decl(n), torch_in) for n, t in zip(self.outputs, out)]
@@ -260,7 +260,7 @@ def _fast_with_torch_views(fast: Callable[[Mapping[str, Any]], Any], given: Mapp
     views: dict[str, Any] = {}
     torch_in = False
     for name, x in given.items():
-        if type(x).__module__.startswith("torch") and hasattr(x, "layout"):
+        if is_torch(x) and hasattr(x, "layout"):
             import torch
 
             if x.device.type != "cpu" or x.layout != torch.strided or x.dtype == torch.bfloat16 or x.is_conj() \
@@ -395,7 +395,7 @@ def einsum(subscripts: str, *operands: Any, out_format: FormatLike | None = None
         result = kernel._fast(given)
         if result is not FALLBACK:
             return result
-    torch_in = any(type(x).__module__.startswith("torch") for x in operands)
+    torch_in = any(is_torch(x) for x in operands)
     results = kernel.run(**given)
     return _present(results["out"], kernel.program.decl("out"), torch_in)
 

@@ -39,6 +39,7 @@ import numpy as np
 from .errors import ScheduleError
 from .ir import loop_ir as L
 from .ir.loop_printer import kernel_text
+from .runtime import is_torch
 from .schedule import Schedule
 
 _LOCK = threading.Lock()
@@ -60,7 +61,7 @@ def _pos_array(x: Any) -> Any | None:
     indptr = getattr(x, "indptr", None)
     if indptr is not None:
         return indptr
-    if type(x).__module__.startswith("torch") and getattr(x, "layout", None) is not None:
+    if is_torch(x) and getattr(x, "layout", None) is not None:
         try:
             return x.crow_indices()
         except Exception:

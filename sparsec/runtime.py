@@ -141,7 +141,7 @@ def as_tensor(x: Any, name: str, fmt: Format | None = None, dtype: str | None = 
         t = x
     elif _is_scipy_sparse(x):
         t = Tensor.from_scipy(x, name=name)
-    elif _is_torch(x):
+    elif is_torch(x):
         t = Tensor.from_torch(x, name=name)
     else:
         try:
@@ -183,9 +183,9 @@ def _is_scipy_sparse(x: Any) -> bool:
     return sp.issparse(x)
 
 
-def _is_torch(x: Any) -> bool:
-    mod = type(x).__module__
-    return mod.startswith("torch")
+def is_torch(x: Any) -> bool:
+    """Whether ``x`` is a torch object (a tensor, a dtype...), tested without importing torch."""
+    return type(x).__module__.startswith("torch")
 
 
 def tensor_buffers(t: Tensor, prefix: str) -> dict[str, np.ndarray]:
