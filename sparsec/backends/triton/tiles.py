@@ -300,7 +300,6 @@ _NM_BODY = '''
     G = tl.cdiv(K, M_)
     g_lo = ks * GPS
     g_hi = tl.minimum(g_lo + GPS, G)
-    j = tl.arange(0, MP)
     for g0 in tl.range(g_lo, g_hi, BG, num_stages=1):   # not software-pipelined: measured slower (probes)
 @SLOTS@        zero = tl.zeros([BM, BG], dtype=A_VALS.dtype.element_ty)
 @OFFSETS@        a = tl.reshape(@DENSE@, [BM, BG * MP])
@@ -312,7 +311,8 @@ _NM_BODY = '''
 _NM_KROWS_POW2 = '''        kk = g0 * M_ + tl.arange(0, BG * MP)
         km = (kk < K) & (kk < g_hi * M_)
 '''
-_NM_KROWS_PADDED = '''        kk = (g0 + tl.arange(0, BG))[:, None] * M_ + j[None, :]
+_NM_KROWS_PADDED = '''        j = tl.arange(0, MP)
+        kk = (g0 + tl.arange(0, BG))[:, None] * M_ + j[None, :]
         km = tl.reshape((j < M_)[None, :] & (kk < K) & ((g0 + tl.arange(0, BG)) < g_hi)[:, None], [BG * MP])
         kk = tl.reshape(kk, [BG * MP])
 '''
