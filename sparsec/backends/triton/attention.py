@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ...fastcall import FALLBACK
-from .tiles import _pow2
+from .schedule import next_pow2
 
 _TOKEN = re.compile(r"\d+\.\d*(?:e[-+]?\d+)?|\d+(?:e[-+]?\d+)?|[A-Za-z_][A-Za-z_0-9]*|\S")
 _NUMBER = re.compile(r"\d")
@@ -359,7 +359,7 @@ class AttentionTemplate:
         if tuple(q.shape[lead:]) != (n_i, d) or tuple(k.shape[lead:]) != (n_j, d) or \
                 tuple(v.shape[lead:]) != (n_j, e) or (mt.heads and not k.shape[0] == v.shape[0] == heads):
             return FALLBACK
-        D, E = max(16, _pow2(d)), max(16, _pow2(e))
+        D, E = max(16, next_pow2(d)), max(16, next_pow2(e))
         if D > 256 or E > 256 or m.format.block_sizes() != (mt.bm, mt.bn):
             return FALLBACK
         shape = (heads, n_i, e) if mt.heads else (n_i, e)

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ...ir import loop_ir as L
+from .schedule import next_pow2
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z_0-9]*|\S")
 _LOCK = threading.Lock()
@@ -355,7 +356,7 @@ def _nm_body(n: int, m: int) -> str:
     ``[BM, BG, m]`` select and 104 us for strided loads with one ``tl.dot`` per offset; N = 64:
     34 against 51 us; dense cuBLAS 21 us.
     """
-    mp = _pow2(m)
+    mp = next_pow2(m)
     if n & (n - 1):
         slots = _NM_STRIDED + "".join(
             f"        v{s} = tl.load(A_VALS + slot0 + {s}, mask=gm, other=0)\n"
@@ -441,7 +442,7 @@ def source(mt: Match, kernel_name: str, params: tuple[str, ...], libdevice: bool
     else:
         roles = {"A_CRD": r["A_crd2"], "A_VALS": avals}
         body = _nm_body(mt.n, mt.m)
-        roles.update({"N_": str(mt.n), "M_": str(mt.m), "MP": str(_pow2(mt.m))})
+        roles.update({"N_": str(mt.n), "M_": str(mt.m), "MP": str(next_pow2(mt.m))})
         consts = ["BM", "BN", "BG", "GPS", "SPLIT"]
         internal = []
     dot = "tl.dot(a, b, input_precision=PREC)" if mt.a_dtype == "float32" else "tl.dot(a, b)"
@@ -467,10 +468,6 @@ def source(mt: Match, kernel_name: str, params: tuple[str, ...], libdevice: bool
             f"@triton.jit(do_not_specialize={scalars!r})\n"
             f"def {_py(kernel_name)}({', '.join(params)}):\n")
     return head + text.lstrip("\n"), consts
-
-
-def _pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
 
 
 # ------------------------------------------------------------------------------------ launching
@@ -517,7 +514,7 @@ def choose_config(mt: Match, rows: int, n: int, k: int, sms: int) -> Config:
     fixed = _fixed_config(mt)
     if fixed is not None:
         return fixed
-    bn = max(16, min(64, _pow2(n)))
+    bn = max(16, min(64, next_pow2(n)))
     bm = 64
     tiles = -(-rows // bm) * -(-n // bn)
     return Config(bm, bn, _k_splits(mt, tiles, max(1, -(-k // 64)), sms, 64), 4)
@@ -536,8 +533,8 @@ def choose_skip_config(mt: Match, rows: int, n: int, k: int, sms: int) -> SkipCo
     A step loads a ``[BK, BN]`` block of B of which only the rows under a nonzero of A are
     read; the product is a broadcast multiply (A has too few rows for ``tl.dot``).
     """
-    bm = min(8, _pow2(rows))
-    bn = max(16, min(256, _pow2(n)))
+    bm = min(8, next_pow2(rows))
+    bn = max(16, min(256, next_pow2(n)))
     bk = max(8, min(64, 8192 // (bm * bn)))
     tiles = -(-rows // bm) * -(-n // bn)
     return SkipConfig(bm, bn, _k_splits(mt, tiles, max(1, -(-k // bk)), sms, 256), 4, bk)
@@ -622,7 +619,7 @@ class TileKernel:
                                             split))
         else:
             groups = max(1, -(-n_k // mt.m))
-            bg = max(1, min(_pow2(max(1, 128 // mt.m)), _pow2(groups)))   # 128 columns a step: the probes' best
+            bg = max(1, min(next_pow2(max(1, 128 // mt.m)), next_pow2(groups)))   # 128 columns a step: the probes' best
             per, split = _steps_per_split(groups, cfg.split, bg)
             kwargs.update(BG=bg, GPS=per, SPLIT=split)
         if mt.a_dtype == "float32":
