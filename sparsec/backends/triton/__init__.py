@@ -533,12 +533,19 @@ def _present(t: Any, decl) -> Any:
     return torch.from_numpy(t.to_numpy())
 
 
-def program_template(kernel) -> AttentionTemplate | None:
-    """The whole-program template for ``kernel`` (masked attention, see :mod:`.attention`), matched once."""
+def program_template(kernel) -> AttentionTemplate | SpgemmTemplate | None:
+    """The whole-program template for ``kernel``, matched once: masked attention (:mod:`.attention`) or
+    CSR SpGEMM (:mod:`.spgemm`)."""
     template = kernel.__dict__.get("_triton_program", False)
     if template is False:
+        template = None
         mt = match_attention(kernel)
-        template = kernel._triton_program = AttentionTemplate(mt, kernel) if mt is not None else None
+        if mt is not None:
+            template = AttentionTemplate(mt, kernel)
+        else:
+            ms = match_spgemm(kernel)
+            template = SpgemmTemplate(ms, kernel) if ms is not None else None
+        kernel._triton_program = template
     return template
 
 
@@ -590,6 +597,8 @@ from ...kernel_cache import LRUCache  # noqa: E402
 from .attention import AttentionTemplate  # noqa: E402
 from .attention import match as match_attention  # noqa: E402
 from .fast import TritonFastCall  # noqa: E402
+from .spgemm import SpgemmTemplate  # noqa: E402
+from .spgemm import match as match_spgemm  # noqa: E402
 
 _EINSUM = LRUCache()  # at most $SPARSEC_KERNEL_CACHE_SIZE kernels (sparsec.kernel_cache)
 

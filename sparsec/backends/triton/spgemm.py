@@ -1,0 +1,449 @@
+"""Program template: row-parallel SpGEMM ``C = A @ B`` (all CSR) by expand, sort, compress per row.
+
+The generic lowering of ``C[i,j] = A[i,k] * B[k,j]`` with a CSR output runs each output
+row as scalar loops inside one program of a persistent grid (a symbolic pass counting
+with dense marks, then a numeric pass with a dense or hash workspace), which leaves a
+GPU's lanes idle: measured 0.085x cuSPARSE on an H100. Triton has no shared-memory
+scatter, so the hash tables of GPU SpGEMM libraries are out of reach; sorting in
+registers is not. This template computes each row *ESC* style (expand, sort, compress):
+
+1. ``spgemm_count``, one lane per row: the row's product count ``ub[i]`` (the sum of the
+   lengths of the rows of ``B`` its entries select), and the lists of *large* rows
+   (``ub > SMALL``) and *big* rows (``ub > PMAX``), appended with atomics. One host
+   synchronization reads the total product count and the list lengths.
+2. ``spgemm_small`` (one program per row, 2 warps) and ``spgemm_large`` (one per large
+   row, 4 warps): the row's products are copied, a vector of ``BLK`` entries of a row of
+   ``B`` at a time, into the row's slice ``[ub_off[i], ub_off[i+1])`` of a scratch buffer;
+   loaded back as one block of ``P`` lanes (the least of 32, 64, ..., PMAX holding them),
+   sorted by ``column << log2(P) | lane`` (32-bit keys when ``(n_j + 1) * PMAX <= 2^31``,
+   else 64-bit), equal columns summed by a segmented scan (``tl.associative_scan``), and
+   the last lane of each run written back, in column order, to the start of the slice.
+   A row's result is its structural pattern (a cancellation to zero stays stored), as in
+   the generic lowering.
+3. ``spgemm_dense``, a persistent grid over the big rows: each program accumulates into
+   its own dense row of ``n_j`` values and marks (vector scatter of a row of ``B`` at a
+   time: the columns of one row of ``B`` are distinct), then scans the row in ``SCAN``
+   column steps, compacting marked columns in order and clearing them. The programs'
+   dense rows take at most ``DENSE_BYTES``; a very wide ``B`` gets fewer programs.
+4. ``C.pos`` is the prefix sum of the row counts (a second host synchronization reads
+   the entry count to allocate ``C``), and ``spgemm_compact`` copies each row's result
+   from its slice to its place in ``C``.
+
+Sums follow the scan's order (a tree), not the generic lowering's left-to-right order,
+so float results differ from it by rounding only. The scratch buffer holds every product
+(``flops / 2`` entries of a column and a value); where it would not fit in the device's
+free memory, or where the operands cannot be bound as CSR, the generic kernels run.
+
+**Matching** (:func:`match`) is exact: the program is the one statement
+``C[i,j] = A[i,k] * B[k,j]`` (``A`` and ``B`` may be one tensor), ``A``, ``B`` and ``C``
+in ``csr`` (any index widths), one value dtype among float32 and float64, no schedule,
+``C`` the only output. ``SPARSEC_TRITON_TILES=0`` turns the template off, as for the
+other templates.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ...fastcall import FALLBACK
+from .attention import _canonical
+
+HALF = 256           # a chunk holds the rows starting in HALF products (rows of at most HALF products)
+CHUNK_WARPS = 4
+PMAX = 2048          # longer rows run one per program up to PMAX products, in spgemm_dense beyond
+DENSE_BYTES = 1 << 29  # the dense rows of spgemm_dense's programs, all together
+_DTYPES = ("float32", "float64")
+_STATEMENTS = ("C[i,j] = A[i,k] * B[k,j]", "C[i,j] = A[i,k] * A[k,j]")
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(text: str) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Canonical tokens and renaming of one reference statement (roles are its tensor names)."""
+    from ...frontend import parse_program
+
+    tokens, renamed, _ = _canonical(parse_program(text))
+    return tokens, renamed
+
+
+@dataclass(frozen=True)
+class Match:
+    """A recognized SpGEMM program: the tensor name of each role (A, B, C; A and B may be one), the dtype."""
+
+    a: str
+    b: str
+    c: str
+    dtype: str
+
+
+def match(kernel) -> Match | None:
+    """The template for ``kernel`` (an ``sc.Kernel``) if its program is exactly CSR SpGEMM (module docs)."""
+    from .device import _is
+
+    if os.environ.get("SPARSEC_TRITON_TILES", "1") == "0" or kernel.schedule is not None:
+        return None
+    prog = kernel.program
+    if len(prog.statements) != 1:
+        return None
+    tokens, renamed, _ = _canonical(prog.statements)
+    for text in _STATEMENTS:
+        ref_tokens, ref_renamed = _reference(text)
+        if ref_tokens == tokens and len(ref_renamed) == len(renamed):
+            break
+    else:
+        return None
+    ours = {v: k for k, v in renamed.items()}
+    role = {r: ours[canon] for r, canon in ref_renamed.items() if r in ("A", "B", "C")}
+    a, b, c = role["A"], role.get("B", role["A"]), role["C"]
+    if kernel.outputs != [c]:
+        return None
+    decl = prog.decl
+    if any(not _is(decl(t).format, "csr") or decl(t).format.ndim != 2 for t in (a, b, c)):
+        return None
+    dtypes = {decl(t).dtype for t in (a, b, c)}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in _DTYPES:
+        return None
+    return Match(a, b, c, next(iter(dtypes)))
+
+
+# ------------------------------------------------------------------------------------ source
+_SOURCE = '''# Generated by sparsec (Triton backend, program template: row-parallel SpGEMM C = A @ B over CSR
+# operands; rows expanded, sorted and compressed in registers, a chunk of short rows or one longer
+# row per program; very long rows on a dense row). Do not edit: see sparsec/backends/triton/spgemm.py.
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def spgemm_count(A_pos, A_crd, B_pos, ub, lists, n_i, HALF: tl.constexpr, PMAX: tl.constexpr,
+                 ROWS: tl.constexpr):
+    # ub[i] = the number of products of row i; rows over HALF appended to lists[2:2+n_i] (count in
+    # lists[0]), rows over PMAX to lists[2+n_i:] (count in lists[1])
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    inb = rows < n_i
+    a0 = tl.load(A_pos + rows, mask=inb, other=0).to(tl.int64)
+    a1 = tl.load(A_pos + rows + 1, mask=inb, other=0).to(tl.int64)
+    total = tl.zeros([ROWS], tl.int64)
+    for t in range(0, tl.max(a1 - a0, 0)):
+        m = a0 + t < a1
+        k = tl.load(A_crd + a0 + t, mask=m, other=0).to(tl.int64)
+        lo = tl.load(B_pos + k, mask=m, other=0).to(tl.int64)
+        hi = tl.load(B_pos + k + 1, mask=m, other=0).to(tl.int64)
+        total += hi - lo
+    tl.store(ub + rows, total, mask=inb)
+    large = inb & (total > HALF)
+    slot = tl.atomic_add(lists + tl.zeros([ROWS], tl.int32), 1, mask=large)
+    tl.store(lists + 2 + slot, rows, mask=large)
+    big = inb & (total > PMAX)
+    slot = tl.atomic_add(lists + 1 + tl.zeros([ROWS], tl.int32), 1, mask=big)
+    tl.store(lists + 2 + n_i + slot, rows, mask=big)
+
+
+@triton.jit
+def _seg_add(k1, v1, r1, c1, k2, v2, r2, c2):
+    # two segmented sums over the sorted lanes: values over runs of one (row, column) key, counts
+    # over runs of one row
+    return k2, tl.where(k1 == k2, v1 + v2, v2), r2, tl.where(r1 == r2, c1 + c2, c2)
+
+
+@triton.jit
+def _esc(r0, r1, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j,
+         LIMIT, P: tl.constexpr, LOGP: tl.constexpr, KEY32: tl.constexpr, BLK: tl.constexpr):
+    # rows [r0, r1) with at most LIMIT products each (others are left to other kernels) and at
+    # most P products together, which sit at X[base:base+P]: expand them there as keys
+    # (row - r0) * n_j + column, sort by key, sum equal keys, and write each row's entries in
+    # column order to the start of the row's own slice X[ub_off[row]:]; cnt[row] = their number
+    base = tl.load(ub_off + r0)
+    end = base
+    lane = tl.arange(0, BLK)
+    for r in range(r0, r1):
+        start = tl.load(ub_off + r)
+        stop = tl.load(ub_off + r + 1)
+        if (stop > start) & (stop - start <= LIMIT):
+            s = start
+            row_key = (r - r0) * n_j
+            for e in range(tl.load(A_pos + r).to(tl.int64), tl.load(A_pos + r + 1).to(tl.int64)):
+                k = tl.load(A_crd + e).to(tl.int64)
+                av = tl.load(A_vals + e)
+                b0 = tl.load(B_pos + k).to(tl.int64)
+                bl = tl.load(B_pos + k + 1).to(tl.int64) - b0
+                for t in range(0, bl, BLK):
+                    m = t + lane < bl
+                    c = tl.load(B_crd + b0 + t + lane, mask=m)
+                    v = tl.load(B_vals + b0 + t + lane, mask=m)
+                    tl.store(X_key + s + t + lane, row_key + c.to(tl.int64), mask=m)
+                    tl.store(X_vals + s + t + lane, av * v, mask=m)
+                s += bl
+            end = stop
+    tl.debug_barrier()                       # the expansion's stores are visible to every lane
+__SORT_AND_SUM__    tl.debug_barrier()
+    dst = tl.load(ub_off + r0 + row, mask=last, other=0) + seen - 1
+    tl.store(X_key + dst, k - row * n_j, mask=last)
+    tl.store(X_vals + dst, run, mask=last)
+    tl.store(cnt + r0 + row, seen, mask=last & ((p + 1 >= end - base) | (nxt // n_j != row)))
+
+
+@triton.jit
+def spgemm_chunks(starts, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j,
+                  HALF: tl.constexpr, LOGP: tl.constexpr, KEY32: tl.constexpr, BLK: tl.constexpr):
+    # chunk c: the rows starting in products [c * HALF, (c + 1) * HALF); those with at most HALF
+    # products take at most 2 * HALF lanes together
+    c = tl.program_id(0)
+    r0 = tl.load(starts + c).to(tl.int64)
+    r1 = tl.load(starts + c + 1).to(tl.int64)
+    if r1 > r0:
+        _esc(r0, r1, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, HALF,
+             2 * HALF, LOGP, KEY32, BLK)
+
+
+@triton.jit
+def spgemm_rows(rows, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j,
+                PMAX: tl.constexpr, LOGP: tl.constexpr, KEY32: tl.constexpr, BLK: tl.constexpr):
+    # one listed row with more than a chunk's half and at most PMAX products
+    i = tl.load(rows + tl.program_id(0)).to(tl.int64)
+    ub = tl.load(ub_off + i + 1) - tl.load(ub_off + i)
+    if ub <= PMAX // 4:
+        _esc(i, i + 1, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, PMAX,
+             PMAX // 4, LOGP - 2, KEY32, BLK)
+    elif ub <= PMAX // 2:
+        _esc(i, i + 1, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, PMAX,
+             PMAX // 2, LOGP - 1, KEY32, BLK)
+    elif ub <= PMAX:
+        _esc(i, i + 1, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, PMAX,
+             PMAX, LOGP, KEY32, BLK)
+
+
+@triton.jit
+def spgemm_dense(rows, n_rows, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt,
+                 W_vals, W_mark, n_j, BLK: tl.constexpr, SCAN: tl.constexpr):
+    # persistent over the listed rows: accumulate a row on this program's dense row of n_j values
+    # and marks, then compact the marked columns in order (clearing them)
+    pid = tl.program_id(0)
+    wv = W_vals + pid.to(tl.int64) * n_j
+    wm = W_mark + pid.to(tl.int64) * n_j
+    lane = tl.arange(0, BLK)
+    for r in range(pid, n_rows, tl.num_programs(0)):
+        i = tl.load(rows + r).to(tl.int64)
+        base = tl.load(ub_off + i)
+        for e in range(tl.load(A_pos + i).to(tl.int64), tl.load(A_pos + i + 1).to(tl.int64)):
+            k = tl.load(A_crd + e).to(tl.int64)
+            av = tl.load(A_vals + e)
+            b0 = tl.load(B_pos + k).to(tl.int64)
+            bl = tl.load(B_pos + k + 1).to(tl.int64) - b0
+            for t in range(0, bl, BLK):
+                m = t + lane < bl
+                c = tl.load(B_crd + b0 + t + lane, mask=m, other=0).to(tl.int64)
+                v = tl.load(B_vals + b0 + t + lane, mask=m)
+                old = tl.load(wv + c, mask=m)    # the columns of one row of B are distinct
+                tl.store(wv + c, old + av * v, mask=m)
+                tl.store(wm + c, tl.full([BLK], 1, tl.int8), mask=m)
+                tl.debug_barrier()               # the next vector may hit these columns in other lanes
+        w = tl.zeros([], tl.int64)
+        for j0 in range(0, n_j, SCAN):
+            jj = j0 + tl.arange(0, SCAN)
+            mk = tl.load(wm + jj, mask=jj < n_j, other=0) != 0
+            vv = tl.load(wv + jj, mask=mk)
+            dst = base + w + tl.cumsum(mk.to(tl.int32), 0) - 1
+            tl.store(X_key + dst, jj.to(tl.int64), mask=mk)
+            tl.store(X_vals + dst, vv, mask=mk)
+            tl.store(wm + jj, tl.zeros([SCAN], tl.int8), mask=mk)
+            tl.store(wv + jj, tl.zeros([SCAN], vv.dtype), mask=mk)
+            w += tl.sum(mk.to(tl.int32), 0)
+        tl.store(cnt + i, w)
+        tl.debug_barrier()
+
+
+@triton.jit
+def spgemm_compact(ub_off, C_pos, X_key, X_vals, C_crd, C_vals, BLK: tl.constexpr):
+    # row i's entries from the start of its slice of X to C
+    i = tl.program_id(0).to(tl.int64)
+    src = tl.load(ub_off + i)
+    dst = tl.load(C_pos + i)
+    n = tl.load(C_pos + i + 1) - dst
+    lane = tl.arange(0, BLK)
+    for t in range(0, n, BLK):
+        m = t + lane < n
+        tl.store(C_crd + dst + t + lane, tl.load(X_key + src + t + lane, mask=m).to(tl.int32), mask=m)
+        tl.store(C_vals + dst + t + lane, tl.load(X_vals + src + t + lane, mask=m), mask=m)
+'''
+
+# the sort and the segmented sums of _esc: tl.sort and a scan on the GPU; Triton's interpreter runs
+# those one element at a time in Python, so its flavour ranks lanes and sums runs with [P, P] comparisons
+_SORTED_COMPILED = '''\
+    p = tl.arange(0, P)
+    valid = p < end - base
+    k = tl.load(X_key + base + p, mask=valid, other=(r1 - r0) * n_j)
+    if KEY32:
+        key = tl.sort((k.to(tl.int32) << LOGP) | p)
+        k = (key >> LOGP).to(tl.int64)
+        src = key & (P - 1)
+    else:
+        key = tl.sort((k << LOGP) | p.to(tl.int64))
+        k = key >> LOGP
+        src = (key & (P - 1)).to(tl.int32)
+    v = tl.load(X_vals + base + src, mask=valid, other=0)
+    tl.debug_barrier()
+    tl.store(X_key + base + p, k, mask=valid)
+    tl.debug_barrier()
+    nxt = tl.load(X_key + base + p + 1, mask=p + 1 < end - base, other=-1)
+    last = valid & (k != nxt)                # the last lane of a run of one key
+    row = k // n_j
+    _, run, _, seen = tl.associative_scan((k, v, row, last.to(tl.int32)), 0, _seg_add)
+'''
+
+_SORTED_INTERPRETED = '''\
+    p = tl.arange(0, P)
+    valid = p < end - base
+    k = tl.load(X_key + base + p, mask=valid, other=(r1 - r0) * n_j)
+    v = tl.load(X_vals + base + p, mask=valid, other=0)
+    key = (k << LOGP) | p.to(tl.int64)
+    rank = tl.sum((key[None, :] < key[:, None]).to(tl.int32), 1)
+    tl.debug_barrier()
+    tl.store(X_key + base + rank, k, mask=valid)
+    tl.store(X_vals + base + rank, v, mask=valid)
+    tl.debug_barrier()
+    k = tl.load(X_key + base + p, mask=valid, other=(r1 - r0) * n_j)
+    v = tl.load(X_vals + base + p, mask=valid, other=0)
+    nxt = tl.load(X_key + base + p + 1, mask=p + 1 < end - base, other=-1)
+    last = valid & (k != nxt)                # the last lane of a run of one key
+    row = k // n_j
+    before = p[None, :] <= p[:, None]
+    run = tl.sum(tl.where((k[None, :] == k[:, None]) & before, v[None, :], 0), 1)
+    seen = tl.sum(((row[None, :] == row[:, None]) & before & last[None, :]).to(tl.int32), 1)
+'''
+
+_SORT_AND_SUM = {False: _SORTED_COMPILED, True: _SORTED_INTERPRETED}
+
+_KERNELS = ("spgemm_count", "spgemm_chunks", "spgemm_rows", "spgemm_dense", "spgemm_compact")
+
+
+def source(interp: bool) -> str:
+    """The template's Triton source (``interp``: the flavour for Triton's CPU interpreter)."""
+    return _SOURCE.replace("__SORT_AND_SUM__", _SORT_AND_SUM[interp])
+
+
+class SpgemmTemplate:
+    """The row-parallel SpGEMM for one matched kernel; ``__call__(given)`` -> a CSR DeviceTensor, or FALLBACK."""
+
+    def __init__(self, mt: Match, kernel):
+        self.mt = mt
+        self.kernel = kernel
+
+    def dump(self, stage: str = "triton") -> str:
+        """The template's source under a header naming the roles it took."""
+        from .launch import interpreting
+
+        mt = self.mt
+        return (f"// program template: row-parallel SpGEMM (A={mt.a}, B={mt.b}, C={mt.c}, {mt.dtype}); the "
+                "statement kernels after it run only for operands it does not take\n" + source(interpreting()))
+
+    @staticmethod
+    def fns() -> dict[str, Any]:
+        """The loaded ``@triton.jit`` functions by name (the flavour for the CPU interpreter, or compiled)."""
+        from .launch import interpreting, load_kernel
+
+        src = source(interpreting())
+        return {name: load_kernel("spgemm", src, name) for name in _KERNELS}
+
+    def __call__(self, given: Mapping[str, Any]) -> Any:
+        from .device import DeviceTensor, _is, bind_operand, pick_device
+
+        mt, decl = self.mt, self.kernel.program.decl
+        try:
+            device = pick_device(given.values())
+            a = bind_operand(given[mt.a], mt.a, decl(mt.a).format, mt.dtype, device)
+            b = a if mt.b == mt.a else bind_operand(given[mt.b], mt.b, decl(mt.b).format, mt.dtype, device)
+        except Exception:   # the general path binds again and reports what is wrong
+            return FALLBACK
+        if not (_is(a.format, "csr") and _is(b.format, "csr")) or a.shape[1] != b.shape[0] or \
+                b.shape[1] >= 2**31 - 1:
+            return FALLBACK
+        result = self.run(a, b, device)
+        if result is FALLBACK:
+            return FALLBACK
+        pos, crd, vals = result
+        return DeviceTensor(*self._output_format(pos, crd, vals, (a.shape[0], b.shape[1])), vals, mt.c)
+
+    def _output_format(self, pos, crd, vals, shape):
+        """C's declared format widened where its sizes need it (the host rule), and its index buffers."""
+        from ...tensor import _needed_format
+        from .device import index_dtype
+
+        fmt = _needed_format(self.kernel.program.decl(self.mt.c).format, shape, (shape[0], vals.numel()))
+        levels = [{}, {"pos": pos.to(index_dtype(fmt.pos_width)), "crd": crd.to(index_dtype(fmt.crd_width))}]
+        return fmt, shape, levels
+
+    def run(self, a, b, device) -> Any:
+        """``(pos int64, crd int32, vals)`` of ``a @ b`` on ``device``, or FALLBACK when the scratch would not fit."""
+        import torch
+
+        from .launch import interpreting
+
+        n_i, n_j = a.shape[0], b.shape[1]
+        vals_dtype = a.values.dtype
+        if n_i * max(n_j, 1) >= 2**52:      # (row, column) keys shifted by log2(lanes) must fit 63 bits
+            return FALLBACK
+        fn = self.fns()
+        interp = interpreting()
+        warps = (lambda w: {}) if interp else (lambda w: {"num_warps": w})
+        ap, ac, av = a.levels[1]["pos"], _real(a.levels[1]["crd"]), _real(a.values)
+        bp, bc, bv = b.levels[1]["pos"], _real(b.levels[1]["crd"]), _real(b.values)
+        ub_off = torch.zeros(n_i + 1, dtype=torch.int64, device=device)
+        lists = torch.zeros(2 + 2 * n_i, dtype=torch.int32, device=device)
+        if n_i:
+            rows = 128
+            fn["spgemm_count"][(-(-n_i // rows),)](ap, ac, bp, ub_off[1:], lists, n_i, HALF=HALF, PMAX=PMAX,
+                                                     ROWS=rows, **warps(4))
+        torch.cumsum(ub_off[1:], 0, out=ub_off[1:])
+        total, n_large, n_big = (int(x) for x in torch.cat([ub_off[-1:], lists[:2].to(torch.int64)]).tolist())
+        cnt = torch.zeros(n_i, dtype=torch.int64, device=device)
+        item = 8 + vals_dtype.itemsize
+        if total * item > (1 << 28) and not interp and total * item > torch.cuda.mem_get_info(device)[0] // 2:
+            return FALLBACK
+        x_key = torch.empty(max(total, 1), dtype=torch.int64, device=device)
+        x_vals = torch.empty(max(total, 1), dtype=vals_dtype, device=device)
+        args = (ap, ac, av, bp, bc, bv, ub_off, x_key, x_vals, cnt, n_j)
+        if total:
+            chunks = -(-total // HALF)
+            starts = torch.searchsorted(ub_off[:-1], torch.arange(chunks + 1, device=device) * HALF)
+            starts[-1] = n_i
+            fn["spgemm_chunks"][(chunks,)](starts, *args, HALF=HALF, LOGP=(2 * HALF).bit_length() - 1,
+                                           KEY32=key32(n_i, n_j, 2 * HALF), BLK=32, **warps(CHUNK_WARPS))
+        if n_large:
+            fn["spgemm_rows"][(n_large,)](lists[2:], *args, PMAX=PMAX, LOGP=PMAX.bit_length() - 1,
+                                          KEY32=key32(1, n_j, PMAX), BLK=64, **warps(4))
+        if n_big:
+            progs = max(1, min(n_big, 2 * _sms(device), DENSE_BYTES // max(1, n_j * (1 + vals_dtype.itemsize))))
+            w_vals = torch.zeros(progs * n_j, dtype=vals_dtype, device=device)
+            w_mark = torch.zeros(progs * n_j, dtype=torch.int8, device=device)
+            fn["spgemm_dense"][(progs,)](lists[2 + n_i:], n_big, *args[:-1], w_vals, w_mark, n_j, BLK=128,
+                                         SCAN=1024, **warps(4))
+        c_pos = torch.zeros(n_i + 1, dtype=torch.int64, device=device)
+        torch.cumsum(cnt, 0, out=c_pos[1:])
+        nnz = int(c_pos[-1])
+        c_crd = torch.empty(nnz, dtype=torch.int32, device=device)
+        c_vals = torch.empty(nnz, dtype=vals_dtype, device=device)
+        if nnz:
+            fn["spgemm_compact"][(n_i,)](ub_off, c_pos, x_key, x_vals, c_crd, c_vals, BLK=128, **warps(1))
+        return c_pos, c_crd, c_vals
+
+
+def key32(rows: int, n_j: int, lanes: int) -> bool:
+    """Whether sort keys ``(row * n_j + column) << log2(lanes) | lane`` of ``rows`` rows fit 32 bits."""
+    return (rows * n_j + 1) * lanes <= 2**31
+
+
+def _real(t):
+    """Triton wants a real pointer: an empty buffer is replaced by one zero (never read)."""
+    from .device import _nonempty
+
+    return _nonempty(t)
+
+
+def _sms(device) -> int:
+    from .device import sm_count
+
+    return sm_count(device, 4)

@@ -1,0 +1,188 @@
+"""The row-parallel SpGEMM program template (``sparsec.backends.triton.spgemm``).
+
+Run in Triton's interpreter on the CPU at small sizes (its flavour ranks lanes with
+comparisons where the compiled one calls ``tl.sort`` and a scan; everything else is one
+source). With ``TRITON_INTERPRET=0`` and CUDA the same tests run the compiled kernels.
+The oracle is numpy in float64; the stored pattern must equal the generic lowering's
+(the structural union of the products, cancellations included).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+import sparsec as sc  # noqa: E402
+from sparsec.backends.triton import program_template, spgemm  # noqa: E402
+
+STMT = "C[i,j] = A[i,k] * B[k,j]"
+CSR3 = {"A": "csr", "B": "csr", "C": "csr"}
+TOL = {"float32": 2e-6, "float64": 1e-13}
+
+
+def compile_spgemm(dtype: str = "float32", formats=CSR3, stmt: str = STMT, **kw):
+    return sc.compile(stmt, formats=formats, dtype=dtype, target="triton", **kw)
+
+
+def rand(shape, density, seed, dtype="float32", row_lengths=None) -> sp.csr_matrix:
+    """A random CSR matrix; ``row_lengths`` ({row: count}) makes those rows that long."""
+    rng = np.random.default_rng(seed)
+    m = sp.random(*shape, density=density, format="lil", random_state=rng, dtype=np.float64)
+    for r, n in (row_lengths or {}).items():
+        m[r, rng.choice(shape[1], size=n, replace=False)] = rng.uniform(-1, 1, n)
+    return sp.csr_matrix(m).astype(dtype)
+
+
+def pattern(t) -> tuple[np.ndarray, np.ndarray]:
+    return (t.levels[1]["pos"].cpu().numpy().astype(np.int64), t.levels[1]["crd"].cpu().numpy().astype(np.int64))
+
+
+def check(A: sp.csr_matrix, B: sp.csr_matrix, dtype: str = "float32"):
+    """The template's C against numpy (values) and against the generic lowering (stored pattern)."""
+    k = compile_spgemm(dtype)
+    assert isinstance(program_template(k), spgemm.SpgemmTemplate)
+    got = k(A=A, B=B)
+    want = A.astype(np.float64).toarray() @ B.astype(np.float64).toarray()
+    scale = max(1.0, float(np.abs(A).sum(1).max() * np.abs(B).max())) if A.nnz and B.nnz else 1.0
+    np.testing.assert_allclose(got.to_numpy(), want, rtol=0, atol=TOL[dtype] * scale)
+    pos, crd = pattern(got)
+    assert pos[-1] == crd.size == got.values.numel()
+    for r in range(A.shape[0]):     # columns sorted and distinct within each row
+        assert np.all(np.diff(crd[pos[r]:pos[r + 1]]) > 0)
+    os.environ["SPARSEC_TRITON_TILES"] = "0"
+    try:
+        generic = compile_spgemm(dtype)
+        assert program_template(generic) is None
+        ref = generic(A=A, B=B)
+    finally:
+        del os.environ["SPARSEC_TRITON_TILES"]
+    ref_pos, ref_crd = pattern(ref)
+    np.testing.assert_array_equal(pos, ref_pos)
+    np.testing.assert_array_equal(crd, ref_crd)
+    return got
+
+
+# ------------------------------------------------------------------------------------------- matching
+def test_matches_csr_spgemm_and_its_square():
+    assert isinstance(program_template(compile_spgemm()), spgemm.SpgemmTemplate)
+    square = compile_spgemm(formats={"A": "csr", "C": "csr"}, stmt="C[i,j] = A[i,k] * A[k,j]")
+    mt = program_template(square).mt
+    assert (mt.a, mt.b, mt.c) == ("A", "A", "C")
+    narrow = compile_spgemm("float64", formats={"A": "csr[pos64,crd16]", "B": "csr", "C": "csr[pos64,crd64]"})
+    assert program_template(narrow).mt.dtype == "float64"
+
+
+@pytest.mark.parametrize("why", ["csc output", "dense output", "csc operand", "float16", "int32", "schedule",
+                                 "two statements", "other expression", "tiles off"])
+def test_does_not_match(why, monkeypatch):
+    formats, dtype, stmt, kw = dict(CSR3), "float32", STMT, {}
+    if why == "csc output":
+        formats["C"] = "csc"
+    elif why == "dense output":
+        formats["C"] = "dense"
+    elif why == "csc operand":
+        formats["B"] = "csc"
+    elif why in ("float16", "int32"):
+        dtype = why
+    elif why == "schedule":
+        kw["schedule"] = sc.Schedule().workspace("j", "dense")
+    elif why == "two statements":
+        stmt = STMT + "\nD[i,j] = C[i,j] * 2"
+        formats["D"] = "csr"
+    elif why == "other expression":
+        stmt = "C[i,j] = A[i,k] * B[k,j] * 2"
+    else:
+        monkeypatch.setenv("SPARSEC_TRITON_TILES", "0")
+    assert program_template(compile_spgemm(dtype, formats, stmt, **kw)) is None
+
+
+def test_dump_shows_the_template():
+    text = compile_spgemm().dump("triton")
+    assert "program template: row-parallel SpGEMM (A=A, B=B, C=C, float32)" in text
+    assert "def spgemm_chunks(" in text and "def spgemm_dense(" in text
+
+
+# ------------------------------------------------------------------------------------------- results
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_random_rectangular(dtype):
+    check(rand((23, 17), 0.2, 1, dtype), rand((17, 29), 0.2, 2, dtype), dtype)
+
+
+def test_empty_rows_columns_and_operands():
+    A = rand((12, 9), 0.3, 3)
+    A[[0, 5, 11], :] = 0                      # empty rows of A, at the ends too
+    A.eliminate_zeros()
+    B = rand((9, 10), 0.3, 4)
+    B[[2, 3], :] = 0                          # rows of B that contribute nothing
+    B.eliminate_zeros()
+    check(A, B)
+    check(sp.csr_matrix((12, 9), dtype=np.float32), B)           # no entries in A
+    check(A, sp.csr_matrix((9, 10), dtype=np.float32))           # no entries in B
+    check(sp.csr_matrix((0, 9), dtype=np.float32), B)            # no rows
+    check(rand((4, 3), 0.5, 5), sp.csr_matrix((3, 0), dtype=np.float32))   # no columns
+
+
+def test_cancellation_keeps_the_stored_zero():
+    A = sp.csr_matrix(np.array([[1.0, 1.0], [0.0, 2.0]], dtype=np.float32))
+    B = sp.csr_matrix(np.array([[1.0, 3.0], [-1.0, 0.0]], dtype=np.float32))
+    got = check(A, B)
+    assert got.values.numel() == 3 and 0.0 in got.values.tolist()
+
+
+def test_square_through_one_operand():
+    A = rand((20, 20), 0.15, 6)
+    k = compile_spgemm(formats={"A": "csr", "C": "csr"}, stmt="C[i,j] = A[i,k] * A[k,j]")
+    got = k(A=A)
+    np.testing.assert_allclose(got.to_numpy(), A.toarray().astype(np.float64) @ A.toarray(), atol=1e-5)
+
+
+@pytest.mark.parametrize("half,pmax", [(4, 16), (8, 32), (16, 64)])
+def test_every_row_path(half, pmax, monkeypatch):
+    """Small limits send rows through the chunks, one-row programs at each size, and the dense rows."""
+    monkeypatch.setattr(spgemm, "HALF", half)
+    monkeypatch.setattr(spgemm, "PMAX", pmax)
+    A = rand((30, 25), 0.08, 7, row_lengths={3: 12, 10: 25, 17: 5, 29: 20})
+    B = rand((25, 40), 0.1, 8, row_lengths={1: 30, 4: 9})
+    ub = np.diff(B.indptr)[A.indices]
+    ub = np.add.reduceat(np.append(ub, 0), A.indptr[:-1])[:A.shape[0]] * (np.diff(A.indptr) > 0)
+    assert (ub > pmax).any() and ((ub > half) & (ub <= pmax)).any() and ((ub > 0) & (ub <= half)).any()
+    check(A, B)
+
+
+def test_64_bit_sort_keys(monkeypatch):
+    monkeypatch.setattr(spgemm, "key32", lambda rows, n_j, lanes: False)
+    check(rand((15, 12), 0.3, 9), rand((12, 14), 0.3, 10))
+
+
+def test_dense_rows_with_few_programs(monkeypatch):
+    """Programs of the dense-row path each take several rows (their workspace reset in between)."""
+    monkeypatch.setattr(spgemm, "PMAX", 8)
+    monkeypatch.setattr(spgemm, "HALF", 4)
+    monkeypatch.setattr(spgemm, "DENSE_BYTES", 3 * 40 * 5)    # three programs' dense rows
+    A = rand((12, 10), 0.5, 11)
+    B = rand((10, 40), 0.4, 12)
+    check(A, B)
+
+
+def test_output_widths_follow_the_declared_format():
+    k = compile_spgemm(formats={"A": "csr", "B": "csr", "C": "csr[pos64,crd16]"})
+    got = k(A=rand((6, 5), 0.5, 13), B=rand((5, 300), 0.3, 14))
+    assert got.levels[1]["pos"].dtype == torch.int64 and got.levels[1]["crd"].dtype == torch.int16
+    assert got.format.crd_width == 16
+
+
+def test_shape_mismatch_is_reported_by_the_general_path():
+    with pytest.raises(sc.errors.ShapeError, match="index k has extent 5 in 'A'"):
+        compile_spgemm()(A=rand((4, 5), 0.5, 15), B=rand((6, 3), 0.5, 16))
+
+
+def test_einsum_takes_the_template():
+    A, B = rand((9, 8), 0.3, 17), rand((8, 7), 0.3, 18)
+    got = sc.einsum("ik,kj->ij", A, B, target="triton", out_format="csr")
+    np.testing.assert_allclose(got.to_numpy(), A.toarray().astype(np.float64) @ B.toarray(), atol=1e-5)
