@@ -155,9 +155,19 @@ def test_every_row_path(half, pmax, monkeypatch):
     check(A, B)
 
 
-def test_64_bit_sort_keys(monkeypatch):
-    monkeypatch.setattr(spgemm, "key32", lambda rows, n_j, lanes: False)
-    check(rand((15, 12), 0.3, 9), rand((12, 14), 0.3, 10))
+def test_wide_b_takes_64_bit_sort_keys():
+    """(row, column) keys of a chunk need 64 bits when B is this wide (compiled flavour)."""
+    n_j = (1 << 22) + 5
+    A = rand((15, 12), 0.3, 9)
+    rng = np.random.default_rng(10)
+    B = sp.csr_matrix((rng.uniform(-1, 1, 40), (rng.integers(0, 12, 40), rng.integers(0, n_j, 40))),
+                      shape=(12, n_j), dtype=np.float32)
+    got = compile_spgemm()(A=A, B=B).to_scipy().tocsr()
+    want = (A.astype(np.float64) @ B.astype(np.float64)).tocsr()
+    want.sort_indices()
+    np.testing.assert_array_equal(got.indptr, want.indptr)
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_allclose(got.data, want.data, rtol=1e-5, atol=1e-6)
 
 
 def test_dense_rows_with_few_programs(monkeypatch):
@@ -186,3 +196,39 @@ def test_einsum_takes_the_template():
     A, B = rand((9, 8), 0.3, 17), rand((8, 7), 0.3, 18)
     got = sc.einsum("ik,kj->ij", A, B, target="triton", out_format="csr")
     np.testing.assert_allclose(got.to_numpy(), A.toarray().astype(np.float64) @ B.toarray(), atol=1e-5)
+
+
+def test_structure_is_memoized_by_index_buffers():
+    """A second call on the same index buffers reuses the counts and C's row pointers; new values are
+    read afresh; an index buffer changed in place (its version moves) is counted again."""
+    from sparsec.backends.triton.device import bind_operand, pick_device
+    from sparsec.formats import parse_format
+
+    k = compile_spgemm()
+    template = program_template(k)
+    csr = parse_format("csr", 2)
+    A0, B0 = rand((14, 11), 0.3, 19), rand((11, 13), 0.3, 20)
+    B0[0, :] = 0
+    B0[0, [3, 7]] = [1.5, -0.5]
+    B0.eliminate_zeros()
+    dev = pick_device([A0])
+    A, B = (bind_operand(x, n, csr, "float32", dev) for x, n in ((A0, "A"), (B0, "B")))
+
+    def want():
+        return A.to_numpy().astype(np.float64) @ B.to_numpy().astype(np.float64)
+
+    first = k(A=A, B=B)
+    assert len(template._plans) == 1
+    plan = next(iter(template._plans.values()))
+    A.values.mul_(-2.0)                          # same structure, new values
+    second = k(A=A, B=B)
+    assert next(iter(template._plans.values())) is plan and len(template._plans) == 1
+    np.testing.assert_allclose(second.to_numpy(), want(), atol=1e-5)
+    np.testing.assert_array_equal(pattern(first)[1], pattern(second)[1])
+    second.levels[1]["pos"].zero_()              # the caller's result does not alias the memo
+    crd = B.levels[1]["crd"]
+    assert int(crd[0]) > 0 and int(B.levels[1]["pos"][1]) >= 1   # row 0 of B starts past column 0
+    crd[0] = 0                                   # in place: row 0 of B moves its first entry to column 0
+    third = k(A=A, B=B)
+    assert len(template._plans) == 2
+    np.testing.assert_allclose(third.to_numpy(), want(), atol=1e-5)

@@ -8,31 +8,42 @@ scatter, so the hash tables of GPU SpGEMM libraries are out of reach; sorting in
 registers is not. This template computes each row *ESC* style (expand, sort, compress):
 
 1. ``spgemm_count``, one lane per row: the row's product count ``ub[i]`` (the sum of the
-   lengths of the rows of ``B`` its entries select), and the lists of *large* rows
-   (``ub > SMALL``) and *big* rows (``ub > PMAX``), appended with atomics. One host
+   lengths of the rows of ``B`` its entries select), and the lists of *long* rows
+   (``ub > HALF``) and *very long* rows (``ub > PMAX``), appended with atomics. One host
    synchronization reads the total product count and the list lengths.
-2. ``spgemm_small`` (one program per row, 2 warps) and ``spgemm_large`` (one per large
-   row, 4 warps): the row's products are copied, a vector of ``BLK`` entries of a row of
-   ``B`` at a time, into the row's slice ``[ub_off[i], ub_off[i+1])`` of a scratch buffer;
-   loaded back as one block of ``P`` lanes (the least of 32, 64, ..., PMAX holding them),
-   sorted by ``column << log2(P) | lane`` (32-bit keys when ``(n_j + 1) * PMAX <= 2^31``,
-   else 64-bit), equal columns summed by a segmented scan (``tl.associative_scan``), and
-   the last lane of each run written back, in column order, to the start of the slice.
-   A row's result is its structural pattern (a cancellation to zero stays stored), as in
-   the generic lowering.
-3. ``spgemm_dense``, a persistent grid over the big rows: each program accumulates into
-   its own dense row of ``n_j`` values and marks (vector scatter of a row of ``B`` at a
+2. ``spgemm_chunks``: chunk ``c`` takes the rows whose products start in
+   ``[c * HALF, (c + 1) * HALF)``; those of at most ``HALF`` products sit within ``2 * HALF``
+   consecutive slots. Their products are copied (a vector of ``BLK`` entries of a row of
+   ``B`` at a time) to those slots of a scratch buffer as keys ``(row - r0) * n_j + column``
+   and values, loaded back as one block of ``P = 2 * HALF`` lanes, sorted by
+   ``key << log2(P) | lane`` (32-bit keys where they fit, else 64-bit), equal keys summed by a
+   segmented scan (``tl.associative_scan``, which also counts each row's entries), and each
+   row's entries written, in column order, to the start of the row's own slots.
+   ``spgemm_rows`` does the same for one long row per program, at 512, 1024 or ``PMAX``
+   lanes. A row's result is its structural pattern (a cancellation to zero stays stored),
+   as in the generic lowering.
+3. ``spgemm_dense``, a persistent grid over the very long rows: each program accumulates
+   into its own dense row of ``n_j`` values and marks (vector scatter of a row of ``B`` at a
    time: the columns of one row of ``B`` are distinct), then scans the row in ``SCAN``
    column steps, compacting marked columns in order and clearing them. The programs'
    dense rows take at most ``DENSE_BYTES``; a very wide ``B`` gets fewer programs.
 4. ``C.pos`` is the prefix sum of the row counts (a second host synchronization reads
    the entry count to allocate ``C``), and ``spgemm_compact`` copies each row's result
-   from its slice to its place in ``C``.
+   from its slots to its place in ``C``.
+
+Step 1, the chunk boundaries and ``C.pos`` depend only on the operands' structure: they
+are memoized per template by the index buffers (storage, size and torch version, checked
+by identity), so a second product on the same ``pos``/``crd`` tensors (new values allowed)
+skips both host synchronizations and runs steps 2-4 only. An index buffer written in place
+moves its version and is counted again.
 
 Sums follow the scan's order (a tree), not the generic lowering's left-to-right order,
 so float results differ from it by rounding only. The scratch buffer holds every product
-(``flops / 2`` entries of a column and a value); where it would not fit in the device's
-free memory, or where the operands cannot be bound as CSR, the generic kernels run.
+(``flops / 2`` entries of an int64 key and a value); where it would not fit in half the
+device's free memory, where ``n_i * n_j >= 2^52``, or where the operands cannot be bound as
+CSR, the generic kernels run. Triton's interpreter runs ``tl.sort`` and custom scans one
+element at a time in Python, so its flavour of the sort-and-sum step ranks lanes and sums
+runs with ``[P, P]`` comparisons (the rest of the source is the same).
 
 **Matching** (:func:`match`) is exact: the program is the one statement
 ``C[i,j] = A[i,k] * B[k,j]`` (``A`` and ``B`` may be one tensor), ``A``, ``B`` and ``C``
@@ -45,6 +56,7 @@ from __future__ import annotations
 
 import functools
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -151,7 +163,7 @@ def _seg_add(k1, v1, r1, c1, k2, v2, r2, c2):
 
 @triton.jit
 def _esc(r0, r1, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j,
-         LIMIT, P: tl.constexpr, LOGP: tl.constexpr, KEY32: tl.constexpr, BLK: tl.constexpr):
+         LIMIT, P: tl.constexpr, LOGP: tl.constexpr, BLK: tl.constexpr):
     # rows [r0, r1) with at most LIMIT products each (others are left to other kernels) and at
     # most P products together, which sit at X[base:base+P]: expand them there as keys
     # (row - r0) * n_j + column, sort by key, sum equal keys, and write each row's entries in
@@ -188,7 +200,7 @@ __SORT_AND_SUM__    tl.debug_barrier()
 
 @triton.jit
 def spgemm_chunks(starts, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j,
-                  HALF: tl.constexpr, LOGP: tl.constexpr, KEY32: tl.constexpr, BLK: tl.constexpr):
+                  HALF: tl.constexpr, LOGP: tl.constexpr, BLK: tl.constexpr):
     # chunk c: the rows starting in products [c * HALF, (c + 1) * HALF); those with at most HALF
     # products take at most 2 * HALF lanes together
     c = tl.program_id(0)
@@ -196,24 +208,24 @@ def spgemm_chunks(starts, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_
     r1 = tl.load(starts + c + 1).to(tl.int64)
     if r1 > r0:
         _esc(r0, r1, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, HALF,
-             2 * HALF, LOGP, KEY32, BLK)
+             2 * HALF, LOGP, BLK)
 
 
 @triton.jit
 def spgemm_rows(rows, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j,
-                PMAX: tl.constexpr, LOGP: tl.constexpr, KEY32: tl.constexpr, BLK: tl.constexpr):
+                PMAX: tl.constexpr, LOGP: tl.constexpr, BLK: tl.constexpr):
     # one listed row with more than a chunk's half and at most PMAX products
     i = tl.load(rows + tl.program_id(0)).to(tl.int64)
     ub = tl.load(ub_off + i + 1) - tl.load(ub_off + i)
     if ub <= PMAX // 4:
         _esc(i, i + 1, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, PMAX,
-             PMAX // 4, LOGP - 2, KEY32, BLK)
+             PMAX // 4, LOGP - 2, BLK)
     elif ub <= PMAX // 2:
         _esc(i, i + 1, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, PMAX,
-             PMAX // 2, LOGP - 1, KEY32, BLK)
+             PMAX // 2, LOGP - 1, BLK)
     elif ub <= PMAX:
         _esc(i, i + 1, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, PMAX,
-             PMAX, LOGP, KEY32, BLK)
+             PMAX, LOGP, BLK)
 
 
 @triton.jit
@@ -276,14 +288,14 @@ _SORTED_COMPILED = '''\
     p = tl.arange(0, P)
     valid = p < end - base
     k = tl.load(X_key + base + p, mask=valid, other=(r1 - r0) * n_j)
-    if KEY32:
-        key = tl.sort((k.to(tl.int32) << LOGP) | p)
-        k = (key >> LOGP).to(tl.int64)
-        src = key & (P - 1)
+    if ((r1 - r0) * n_j + 1) * P <= 2147483648:   # 32-bit keys where they fit: a faster sort
+        key32 = tl.sort((k.to(tl.int32) << LOGP) | p)
+        k = (key32 >> LOGP).to(tl.int64)
+        src = key32 & (P - 1)
     else:
-        key = tl.sort((k << LOGP) | p.to(tl.int64))
-        k = key >> LOGP
-        src = (key & (P - 1)).to(tl.int32)
+        key64 = tl.sort((k << LOGP) | p.to(tl.int64))
+        k = key64 >> LOGP
+        src = (key64 & (P - 1)).to(tl.int32)
     v = tl.load(X_vals + base + src, mask=valid, other=0)
     tl.debug_barrier()
     tl.store(X_key + base + p, k, mask=valid)
@@ -317,6 +329,8 @@ _SORTED_INTERPRETED = '''\
 
 _SORT_AND_SUM = {False: _SORTED_COMPILED, True: _SORTED_INTERPRETED}
 
+_FNS: dict[bool, dict[str, Any]] = {}     # loaded kernels by interpreter flavour
+
 _KERNELS = ("spgemm_count", "spgemm_chunks", "spgemm_rows", "spgemm_dense", "spgemm_compact")
 
 
@@ -331,6 +345,7 @@ class SpgemmTemplate:
     def __init__(self, mt: Match, kernel):
         self.mt = mt
         self.kernel = kernel
+        self._plans: dict[tuple, _Plan] = {}
 
     def dump(self, stage: str = "triton") -> str:
         """The template's source under a header naming the roles it took."""
@@ -345,8 +360,12 @@ class SpgemmTemplate:
         """The loaded ``@triton.jit`` functions by name (the flavour for the CPU interpreter, or compiled)."""
         from .launch import interpreting, load_kernel
 
-        src = source(interpreting())
-        return {name: load_kernel("spgemm", src, name) for name in _KERNELS}
+        interp = interpreting()
+        fns = _FNS.get(interp)
+        if fns is None:
+            src = source(interp)
+            fns = _FNS[interp] = {name: load_kernel("spgemm", src, name) for name in _KERNELS}
+        return fns
 
     def __call__(self, given: Mapping[str, Any]) -> Any:
         from .device import DeviceTensor, _is, bind_operand, pick_device
@@ -387,10 +406,53 @@ class SpgemmTemplate:
         if n_i * max(n_j, 1) >= 2**52:      # (row, column) keys shifted by log2(lanes) must fit 63 bits
             return FALLBACK
         fn = self.fns()
-        interp = interpreting()
-        warps = (lambda w: {}) if interp else (lambda w: {"num_warps": w})
+        warps = (lambda w: {}) if interpreting() else (lambda w: {"num_warps": w})
         ap, ac, av = a.levels[1]["pos"], _real(a.levels[1]["crd"]), _real(a.values)
         bp, bc, bv = b.levels[1]["pos"], _real(b.levels[1]["crd"]), _real(b.values)
+        plan = self._plan(a, b, device, fn, warps)
+        item = 8 + vals_dtype.itemsize
+        if plan.total * item > (1 << 28) and not interpreting() and \
+                plan.total * item > torch.cuda.mem_get_info(device)[0] // 2:
+            return FALLBACK
+        x_key = torch.empty(max(plan.total, 1), dtype=torch.int64, device=device)
+        x_vals = torch.empty(max(plan.total, 1), dtype=vals_dtype, device=device)
+        args = (ap, ac, av, bp, bc, bv, plan.ub_off, x_key, x_vals, plan.cnt, n_j)
+        if plan.total:
+            fn["spgemm_chunks"][(plan.starts.numel() - 1,)](plan.starts, *args, HALF=HALF,
+                                                            LOGP=(2 * HALF).bit_length() - 1, BLK=32,
+                                                            **warps(CHUNK_WARPS))
+        if plan.n_large:
+            fn["spgemm_rows"][(plan.n_large,)](plan.lists[2:], *args, PMAX=PMAX, LOGP=PMAX.bit_length() - 1,
+                                               BLK=64, **warps(4))
+        if plan.n_big:
+            progs = max(1, min(plan.n_big, 2 * _sms(device),
+                               DENSE_BYTES // max(1, n_j * (1 + vals_dtype.itemsize))))
+            w_vals = torch.zeros(progs * n_j, dtype=vals_dtype, device=device)
+            w_mark = torch.zeros(progs * n_j, dtype=torch.int8, device=device)
+            fn["spgemm_dense"][(progs,)](plan.lists[2 + n_i:], plan.n_big, *args[:-1], w_vals, w_mark, n_j,
+                                         BLK=128, SCAN=1024, **warps(4))
+        if plan.c_pos is None:              # the first call on this structure: C's row counts -> pos
+            plan.c_pos = torch.zeros(n_i + 1, dtype=torch.int64, device=device)
+            torch.cumsum(plan.cnt, 0, out=plan.c_pos[1:])
+            plan.nnz = int(plan.c_pos[-1])
+        c_crd = torch.empty(plan.nnz, dtype=torch.int32, device=device)
+        c_vals = torch.empty(plan.nnz, dtype=vals_dtype, device=device)
+        if plan.nnz:
+            fn["spgemm_compact"][(n_i,)](plan.ub_off, plan.c_pos, x_key, x_vals, c_crd, c_vals, BLK=128,
+                                         **warps(1))
+        return plan.c_pos.clone(), c_crd, c_vals
+
+    def _plan(self, a, b, device, fn, warps) -> "_Plan":
+        """The structure-only part of ``a @ b`` (memoized by the index buffers' storage and version)."""
+        import torch
+
+        bufs = (a.levels[1]["pos"], a.levels[1]["crd"], b.levels[1]["pos"], b.levels[1]["crd"])
+        key = tuple((t.data_ptr(), t.numel(), t._version) for t in bufs) + (a.shape, b.shape, HALF, PMAX)
+        hit = self._plans.get(key)
+        if hit is not None and all(ref() is t for ref, t in zip(hit.refs, bufs)):
+            return hit
+        n_i = a.shape[0]
+        ap, ac, bp = bufs[0], _real(bufs[1]), bufs[2]
         ub_off = torch.zeros(n_i + 1, dtype=torch.int64, device=device)
         lists = torch.zeros(2 + 2 * n_i, dtype=torch.int32, device=device)
         if n_i:
@@ -399,41 +461,32 @@ class SpgemmTemplate:
                                                      ROWS=rows, **warps(4))
         torch.cumsum(ub_off[1:], 0, out=ub_off[1:])
         total, n_large, n_big = (int(x) for x in torch.cat([ub_off[-1:], lists[:2].to(torch.int64)]).tolist())
-        cnt = torch.zeros(n_i, dtype=torch.int64, device=device)
-        item = 8 + vals_dtype.itemsize
-        if total * item > (1 << 28) and not interp and total * item > torch.cuda.mem_get_info(device)[0] // 2:
-            return FALLBACK
-        x_key = torch.empty(max(total, 1), dtype=torch.int64, device=device)
-        x_vals = torch.empty(max(total, 1), dtype=vals_dtype, device=device)
-        args = (ap, ac, av, bp, bc, bv, ub_off, x_key, x_vals, cnt, n_j)
-        if total:
-            chunks = -(-total // HALF)
-            starts = torch.searchsorted(ub_off[:-1], torch.arange(chunks + 1, device=device) * HALF)
-            starts[-1] = n_i
-            fn["spgemm_chunks"][(chunks,)](starts, *args, HALF=HALF, LOGP=(2 * HALF).bit_length() - 1,
-                                           KEY32=key32(n_i, n_j, 2 * HALF), BLK=32, **warps(CHUNK_WARPS))
-        if n_large:
-            fn["spgemm_rows"][(n_large,)](lists[2:], *args, PMAX=PMAX, LOGP=PMAX.bit_length() - 1,
-                                          KEY32=key32(1, n_j, PMAX), BLK=64, **warps(4))
-        if n_big:
-            progs = max(1, min(n_big, 2 * _sms(device), DENSE_BYTES // max(1, n_j * (1 + vals_dtype.itemsize))))
-            w_vals = torch.zeros(progs * n_j, dtype=vals_dtype, device=device)
-            w_mark = torch.zeros(progs * n_j, dtype=torch.int8, device=device)
-            fn["spgemm_dense"][(progs,)](lists[2 + n_i:], n_big, *args[:-1], w_vals, w_mark, n_j, BLK=128,
-                                         SCAN=1024, **warps(4))
-        c_pos = torch.zeros(n_i + 1, dtype=torch.int64, device=device)
-        torch.cumsum(cnt, 0, out=c_pos[1:])
-        nnz = int(c_pos[-1])
-        c_crd = torch.empty(nnz, dtype=torch.int32, device=device)
-        c_vals = torch.empty(nnz, dtype=vals_dtype, device=device)
-        if nnz:
-            fn["spgemm_compact"][(n_i,)](ub_off, c_pos, x_key, x_vals, c_crd, c_vals, BLK=128, **warps(1))
-        return c_pos, c_crd, c_vals
+        chunks = -(-total // HALF)
+        starts = torch.searchsorted(ub_off[:-1], torch.arange(chunks + 1, device=device) * HALF)
+        starts[-1] = n_i
+        plan = _Plan(tuple(weakref.ref(t) for t in bufs), ub_off, lists, starts, total, n_large, n_big,
+                     torch.zeros(n_i, dtype=torch.int64, device=device))
+        if len(self._plans) >= 8:
+            self._plans.clear()
+        self._plans[key] = plan
+        return plan
 
 
-def key32(rows: int, n_j: int, lanes: int) -> bool:
-    """Whether sort keys ``(row * n_j + column) << log2(lanes) | lane`` of ``rows`` rows fit 32 bits."""
-    return (rows * n_j + 1) * lanes <= 2**31
+@dataclass
+class _Plan:
+    """What ``A @ B`` needs that depends only on the operands' structure: products per row (as offsets),
+    the lists of long rows, the chunks, and once computed C's row pointers and entry count."""
+
+    refs: tuple
+    ub_off: Any
+    lists: Any
+    starts: Any
+    total: int
+    n_large: int
+    n_big: int
+    cnt: Any
+    c_pos: Any = None
+    nnz: int = 0
 
 
 def _real(t):
