@@ -25,7 +25,7 @@ def test_every_item_has_an_example():
     names = {os.path.basename(p) for p in EXAMPLES}
     assert {"dl_pruned_linear.py", "dl_nm_linear.py", "dl_block_sparse.py", "dl_block_sparse_attention.py",
             "dl_activation_sparsity.py",
-            "dl_sparse_conv1x1.py", "dl_sparse_linear_module.py"} <= names
+            "dl_sparse_conv1x1.py", "dl_sparse_linear_module.py", "dl_spgemm.py"} <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
