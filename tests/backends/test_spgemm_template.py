@@ -232,3 +232,19 @@ def test_structure_is_memoized_by_index_buffers():
     third = k(A=A, B=B)
     assert len(template._plans) == 2
     np.testing.assert_allclose(third.to_numpy(), want(), atol=1e-5)
+
+
+def test_rows_with_many_entries_take_several_entry_tiles(monkeypatch):
+    """Rows of A longer than one tile of entries (16 in chunks, 32 in the long-row and dense kernels) on every path."""
+    monkeypatch.setattr(spgemm, "HALF", 64)
+    monkeypatch.setattr(spgemm, "PMAX", 128)
+    n = 120
+    rng = np.random.default_rng(21)
+    B = sp.lil_matrix((n, n))
+    for r in range(n):                      # one or two entries a row, columns often shared across rows
+        B[r, rng.choice(30, size=1 + r % 2, replace=False)] = rng.uniform(-1, 1, 1 + r % 2)
+    A = rand((8, n), 0.02, 22, row_lengths={1: 34, 3: 70, 5: 110})
+    B = sp.csr_matrix(B).astype(np.float32)
+    ub = np.array([np.diff(B.indptr)[A.indices[A.indptr[r]:A.indptr[r + 1]]].sum() for r in range(A.shape[0])])
+    assert ub[1] <= 64 < ub[3] <= 128 < ub[5]
+    check(A, B)

@@ -13,8 +13,9 @@ registers is not. This template computes each row *ESC* style (expand, sort, com
    synchronization reads the total product count and the list lengths.
 2. ``spgemm_chunks``: chunk ``c`` takes the rows whose products start in
    ``[c * HALF, (c + 1) * HALF)``; those of at most ``HALF`` products sit within ``2 * HALF``
-   consecutive slots. Their products are copied (a vector of ``BLK`` entries of a row of
-   ``B`` at a time) to those slots of a scratch buffer as keys ``(row - r0) * n_j + column``
+   consecutive slots. Their products are copied (``ENTRIES`` entries of ``A`` at a time, each
+   with up to ``BLK`` entries of its row of ``B`` per step, at slots from the prefix sum of
+   those rows' lengths) to a scratch buffer as keys ``(row - r0) * n_j + column``
    and values, loaded back as one block of ``P = 2 * HALF`` lanes, sorted by
    ``key << log2(P) | lane`` (32-bit keys where they fit, else 64-bit), equal keys summed by a
    segmented scan (``tl.associative_scan``, which also counts each row's entries), and each
@@ -23,9 +24,10 @@ registers is not. This template computes each row *ESC* style (expand, sort, com
    lanes. A row's result is its structural pattern (a cancellation to zero stays stored),
    as in the generic lowering.
 3. ``spgemm_dense``, a persistent grid over the very long rows: each program accumulates
-   into its own dense row of ``n_j`` values and marks (vector scatter of a row of ``B`` at a
-   time: the columns of one row of ``B`` are distinct), then scans the row in ``SCAN``
-   column steps, compacting marked columns in order and clearing them. The programs'
+   into its own dense row of ``n_j`` values and marks, ``ENTRIES x BLK`` products at a time
+   with atomic adds (entries of ``A`` that hit one column meet there, in no fixed order: the
+   last bits of such sums can differ between runs), then scans the row in ``SCAN`` column
+   steps, compacting marked columns in order and clearing them. The programs'
    dense rows take at most ``DENSE_BYTES``; a very wide ``B`` gets fewer programs.
 4. ``C.pos`` is the prefix sum of the row counts (a second host synchronization reads
    the entry count to allocate ``C``), and ``spgemm_compact`` copies each row's result
@@ -155,6 +157,31 @@ def spgemm_count(A_pos, A_crd, B_pos, ub, lists, n_i, HALF: tl.constexpr, PMAX: 
 
 
 @triton.jit
+def _expand_row(r, row_key, s, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, X_key, X_vals,
+                ENTRIES: tl.constexpr, BLK: tl.constexpr):
+    # the products of row r to slots s, s + 1, ... in A's then B's order, as keys row_key + column:
+    # ENTRIES entries of A at a time, each with up to BLK entries of its row of B per step (the
+    # slots of an entry start at the exclusive prefix sum of the rows' lengths)
+    a1 = tl.load(A_pos + r + 1).to(tl.int64)
+    lane = tl.arange(0, BLK)[None, :]
+    for e0 in range(tl.load(A_pos + r).to(tl.int64), a1, ENTRIES):
+        e = e0 + tl.arange(0, ENTRIES)
+        me = e < a1
+        k = tl.load(A_crd + e, mask=me, other=0).to(tl.int64)
+        av = tl.load(A_vals + e, mask=me, other=0)
+        b0 = tl.load(B_pos + k, mask=me, other=0).to(tl.int64)
+        bl = tl.load(B_pos + k + 1, mask=me, other=0).to(tl.int64) - b0
+        first = s + tl.cumsum(bl, 0) - bl
+        for t in range(0, tl.max(bl, 0), BLK):
+            m = t + lane < bl[:, None]
+            c = tl.load(B_crd + b0[:, None] + t + lane, mask=m, other=0)
+            v = tl.load(B_vals + b0[:, None] + t + lane, mask=m, other=0)
+            tl.store(X_key + first[:, None] + t + lane, row_key + c.to(tl.int64), mask=m)
+            tl.store(X_vals + first[:, None] + t + lane, av[:, None] * v, mask=m)
+        s += tl.sum(bl, 0)
+
+
+@triton.jit
 def _seg_add(k1, v1, r1, c1, k2, v2, r2, c2):
     # two segmented sums over the sorted lanes: values over runs of one (row, column) key, counts
     # over runs of one row
@@ -163,32 +190,19 @@ def _seg_add(k1, v1, r1, c1, k2, v2, r2, c2):
 
 @triton.jit
 def _esc(r0, r1, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j,
-         LIMIT, P: tl.constexpr, LOGP: tl.constexpr, BLK: tl.constexpr):
+         LIMIT, P: tl.constexpr, LOGP: tl.constexpr, ENTRIES: tl.constexpr, BLK: tl.constexpr):
     # rows [r0, r1) with at most LIMIT products each (others are left to other kernels) and at
     # most P products together, which sit at X[base:base+P]: expand them there as keys
     # (row - r0) * n_j + column, sort by key, sum equal keys, and write each row's entries in
     # column order to the start of the row's own slice X[ub_off[row]:]; cnt[row] = their number
     base = tl.load(ub_off + r0)
     end = base
-    lane = tl.arange(0, BLK)
     for r in range(r0, r1):
         start = tl.load(ub_off + r)
         stop = tl.load(ub_off + r + 1)
         if (stop > start) & (stop - start <= LIMIT):
-            s = start
-            row_key = (r - r0) * n_j
-            for e in range(tl.load(A_pos + r).to(tl.int64), tl.load(A_pos + r + 1).to(tl.int64)):
-                k = tl.load(A_crd + e).to(tl.int64)
-                av = tl.load(A_vals + e)
-                b0 = tl.load(B_pos + k).to(tl.int64)
-                bl = tl.load(B_pos + k + 1).to(tl.int64) - b0
-                for t in range(0, bl, BLK):
-                    m = t + lane < bl
-                    c = tl.load(B_crd + b0 + t + lane, mask=m)
-                    v = tl.load(B_vals + b0 + t + lane, mask=m)
-                    tl.store(X_key + s + t + lane, row_key + c.to(tl.int64), mask=m)
-                    tl.store(X_vals + s + t + lane, av * v, mask=m)
-                s += bl
+            _expand_row(r, (r - r0) * n_j, start, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, X_key, X_vals,
+                        ENTRIES, BLK)
             end = stop
     tl.debug_barrier()                       # the expansion's stores are visible to every lane
 __SORT_AND_SUM__    tl.debug_barrier()
@@ -200,7 +214,7 @@ __SORT_AND_SUM__    tl.debug_barrier()
 
 @triton.jit
 def spgemm_chunks(starts, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j,
-                  HALF: tl.constexpr, LOGP: tl.constexpr, BLK: tl.constexpr):
+                  HALF: tl.constexpr, LOGP: tl.constexpr, ENTRIES: tl.constexpr, BLK: tl.constexpr):
     # chunk c: the rows starting in products [c * HALF, (c + 1) * HALF); those with at most HALF
     # products take at most 2 * HALF lanes together
     c = tl.program_id(0)
@@ -208,51 +222,54 @@ def spgemm_chunks(starts, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_
     r1 = tl.load(starts + c + 1).to(tl.int64)
     if r1 > r0:
         _esc(r0, r1, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, HALF,
-             2 * HALF, LOGP, BLK)
+             2 * HALF, LOGP, ENTRIES, BLK)
 
 
 @triton.jit
 def spgemm_rows(rows, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j,
-                PMAX: tl.constexpr, LOGP: tl.constexpr, BLK: tl.constexpr):
+                PMAX: tl.constexpr, LOGP: tl.constexpr, ENTRIES: tl.constexpr, BLK: tl.constexpr):
     # one listed row with more than a chunk's half and at most PMAX products
     i = tl.load(rows + tl.program_id(0)).to(tl.int64)
     ub = tl.load(ub_off + i + 1) - tl.load(ub_off + i)
     if ub <= PMAX // 4:
         _esc(i, i + 1, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, PMAX,
-             PMAX // 4, LOGP - 2, BLK)
+             PMAX // 4, LOGP - 2, ENTRIES, BLK)
     elif ub <= PMAX // 2:
         _esc(i, i + 1, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, PMAX,
-             PMAX // 2, LOGP - 1, BLK)
+             PMAX // 2, LOGP - 1, ENTRIES, BLK)
     elif ub <= PMAX:
         _esc(i, i + 1, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, PMAX,
-             PMAX, LOGP, BLK)
+             PMAX, LOGP, ENTRIES, BLK)
 
 
 @triton.jit
 def spgemm_dense(rows, n_rows, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt,
-                 W_vals, W_mark, n_j, BLK: tl.constexpr, SCAN: tl.constexpr):
+                 W_vals, W_mark, n_j, ENTRIES: tl.constexpr, BLK: tl.constexpr, SCAN: tl.constexpr):
     # persistent over the listed rows: accumulate a row on this program's dense row of n_j values
     # and marks, then compact the marked columns in order (clearing them)
     pid = tl.program_id(0)
     wv = W_vals + pid.to(tl.int64) * n_j
     wm = W_mark + pid.to(tl.int64) * n_j
-    lane = tl.arange(0, BLK)
+    lane = tl.arange(0, BLK)[None, :]
     for r in range(pid, n_rows, tl.num_programs(0)):
         i = tl.load(rows + r).to(tl.int64)
         base = tl.load(ub_off + i)
-        for e in range(tl.load(A_pos + i).to(tl.int64), tl.load(A_pos + i + 1).to(tl.int64)):
-            k = tl.load(A_crd + e).to(tl.int64)
-            av = tl.load(A_vals + e)
-            b0 = tl.load(B_pos + k).to(tl.int64)
-            bl = tl.load(B_pos + k + 1).to(tl.int64) - b0
-            for t in range(0, bl, BLK):
-                m = t + lane < bl
-                c = tl.load(B_crd + b0 + t + lane, mask=m, other=0).to(tl.int64)
-                v = tl.load(B_vals + b0 + t + lane, mask=m)
-                old = tl.load(wv + c, mask=m)    # the columns of one row of B are distinct
-                tl.store(wv + c, old + av * v, mask=m)
-                tl.store(wm + c, tl.full([BLK], 1, tl.int8), mask=m)
-                tl.debug_barrier()               # the next vector may hit these columns in other lanes
+        a1 = tl.load(A_pos + i + 1).to(tl.int64)
+        for e0 in range(tl.load(A_pos + i).to(tl.int64), a1, ENTRIES):
+            e = e0 + tl.arange(0, ENTRIES)
+            me = e < a1
+            k = tl.load(A_crd + e, mask=me, other=0).to(tl.int64)
+            av = tl.load(A_vals + e, mask=me, other=0)
+            b0 = tl.load(B_pos + k, mask=me, other=0).to(tl.int64)
+            bl = tl.load(B_pos + k + 1, mask=me, other=0).to(tl.int64) - b0
+            for t in range(0, tl.max(bl, 0), BLK):
+                m = t + lane < bl[:, None]
+                c = tl.load(B_crd + b0[:, None] + t + lane, mask=m, other=0).to(tl.int64)
+                v = tl.load(B_vals + b0[:, None] + t + lane, mask=m, other=0)
+                # entries of A hitting one column meet here: atomic adds (their order is not fixed)
+                tl.atomic_add(wv + c, av[:, None] * v, mask=m, sem="relaxed")
+                tl.store(wm + c, tl.full([ENTRIES, BLK], 1, tl.int8), mask=m)
+        tl.debug_barrier()                       # every add and mark lands before the scan
         w = tl.zeros([], tl.int64)
         for j0 in range(0, n_j, SCAN):
             jj = j0 + tl.arange(0, SCAN)
@@ -419,18 +436,18 @@ class SpgemmTemplate:
         args = (ap, ac, av, bp, bc, bv, plan.ub_off, x_key, x_vals, plan.cnt, n_j)
         if plan.total:
             fn["spgemm_chunks"][(plan.starts.numel() - 1,)](plan.starts, *args, HALF=HALF,
-                                                            LOGP=(2 * HALF).bit_length() - 1, BLK=32,
+                                                            LOGP=(2 * HALF).bit_length() - 1, ENTRIES=16, BLK=16,
                                                             **warps(CHUNK_WARPS))
         if plan.n_large:
             fn["spgemm_rows"][(plan.n_large,)](plan.lists[2:], *args, PMAX=PMAX, LOGP=PMAX.bit_length() - 1,
-                                               BLK=64, **warps(4))
+                                               ENTRIES=32, BLK=16, **warps(4))
         if plan.n_big:
             progs = max(1, min(plan.n_big, 2 * _sms(device),
                                DENSE_BYTES // max(1, n_j * (1 + vals_dtype.itemsize))))
             w_vals = torch.zeros(progs * n_j, dtype=vals_dtype, device=device)
             w_mark = torch.zeros(progs * n_j, dtype=torch.int8, device=device)
             fn["spgemm_dense"][(progs,)](plan.lists[2 + n_i:], plan.n_big, *args[:-1], w_vals, w_mark, n_j,
-                                         BLK=128, SCAN=1024, **warps(4))
+                                         ENTRIES=32, BLK=32, SCAN=1024, **warps(4))
         if plan.c_pos is None:              # the first call on this structure: C's row counts -> pos
             plan.c_pos = torch.zeros(n_i + 1, dtype=torch.int64, device=device)
             torch.cumsum(plan.cnt, 0, out=plan.c_pos[1:])
