@@ -2,7 +2,7 @@
 import gzip, os, sys, time
 import numpy as np, scipy.io, scipy.sparse as sp, torch
 import sparsec as sc
-from sparsec.backends.triton.device import bind_operand, pick_device
+from sparsec.backends.triton.device import bind_operand
 from torch.profiler import profile, ProfilerActivity
 
 folder = os.environ["SPARSEC_MATRICES"]

@@ -115,9 +115,15 @@ def _is_row_major(fmt) -> bool:
     return fmt == parse_format("dense", fmt.ndim).with_widths(fmt.pos_width, fmt.crd_width)
 
 
+def template_may_run(kernel) -> bool:
+    """Whether a whole-program template may replace ``kernel``'s statements: templates on
+    (``SPARSEC_TRITON_TILES`` is not ``0``) and no user schedule."""
+    return os.environ.get("SPARSEC_TRITON_TILES", "1") != "0" and kernel.schedule is None
+
+
 def match(kernel) -> Match | None:
     """The template for ``kernel`` (an ``sc.Kernel``) if its program is exactly masked attention (module docs)."""
-    if os.environ.get("SPARSEC_TRITON_TILES", "1") == "0" or kernel.schedule is not None:
+    if not template_may_run(kernel):
         return None
     prog = kernel.program
     if len(prog.statements) != 2:

@@ -57,13 +57,12 @@ other templates.
 from __future__ import annotations
 
 import functools
-import os
 import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ...fastcall import FALLBACK
-from .attention import _canonical
+from .attention import _canonical, template_may_run
 
 HALF = 256           # a chunk holds the rows starting in HALF products (rows of at most HALF products)
 CHUNK_WARPS = 4
@@ -96,7 +95,7 @@ def match(kernel) -> Match | None:
     """The template for ``kernel`` (an ``sc.Kernel``) if its program is exactly CSR SpGEMM (module docs)."""
     from .device import _is
 
-    if os.environ.get("SPARSEC_TRITON_TILES", "1") == "0" or kernel.schedule is not None:
+    if not template_may_run(kernel):
         return None
     prog = kernel.program
     if len(prog.statements) != 1:
@@ -157,6 +156,18 @@ def spgemm_count(A_pos, A_crd, B_pos, ub, lists, n_i, HALF: tl.constexpr, PMAX: 
 
 
 @triton.jit
+def _entry_tile(e0, a1, A_crd, A_vals, B_pos, ENTRIES: tl.constexpr):
+    # entries e0 .. e0 + ENTRIES of A (those below a1): their values, and where their rows of B
+    # start and how long they are (0 past a1)
+    e = e0 + tl.arange(0, ENTRIES)
+    me = e < a1
+    k = tl.load(A_crd + e, mask=me, other=0).to(tl.int64)
+    av = tl.load(A_vals + e, mask=me, other=0)
+    b0 = tl.load(B_pos + k, mask=me, other=0).to(tl.int64)
+    return av, b0, tl.load(B_pos + k + 1, mask=me, other=0).to(tl.int64) - b0
+
+
+@triton.jit
 def _expand_row(r, row_key, s, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, X_key, X_vals,
                 ENTRIES: tl.constexpr, BLK: tl.constexpr):
     # the products of row r to slots s, s + 1, ... in A's then B's order, as keys row_key + column:
@@ -165,12 +176,7 @@ def _expand_row(r, row_key, s, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, X_key
     a1 = tl.load(A_pos + r + 1).to(tl.int64)
     lane = tl.arange(0, BLK)[None, :]
     for e0 in range(tl.load(A_pos + r).to(tl.int64), a1, ENTRIES):
-        e = e0 + tl.arange(0, ENTRIES)
-        me = e < a1
-        k = tl.load(A_crd + e, mask=me, other=0).to(tl.int64)
-        av = tl.load(A_vals + e, mask=me, other=0)
-        b0 = tl.load(B_pos + k, mask=me, other=0).to(tl.int64)
-        bl = tl.load(B_pos + k + 1, mask=me, other=0).to(tl.int64) - b0
+        av, b0, bl = _entry_tile(e0, a1, A_crd, A_vals, B_pos, ENTRIES)
         first = s + tl.cumsum(bl, 0) - bl
         for t in range(0, tl.max(bl, 0), BLK):
             m = t + lane < bl[:, None]
@@ -256,12 +262,7 @@ def spgemm_dense(rows, n_rows, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_of
         base = tl.load(ub_off + i)
         a1 = tl.load(A_pos + i + 1).to(tl.int64)
         for e0 in range(tl.load(A_pos + i).to(tl.int64), a1, ENTRIES):
-            e = e0 + tl.arange(0, ENTRIES)
-            me = e < a1
-            k = tl.load(A_crd + e, mask=me, other=0).to(tl.int64)
-            av = tl.load(A_vals + e, mask=me, other=0)
-            b0 = tl.load(B_pos + k, mask=me, other=0).to(tl.int64)
-            bl = tl.load(B_pos + k + 1, mask=me, other=0).to(tl.int64) - b0
+            av, b0, bl = _entry_tile(e0, a1, A_crd, A_vals, B_pos, ENTRIES)
             for t in range(0, tl.max(bl, 0), BLK):
                 m = t + lane < bl[:, None]
                 c = tl.load(B_crd + b0[:, None] + t + lane, mask=m, other=0).to(tl.int64)
