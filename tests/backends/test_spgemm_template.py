@@ -248,3 +248,13 @@ def test_rows_with_many_entries_take_several_entry_tiles(monkeypatch):
     ub = np.array([np.diff(B.indptr)[A.indices[A.indptr[r]:A.indptr[r + 1]]].sum() for r in range(A.shape[0])])
     assert ub[1] <= 64 < ub[3] <= 128 < ub[5]
     check(A, B)
+
+
+@pytest.mark.parametrize("fa,fb", [("csr[pos64,crd64]", "csr[pos32,crd16]"), ("csr[pos16,crd8]", "csr[pos64,crd8]")])
+def test_operand_index_widths(fa, fb):
+    """Operands declared with 8/16/64-bit index buffers run through the template (loads widened in the kernels)."""
+    k = compile_spgemm(formats={"A": fa, "B": fb, "C": "csr"})
+    assert isinstance(program_template(k), spgemm.SpgemmTemplate)
+    A, B = rand((10, 12), 0.3, 23), rand((12, 9), 0.3, 24)
+    got = k(A=A, B=B)
+    np.testing.assert_allclose(got.to_numpy(), A.toarray().astype(np.float64) @ B.toarray(), atol=1e-5)
