@@ -212,6 +212,19 @@ def index_dtype(width: int):
     return getattr(_torch(), f"int{width}")
 
 
+def csr_result(fmt: Format, shape: tuple[int, ...], pos: Any, crd: Any, vals: Any, name: str,
+               copy_pos: bool = False) -> DeviceTensor:
+    """A CSR output from row pointers and column coordinates of any integer dtypes: ``fmt`` widened
+    where the result needs it (the host rule, positions up to nnz and columns below ``shape[1]``),
+    the buffers cast to those widths. ``copy_pos``: copy ``pos`` even when it has that width already
+    (the caller keeps it)."""
+    from ...tensor import _needed_format
+
+    f = _needed_format(fmt, fmt.level_sizes(shape), (int(shape[0]), vals.numel()))
+    pos = pos.to(index_dtype(f.pos_width), copy=copy_pos)
+    return DeviceTensor(f, shape, [{}, {"pos": pos, "crd": crd.to(index_dtype(f.crd_width))}], vals, name)
+
+
 def _width(t) -> int:
     return {"int8": 8, "int16": 16, "int32": 32}.get(dtype_name(t), 64)
 
@@ -482,11 +495,7 @@ class DeviceRunner(StatementRunner):
                                                                                         device=vals.device)
             pos = torch.zeros(n + 1, dtype=torch.int64, device=vals.device)
             torch.cumsum(counts, 0, out=pos[1:])
-            from ...tensor import _needed_format   # the host rule: positions up to nnz, columns below shape[1]
-
-            f = _needed_format(fmt, fmt.level_sizes(shape), (n, vals.numel()))
-            crd = cols.to(index_dtype(f.crd_width))
-            return DeviceTensor(f, shape, [{}, {"pos": pos.to(index_dtype(f.pos_width)), "crd": crd}], vals, name)
+            return csr_result(fmt, shape, pos, cols, vals, name)
         host_vals = vals.float() if vals.dtype == torch.bfloat16 else vals
         host = StatementRunner.entries_result(self, fmt, shape, [c.cpu().numpy() for c in crds],
                                               host_vals.cpu().numpy(), name, presorted)

@@ -63,6 +63,7 @@ from typing import Any, Mapping
 
 from ...fastcall import FALLBACK
 from .attention import _canonical, template_may_run
+from .device import _is, _nonempty, bind_operand, csr_result, pick_device, sm_count
 
 HALF = 256           # a chunk holds the rows starting in HALF products (rows of at most HALF products)
 CHUNK_WARPS = 4
@@ -93,8 +94,6 @@ class Match:
 
 def match(kernel) -> Match | None:
     """The template for ``kernel`` (an ``sc.Kernel``) if its program is exactly CSR SpGEMM (module docs)."""
-    from .device import _is
-
     if not template_may_run(kernel):
         return None
     prog = kernel.program
@@ -386,8 +385,6 @@ class SpgemmTemplate:
         return fns
 
     def __call__(self, given: Mapping[str, Any]) -> Any:
-        from .device import DeviceTensor, _is, bind_operand, pick_device
-
         mt, decl = self.mt, self.kernel.program.decl
         try:
             device = pick_device(given.values())
@@ -401,20 +398,12 @@ class SpgemmTemplate:
         result = self.run(a, b, device)
         if result is FALLBACK:
             return FALLBACK
-        pos, crd, vals = result
-        return DeviceTensor(*self._output_format(pos, crd, vals, (a.shape[0], b.shape[1])), vals, mt.c)
-
-    def _output_format(self, pos, crd, vals, shape):
-        """C's declared format widened where its sizes need it (the host rule), and its index buffers."""
-        from ...tensor import _needed_format
-        from .device import index_dtype
-
-        fmt = _needed_format(self.kernel.program.decl(self.mt.c).format, shape, (shape[0], vals.numel()))
-        levels = [{}, {"pos": pos.to(index_dtype(fmt.pos_width)), "crd": crd.to(index_dtype(fmt.crd_width))}]
-        return fmt, shape, levels
+        pos, crd, vals = result   # pos: the memoized row pointers, copied into the result
+        return csr_result(decl(mt.c).format, (a.shape[0], b.shape[1]), pos, crd, vals, mt.c, copy_pos=True)
 
     def run(self, a, b, device) -> Any:
-        """``(pos int64, crd int32, vals)`` of ``a @ b`` on ``device``, or FALLBACK when the scratch would not fit."""
+        """``(pos int64, crd int32, vals)`` of ``a @ b`` on ``device`` (``pos`` is the memoized one: copy it
+        before handing it out), or FALLBACK when the scratch would not fit."""
         import torch
 
         from .launch import interpreting
@@ -425,8 +414,8 @@ class SpgemmTemplate:
             return FALLBACK
         fn = self.fns()
         warps = (lambda w: {}) if interpreting() else (lambda w: {"num_warps": w})
-        ap, ac, av = a.levels[1]["pos"], _real(a.levels[1]["crd"]), _real(a.values)
-        bp, bc, bv = b.levels[1]["pos"], _real(b.levels[1]["crd"]), _real(b.values)
+        ap, ac, av = a.levels[1]["pos"], _nonempty(a.levels[1]["crd"]), _nonempty(a.values)
+        bp, bc, bv = b.levels[1]["pos"], _nonempty(b.levels[1]["crd"]), _nonempty(b.values)
         plan = self._plan(a, b, device, fn, warps)
         item = 8 + vals_dtype.itemsize
         if plan.total * item > (1 << 28) and not interpreting() and \
@@ -443,7 +432,7 @@ class SpgemmTemplate:
             fn["spgemm_rows"][(plan.n_large,)](plan.lists[2:], *args, PMAX=PMAX, LOGP=PMAX.bit_length() - 1,
                                                ENTRIES=32, BLK=16, **warps(4))
         if plan.n_big:
-            progs = max(1, min(plan.n_big, 2 * _sms(device),
+            progs = max(1, min(plan.n_big, 2 * sm_count(device, 4),
                                DENSE_BYTES // max(1, n_j * (1 + vals_dtype.itemsize))))
             w_vals = torch.zeros(progs * n_j, dtype=vals_dtype, device=device)
             w_mark = torch.zeros(progs * n_j, dtype=torch.int8, device=device)
@@ -458,7 +447,7 @@ class SpgemmTemplate:
         if plan.nnz:
             fn["spgemm_compact"][(n_i,)](plan.ub_off, plan.c_pos, x_key, x_vals, c_crd, c_vals, BLK=128,
                                          **warps(1))
-        return plan.c_pos.clone(), c_crd, c_vals
+        return plan.c_pos, c_crd, c_vals
 
     def _plan(self, a, b, device, fn, warps) -> "_Plan":
         """The structure-only part of ``a @ b`` (memoized by the index buffers' storage and version)."""
@@ -470,7 +459,7 @@ class SpgemmTemplate:
         if hit is not None and all(ref() is t for ref, t in zip(hit.refs, bufs)):
             return hit
         n_i = a.shape[0]
-        ap, ac, bp = bufs[0], _real(bufs[1]), bufs[2]
+        ap, ac, bp = bufs[0], _nonempty(bufs[1]), bufs[2]
         ub_off = torch.zeros(n_i + 1, dtype=torch.int64, device=device)
         lists = torch.zeros(2 + 2 * n_i, dtype=torch.int32, device=device)
         if n_i:
@@ -505,16 +494,3 @@ class _Plan:
     cnt: Any
     c_pos: Any = None
     nnz: int = 0
-
-
-def _real(t):
-    """Triton wants a real pointer: an empty buffer is replaced by one zero (never read)."""
-    from .device import _nonempty
-
-    return _nonempty(t)
-
-
-def _sms(device) -> int:
-    from .device import sm_count
-
-    return sm_count(device, 4)
