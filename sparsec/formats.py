@@ -55,7 +55,6 @@ __all__ = [
 #: position / coordinate bit widths (MLIR's ``posWidth`` / ``crdWidth``; 0 there means 64).
 #: Buffers are signed (``int8`` holds 0..127, ``int16`` 0..32767), as for 32 and 64.
 WIDTHS = (8, 16, 32, 64)
-_WIDTHS = WIDTHS
 
 
 def fit_width(declared: int, largest: int) -> int:
@@ -239,8 +238,8 @@ def _check_format(fmt: Format) -> None:
         if not isinstance(lvl, Level):
             raise FormatError(f"not a level type: {lvl!r}")
     for w, what in ((fmt.pos_width, "posWidth"), (fmt.crd_width, "crdWidth")):
-        if w not in _WIDTHS:
-            raise FormatError(f"{what} must be one of {_WIDTHS}, got {w!r}")
+        if w not in WIDTHS:
+            raise FormatError(f"{what} must be one of {WIDTHS}, got {w!r}")
     seen: dict[int, list[tuple[int, LevelExpr]]] = {}
     for k, e in enumerate(fmt.exprs):
         if not 0 <= e.dim < fmt.ndim:
