@@ -829,13 +829,12 @@ class _FunctionBuilder:
             return None
         bld, W = self.b, var.lanes
         masks = _TileMasks([], var.aligned)
+        lanes = ir.Constant(ir.VectorType(_I64, W), list(range(W)))
         if not lower:
             # the tile ends past hi only in its last vector: lanes jt + (nvec-1) W + l < hi
-            lanes = ir.Constant(ir.VectorType(_I64, W), list(range(W)))
             last = bld.sub(bounds[1], bld.add(jt, ir.Constant(_I64, (nvec - 1) * W), flags=("nsw",)), flags=("nsw",))
             masks.lanes.extend([None] * (nvec - 1) + [bld.icmp_signed("<", lanes, self._splat(last, W))])
             return masks
-        lanes = ir.Constant(ir.VectorType(_I64, W), list(range(W)))
         lo_v, hi_v = self._splat(bounds[0], W), self._splat(bounds[1], W)
         for u in range(nvec):
             cols = bld.add(self._splat(bld.add(jt, ir.Constant(_I64, u * W)), W), lanes)
