@@ -711,7 +711,8 @@ class Tensor:
     def to_scipy(self) -> Any:
         """The tensor as a scipy.sparse matrix (2-D only).
 
-        csr -> csr_matrix and csc -> csc_matrix sharing the index arrays, bsr(R, C)
+        csr -> csr_matrix and csc -> csc_matrix sharing the index arrays (also with a
+        ``compressed(nonordered)`` level: scipy then finds its indices unsorted), bsr(R, C)
         -> bsr_matrix (when the shape is a multiple of the block), coo ->
         coo_matrix, anything else -> csr_matrix. float16 values become float32
         (scipy.sparse has no float16).
@@ -723,7 +724,7 @@ class Tensor:
         vals = self.values.astype(np.float32) if self.dtype == np.float16 else self.values
         fmt = self.format
         for kind, ctor in (("csr", sp.csr_matrix), ("csc", sp.csc_matrix)):
-            if _is_named(fmt, kind):
+            if _is_named(fmt.with_ordered(), kind):
                 return ctor((vals, self.levels[1]["crd"], self.levels[1]["pos"]), shape=self.shape)
         block = self._whole_bsr_blocks()
         if block is not None:

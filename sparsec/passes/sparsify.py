@@ -508,6 +508,9 @@ class Sparsifier:
         self._check_fusion(self.main.order, self.body)
         self.main.hoist_at = self._hoist_point()
         self.direct = self._direct_compressed()
+        # a (dense, compressed(nonordered)) output assembled directly: a workspace row is emitted in the
+        # order its columns were first touched, without sorting (as scipy and MKL leave SpGEMM rows)
+        self.touch_order = self.direct and self.strategy == "workspace" and not self.out.levels[1].ordered
         self._check_workspace_request()
         numeric = self._kernel(symbolic=False)
         ws_names = dict(self.ws_names)
@@ -1341,6 +1344,10 @@ class Sparsifier:
                  L.Assign(h, L.Cast(binop("bitand", x, const((1 << _SLOT_BITS) - 1, "int64")), INDEX))]
         drain += self.emit(emit_st, value) + clear
         n = L.Var(self.dim_param[self.lvars[self.ws_var].dim_var])
+        if self.touch_order:
+            stmts.append(L.For(t, const(0), cnt, L.Block(tuple(drain)),
+                               comment=f"{self.ws_var}: touched coordinates in touch order, looked up in the hash table"))
+            return stmts
         stmts.append(self._sort_list(cnt, n, _SLOT_BITS))
         stmts.append(L.For(t, const(0), cnt, L.Block(tuple(drain)),
                            comment=f"{self.ws_var}: touched coordinates, sorted, looked up in the hash table"))
@@ -1389,6 +1396,10 @@ class Sparsifier:
             clear.append(L.Store(self.ws_names["count"], jv, const(0, "int64")))
         drain = [L.Assign(jv, L.Cast(L.Load(lst, t, "int64"), INDEX))] + self.emit(emit_st, value) + [
             L.Store(vals, jv, const(0, self.cdt))] + clear
+        if self.touch_order:
+            stmts.append(L.For(t, const(0), cnt, L.Block(tuple(drain)),
+                               comment=f"{self.ws_var}: touched coordinates in touch order"))
+            return stmts
         n = L.Var(self.dim_param[self.lvars[self.ws_var].dim_var])
         # Emitting the row in column order, whichever is cheapest for its length: scanning the whole
         # workspace (n byte tests), an insertion sort of the touched list (~cnt^2/4 moves: short
@@ -1415,7 +1426,9 @@ class Sparsifier:
         parts: dict[str, str] = {}
         if kind != "hash":
             parts.update(vals=self.cdt, mark="int8")
-        parts.update(list="int64", tmp="int64", hist="int64")
+        parts["list"] = "int64"
+        if not self.touch_order:
+            parts.update(tmp="int64", hist="int64")
         if minmax and kind != "hash":
             parts["count"] = "int64"
         if kind != "dense":

@@ -159,3 +159,44 @@ def test_workspace_schedule_errors():
         sc.Schedule().workspace("j", "tree")
     with pytest.raises(sc.ScheduleError, match="does not accumulate"):
         api.compile("C[i,j] = A[i,j] + B[i,j]", formats=FORMATS, schedule=sc.Schedule().workspace("j", "hash"))
+
+
+UNORDERED_CSR = "#sparse_tensor.encoding<{ map = (i, j) -> (i : dense, j : compressed(nonordered)) }>"
+
+
+@pytest.mark.parametrize("target", ["cpu", "interp", "triton"])
+@pytest.mark.parametrize("kind", ["dense", "hash", "auto"])
+@pytest.mark.parametrize("op", ["sum", "max"])
+def test_unordered_output_rows_in_touch_order(target, kind, op, monkeypatch):
+    # C declared (dense, compressed(nonordered)): each row leaves the workspace in the order its columns were
+    # first touched (no sort: what scipy and MKL return); same entries and values as the sorted kernel
+    monkeypatch.setattr(sparsify, "HASH_MIN_BYTES", 0)
+    if target == "triton":
+        pytest.importorskip("triton")
+        pytest.importorskip("torch")
+    rng = np.random.default_rng(SEED + 40 + (op == "max"))
+    A, B = _operands(rng, ROW_NNZ + [7, 0, 2], 48, 5000, 9, integer=False)
+    operands = {"A": Tensor.from_scipy(A, format="csr"), "B": Tensor.from_scipy(B, format="csr")}
+    sched = sc.Schedule().workspace("j", kind)
+    k = api.compile(_stmt(op), formats={**FORMATS, "C": UNORDERED_CSR}, target=target, dtype="float64",
+                    schedule=sched)
+    loops = k.dump("loops")
+    assert "touched coordinates in touch order" in loops and "sort" not in loops, loops
+    assert "C_ws_tmp" not in loops and "C_ws_hist" not in loops
+    out = k(**operands)
+    assert not out.format.levels[1].ordered
+    out.validate()                      # unique columns per row (order not required)
+    ordered = api.compile(_stmt(op), formats=FORMATS, target=target, dtype="float64", schedule=sched)(**operands)
+    pos, crd = (np.asarray(out.levels[1][p]) for p in ("pos", "crd"))
+    opos, ocrd = (np.asarray(ordered.levels[1][p]) for p in ("pos", "crd"))
+    np.testing.assert_array_equal(pos, opos)
+    unsorted = 0
+    for r in range(A.shape[0]):
+        row = crd[pos[r]:pos[r + 1]]
+        np.testing.assert_array_equal(np.sort(row), ocrd[opos[r]:opos[r + 1]])
+        unsorted += bool(np.any(np.diff(row) < 0))
+    assert unsorted >= 3                # the long rows really were emitted unsorted
+    got = out.to_scipy()
+    assert got.has_sorted_indices == 0  # shares the unsorted index arrays
+    cols = np.unique(B.indices)
+    np.testing.assert_allclose(got[:, cols].toarray(), _reference(A, B[:, cols], op), rtol=1e-12, atol=1e-12)
