@@ -47,6 +47,10 @@ _NUM_THREADS: int | None = None
 #: team costs ~100 us on the 2-vCPU CI machines (futex wake of an idle vCPU), which only pays off
 #: for kernels well above that: measured break-even for CSR SpMV there is ~600k nonzeros.
 MIN_PARALLEL_WORK = 600_000
+#: a unit of work of a workspace kernel (SpGEMM: a product into the row workspace, later drained and
+#: sorted) costs ~10x an SpMV nonzero (2-core VM: ~15 ns against ~1.5 ns); its work counts this many times,
+#: so that e.g. a 9 ms SpGEMM (p2p-Gnutella31 squared, 560k units) is not left on one thread
+WORKSPACE_WORK_WEIGHT = 8
 
 
 def set_num_threads(n: int | None) -> None:
@@ -324,6 +328,8 @@ class StatementRunner:
         work = (hi - lo) + (int(balance[hi] - balance[lo]) if balance is not None and hi > lo else 0)
         if low.symbolic is not None and hi > lo and work < MIN_PARALLEL_WORK:
             work += self._other_operand_work(bufs, scalars, lo, hi, work - (hi - lo))
+        if low.strategy == "workspace":
+            work *= WORKSPACE_WORK_WEIGHT
         nthreads = get_num_threads() if self.threads else 1
         chunks = chunk_bounds(lo, hi, nthreads if work >= MIN_PARALLEL_WORK else 1, balance)
         if not chunks:

@@ -187,8 +187,10 @@ def test_unordered_output_rows_in_touch_order(target, kind, op, monkeypatch):
     assert not out.format.levels[1].ordered
     out.validate()                      # unique columns per row (order not required)
     ordered = api.compile(_stmt(op), formats=FORMATS, target=target, dtype="float64", schedule=sched)(**operands)
-    pos, crd = (np.asarray(out.levels[1][p]) for p in ("pos", "crd"))
-    opos, ocrd = (np.asarray(ordered.levels[1][p]) for p in ("pos", "crd"))
+    def host(x):   # numpy, or a torch tensor on the device (target triton)
+        return x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
+    pos, crd = (host(out.levels[1][p]) for p in ("pos", "crd"))
+    opos, ocrd = (host(ordered.levels[1][p]) for p in ("pos", "crd"))
     np.testing.assert_array_equal(pos, opos)
     unsorted = 0
     for r in range(A.shape[0]):
