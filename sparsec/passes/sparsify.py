@@ -337,6 +337,7 @@ class Sparsifier:
         self.opaque: dict[str, L.Var] = {}
         self._sub_orders: dict[frozenset, list[str]] = {}
         self.first_seen = {v.name: k for k, v in enumerate(stmt.index_vars())}
+        self.touch_order = False   # set by run(): see there
         self._pick_strategy()
 
     # The lowering methods read the nest being lowered through these properties.
