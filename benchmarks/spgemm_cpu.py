@@ -17,23 +17,20 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from hash_workspace import best, load
+from report import _cpu_model, _geomean
 
 #: the square shared matrices of the GPU SpGEMM runs, plus a uniform random one
 DEFAULT = ["ca-CondMat", "p2p-Gnutella31", "wiki-Vote", "cage11", "delaunay_n16", "ct2010", "bcsstk13", "memplus",
            "ca-HepPh", "PGPgiantcompo", "bayer10", "cs4", "rand200000x8"]
 UNORDERED_CSR = "#sparse_tensor.encoding<{ map = (i, j) -> (i : dense, j : compressed(nonordered)) }>"
 COLUMNS = ["scipy", "mkl", "mkl_sorted", "sparsec_unsorted", "sparsec_sorted"]
-
-
-def _geomean(xs: list[float]) -> float:
-    xs = [x for x in xs if x > 0 and math.isfinite(x)]
-    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan")
 
 
 def measure(names: list[str], threads: list[int], reps: int) -> list[dict]:
@@ -132,9 +129,7 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
-    from report import _cpu_model
-
-    machine = f"{_cpu_model()} ({len(__import__('os').sched_getaffinity(0))} cores)"
+    machine = f"{_cpu_model()} ({len(os.sched_getaffinity(0))} cores)"
     rows = measure(a.names, [int(x) for x in a.threads.split(",")], a.reps)
     a.out.mkdir(parents=True, exist_ok=True)
     with open(a.out / "results.csv", "w", newline="") as f:

@@ -1345,13 +1345,11 @@ class Sparsifier:
                  L.Assign(h, L.Cast(binop("bitand", x, const((1 << _SLOT_BITS) - 1, "int64")), INDEX))]
         drain += self.emit(emit_st, value) + clear
         n = L.Var(self.dim_param[self.lvars[self.ws_var].dim_var])
-        if self.touch_order:
-            stmts.append(L.For(t, const(0), cnt, L.Block(tuple(drain)),
-                               comment=f"{self.ws_var}: touched coordinates in touch order, looked up in the hash table"))
-            return stmts
-        stmts.append(self._sort_list(cnt, n, _SLOT_BITS))
+        if not self.touch_order:
+            stmts.append(self._sort_list(cnt, n, _SLOT_BITS))
+        order = " in touch order" if self.touch_order else ", sorted"
         stmts.append(L.For(t, const(0), cnt, L.Block(tuple(drain)),
-                           comment=f"{self.ws_var}: touched coordinates, sorted, looked up in the hash table"))
+                           comment=f"{self.ws_var}: touched coordinates{order}, looked up in the hash table"))
         return stmts
 
     def hash_accumulate(self, st: _State, value: L.LExpr) -> list[L.Stmt]:
@@ -1397,10 +1395,10 @@ class Sparsifier:
             clear.append(L.Store(self.ws_names["count"], jv, const(0, "int64")))
         drain = [L.Assign(jv, L.Cast(L.Load(lst, t, "int64"), INDEX))] + self.emit(emit_st, value) + [
             L.Store(vals, jv, const(0, self.cdt))] + clear
+        order = " in touch order" if self.touch_order else ", sorted"
+        drain_loop = L.For(t, const(0), cnt, L.Block(tuple(drain)), comment=f"{self.ws_var}: touched coordinates{order}")
         if self.touch_order:
-            stmts.append(L.For(t, const(0), cnt, L.Block(tuple(drain)),
-                               comment=f"{self.ws_var}: touched coordinates in touch order"))
-            return stmts
+            return stmts + [drain_loop]
         n = L.Var(self.dim_param[self.lvars[self.ws_var].dim_var])
         # Emitting the row in column order, whichever is cheapest for its length: scanning the whole
         # workspace (n byte tests), an insertion sort of the touched list (~cnt^2/4 moves: short
@@ -1408,10 +1406,9 @@ class Sparsifier:
         scan_body = [L.If(binop("ne", L.Load(mark, jv, "int8"), const(0, "int8")),
                           L.Block(tuple(self.emit(emit_st, value) + [L.Store(vals, jv, const(0, self.cdt))] + clear)))]
         scan = [L.For(jv, const(0), n, L.Block(tuple(scan_body)), comment=f"{self.ws_var}: scan the dense workspace")]
-        drain_sorted = [L.For(t, const(0), cnt, L.Block(tuple(drain)), comment=f"{self.ws_var}: touched coordinates, sorted")]
         sort = self._sort_list(cnt, n)
         scan_wins = binop("lt", n, binop("add", binop("mul", cnt, 8), const(2 * _RADIX)))
-        stmts.append(L.If(scan_wins, L.Block(tuple(scan)), L.Block((sort, *drain_sorted))))
+        stmts.append(L.If(scan_wins, L.Block(tuple(scan)), L.Block((sort, drain_loop))))
         return stmts
 
     def _ws_dtypes(self, symbolic: bool = False) -> dict[str, str]:
