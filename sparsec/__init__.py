@@ -1,11 +1,12 @@
 """sparsec: a sparse tensor compiler embedded in Python.
 
 Public API (stable names): :func:`einsum`, :func:`compile`, :class:`Tensor`,
-:mod:`sparsec.formats` (``Format``, ``parse_format``), and the exception types.
+:mod:`sparsec.formats` (``Format``, ``parse_format``), the exception types and :class:`PerformanceWarning`.
 """
 
 from .errors import (
-    BackendError, FormatError, ParseError, ScheduleError, ShapeError, SparsecError, VerificationError,
+    BackendError, FormatError, ParseError, PerformanceWarning, ScheduleError, ShapeError, SparsecError,
+    VerificationError,
 )
 from .formats import Format, LevelExpr, parse_format
 from .tensor import Tensor
@@ -22,5 +23,6 @@ __all__ = [
     "einsum", "compile", "Kernel", "Tensor", "Format", "LevelExpr", "parse_format", "read_mtx", "write_mtx",
     "set_num_threads", "get_num_threads", "Schedule", "autotune", "masked_attention",
     "SparsecError", "FormatError", "ParseError", "VerificationError", "ShapeError", "ScheduleError", "BackendError",
+    "PerformanceWarning",
     "__version__",
 ]

@@ -1,4 +1,4 @@
-"""Exception types raised by sparsec.
+"""Exception types raised by sparsec (and its one warning category, :class:`PerformanceWarning`).
 
 Every error a user can trigger derives from :class:`SparsecError`, so callers can
 catch them all at once; the more specific types also derive from the builtin type
@@ -58,3 +58,7 @@ class ScheduleError(SparsecError, ValueError):
 
 class BackendError(SparsecError, RuntimeError):
     """A backend failed to generate, compile or launch a kernel."""
+
+
+class PerformanceWarning(UserWarning):
+    """A call does avoidable work each time (e.g. uploads or converts an operand); the message says how to avoid it."""

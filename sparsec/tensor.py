@@ -785,6 +785,20 @@ class Tensor:
             return bm, bn
         return None
 
+    def to_device(self, device: Any = "cuda") -> "Tensor":
+        """A copy whose buffers are torch tensors on ``device`` (a ``DeviceTensor``), for ``target="triton"``.
+
+        Store a sparse operand of a GPU kernel once with this and pass the result at every
+        call: a host Tensor is copied to the GPU again by each call (for a pruned 4096x4096
+        weight that copy takes ~50x longer than the kernel; the call warns with
+        :class:`~sparsec.PerformanceWarning`). Convert the format first
+        (``t.to("bitmap").to_device("cuda")``); ``DeviceTensor.to_host()`` copies back.
+        """
+        from .backends.triton.device import from_host
+
+        torch = _import_torch()
+        return from_host(self, torch.device(device))
+
     # -- conversion -----------------------------------------------------------------------
     def to(self, format: FormatLike) -> "Tensor":
         """This tensor in another format (``self`` when the format is already that one).

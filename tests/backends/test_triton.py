@@ -511,3 +511,42 @@ def test_row_tile_output_needs_no_zero_fill(fmt):
                 np.testing.assert_allclose(dense(tb.call(k, W=Wb, X=Xt)), W @ X, rtol=1e-10, atol=1e-12)
     fast = k._triton_fast
     assert fast is not None and fast.writes_all == (fmt != "dcsr")
+
+
+@pytest.mark.parametrize("fmt", ["csr", "bitmap", "bsr(2, 2)"])
+def test_to_device_binds_once_and_agrees(fmt):
+    """``Tensor.to_device`` gives a DeviceTensor the kernel takes as is (no host copy per call)."""
+    from sparsec.backends.triton import device
+
+    A = rand((12, 10))
+    t = sc.Tensor.from_numpy(A, fmt)
+    on = t.to_device("cuda" if torch.cuda.is_available() and not INTERPRETING else "cpu")
+    assert isinstance(on, device.DeviceTensor) and on.format == t.format and on.to_device(on.device) is on
+    np.testing.assert_array_equal(on.to_host().to_numpy(), t.to_numpy())
+    k = api.compile("y[i] = A[i,j] * x[j]", formats={"A": fmt}, dtype="float64", target="triton")
+    x = rand((10,), density=1.0)
+    calls = []
+    real = device.from_host
+    try:
+        device.from_host = lambda *a, **kw: calls.append(a) or real(*a, **kw)
+        y = k(A=on, x=torch.from_numpy(x).to(on.device))
+    finally:
+        device.from_host = real
+    assert calls == []
+    np.testing.assert_allclose(np.asarray(y.cpu() if hasattr(y, "cpu") else y), A @ x, rtol=1e-12)
+
+
+def test_repeated_upload_or_conversion_is_reported_from_the_second_call():
+    from sparsec.backends.triton import device
+    from sparsec.formats import parse_format
+
+    bitmap, dense = parse_format("bitmap", 2), parse_format("dense", 2)
+    w, other = object(), object()
+    device._BOUND_BEFORE.clear()
+    assert device.repeated_work(w, "W", None, bitmap) == ""            # a first call: unavoidable, silent
+    again = device.repeated_work(w, "W", None, bitmap)
+    assert "'W' is copied from host memory to the GPU at every call" in again and ".to_device(" in again
+    assert device.repeated_work(other, "W", None, bitmap) == ""        # another object
+    assert device.repeated_work(w, "V", dense, bitmap) == ""           # the same object as another operand
+    assert "converted from dense to bitmap" in device.repeated_work(w, "V", dense, bitmap)
+    assert issubclass(sc.PerformanceWarning, UserWarning)
