@@ -245,3 +245,65 @@ def test_a_forced_configuration_is_used_on_every_call(monkeypatch):
         np.testing.assert_allclose(as_f64(k(M=Mt, Q=Q, K=K, V=V)), ref, rtol=1e-5, atol=1e-6)
     launched = {(c.block_m, c.block_n) for c in template._fits.values()}
     assert launched == {(16, 16), (32, 16), (16, 32)}
+
+
+@pytest.mark.parametrize("dtype,n_i,n_j,d,bm", [("float32", 48, 64, 16, 16), ("float16", 40, 56, 24, 32)])
+def test_grouped_query_heads_read_their_groups_key_value_head(dtype, n_i, n_j, d, bm):
+    """kv_groups: query head (g, r) attends with K[g], V[g]; the template matches the oracle and the general lowering."""
+    rng = np.random.default_rng(n_i + d)
+    G, R = 2, 3
+    text = sc.masked_attention(0.25, kv_groups=True)
+    k = compile_attention(bm, 16, dtype, text=text)
+    assert "program template: masked attention" in k.dump("triton")
+    M, stored = block_mask(rng, n_i, n_j, bm, 16)
+    tdt = getattr(torch, dtype)
+    Q = torch.from_numpy(rng.standard_normal((G, R, n_i, d))).to(DEV, tdt)
+    K, V = (torch.from_numpy(rng.standard_normal((G, n_j, w))).to(DEV, tdt) for w in (d, 8))
+    Mt = sc.Tensor.from_numpy(M, f"bsr({bm},16)")
+    O = k(M=Mt, Q=Q, K=K, V=V)
+    assert O.shape == (G, R, n_i, 8)
+    ref = oracle(M, as_f64(Q), as_f64(K)[:, None], as_f64(V)[:, None], 0.25, stored)   # K, V shared by the R heads
+    np.testing.assert_allclose(as_f64(O), ref, rtol=TOL[dtype], atol=TOL[dtype] * np.nanmax(np.abs(ref)))
+    # the same as ungrouped attention over K and V repeated per query head
+    flat = compile_attention(bm, 16, dtype)(M=Mt, Q=Q.reshape(G * R, n_i, d), K=K.repeat_interleave(R, 0),
+                                            V=V.repeat_interleave(R, 0))
+    np.testing.assert_allclose(as_f64(O).reshape(G * R, n_i, 8), as_f64(flat), rtol=1e-6, atol=1e-6)
+    # a K with another head count than Q's groups takes the general path, which reports the mismatch
+    with pytest.raises(sc.ShapeError):
+        k(M=Mt, Q=Q, K=K[:1], V=V[:1])
+
+
+def test_grouped_query_idiom_needs_heads_and_means_the_same_on_the_cpu():
+    with pytest.raises(ValueError, match="kv_groups=True needs heads=True"):
+        sc.masked_attention(0.5, heads=False, kv_groups=True)
+    rng = np.random.default_rng(3)
+    M, stored = block_mask(rng, 32, 32, 16, 16, partial=False)
+    Q, K, V = rng.standard_normal((2, 2, 32, 8)), rng.standard_normal((2, 32, 8)), rng.standard_normal((2, 32, 4))
+    k = sc.compile(sc.masked_attention(0.5, kv_groups=True), formats={"M": "bsr(16,16)"}, outputs=["O"], target="cpu")
+    O = k(M=sc.Tensor.from_numpy(M, "bsr(16,16)"), Q=Q, K=K, V=V)
+    np.testing.assert_allclose(O, oracle(M, Q, K[:, None], V[:, None], 0.5, stored), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("bm,block_n", [(16, None), (32, 16)])
+def test_causal_diagonal_blocks_compare_instead_of_loading(bm, block_n, monkeypatch):
+    """Blocks that are 1 at and below their diagonal (a causal mask) are kind 2: masked by a comparison."""
+    if block_n:   # columns in two steps per block: a step can be all masked for a row
+        monkeypatch.setenv("SPARSEC_TRITON_ATTENTION", f"16,{block_n},4,1")
+    rng = np.random.default_rng(bm)
+    n = 4 * bm
+    table = np.tril(rng.random((4, 4)) < 0.6) | np.eye(4, dtype=bool)
+    M = np.kron(table, np.ones((bm, bm))) * np.tril(np.ones((n, n)))   # causal: key <= query
+    M[bm:2 * bm, :bm] *= 2.0 if table[1, 0] else 1.0                    # values other than 1: loaded
+    k = compile_attention(bm, bm, "float32")
+    Mt = sc.Tensor.from_numpy(M, f"bsr({bm},{bm})")
+    Q, K, V = operands(rng, True, n, n, 16, 8, "float32")
+    O = k(M=Mt, Q=Q, K=K, V=V)
+    template = sc.backends.triton.program_template(k)
+    from sparsec.backends.triton.device import bind_operand
+
+    bound = bind_operand(Mt, "M", Mt.format, "float32", torch.device(DEV))
+    kinds, partial, tri = template.block_full(bound.values, int(bound.levels[1]["crd"].numel()))
+    kinds = kinds.cpu().numpy().tolist()
+    assert tri and kinds.count(2) == 4 and partial == bool(table[1, 0])
+    ref = oracle(M, as_f64(Q), as_f64(K), as_f64(V), 0.25)
+    np.testing.assert_allclose(as_f64(O), ref, rtol=1e-5, atol=1e-5)

@@ -18,12 +18,15 @@ Mask values are honoured exactly as the statements say (a score is ``M * q.k``, 
 only entries with ``M != 0`` take part; a row without stored entries is 0, a row whose
 stored entries are all zero is 0/0 = NaN, as in the general lowering): a block whose values are all exactly 1 (found
 once per mask tensor on the device, memoized by storage and version) skips reading
-``M``; any other block loads its ``bm x bn`` values and multiplies and masks with them.
+``M``; so does a block that is 1 at and below its diagonal and 0 above it (the diagonal
+blocks of a causal mask: the kernel compares column with row instead); any other block
+loads its ``bm x bn`` values and multiplies and masks with them.
 
 **Matching** (:func:`match`) is exact and conservative: the program's statements, with
 tensor and index names renamed in order of appearance and the one scale literal taken
 out, must equal those of :func:`masked_attention` (with or without heads, with or
-without a scale); ``M`` in ``bsr(bm, bn)`` with power-of-two ``bm, bn`` in [16, 256];
+without a scale, or with grouped key/value heads: ``kv_groups=True``, where the program
+for query head ``g*R + r`` reads key/value head ``g``); ``M`` in ``bsr(bm, bn)`` with power-of-two ``bm, bn`` in [16, 256];
 ``Q, K, V`` dense, one dtype of float16, bfloat16, float32; ``O`` dense float32 or that
 dtype; only ``O`` requested as output; no schedule. At call time, head dimensions over
 256 or operands that cannot be bound take the general path. ``SPARSEC_TRITON_TILES=0``
@@ -74,13 +77,16 @@ def _canonical(statements) -> tuple[tuple[str, ...], dict[str, str], list[str]]:
 
 
 @functools.lru_cache(maxsize=None)
-def _reference(heads: bool, scaled: bool) -> tuple[tuple[str, ...], dict[str, str]]:
+def _reference(heads: bool, scaled: bool, groups: bool = False) -> tuple[tuple[str, ...], dict[str, str]]:
     """Canonical tokens and renaming of :func:`masked_attention` (roles are its tensor names)."""
     from ...frontend import parse_program
     from ...frontend.idioms import masked_attention
 
-    tokens, renamed, _ = _canonical(parse_program(masked_attention(0.5 if scaled else None, heads)))
+    tokens, renamed, _ = _canonical(parse_program(masked_attention(0.5 if scaled else None, heads, groups)))
     return tokens, renamed
+
+#: the forms of :func:`masked_attention` the template takes: (heads, grouped key/value heads)
+_FORMS = ((True, False), (False, False), (True, True))
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,8 @@ class Match:
     bn: int
     dtype: str                           # of Q, K, V
     out_dtype: str
+    #: grouped-query attention: Q and O are [G, R, n, .], K and V [G, n, .] (query head g*R + r reads g)
+    groups: bool = False
 
     def name(self, role: str) -> str:
         return dict(self.roles)[role]
@@ -129,13 +137,13 @@ def match(kernel) -> Match | None:
     if len(prog.statements) != 2:
         return None
     tokens, renamed, numbers = _canonical(prog.statements)
-    found = next(((heads, scaled) for heads in (True, False) for scaled in (True, False)
-                  if _reference(heads, scaled)[0] == tokens and len(_reference(heads, scaled)[1]) == len(renamed)),
-                 None)
+    found = next(((heads, groups, scaled) for heads, groups in _FORMS for scaled in (True, False)
+                  if _reference(heads, scaled, groups)[0] == tokens
+                  and len(_reference(heads, scaled, groups)[1]) == len(renamed)), None)
     if found is None:
         return None
-    heads, scaled = found
-    ref_renamed = _reference(heads, scaled)[1]
+    heads, groups, scaled = found
+    ref_renamed = _reference(heads, scaled, groups)[1]
     ours = {v: k for k, v in renamed.items()}
     roles = {role: ours[canon] for role, canon in ref_renamed.items() if role in "MQKVSO" and len(role) == 1}
     if kernel.outputs != [roles["O"]]:
@@ -158,7 +166,7 @@ def match(kernel) -> Match | None:
     scale = float(numbers[0]) if scaled else 1.0
     if not math.isfinite(scale):
         return None
-    return Match(tuple(roles.items()), heads, scale, bm, bn, dtype, out_dtype)
+    return Match(tuple(roles.items()), heads, scale, bm, bn, dtype, out_dtype, groups)
 
 
 # ------------------------------------------------------------------------------------ source
@@ -171,13 +179,15 @@ import triton.language as tl
 
 
 @triton.jit(do_not_specialize=["n_i", "n_j"])
-def masked_attention(M_pos, M_crd, M_vals, M_full, Q, K, V, O, n_i, n_j, qk_scale,
+def masked_attention(M_pos, M_crd, M_vals, M_full, Q, K, V, O, n_i, n_j, qk_scale, q_per_kv,
                      d: tl.constexpr, e: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr, E: tl.constexpr,
-                     EVEN: tl.constexpr, PARTIAL: tl.constexpr__PREC_PARAM__):
-    # one program: BLOCK_M query rows (inside one block row of the mask) of one head
+                     EVEN: tl.constexpr, PARTIAL: tl.constexpr, TRI: tl.constexpr__PREC_PARAM__):
+    # one program: BLOCK_M query rows (inside one block row of the mask) of one query head, which reads
+    # key/value head head // q_per_kv (grouped-query attention; 1 otherwise)
     tile = tl.program_id(0)
     head = tl.program_id(1).to(tl.int64)
+    kv_head = head // q_per_kv
     row0 = tile * BLOCK_M
     brow = row0 // BM
     rows = row0 + tl.arange(0, BLOCK_M)
@@ -187,8 +197,8 @@ def masked_attention(M_pos, M_crd, M_vals, M_full, Q, K, V, O, n_i, n_j, qk_scal
     ee = tl.arange(0, E)
     cn = tl.arange(0, BLOCK_N)
     q_ptr = Q + head * n_i * d + rows[:, None] * d + dd[None, :]
-    k_base = K + head * n_j * d
-    v_base = V + head * n_j * e
+    k_base = K + kv_head * n_j * d
+    v_base = V + kv_head * n_j * e
     if EVEN:
         q = tl.load(q_ptr)
     else:
@@ -200,7 +210,7 @@ def masked_attention(M_pos, M_crd, M_vals, M_full, Q, K, V, O, n_i, n_j, qk_scal
     hi = tl.load(M_pos + brow + 1)
     for p in range(lo, hi):
         col0 = tl.load(M_crd + p) * BN
-        full = tl.load(M_full + p)                          # 1: every value of this block is exactly 1
+        full = tl.load(M_full + p)      # 1: every value of this block is 1; 2: 1 at and below its diagonal, else 0
         for c in tl.static_range(0, BN, BLOCK_N):
             cols = col0 + c + cn
             cmask = cols < n_j
@@ -211,7 +221,10 @@ def masked_attention(M_pos, M_crd, M_vals, M_full, Q, K, V, O, n_i, n_j, qk_scal
             else:
                 kt = tl.load(k_ptr, mask=cmask[None, :] & (dd[:, None] < d), other=0.0)
             s = __DOT_QK__ * qk_scale
-            if PARTIAL:   # some block of the mask is not all ones: those load their values
+            if TRI:       # some block is lower-triangular ones (causal): a comparison, no loads
+                if full == 2:
+                    s = tl.where((c + cn)[None, :] <= rin[:, None], s, float("-inf"))
+            if PARTIAL:   # some block of the mask is neither: those load their values
                 if full == 0:
                     m_off = (rin + p * BM).to(tl.int64)[:, None] * BN + (c + cn)[None, :]
                     mv = tl.load(M_vals + m_off, mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
@@ -219,7 +232,7 @@ def masked_attention(M_pos, M_crd, M_vals, M_full, Q, K, V, O, n_i, n_j, qk_scal
             if not EVEN:
                 s = tl.where(cmask[None, :], s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
-            if PARTIAL or not EVEN:
+            if PARTIAL or TRI or not EVEN:
                 m_use = tl.where(m_new == float("-inf"), 0.0, m_new)   # a row with nothing yet stays at zero
             else:
                 m_use = m_new                                        # every score of a full block is finite
@@ -321,10 +334,12 @@ class AttentionTemplate:
             f = self._fns[interp] = load_kernel("masked_attention", source(self.mt.dtype, interp), "masked_attention")
         return f
 
-    def block_full(self, vals, blocks: int) -> tuple[Any, bool]:
-        """Per stored block, 1 if all its values are exactly 1 (int8), and whether any block is not so.
+    def block_full(self, vals, blocks: int) -> tuple[Any, bool, bool]:
+        """Per stored block its kind (int8): 1 if all its values are exactly 1, 2 if they are 1 at and below
+        the block's diagonal and 0 above it (the diagonal blocks of a causal mask), else 0; and whether
+        some block is of kind 0 (its values are loaded), whether some is of kind 2.
 
-        Memoized by storage and version (one device reduction and one read per mask)."""
+        Memoized by storage and version (device reductions and one read per mask)."""
         import torch
 
         key = (vals.data_ptr(), vals.numel(), getattr(vals, "_version", 0), blocks)
@@ -332,14 +347,19 @@ class AttentionTemplate:
         if hit is not None and hit[0]() is vals:
             return hit[1]
         if blocks:
-            full = (vals.reshape(blocks, -1) == 1).all(dim=1).to(torch.int8)
+            b = vals.reshape(blocks, self.mt.bm, self.mt.bn)
+            lower = torch.ones(self.mt.bm, self.mt.bn, dtype=torch.bool, device=vals.device).tril()
+            full = (b == 1).all(dim=(1, 2)).to(torch.int8)
+            tri = (b == lower.to(b.dtype)).all(dim=(1, 2)) & (full == 0)
+            full = torch.where(tri, 2, full).to(torch.int8)
         else:
             full = torch.zeros(1, dtype=torch.int8, device=vals.device)
-        partial = bool(blocks) and not bool(full.all())
+        partial = bool(blocks) and bool((full == 0).any())
+        has_tri = bool(blocks) and bool((full == 2).any())
         if len(self._full_memo) > 16:
             self._full_memo.clear()
-        self._full_memo[key] = (weakref.ref(vals), (full, partial))
-        return full, partial
+        self._full_memo[key] = (weakref.ref(vals), (full, partial, has_tri))
+        return full, partial, has_tri
 
     def __call__(self, given: Mapping[str, Any]) -> Any:
         from .device import bind_operand, pick_device, torch_dtype
@@ -356,33 +376,37 @@ class AttentionTemplate:
             q, k, v = (self._dense(given[mt.name(r)], mt.name(r), decl(mt.name(r)).dtype, device) for r in "QKV")
         except Exception:   # the general path binds again and reports what is wrong
             return FALLBACK
-        lead = 1 if mt.heads else 0
-        if len(m.shape) != 2 or any(x.ndim != 2 + lead for x in (q, k, v)):
+        lead = 1 if mt.heads else 0           # head indices of K and V; Q and O have one more with groups
+        qlead = lead + (1 if mt.groups else 0)
+        if len(m.shape) != 2 or q.ndim != 2 + qlead or any(x.ndim != 2 + lead for x in (k, v)):
             return FALLBACK
         n_i, n_j = m.shape
-        heads = q.shape[0] if mt.heads else 1
+        kv_heads = k.shape[0] if mt.heads else 1
+        per_kv = q.shape[1] if mt.groups else 1
         d, e = q.shape[-1], v.shape[-1]
-        if tuple(q.shape[lead:]) != (n_i, d) or tuple(k.shape[lead:]) != (n_j, d) or \
-                tuple(v.shape[lead:]) != (n_j, e) or (mt.heads and not k.shape[0] == v.shape[0] == heads):
+        if tuple(q.shape[qlead:]) != (n_i, d) or tuple(k.shape[lead:]) != (n_j, d) or \
+                tuple(v.shape[lead:]) != (n_j, e) or tuple(q.shape[:qlead]) != (kv_heads, per_kv)[:qlead] or \
+                (mt.heads and v.shape[0] != kv_heads):
             return FALLBACK
         D, E = max(16, next_pow2(d)), max(16, next_pow2(e))
         if D > 256 or E > 256 or m.format.block_sizes() != (mt.bm, mt.bn):
             return FALLBACK
-        shape = (heads, n_i, e) if mt.heads else (n_i, e)
+        heads = kv_heads * per_kv
+        shape = tuple(q.shape[:qlead]) + (n_i, e)
         out = torch.empty(shape, dtype=torch_dtype(mt.out_dtype), device=device)
         if not out.numel():
             return out
         interp = interpreting()
         pos, crd = m.levels[1]["pos"], m.levels[1]["crd"]
         blocks = int(crd.numel())
-        full, partial = self.block_full(m.values, blocks)
+        full, partial, tri = self.block_full(m.values, blocks)
         wanted = choose_config(mt, d, partial)
         key = (d, e, partial, wanted)
         cfg = self._fits.get(key, wanted)
         while True:
             even = n_i % cfg.block_m == 0 and n_j % mt.bn == 0 and d == D and e == E
             kwargs: dict[str, Any] = dict(d=d, e=e, BM=mt.bm, BN=mt.bn, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
-                                          D=D, E=E, EVEN=even, PARTIAL=partial)
+                                          D=D, E=E, EVEN=even, PARTIAL=partial, TRI=tri)
             if mt.dtype == "float32":
                 kwargs["PREC"] = get_options().precision
             if not interp:
@@ -390,7 +414,7 @@ class AttentionTemplate:
             grid = (-(-n_i // cfg.block_m), heads)
             try:
                 self.fn(interp)[grid](pos, crd if blocks else pos, m.values if m.values.numel() else full, full,
-                                      q, k, v, out, n_i, n_j, mt.scale * _LOG2E, **kwargs)
+                                      q, k, v, out, n_i, n_j, mt.scale * _LOG2E, per_kv, **kwargs)
             except Exception as err:   # out of shared memory or registers on this GPU: a smaller tile
                 smaller = _smaller(cfg) if "out of resource" in str(err).lower() else None
                 if smaller is None:
