@@ -29,7 +29,7 @@ from report import _cpu_model, _geomean
 #: the square shared matrices of the GPU SpGEMM runs, plus a uniform random one
 DEFAULT = ["ca-CondMat", "p2p-Gnutella31", "wiki-Vote", "cage11", "delaunay_n16", "ct2010", "bcsstk13", "memplus",
            "ca-HepPh", "PGPgiantcompo", "bayer10", "cs4", "rand200000x8"]
-UNORDERED_CSR = "#sparse_tensor.encoding<{ map = (i, j) -> (i : dense, j : compressed(nonordered)) }>"
+UNORDERED_CSR = "csr_unsorted"   # (dense, compressed(nonordered))
 COLUMNS = ["scipy", "mkl", "mkl_sorted", "sparsec_unsorted", "sparsec_sorted"]
 
 

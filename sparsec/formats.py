@@ -10,7 +10,9 @@ the dimension itself, ``dim floordiv b`` (the block coordinate) or ``dim mod b``
     parse_format("csr")
 
 Short names: ``dense``, ``csr``, ``csc``, ``coo``, ``dcsr``, ``dcsc``, ``csf`` and
-``csf(2, 0, 1)`` (any level order), ``bsr(bm, bn)``, ``ell``, ``nm(n, m)``.
+``csf(2, 0, 1)`` (any level order), ``bsr(bm, bn)``, ``ell``, ``nm(n, m)``, ``bitmap``,
+and ``csr_unsorted`` / ``csc_unsorted`` (the compressed level ``nonordered``: each row's
+columns in any order, as scipy's and MKL's sparse products leave them).
 ``dense``, ``coo`` and ``csf`` take their number of dimensions from ``ndim=`` (or
 from the tensor they describe); the others are 2-D.
 
@@ -270,7 +272,8 @@ def _check_format(fmt: Format) -> None:
 # -- short names ---------------------------------------------------------------
 
 _SHORT_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\(\s*([-0-9,\s]*)\)\s*)?$")
-_SHORT_NAMES = ("dense", "csr", "csc", "coo", "dcsr", "dcsc", "csf", "bsr", "ell", "nm", "bitmap")
+_SHORT_NAMES = ("dense", "csr", "csc", "coo", "dcsr", "dcsc", "csf", "bsr", "ell", "nm", "bitmap", "csr_unsorted",
+                "csc_unsorted")
 
 
 def short_names() -> tuple[str, ...]:
@@ -281,7 +284,7 @@ def short_names() -> tuple[str, ...]:
 def _candidate_names(fmt: Format) -> Iterable[str]:
     # 2-D names first: "dcsr" reads better than the equal "csf".
     if fmt.ndim == 2:
-        yield from ("csr", "csc", "dcsr", "dcsc", "ell", "bitmap")
+        yield from ("csr", "csc", "dcsr", "dcsc", "ell", "bitmap", "csr_unsorted", "csc_unsorted")
         blocks = fmt.block_sizes()
         if fmt.is_blocked:
             yield f"bsr({blocks[0]}, {blocks[1]})"
@@ -304,7 +307,7 @@ def _build_short(text: str, ndim: int | None) -> Format:
         args = [int(a) for a in args_text.split(",") if a.strip()] if args_text else []
     except ValueError:
         raise FormatError(f"format {text!r}: arguments must be integers") from None
-    two_d = {"csr", "csc", "dcsr", "dcsc", "bsr", "ell", "nm", "bitmap"}
+    two_d = {"csr", "csc", "dcsr", "dcsc", "bsr", "ell", "nm", "bitmap", "csr_unsorted", "csc_unsorted"}
     if name in two_d:
         if ndim not in (None, 2):
             raise FormatError(f"format {name!r} is 2-D, but the tensor has {ndim} dimensions")
@@ -340,11 +343,11 @@ def _build_short(text: str, ndim: int | None) -> Format:
     if name == "bitmap":
         _no_args(name, args)
         return Format((Dense(), LEVEL_TYPES["bitmap"]()), (LevelExpr(0), LevelExpr(1)), 2, name="bitmap")
-    if name in ("csr", "csc", "dcsr", "dcsc", "ell"):
+    if name in ("csr", "csc", "dcsr", "dcsc", "ell", "csr_unsorted", "csc_unsorted"):
         _no_args(name, args)
-        order = (1, 0) if name in ("csc", "dcsc") else (0, 1)
+        order = (1, 0) if name in ("csc", "dcsc", "csc_unsorted") else (0, 1)
         first: Level = Compressed() if name.startswith("dc") else Dense()
-        second: Level = LooseCompressed() if name == "ell" else Compressed()
+        second: Level = LooseCompressed() if name == "ell" else Compressed(is_ordered=not name.endswith("_unsorted"))
         return Format((first, second), (LevelExpr(order[0]), LevelExpr(order[1])), 2, name=name)
     if name == "bsr":
         if len(args) != 2 or min(args) < 1:

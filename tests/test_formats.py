@@ -32,7 +32,17 @@ SHORT = [
     ("nm(2,4)[pos32,crd8]", 2, "nm(2, 4)[pos32,crd8]", 3),
     ("bsr(2, 2)[pos8, crd16]", 2, "bsr(2, 2)[pos8,crd16]", 4),
     ("bitmap", 2, "bitmap", 2),
+    ("csr_unsorted", 2, "csr_unsorted", 2),
+    ("csc_unsorted[pos64,crd32]", 2, "csc_unsorted[pos64,crd32]", 2),
 ]
+
+
+def test_unsorted_names_are_the_nonordered_compressed_level():
+    text = "#sparse_tensor.encoding<{ map = (i, j) -> (i : dense, j : compressed(nonordered)) }>"
+    assert parse_format(text) == parse_format("csr_unsorted") != parse_format("csr")
+    assert str(parse_format(text)) == "csr_unsorted"
+    csc = parse_format("csc_unsorted")
+    assert csc.dim_order() == (1, 0) and not csc.levels[1].ordered and csc.levels[1].unique
 
 
 @pytest.mark.parametrize("text,ndim,printed,rank", SHORT)
