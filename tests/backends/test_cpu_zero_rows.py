@@ -1,4 +1,5 @@
-"""CPU fast path: a summed dense output is allocated uninitialized and zeroed by the parallel chunks.
+"""CPU fast path: a summed dense output is allocated uninitialized and zeroed by the parallel chunks,
+or not zeroed at all where the kernel's register tiles write its whole rows from zero.
 
 conftest sets SPARSEC_POISON_OUTPUTS=1, so an "uninitialized" output is NaN-filled: a row no
 chunk zeroed shows up as NaN (or a wrong sum) in these comparisons.
@@ -49,9 +50,19 @@ def _fast(k, **ops):
 @pytest.mark.parametrize("shape,density,empty_rows", [((2000, 300), 0.02, False), ((2000, 300), 0.02, True),
                                                      ((500, 40), 0.0, False), ((0, 30), 0.1, False),
                                                      ((1, 30), 0.5, False), ((3000, 50), 0.001, True)])
-def test_spmm_rows_zeroed(threads, min_work, n, shape, density, empty_rows):
-    k = sc.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr"}, target="cpu")
-    assert k._fast is not None and k._fast.zero_rows == ["n_j"]
+@pytest.mark.parametrize("split", [False, True], ids=["whole-rows", "split-k"])
+def test_spmm_rows_zeroed(threads, min_work, n, shape, density, empty_rows, split):
+    """CSR SpMM's register tiles write whole rows from zero: the output is left uninitialized (every
+    element, empty rows and the columns past the last whole tile included, must still come out right).
+    With ``split(k, 3)`` the tiles run once per block of a row's nonzeros and add into the output:
+    the chunks zero their rows first."""
+    schedule = sc.Schedule().split("k", 3) if split else None
+    k = sc.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr"}, target="cpu", schedule=schedule)
+    assert k._fast is not None
+    if split:
+        assert k._fast.zero_rows == ["n_j"] and not k._fast.writes_all
+    else:
+        assert k._fast.writes_all and k._fast.zero_rows is None
     a = _csr(*shape, density, 3, empty_rows)
     b = np.random.default_rng(1).uniform(-1, 1, (shape[1], n))
     at = sc.Tensor.from_scipy(a, "csr", name="A")
@@ -133,6 +144,9 @@ def test_native_chunks_zero_outside_the_range(monkeypatch, step_bytes):
 
 
 def test_fast_source_allocates_uninitialized():
-    k = sc.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr"}, target="cpu")
+    k = sc.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr"}, target="cpu",
+                   schedule=sc.Schedule().split("k", 3))
     assert "out.fill(0)" in k._fast._source
     assert fastcall.FastCall is type(k._fast)
+    whole = sc.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr"}, target="cpu")
+    assert "fill(0)" not in whole._fast._source and whole._fast.writes_all

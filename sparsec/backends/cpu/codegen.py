@@ -184,6 +184,8 @@ class _FunctionBuilder:
                 arg.add_attribute("noalias")
                 arg.add_attribute("captures(none)")
                 self.buffers[p.name] = (arg, p.dtype)
+        #: stores whose register tiles start from zero instead of loading the output (see regtile.fresh_rows)
+        self.fresh = {id(f.store) for f in fresh_outputs(kernel)}
         kernel, self.panels = panels.find_panels(kernel, vector_bits())
         self.kernel = kernel
         self._declare_locals(kernel)
@@ -859,9 +861,13 @@ class _FunctionBuilder:
         lane_masks = [None] * nvec if masks is None else masks.lanes
         ptrs = [bld.gep(out_arg, [bld.add(base, ir.Constant(_I64, u * W), flags=("nsw",)) if u else base],
                         inbounds=lane_masks[u] is None, source_etype=mem_type(out_dt)) for u in range(nvec)]
+        fresh = id(plan.store) in self.fresh
         for u in range(nvec):
-            v = bld.load(ptrs[u], typ=vt, align=_SIZES[dt]) if lane_masks[u] is None else \
-                self._masked_load(ptrs[u], vt, _SIZES[dt], lane_masks[u])
+            if fresh:   # the host zeroed the output and no other iteration adds to these elements
+                v = ir.Constant(vt, None)
+            else:
+                v = bld.load(ptrs[u], typ=vt, align=_SIZES[dt]) if lane_masks[u] is None else \
+                    self._masked_load(ptrs[u], vt, _SIZES[dt], lane_masks[u])
             bld.store(v, accs[0][u])
         zero = ir.Constant(vt, [ir.Constant(vt.element, -0.0 if _kind(dt) == "f" else 0)] * W)
         for r in range(1, K):
@@ -1057,7 +1063,29 @@ class _FunctionBuilder:
         bld.store(start, self.slots[plan.tail_var][0])
         inner = replace(plan.inner, lo=L.Var(plan.tail_var, L.INDEX))
         rest = replace(plan.outer, body=L.Block(tuple(plan.pre) + (inner,)))
-        self._when(bld.icmp_signed("<", start, jhi), lambda: self.for_loop(rest))
+
+        def remainder() -> None:
+            if id(plan.store) in self.fresh:   # the original nest adds into the output: zero its columns first
+                self._zero_columns(plan, start, jhi)
+            self.for_loop(rest)
+
+        self._when(bld.icmp_signed("<", start, jhi), remainder)
+
+    def _zero_columns(self, plan: regtile.TilePlan, jlo: ir.Value, jhi: ir.Value) -> None:
+        """Store zeros into the output elements ``out_base + [jlo, jhi)`` of ``plan``'s store."""
+        bld = self.b
+        out_arg, out_dt = self.buffers[plan.store.buffer]
+        base = self.index(plan.out_base)
+        jslot = plan.slots["jt"]
+        bld.store(jlo, jslot)
+
+        def step() -> None:
+            j = bld.load(jslot, typ=_I64)
+            at = bld.gep(out_arg, [bld.add(base, j, flags=("nsw",))], inbounds=True, source_etype=mem_type(out_dt))
+            bld.store(ir.Constant(mem_type(out_dt), None), at)
+            bld.store(bld.add(j, ir.Constant(_I64, 1), flags=("nsw",)), jslot)
+
+        self._while(lambda: bld.icmp_signed("<", bld.load(jslot, typ=_I64), jhi), step)
 
     def panel_loop(self, pn: panels.Panel) -> None:
         """A row loop cut into column panels (see :mod:`.panels`): per panel, every row over its columns;
@@ -1413,6 +1441,21 @@ def vector_bits() -> int:
     if "+avx" in feats:
         return 256
     return 128
+
+
+def fresh_outputs(kernel: L.Kernel) -> list[regtile.FreshRows]:
+    """The stores of ``kernel`` the generated code writes from zeroed tiles (:func:`regtile.fresh_rows`).
+
+    Those found on the kernel as written that are still register-tiled after the panel
+    rewrite (which keeps the store objects), so that the host may skip zeroing their rows
+    exactly when the code does not read them.
+    """
+    bits = vector_bits()
+    found = regtile.fresh_rows(kernel, regtile.find_plans(kernel, bits))
+    if not found:
+        return []
+    tiled = {id(p.store) for p in regtile.find_plans(panels.find_panels(kernel, bits)[0], bits).values()}
+    return [f for f in found if id(f.store) in tiled]
 
 
 def generate_text(kernel: L.Kernel) -> str:

@@ -251,6 +251,9 @@ class CPUKernel:
         self.aligned_loads: frozenset[str] = frozenset(
             ld.buffer for plan in regtile.find_plans(kernel, codegen.vector_bits()).values()
             if any(v.masked for v in plan.variants) for ld in plan.vector_loads())
+        #: outputs whose rows the code writes whole from zeroed register tiles (see codegen.fresh_outputs):
+        #: the host need not zero them where a call covers every row
+        self.fresh_rows: tuple = tuple(codegen.fresh_outputs(kernel))
         if _LAYOUT is not None:
             self._sig_array = self.signature()
             self._sig = self._sig_array.ctypes.data

@@ -24,7 +24,11 @@ inner range, and the tile of C kept in vector registers across the outer loop::
     remainder columns: the original loop nest over [jt, n_j)
 
 Each element of C still receives its terms in the order of the outer loop, so with
-one accumulator set the result is bitwise the one of the original nest. With ``split``
+one accumulator set the result is bitwise the one of the original nest. Where the nest
+is the whole body of a top-level row loop and its store the only writer of a zero-filled
+output (:func:`fresh_rows`), the tiles start from zero instead of loading the row, and
+the fast call path leaves the output uninitialized: neither the memset nor the loads
+of the zeros happen. With ``split``
 > 1, consecutive outer iterations go to different accumulator sets (summed at the
 end), which hides the latency of the FMA chain; that reassociates the reduction,
 which sparsec allows for ``+=`` stores (they carry ``reassoc``, see :mod:`.codegen`).
@@ -337,3 +341,75 @@ def find_plans(kernel: L.Kernel, vector_bits: int) -> dict[int, TilePlan]:
 
     visit(kernel.body, False)
     return plans
+
+
+# ------------------------------------------------------------------------------------ fresh rows
+@dataclass(frozen=True)
+class FreshRows:
+    """A tiled store whose tiles may start from zero: every element of the output rows ``[sc_lo, sc_hi)``
+    (``row_var``'s range) times ``[0, extent)`` is written exactly once per call, by this store alone."""
+
+    store: L.Store
+    buffer: str
+    row_var: str
+    extent: L.LExpr
+    rows_lo: L.LExpr                 # the row loop's bounds
+    rows_hi: L.LExpr
+
+
+def _strip(e: L.LExpr) -> L.LExpr:
+    while isinstance(e, L.Cast) and e.dtype in _INT64 and e.a.dtype in _INT64:
+        e = e.a
+    if isinstance(e, L.BinOp) and e.op == "add":
+        for x, y in ((e.a, e.b), (e.b, e.a)):
+            if isinstance(y, L.Const) and y.value == 0:
+                return _strip(x)
+    return e
+
+
+def _row_stride(base: L.LExpr, var: str) -> L.LExpr | None:
+    """``S`` when ``base`` is ``var * S`` (``S`` free of ``var``), else None."""
+    base = _strip(base)
+    if isinstance(base, L.BinOp) and base.op == "mul":
+        for x, y in ((base.a, base.b), (base.b, base.a)):
+            x = _strip(x)
+            if isinstance(x, L.Var) and x.name == var and var not in L.var_reads(y):
+                return _strip(y)
+    return None
+
+
+def fresh_rows(kernel: L.Kernel, plans: dict[int, TilePlan]) -> list[FreshRows]:
+    """The plans of ``kernel`` whose tiles need not load the output first (sums into a zeroed output).
+
+    The host hands a kernel its dense output filled with the statement's fill value, 0 for
+    sums (``+=`` stores). A tile that adds into an element no other iteration of the call
+    touches may then start its accumulators at 0 instead of loading them. That holds when
+    the plan's nonzero loop is the last statement of a top-level row loop ``for r`` (its
+    other statements definitions), the tiles' row base is ``r * S`` with the inner loop over
+    ``[0, S)`` (distinct rows, disjoint elements, every column covered), and the store is the
+    only one into that output buffer. A nest run several times per row (``split(k, 3)`` puts
+    a loop between the row and the nest) or an output other loops also write does not match.
+    """
+    outputs = {p.name for p in kernel.buffers if p.role == "out"}
+    stores: dict[str, int] = {}
+    for s in kernel.body.walk():
+        if isinstance(s, L.Store):
+            stores[s.buffer] = stores.get(s.buffer, 0) + 1
+    by_outer = {id(p.outer): p for p in plans.values()}
+    found = []
+    for row in kernel.body.stmts:
+        if not isinstance(row, L.For) or (row.kind.kind == "parallel" and row.kind.atomic):
+            continue
+        body = [s for s in row.body.stmts if not isinstance(s, L.Comment)]
+        if not body or not all(isinstance(s, L.Assign) for s in body[:-1]):
+            continue
+        plan = by_outer.get(id(body[-1]))
+        if plan is None or plan.reduce != "add" or plan.store.buffer not in outputs or \
+                stores.get(plan.store.buffer) != 1:
+            continue
+        stride = _row_stride(plan.out_base, row.var.name)
+        lo = _strip(plan.inner.lo)
+        if stride is None or not (isinstance(lo, L.Const) and lo.value == 0) or stride != _strip(plan.inner.hi):
+            continue
+        found.append(FreshRows(plan.store, plan.store.buffer, row.var.name, stride, row.lo, row.hi))
+    return found
