@@ -26,7 +26,8 @@ loads its ``bm x bn`` values and multiplies and masks with them.
 tensor and index names renamed in order of appearance and the one scale literal taken
 out, must equal those of :func:`masked_attention` (with or without heads, with or
 without a scale, or with grouped key/value heads: ``kv_groups=True``, where the program
-for query head ``g*R + r`` reads key/value head ``g``); ``M`` in ``bsr(bm, bn)`` with power-of-two ``bm, bn`` in [16, 256];
+for query head ``g*R + r`` reads key/value head ``g``); ``M`` in ``bsr(bm, bn)`` with
+power-of-two ``bm, bn`` in [16, 256];
 ``Q, K, V`` dense, one dtype of float16, bfloat16, float32; ``O`` dense float32 or that
 dtype; only ``O`` requested as output; no schedule. At call time, head dimensions over
 256 or operands that cannot be bound take the general path. ``SPARSEC_TRITON_TILES=0``
@@ -84,6 +85,7 @@ def _reference(heads: bool, scaled: bool, groups: bool = False) -> tuple[tuple[s
 
     tokens, renamed, _ = _canonical(parse_program(masked_attention(0.5 if scaled else None, heads, groups)))
     return tokens, renamed
+
 
 #: the forms of :func:`masked_attention` the template takes: (heads, grouped key/value heads)
 _FORMS = ((True, False), (False, False), (True, True))
