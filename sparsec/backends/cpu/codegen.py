@@ -184,12 +184,12 @@ class _FunctionBuilder:
                 arg.add_attribute("noalias")
                 arg.add_attribute("captures(none)")
                 self.buffers[p.name] = (arg, p.dtype)
+        tiled = tiling(kernel)
+        kernel, self.panels, self.plans = tiled.kernel, tiled.panels, tiled.plans
         #: stores whose register tiles start from zero instead of loading the output (see regtile.fresh_rows)
-        self.fresh = {id(f.store) for f in fresh_outputs(kernel)}
-        kernel, self.panels = panels.find_panels(kernel, vector_bits())
+        self.fresh = {id(f.store) for f in tiled.fresh}
         self.kernel = kernel
         self._declare_locals(kernel)
-        self.plans = regtile.find_plans(kernel, vector_bits())
         self.packs = self._find_packs()
         self.pack_active: dict[int, regtile.TilePlan] = {}
         self._declare_tile_slots()
@@ -1443,19 +1443,32 @@ def vector_bits() -> int:
     return 128
 
 
-def fresh_outputs(kernel: L.Kernel) -> list[regtile.FreshRows]:
-    """The stores of ``kernel`` the generated code writes from zeroed tiles (:func:`regtile.fresh_rows`).
+class Tiling(NamedTuple):
+    """How a kernel's row nests are emitted: the kernel with its column panels cut (:mod:`.panels`), the
+    panels, the register tiles of that kernel (:mod:`.regtile`), and the tiled stores that start from zero
+    (:func:`regtile.fresh_rows`)."""
 
-    Those found on the kernel as written that are still register-tiled after the panel
-    rewrite (which keeps the store objects), so that the host may skip zeroing their rows
-    exactly when the code does not read them.
+    kernel: L.Kernel
+    panels: dict
+    plans: dict
+    fresh: tuple
+
+
+def tiling(kernel: L.Kernel) -> Tiling:
+    """The :class:`Tiling` of ``kernel`` (the code generator's and :class:`.kernel.CPUKernel`'s one source).
+
+    Zero-start stores are found on the kernel as written and kept where the panel rewrite
+    (which keeps the store objects) leaves them tiled, so that the host may skip zeroing
+    their rows exactly when the code does not read them.
     """
     bits = vector_bits()
-    found = regtile.fresh_rows(kernel, regtile.find_plans(kernel, bits))
-    if not found:
-        return []
-    tiled = {id(p.store) for p in regtile.find_plans(panels.find_panels(kernel, bits)[0], bits).values()}
-    return [f for f in found if id(f.store) in tiled]
+    plans = regtile.find_plans(kernel, bits)
+    found = regtile.fresh_rows(kernel, plans)
+    cut, pans = panels.find_panels(kernel, bits, plans) if plans else (kernel, {})
+    if pans:
+        plans = regtile.find_plans(cut, bits)
+    tiled = {id(p.store) for p in plans.values()}
+    return Tiling(cut, pans, plans, tuple(f for f in found if id(f.store) in tiled))
 
 
 def generate_text(kernel: L.Kernel) -> str:

@@ -50,7 +50,7 @@ import numpy as np
 
 from ...errors import BackendError
 from ...ir import loop_ir as L
-from . import codegen, jit, regtile
+from . import codegen, jit
 from .jit import Compiled
 
 _NP_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64, "int8": np.int8,
@@ -248,12 +248,13 @@ class CPUKernel:
         self._sig = None
         #: buffers whose rows the register tiles load with the widest vectors (see .regtile): a
         #: 64-byte aligned copy spares them the masked vector of each row's misaligned start
+        tiled = codegen.tiling(kernel)
         self.aligned_loads: frozenset[str] = frozenset(
-            ld.buffer for plan in regtile.find_plans(kernel, codegen.vector_bits()).values()
+            ld.buffer for plan in tiled.plans.values()
             if any(v.masked for v in plan.variants) for ld in plan.vector_loads())
-        #: outputs whose rows the code writes whole from zeroed register tiles (see codegen.fresh_outputs):
+        #: outputs whose rows the code writes whole from zeroed register tiles (see codegen.tiling):
         #: the host need not zero them where a call covers every row
-        self.fresh_rows: tuple = tuple(codegen.fresh_outputs(kernel))
+        self.fresh_rows: tuple = tiled.fresh
         if _LAYOUT is not None:
             self._sig_array = self.signature()
             self._sig = self._sig_array.ctypes.data

@@ -88,10 +88,13 @@ def _candidate(rows: L.For, plans: dict[int, regtile.TilePlan]) -> regtile.TileP
     return plan
 
 
-def find_panels(kernel: L.Kernel, vector_bits: int) -> tuple[L.Kernel, dict[int, Panel]]:
+def find_panels(kernel: L.Kernel, vector_bits: int,
+                plans: dict[int, regtile.TilePlan] | None = None) -> tuple[L.Kernel, dict[int, Panel]]:
     """``kernel`` with every panel-able row loop's column bounds replaced by panel locals, and the
-    panels keyed by ``id`` of the rewritten row loop (its register tiles are found again on the result)."""
-    plans = regtile.find_plans(kernel, vector_bits)
+    panels keyed by ``id`` of the rewritten row loop (its register tiles are found again on the result).
+    ``plans``: the kernel's register tiles, when the caller has found them already."""
+    if plans is None:
+        plans = regtile.find_plans(kernel, vector_bits)
     panels: dict[int, Panel] = {}
 
     def rewrite(s: L.Stmt) -> L.Stmt:
