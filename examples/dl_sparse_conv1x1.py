@@ -7,7 +7,9 @@ weight scales one contiguous row of ``X``: the LLVM backend keeps a strip of an 
 row in vector registers while it walks that row's nonzeros (broadcast weight times a
 strip of ``X``), masks the strip's last vector at the row's end, copies the rows of ``X``
 to an aligned buffer first where they do not start 64-byte aligned (7x7 and 14x14 maps:
-rows of 49 and 196 floats), and splits the output channels across threads::
+rows of 49 and 196 floats), and splits the pixels across threads (each thread runs every
+output channel over its share of the map, so it reads that share of X once; a large
+weight splits the output channels instead)::
 
     k = sc.compile("Y[o,p] = W[o,c] * X[c,p]", formats={"W": "csr"}, dtype="float32", target="cpu")
 

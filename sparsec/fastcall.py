@@ -584,7 +584,9 @@ class FastCall:
         balanced by nonzeros, each thread taking its own share first (the same rows at every
         call, so they stay in its core's caches) and then the others' unclaimed chunks (a
         thread the OS does not schedule leaves its share to the others); else with the
-        Python team from ``runtime.MIN_PARALLEL_WORK`` on, one chunk per thread.
+        Python team from ``runtime.MIN_PARALLEL_WORK`` on, one chunk per thread. A kernel
+        that takes a column window (a pruned 1x1 convolution) may instead give each thread
+        every row over one window of the columns (:meth:`_column_chunks`).
 
         Measured on two cores of an idle Xeon (float32; speedup over one thread, native /
         Python team): SpMV of 160k nonzeros 1.16 / 1.05, 560k 1.35 / 1.35, 84k 0.76 / 0.61;
@@ -612,11 +614,24 @@ class FastCall:
         if work < native_min or (native is None and work < runtime.MIN_PARALLEL_WORK):
             return entry(arrays, sig, *svals)
         if native is not None:
-            chunks = chunk_bounds(lo, hi, nthreads * CHUNKS_PER_THREAD, balance)
-            # a row per chunk: the kernel's scalars with the chunk's range, after the zeroing words if any
+            window = ck.column_window
+            # a row per chunk: the kernel's scalars with the chunk's range, after the zeroing words if any,
+            # then the column window if the kernel takes one
             z = 0 if out is None else _team.ZERO_WORDS
-            rows = np.empty((len(chunks), z + len(svals)), dtype=np.int64)
-            rows[:, z:] = svals
+            width = z + len(svals) + (2 if window is not None else 0)
+            columns = self._column_chunks(window, scalars, lo, hi, balance, nthreads) \
+                if window is not None and out is None else None
+            if columns is not None:
+                rows = np.empty((len(columns), width), dtype=np.int64)
+                rows[:, :len(svals)] = svals
+                rows[:, ilo], rows[:, ihi] = lo, hi
+                rows[:, -2], rows[:, -1] = zip(*columns)
+                return native.run(packed, arrays, sig, rows, nthreads)
+            chunks = chunk_bounds(lo, hi, nthreads * CHUNKS_PER_THREAD, balance)
+            rows = np.empty((len(chunks), width), dtype=np.int64)
+            rows[:, z: z + len(svals)] = svals
+            if window is not None:
+                rows[:, -2], rows[:, -1] = 0, _I64_MAX
             los, his = zip(*chunks)
             rows[:, z + ilo], rows[:, z + ihi] = los, his
             if out is None:
@@ -649,6 +664,31 @@ class FastCall:
                   for a, b in chunk_bounds(lo, hi, get_num_threads(), balance)])
         return 0
 
+    def _column_chunks(self, window: tuple, scalars: Mapping[str, int], lo: int, hi: int, balance: Any,
+                       nthreads: int) -> list[tuple[int, int]] | None:
+        """Column windows, one per thread, that split a call of a windowed kernel (see
+        ``panels.column_window``); None where its rows are split instead.
+
+        Columns are split where the sparse rows are small and the dense operand wide, as a pruned
+        1x1 convolution's weight against its feature map: a row split makes every chunk walk
+        all of the dense operand's panels, so each thread reads it from L2 once per chunk,
+        while a column split makes each thread walk all the (few) nonzeros once over its
+        share of the columns. Taken where the nonzeros of ``[lo, hi)`` take at most
+        :data:`COLUMN_SPLIT_SPARSE_BYTES` (they stay in each core's L2) and each thread gets at
+        least :data:`COLUMN_SPLIT_MIN_COLUMNS` columns; windows are cut on vector boundaries.
+        """
+        if balance is None:
+            return None
+        nonzeros = int(balance[hi]) - int(balance[lo])
+        if nonzeros * 8 > COLUMN_SPLIT_SPARSE_BYTES:
+            return None
+        c_lo, c_hi = (b if type(b) is int else int(scalars[b]) for b in window)
+        if c_hi - c_lo < COLUMN_SPLIT_MIN_COLUMNS * nthreads:
+            return None
+        lanes = self.vector
+        units = -(-(c_hi - c_lo) // lanes)
+        return [(c_lo + a * lanes, min(c_lo + b * lanes, c_hi)) for a, b in chunk_bounds(0, units, nthreads, None)]
+
     def _pattern_result(self, src: Tensor, vals: np.ndarray, shape: tuple) -> Tensor:
         return Tensor.from_buffers(self.out_fmt, shape, [dict(lv) for lv in src.levels], vals,
                                    name=self.out_name, validate=False)
@@ -658,6 +698,16 @@ class FastCall:
 #: the 2-core VM with the spinning team (SpMV, float32, 2 threads against 1): 180k of work (uniform 20k
 #: rows x 8) 138 -> 115 us, Zipf rows 220 -> 150 us; 86k (bcsstk13) 47 -> 54 us at a lower threshold
 NATIVE_WORK_SHARE = 0.25
+#: the end of the whole column window (see ``panels.column_window``)
+_I64_MAX = (1 << 63) - 1
+#: a windowed kernel's call is split by columns (see :meth:`FastCall._column_chunks`) only where its
+#: nonzeros take at most this many bytes (index and value: 8 per nonzero counted) ...
+COLUMN_SPLIT_SPARSE_BYTES = 512 * 1024
+#: ... and every thread gets at least this many columns. Measured on the 2-core VM (float32, W 80 %
+#: pruned, 2 threads, one process, interleaved; rows split -> columns split): 128x128 weight, 3136
+#: pixels 437 -> 345 us; 256x256, 784 pixels 380 -> 355 us; 512x512, 196 pixels 431 -> 402 us;
+#: 1024x1024, 49 pixels (not taken) 550 -> 571 us
+COLUMN_SPLIT_MIN_COLUMNS = 64
 #: chunks per thread on the native team
 CHUNKS_PER_THREAD = 4
 #: a chunk that zeroes its own rows of the output (see :meth:`FastCall._parallel_entry`) zeroes and

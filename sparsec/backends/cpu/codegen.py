@@ -75,7 +75,7 @@ from ...ir import loop_ir as L
 from . import pack, panels, regtile
 
 #: bump when generated code changes, so stale disk-cache entries are not reused.
-CODEGEN_VERSION = "9"
+CODEGEN_VERSION = "10"
 
 _I1 = ir.IntType(1)
 _I8 = ir.IntType(8)
@@ -169,7 +169,11 @@ class _FunctionBuilder:
             if isinstance(p, L.ScalarParam) and p.dtype not in _INT_BITS:
                 raise BackendError(f"cpu backend: scalar parameter {p.name!r} of kernel {kernel.name!r} has dtype "
                                    f"{p.dtype!r}; scalars are passed as 64-bit integers")
+        tiled = tiling(kernel)
+        #: the panel whose columns the two trailing arguments clip (see panels.column_window), or None
+        self.window = tiled.window
         argtys = [_PTR if isinstance(p, L.BufferParam) else _I64 for p in kernel.params]
+        argtys += [_I64, _I64] if self.window is not None else []
         self.fn = ir.Function(module, ir.FunctionType(ir.VoidType(), argtys), name=symbol)
         self.fn.attributes.add("nounwind")
         self.fn.attributes.add("norecurse")
@@ -184,7 +188,8 @@ class _FunctionBuilder:
                 arg.add_attribute("noalias")
                 arg.add_attribute("captures(none)")
                 self.buffers[p.name] = (arg, p.dtype)
-        tiled = tiling(kernel)
+        if self.window is not None:
+            self.fn.args[-2].name, self.fn.args[-1].name = "sc.window.lo", "sc.window.hi"
         kernel, self.panels, self.plans = tiled.kernel, tiled.panels, tiled.plans
         #: stores whose register tiles start from zero instead of loading the output (see regtile.fresh_rows)
         self.fresh = {id(f.store) for f in tiled.fresh}
@@ -1092,6 +1097,11 @@ class _FunctionBuilder:
         over a packed copy of the dense operand where :mod:`.pack` applies."""
         bld = self.b
         lo, hi = self.index(pn.lo), self.index(pn.hi)
+        if pn is self.window:  # this call's share of the columns
+            win_lo, win_hi = self.fn.args[-2], self.fn.args[-1]
+            lo = bld.select(bld.icmp_signed("<", lo, win_lo), win_lo, lo)
+            hi = bld.select(bld.icmp_signed(">", hi, win_hi), win_hi, hi)
+            hi = bld.select(bld.icmp_signed("<", hi, lo), lo, hi)
         cols = bld.sub(hi, lo, flags=("nsw",))
         short = bld.icmp_signed("<", cols, ir.Constant(_I64, panels.MIN_COLUMNS))
         width = bld.select(short, cols, ir.Constant(_I64, max(panels.PANEL_BYTES // _SIZES[pn.dtype], 1)))
@@ -1244,7 +1254,8 @@ SIG_OB_TYPE, SIG_NDARRAY, SIG_TUPLE_ITEMS, SIG_DATA, SIG_ND, SIG_DESCR, SIG_FLAG
 SIG_PER_BUFFER = 3
 
 
-def _emit_entry(module: ir.Module, kernel: L.Kernel, kernel_fn: ir.Function, symbol: str) -> ir.Function:
+def _emit_entry(module: ir.Module, kernel: L.Kernel, kernel_fn: ir.Function, symbol: str,
+                windowed: bool = False) -> ir.Function:
     """``i32 entry(ptr arrays_tuple, ptr sig, i64 scalars...)``: the fast call path.
 
     ctypes converts a Python tuple of numpy arrays to one pointer much faster than
@@ -1260,11 +1271,15 @@ def _emit_entry(module: ir.Module, kernel: L.Kernel, kernel_fn: ir.Function, sym
     Object layout offsets and the expected type/dtype addresses come in ``sig``
     (computed and verified by probing when the process starts), so nothing
     process-specific is compiled into the (cached) object code.
+
+    ``windowed``: the kernel function takes a column window (:func:`panels.column_window`)
+    after its parameters; the entry takes it after the scalars too.
     """
     nbuf = len(kernel.buffers)
     scalars = kernel.scalars
     i32 = ir.IntType(32)
-    fnty = ir.FunctionType(i32, [_PTR, _PTR] + [_I64] * len(scalars))
+    extra = 2 if windowed else 0
+    fnty = ir.FunctionType(i32, [_PTR, _PTR] + [_I64] * (len(scalars) + extra))
     fn = ir.Function(module, fnty, name=symbol)
     fn.attributes.add("nounwind")
     tup, sig = fn.args[0], fn.args[1]
@@ -1318,8 +1333,20 @@ def _emit_entry(module: ir.Module, kernel: L.Kernel, kernel_fn: ir.Function, sym
     it_data, it_scalar = iter(data), iter(fn.args[2:])
     for p in kernel.params:
         args.append(next(it_data) if isinstance(p, L.BufferParam) else next(it_scalar))
-    b.call(kernel_fn, args)
+    b.call(kernel_fn, args + list(fn.args[len(fn.args) - extra:]))
     b.ret(ir.Constant(i32, 0))
+    return fn
+
+
+def _emit_whole_window(module: ir.Module, windowed_fn: ir.Function, symbol: str) -> ir.Function:
+    """The entry point without a window: ``windowed_fn`` over every column (``[0, 2**63 - 1)``)."""
+    ty = windowed_fn.function_type
+    fn = ir.Function(module, ir.FunctionType(ty.return_type, list(ty.args[:-2])), name=symbol)
+    fn.attributes.add("nounwind")
+    for arg, inner in zip(fn.args, windowed_fn.args):
+        arg.name = inner.name
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    b.ret(b.call(windowed_fn, list(fn.args) + [ir.Constant(_I64, 0), ir.Constant(_I64, (1 << 63) - 1)]))
     return fn
 
 
@@ -1384,13 +1411,14 @@ def _emit_fastcall(module: ir.Module, kernel: L.Kernel, entry_fn: ir.Function, s
 
 def _emit_packed(module: ir.Module, kernel: L.Kernel, entry_fn: ir.Function, symbol: str) -> None:
     """``i32 packed(ptr arrays_tuple, ptr sig, ptr scalars)``: the entry point with its scalars in an
-    int64 array, one signature for every kernel (what the native thread team calls per chunk)."""
+    int64 array, one signature for every kernel (what the native thread team calls per chunk); a
+    windowed kernel's column window follows its scalars in the array."""
     fn = ir.Function(module, ir.FunctionType(ir.IntType(32), [_PTR, _PTR, _PTR]), name=symbol)
     fn.attributes.add("nounwind")
     tup, sig, sc = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     vals = [b.load(b.gep(sc, [ir.Constant(_I64, k)], inbounds=True, source_etype=_I64), typ=_I64)
-            for k in range(len(kernel.scalars))]
+            for k in range(len(entry_fn.args) - 2)]
     b.ret(b.call(entry_fn, [tup, sig] + vals))
 
 
@@ -1445,13 +1473,14 @@ def vector_bits() -> int:
 
 class Tiling(NamedTuple):
     """How a kernel's row nests are emitted: the kernel with its column panels cut (:mod:`.panels`), the
-    panels, the register tiles of that kernel (:mod:`.regtile`), and the tiled stores that start from zero
-    (:func:`regtile.fresh_rows`)."""
+    panels, the register tiles of that kernel (:mod:`.regtile`), the tiled stores that start from zero
+    (:func:`regtile.fresh_rows`), and the column window (:func:`panels.column_window`) or None."""
 
     kernel: L.Kernel
     panels: dict
     plans: dict
     fresh: tuple
+    window: panels.Panel | None
 
 
 def tiling(kernel: L.Kernel) -> Tiling:
@@ -1468,7 +1497,7 @@ def tiling(kernel: L.Kernel) -> Tiling:
     if pans:
         plans = regtile.find_plans(cut, bits)
     tiled = {id(p.store) for p in plans.values()}
-    return Tiling(cut, pans, plans, tuple(f for f in found if id(f.store) in tiled))
+    return Tiling(cut, pans, plans, tuple(f for f in found if id(f.store) in tiled), panels.column_window(cut, pans))
 
 
 def generate_text(kernel: L.Kernel) -> str:
@@ -1509,9 +1538,13 @@ def generate(kernel: L.Kernel) -> ir.Module:
     module.min_vector_bits = getattr(fb, "vector_bits", 0)
     # Keep the kernel a separate function: inlining it into the entry would double the code.
     fb.fn.attributes.add("noinline")
-    entry = _emit_entry(module, kernel, fb.fn, entry_name(kernel))
+    if fb.window is None:
+        entry = windowed = _emit_entry(module, kernel, fb.fn, entry_name(kernel))
+    else:
+        windowed = _emit_entry(module, kernel, fb.fn, entry_name(kernel) + "__window", windowed=True)
+        entry = _emit_whole_window(module, windowed, entry_name(kernel))
     _emit_fastcall(module, kernel, entry, fastcall_name(kernel), capi_table_name(kernel))
-    _emit_packed(module, kernel, entry, packed_name(kernel))
+    _emit_packed(module, kernel, windowed, packed_name(kernel))
     return module
 
 

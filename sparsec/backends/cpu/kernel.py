@@ -238,7 +238,12 @@ class CPUKernel:
         self._snames = tuple(p.name for p in kernel.scalars)
         self._np_dtypes = tuple(np.dtype(_NP_DTYPES[p.dtype]) for p in self._bparams)
         self._writes = tuple(p.role in ("out", "work") for p in self._bparams)
-        argtypes = [ctypes.c_void_p] * len(kernel.params)
+        tiled = codegen.tiling(kernel)
+        #: the column window (see panels.column_window): ``(lo, hi)`` of the panels' columns, each an int or
+        #: a scalar's name; the packed entry then takes ``[window_lo, window_hi)`` after the scalars. Or None.
+        self.column_window: tuple[int | str, int | str] | None = None if tiled.window is None else tuple(
+            b.value if isinstance(b, L.Const) else b.name for b in (tiled.window.lo, tiled.window.hi))
+        argtypes = [ctypes.c_void_p] * (len(kernel.params) + (2 if tiled.window is not None else 0))
         self._plain = ctypes.CFUNCTYPE(None, *argtypes)(loaded.kernel_addr)
         self._get_buffers = _getter(self._bnames)
         self._get_scalars = _getter(self._snames)
@@ -248,7 +253,6 @@ class CPUKernel:
         self._sig = None
         #: buffers whose rows the register tiles load with the widest vectors (see .regtile): a
         #: 64-byte aligned copy spares them the masked vector of each row's misaligned start
-        tiled = codegen.tiling(kernel)
         self.aligned_loads: frozenset[str] = frozenset(
             ld.buffer for plan in tiled.plans.values()
             if any(v.masked for v in plan.variants) for ld in plan.vector_loads())
@@ -367,6 +371,8 @@ class CPUKernel:
                 raise BackendError(f"kernel {name}: scalar {n!r}={iv} does not fit in 64 bits")
             ints[n] = iv
         args = [ptrs[n] if is_buf else ints[n] for is_buf, n in self._order]
+        if self.column_window is not None:
+            args += [0, _I64_MAX]
         self._plain(*args)
         del keep
 

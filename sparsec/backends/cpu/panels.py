@@ -29,6 +29,11 @@ reducing store whose value never loads the output. The row loop's definitions
 before the nonzero loop are re-run per panel, so they may read only the row
 variable, earlier definitions and names the row loop never assigns.
 
+Where that nest is the kernel's whole parallel row loop, the host may also split a call
+by columns across threads (:func:`column_window`): every thread runs all the rows over
+its own window of the columns, so it reads its share of the dense operand once instead
+of all of it for every chunk of rows (see ``FastCall._column_chunks``).
+
 A panel is taken (see :func:`find_panels`) where the row loop is such a nest and the
 column range does not depend on the row; its width is chosen at run time by
 :meth:`.codegen._FunctionBuilder.panel_loop`: rows of fewer than :data:`MIN_COLUMNS` columns stay
@@ -86,6 +91,32 @@ def _candidate(rows: L.For, plans: dict[int, regtile.TilePlan]) -> regtile.TileP
         if set(L.var_reads(b)) & (inside | {rows.var.name}) or L.expr_loads(b) & stored:
             return None
     return plan
+
+
+def column_window(kernel: L.Kernel, panels: dict[int, Panel]) -> Panel | None:
+    """The panel whose columns a call may restrict to a window, or None.
+
+    That is a kernel whose whole body is one parallel row loop cut into panels, with
+    column bounds that are constants or scalar parameters. Its function then takes
+    two more arguments, ``[window_lo, window_hi)``, and runs only the panels' columns
+    inside them: the host may split a call by columns instead of rows (each thread
+    reads its share of the dense operand once, not all of it per chunk of rows). Calls
+    with disjoint windows write disjoint output elements, each element's terms summed
+    in the same order as without a window (the panel legality above), so they may
+    run at once; the rows outside ``[sc_lo, sc_hi)`` and the columns outside the
+    window are not touched.
+    """
+    stmts = [c for c in kernel.body.stmts if not isinstance(c, L.Comment)]
+    if len(stmts) != 1 or id(stmts[0]) not in panels:
+        return None
+    rows = stmts[0]
+    scalars = {p.name for p in kernel.scalars}
+    pn = panels[id(rows)]
+    if rows.kind.kind != "parallel" or not (isinstance(rows.lo, L.Var) and rows.lo.name == "sc_lo"):
+        return None
+    if not all(isinstance(b, L.Const) or (isinstance(b, L.Var) and b.name in scalars) for b in (pn.lo, pn.hi)):
+        return None
+    return pn
 
 
 def find_panels(kernel: L.Kernel, vector_bits: int,
