@@ -704,9 +704,10 @@ _I64_MAX = (1 << 63) - 1
 #: nonzeros take at most this many bytes (index and value: 8 per nonzero counted) ...
 COLUMN_SPLIT_SPARSE_BYTES = 512 * 1024
 #: ... and every thread gets at least this many columns. Measured on the 2-core VM (float32, W 80 %
-#: pruned, 2 threads, one process, interleaved; rows split -> columns split): 128x128 weight, 3136
-#: pixels 437 -> 345 us; 256x256, 784 pixels 380 -> 355 us; 512x512, 196 pixels 431 -> 402 us;
-#: 1024x1024, 49 pixels (not taken) 550 -> 571 us
+#: pruned, 2 threads, one process, interleaved; rows split -> columns split, three runs): 128x128
+#: weight, 3136 pixels 378 -> 366, 288 -> 274, 395 -> 356 us; 512x512, 196 pixels 353 -> 336,
+#: 477 -> 392, 456 -> 430 us; 256x256, 784 pixels mixed (254 -> 313, 336 -> 308, 381 -> 379 us);
+#: benchmarks/results/cpu-2core-dl-item9-colsplit
 COLUMN_SPLIT_MIN_COLUMNS = 64
 #: chunks per thread on the native team
 CHUNKS_PER_THREAD = 4
