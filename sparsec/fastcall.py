@@ -45,6 +45,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from . import runtime
+from .backends.cpu import panels
 from .backends.cpu import team as _team
 from .ir import loop_ir as L
 from .runtime import StatementRunner, chunk_bounds, get_num_threads, tensor_buffers
@@ -675,7 +676,8 @@ class FastCall:
         while a column split makes each thread walk all the (few) nonzeros once over its
         share of the columns. Taken where the nonzeros of ``[lo, hi)`` take at most
         :data:`COLUMN_SPLIT_SPARSE_BYTES` (they stay in each core's L2) and each thread gets at
-        least :data:`COLUMN_SPLIT_MIN_COLUMNS` columns; windows are cut on vector boundaries.
+        least :data:`COLUMN_SPLIT_MIN_COLUMNS` columns (its window is cut into panels again);
+        windows are cut on vector boundaries.
         """
         if balance is None:
             return None
@@ -703,12 +705,14 @@ _I64_MAX = (1 << 63) - 1
 #: a windowed kernel's call is split by columns (see :meth:`FastCall._column_chunks`) only where its
 #: nonzeros take at most this many bytes (index and value: 8 per nonzero counted) ...
 COLUMN_SPLIT_SPARSE_BYTES = 512 * 1024
-#: ... and every thread gets at least this many columns. Measured on the 2-core VM (float32, W 80 %
-#: pruned, 2 threads, one process, interleaved; rows split -> columns split, three runs): 128x128
-#: weight, 3136 pixels 378 -> 366, 288 -> 274, 395 -> 356 us; 512x512, 196 pixels 353 -> 336,
-#: 477 -> 392, 456 -> 430 us; 256x256, 784 pixels mixed (254 -> 313, 336 -> 308, 381 -> 379 us);
-#: benchmarks/results/cpu-2core-dl-item9-colsplit
-COLUMN_SPLIT_MIN_COLUMNS = 64
+#: ... and every thread gets at least this many columns: enough for its window to be cut into panels
+#: again (``panels.MIN_COLUMNS``). Measured on the 2-core VM (float32, 2 threads, one process,
+#: interleaved; rows split -> columns split, three runs): a 128x128 weight 80 % pruned on 3136 pixels
+#: 378 -> 366, 288 -> 274, 395 -> 356 us; 256x256 on 784 pixels mixed (254 -> 313, 336 -> 308,
+#: 381 -> 379 us); benchmarks/results/cpu-2core-dl-item9-colsplit. Narrower windows are not split:
+#: CSR SpMM with 128 / 256 columns and 40k-60k nonzeros (1000-20000 rows, 3-40 per row) ran 6-36 % slower
+#: split by columns in 7 of 8 cases (a 512x512 weight on 196 pixels ran 5-18 % faster: not told apart)
+COLUMN_SPLIT_MIN_COLUMNS = panels.MIN_COLUMNS
 #: chunks per thread on the native team
 CHUNKS_PER_THREAD = 4
 #: a chunk that zeroes its own rows of the output (see :meth:`FastCall._parallel_entry`) zeroes and

@@ -72,9 +72,9 @@ def test_window_only_on_a_single_panel_loop():
 @pytest.mark.parametrize("nthreads", [2, 3])
 @pytest.mark.parametrize("co,ci,pixels,density,empty_rows", [
     (16, 24, 3136, 0.2, False),    # panels of 128 columns inside each window
-    (9, 7, 129, 0.5, True),        # 2 threads: windows of 64 / 65 columns; 3 threads: rows split
+    (9, 7, 513, 0.5, True),        # 2 threads: windows of 256 / 257 columns; 3 threads: rows split
     (40, 64, 1000, 0.1, True),     # a window ends inside a vector of the output row
-    (12, 30, 300, 0.0, False),     # no nonzeros: every window writes zeros
+    (12, 30, 800, 0.0, False),     # no nonzeros: every window writes zeros
     (3, 5, 4096, 1.0, False),     # dense rows
 ])
 def test_column_split_matches_dense(threads, windows, dtype, nthreads, co, ci, pixels, density, empty_rows):
@@ -96,7 +96,7 @@ def test_column_split_matches_dense(threads, windows, dtype, nthreads, co, ci, p
 
 
 @pytest.mark.parametrize("co,ci,pixels,why", [
-    (64, 64, 100, "too few columns per thread"),
+    (64, 64, 500, "too few columns per thread"),
     (600, 600, 1024, "the nonzeros exceed COLUMN_SPLIT_SPARSE_BYTES"),
 ])
 def test_rows_split_otherwise(threads, windows, co, ci, pixels, why):
