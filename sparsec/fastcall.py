@@ -616,25 +616,20 @@ class FastCall:
             return entry(arrays, sig, *svals)
         if native is not None:
             window = ck.column_window
+            columns = self._column_chunks(window, scalars, lo, hi, balance, nthreads) \
+                if window is not None and out is None else None
+            # (rows, column window) per chunk: every row over one window per thread, or chunks of rows
+            spans = [(lo, hi, *cut) for cut in columns] if columns is not None else \
+                [(a, b, *panels.WHOLE_WINDOW) for a, b in chunk_bounds(lo, hi, nthreads * CHUNKS_PER_THREAD, balance)]
             # a row per chunk: the kernel's scalars with the chunk's range, after the zeroing words if any,
             # then the column window if the kernel takes one
             z = 0 if out is None else _team.ZERO_WORDS
-            width = z + len(svals) + (2 if window is not None else 0)
-            columns = self._column_chunks(window, scalars, lo, hi, balance, nthreads) \
-                if window is not None and out is None else None
-            if columns is not None:
-                rows = np.empty((len(columns), width), dtype=np.int64)
-                rows[:, :len(svals)] = svals
-                rows[:, ilo], rows[:, ihi] = lo, hi
-                rows[:, -2], rows[:, -1] = zip(*columns)
-                return native.run(packed, arrays, sig, rows, nthreads)
-            chunks = chunk_bounds(lo, hi, nthreads * CHUNKS_PER_THREAD, balance)
-            rows = np.empty((len(chunks), width), dtype=np.int64)
+            rows = np.empty((len(spans), z + len(svals) + (2 if window is not None else 0)), dtype=np.int64)
             rows[:, z: z + len(svals)] = svals
-            if window is not None:
-                rows[:, -2], rows[:, -1] = 0, _I64_MAX
-            los, his = zip(*chunks)
+            los, his, win_los, win_his = zip(*spans)
             rows[:, z + ilo], rows[:, z + ihi] = los, his
+            if window is not None:
+                rows[:, -2], rows[:, -1] = win_los, win_his
             if out is None:
                 return native.run(packed, arrays, sig, rows, nthreads)
             # each chunk zeroes rows [its start, its end) of the output, the first from row 0 and
@@ -700,8 +695,6 @@ class FastCall:
 #: the 2-core VM with the spinning team (SpMV, float32, 2 threads against 1): 180k of work (uniform 20k
 #: rows x 8) 138 -> 115 us, Zipf rows 220 -> 150 us; 86k (bcsstk13) 47 -> 54 us at a lower threshold
 NATIVE_WORK_SHARE = 0.25
-#: the end of the whole column window (see ``panels.column_window``)
-_I64_MAX = (1 << 63) - 1
 #: a windowed kernel's call is split by columns (see :meth:`FastCall._column_chunks`) only where its
 #: nonzeros take at most this many bytes (index and value: 8 per nonzero counted) ...
 COLUMN_SPLIT_SPARSE_BYTES = 512 * 1024

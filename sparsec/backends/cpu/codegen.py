@@ -1339,14 +1339,14 @@ def _emit_entry(module: ir.Module, kernel: L.Kernel, kernel_fn: ir.Function, sym
 
 
 def _emit_whole_window(module: ir.Module, windowed_fn: ir.Function, symbol: str) -> ir.Function:
-    """The entry point without a window: ``windowed_fn`` over every column (``[0, 2**63 - 1)``)."""
+    """The entry point without a window: ``windowed_fn`` over every column (``panels.WHOLE_WINDOW``)."""
     ty = windowed_fn.function_type
     fn = ir.Function(module, ir.FunctionType(ty.return_type, list(ty.args[:-2])), name=symbol)
     fn.attributes.add("nounwind")
     for arg, inner in zip(fn.args, windowed_fn.args):
         arg.name = inner.name
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    b.ret(b.call(windowed_fn, list(fn.args) + [ir.Constant(_I64, 0), ir.Constant(_I64, (1 << 63) - 1)]))
+    b.ret(b.call(windowed_fn, list(fn.args) + [ir.Constant(_I64, w) for w in panels.WHOLE_WINDOW]))
     return fn
 
 
@@ -1409,7 +1409,7 @@ def _emit_fastcall(module: ir.Module, kernel: L.Kernel, entry_fn: ir.Function, s
     b.ret(call("PyLong_FromLong", _PTR, [_I64], [b.sext(rc, _I64)]))
 
 
-def _emit_packed(module: ir.Module, kernel: L.Kernel, entry_fn: ir.Function, symbol: str) -> None:
+def _emit_packed(module: ir.Module, entry_fn: ir.Function, symbol: str) -> None:
     """``i32 packed(ptr arrays_tuple, ptr sig, ptr scalars)``: the entry point with its scalars in an
     int64 array, one signature for every kernel (what the native thread team calls per chunk); a
     windowed kernel's column window follows its scalars in the array."""
@@ -1544,7 +1544,7 @@ def generate(kernel: L.Kernel) -> ir.Module:
         windowed = _emit_entry(module, kernel, fb.fn, entry_name(kernel) + "__window", windowed=True)
         entry = _emit_whole_window(module, windowed, entry_name(kernel))
     _emit_fastcall(module, kernel, entry, fastcall_name(kernel), capi_table_name(kernel))
-    _emit_packed(module, kernel, windowed, packed_name(kernel))
+    _emit_packed(module, windowed, packed_name(kernel))
     return module
 
 

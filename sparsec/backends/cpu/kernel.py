@@ -50,7 +50,7 @@ import numpy as np
 
 from ...errors import BackendError
 from ...ir import loop_ir as L
-from . import codegen, jit
+from . import codegen, jit, panels
 from .jit import Compiled
 
 _NP_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64, "int8": np.int8,
@@ -372,7 +372,7 @@ class CPUKernel:
             ints[n] = iv
         args = [ptrs[n] if is_buf else ints[n] for is_buf, n in self._order]
         if self.column_window is not None:
-            args += [0, _I64_MAX]
+            args += panels.WHOLE_WINDOW
         self._plain(*args)
         del keep
 

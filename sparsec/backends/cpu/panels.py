@@ -56,6 +56,10 @@ MIN_COLUMNS = 256
 PANEL_BYTES = 512
 
 
+#: the column window a call over every column passes to a kernel that takes one (see :func:`column_window`)
+WHOLE_WINDOW = (0, (1 << 63) - 1)
+
+
 @dataclass(frozen=True)
 class Panel:
     """How one row loop is emitted: per panel of the columns ``[lo, hi)``, the loop ``rows``."""
