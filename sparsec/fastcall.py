@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import operator
 import re
+import weakref
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -161,6 +162,7 @@ class FastCall:
         self.fill_needs_scalars = low.reduce_op in ("max", "min")
         self.writes_all = low.writes_all or self._kernel_writes_every_row()
         self._work_memo: tuple = (None, 0, 0, 0)
+        self._rows_memo: dict[tuple, tuple] = {}
         self.zero_rows = self._zero_rows_params(threads)
         self._work_factor = self._inner_work_params()
         #: elements of one 512-bit vector operation in the compute dtype (the work unit of a nonzero's
@@ -615,36 +617,14 @@ class FastCall:
         if work < native_min or (native is None and work < runtime.MIN_PARALLEL_WORK):
             return entry(arrays, sig, *svals)
         if native is not None:
-            window = ck.column_window
-            columns = self._column_chunks(window, scalars, lo, hi, balance, nthreads) \
-                if window is not None and out is None else None
-            # (rows, column window) per chunk: every row over one window per thread, or chunks of rows
-            spans = [(lo, hi, *cut) for cut in columns] if columns is not None else \
-                [(a, b, *panels.WHOLE_WINDOW) for a, b in chunk_bounds(lo, hi, nthreads * CHUNKS_PER_THREAD, balance)]
-            # a row per chunk: the kernel's scalars with the chunk's range, after the zeroing words if any,
-            # then the column window if the kernel takes one
-            z = 0 if out is None else _team.ZERO_WORDS
-            rows = np.empty((len(spans), z + len(svals) + (2 if window is not None else 0)), dtype=np.int64)
-            rows[:, z: z + len(svals)] = svals
-            los, his, win_los, win_his = zip(*spans)
-            rows[:, z + ilo], rows[:, z + ihi] = los, his
-            if window is not None:
-                rows[:, -2], rows[:, -1] = win_los, win_his
+            rows, addr = self._chunk_rows(svals, lo, hi, balance, nthreads, out, rowsize, scalars)
             if out is None:
-                return native.run(packed, arrays, sig, rows, nthreads)
-            # each chunk zeroes rows [its start, its end) of the output, the first from row 0 and
-            # the last to the output's end, so every element is zeroed whatever the range covers;
-            # it zeroes and computes ZERO_STEP_BYTES of output at a time (still in cache when used)
-            nrows = out.size // rowsize if rowsize else hi
-            rowbytes = rowsize * out.itemsize
+                return native.run(packed, arrays, sig, rows, nthreads, addr)
+            # a private copy: the output's address differs per call, and another thread may be
+            # calling this kernel with the same memoized rows
+            rows = rows.copy()
             rows[:, 0] = packed
             rows[:, 1] = out.ctypes.data
-            rows[:, 2] = rowbytes
-            rows[:, 3] = max(1, ZERO_STEP_BYTES // max(1, rowbytes))
-            rows[:, 4] = ilo
-            rows[:, 5] = ihi
-            rows[:, 6] = (0,) + his[:-1]
-            rows[:, 7] = his[:-1] + (max(nrows, hi),)
             return native.run(native.zero_then, arrays, sig, rows, nthreads)
         # validate once (an empty range runs nothing), then split
         probe = list(svals)
@@ -659,6 +639,56 @@ class FastCall:
         TEAM.run([functools.partial(ck, buffers, {**scalars, "sc_lo": a, "sc_hi": b})
                   for a, b in chunk_bounds(lo, hi, get_num_threads(), balance)])
         return 0
+
+    def _chunk_rows(self, svals: list, lo: int, hi: int, balance: Any, nthreads: int, out: np.ndarray | None,
+                    rowsize: int, scalars: Mapping[str, int]) -> tuple[np.ndarray, int]:
+        """The native team's rows for a call (one per chunk: the kernel's scalars with the chunk's range,
+        after the zeroing words when ``out`` is given, then the column window if the kernel takes one),
+        and their address.
+
+        Memoized per balance array (by identity, held weakly), range, scalars and thread count for
+        the last :data:`ROWS_MEMO_SIZE` operands: a repeated call with the same operands (the usual
+        case, also when a few are used in turn) skips ~15 µs of Python. A pos array changed in place
+        keeps its stale chunks, which still cover the range exactly (only their balance suffers);
+        the zeroing rows leave the output's address to the caller.
+        """
+        key = (id(balance), lo, hi, nthreads, tuple(svals), None if out is None else (out.size, rowsize))
+        memo = self._rows_memo
+        hit = memo.get(key)
+        if hit is not None and (balance is None or hit[0]() is balance):
+            return hit[1], hit[2]
+        ck = self.kernel_fn
+        window = ck.column_window
+        columns = self._column_chunks(window, scalars, lo, hi, balance, nthreads) \
+            if window is not None and out is None else None
+        # (rows, column window) per chunk: every row over one window per thread, or chunks of rows
+        spans = [(lo, hi, *cut) for cut in columns] if columns is not None else \
+            [(a, b, *panels.WHOLE_WINDOW) for a, b in chunk_bounds(lo, hi, nthreads * CHUNKS_PER_THREAD, balance)]
+        z = 0 if out is None else _team.ZERO_WORDS
+        rows = np.empty((len(spans), z + len(svals) + (2 if window is not None else 0)), dtype=np.int64)
+        rows[:, z: z + len(svals)] = svals
+        los, his, win_los, win_his = zip(*spans)
+        ilo, ihi = self._scalar_slots["sc_lo"], self._scalar_slots["sc_hi"]
+        rows[:, z + ilo], rows[:, z + ihi] = los, his
+        if window is not None:
+            rows[:, -2], rows[:, -1] = win_los, win_his
+        if out is not None:
+            # each chunk zeroes rows [its start, its end) of the output, the first from row 0 and
+            # the last to the output's end, so every element is zeroed whatever the range covers;
+            # it zeroes and computes ZERO_STEP_BYTES of output at a time (still in cache when used)
+            nrows = out.size // rowsize if rowsize else hi
+            rowbytes = rowsize * out.itemsize
+            rows[:, 2] = rowbytes
+            rows[:, 3] = max(1, ZERO_STEP_BYTES // max(1, rowbytes))
+            rows[:, 4] = ilo
+            rows[:, 5] = ihi
+            rows[:, 6] = (0,) + his[:-1]
+            rows[:, 7] = his[:-1] + (max(nrows, hi),)
+        if len(memo) >= ROWS_MEMO_SIZE:
+            memo.clear()
+        addr = rows.ctypes.data
+        memo[key] = (None if balance is None else weakref.ref(balance), rows, addr)
+        return rows, addr
 
     def _column_chunks(self, window: tuple, scalars: Mapping[str, int], lo: int, hi: int, balance: Any,
                        nthreads: int) -> list[tuple[int, int]] | None:
@@ -691,10 +721,13 @@ class FastCall:
                                    name=self.out_name, validate=False)
 
 
-#: the native team runs parallel loops from this share of ``runtime.MIN_PARALLEL_WORK`` on. Measured on
-#: the 2-core VM with the spinning team (SpMV, float32, 2 threads against 1): 180k of work (uniform 20k
-#: rows x 8) 138 -> 115 us, Zipf rows 220 -> 150 us; 86k (bcsstk13) 47 -> 54 us at a lower threshold
-NATIVE_WORK_SHARE = 0.25
+#: the native team runs parallel loops from this share of ``runtime.MIN_PARALLEL_WORK`` on (37.5k of work:
+#: rows plus nonzeros). A parallel call costs ~8 µs more than a serial one once its chunk rows are
+#: remembered (:meth:`FastCall._chunk_rows`). Measured on the 2-core VM (float32 SpMV, one process,
+#: calls alternated, 8 rotated copies; 1 -> 2 threads): 2000 rows x 8 18.5 -> 20.3 us, 4000 x 8
+#: 37.4 -> 29.8, 500 x 64 18.3 -> 19.6, 1000 x 64 22.5 -> 21.6, radixnet (34k) 17.2 -> 18.8,
+#: PGPgiantcompo (59k) 101 -> 56, bcsstk13 (86k) 46 -> 35, wiki-Vote (112k) 88 -> 56 us
+NATIVE_WORK_SHARE = 0.0625
 #: a windowed kernel's call is split by columns (see :meth:`FastCall._column_chunks`) only where its
 #: nonzeros take at most this many bytes (index and value: 8 per nonzero counted) ...
 COLUMN_SPLIT_SPARSE_BYTES = 512 * 1024
@@ -706,6 +739,8 @@ COLUMN_SPLIT_SPARSE_BYTES = 512 * 1024
 #: CSR SpMM with 128 / 256 columns and 40k-60k nonzeros (1000-20000 rows, 3-40 per row) ran 6-36 % slower
 #: split by columns in 7 of 8 cases (a 512x512 weight on 196 pixels ran 5-18 % faster: not told apart)
 COLUMN_SPLIT_MIN_COLUMNS = panels.MIN_COLUMNS
+#: operands (balance arrays) whose chunk rows a kernel's call path remembers (see :meth:`FastCall._chunk_rows`)
+ROWS_MEMO_SIZE = 16
 #: chunks per thread on the native team
 CHUNKS_PER_THREAD = 4
 #: a chunk that zeroes its own rows of the output (see :meth:`FastCall._parallel_entry`) zeroes and

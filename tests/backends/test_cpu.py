@@ -581,7 +581,7 @@ class _ChunkRecorder:
 
         native = team.NativeTeam.run
 
-        def recording_native(tm, packed, arrays, sig, rows, nthreads):
+        def recording_native(tm, packed, arrays, sig, rows, nthreads, address=None):
             # zero_then chunks carry the kernel's packed entry and the zeroed slice in front of its scalars
             kernel_packed, skip = (int(rows[0, 0]), team.ZERO_WORDS) if packed == tm.zero_then and len(rows) \
                 else (packed, 0)
@@ -591,7 +591,7 @@ class _ChunkRecorder:
                 lo, hi = names.index("sc_lo") + skip, names.index("sc_hi") + skip
                 with lock:
                     self.seen.extend((ck.kernel.name, int(r[lo]), int(r[hi]), "native") for r in rows)
-            return native(tm, packed, arrays, sig, rows, nthreads)
+            return native(tm, packed, arrays, sig, rows, nthreads, address)
 
         monkeypatch.setattr(team.NativeTeam, "run", recording_native)
 
