@@ -44,6 +44,10 @@ Lowering choices (the semantics are those of :mod:`sparsec.ir.interp`):
   loops are left to LLVM's cost model. llvmlite cannot build the self-referencing
   ``distinct`` node a loop ID needs, so the latch gets a marker node that
   :func:`generate_text` rewrites.
+* **Short rows**: a serial loop that only sums into a local (SpMV's loop over a row's
+  nonzeros) is versioned on its trip count: short trips run as masked vectors (LLVM
+  folds the tail into the vector loop), long ones as LLVM vectorizes them; see
+  :mod:`.shortrows`.
 
 * **Register tiles**: a loop over nonzeros (or a dense reduction loop) whose body
   accumulates into a unit-stride row of the output (SpMM, GEMM rows) is interchanged
@@ -72,10 +76,10 @@ from llvmlite import ir
 
 from ...errors import BackendError
 from ...ir import loop_ir as L
-from . import pack, panels, regtile
+from . import pack, panels, regtile, shortrows
 
 #: bump when generated code changes, so stale disk-cache entries are not reused.
-CODEGEN_VERSION = "10"
+CODEGEN_VERSION = "11"
 
 _I1 = ir.IntType(1)
 _I8 = ir.IntType(8)
@@ -573,6 +577,23 @@ class _FunctionBuilder:
         bld = self.b
         lo = self.index(s.lo)
         hi = self.index(s.hi)
+        if not shortrows.is_short_row_sum(s):
+            self.counted_loop(s, lo, hi, _loop_hints(s.kind))
+            return
+        # versioned on the trip count: short rows as masked vectors, long ones as LLVM vectorizes them
+        short = self.fn.append_basic_block(f"for.{s.var.name}.short")
+        long_ = self.fn.append_basic_block(f"for.{s.var.name}.long")
+        join = self.fn.append_basic_block(f"for.{s.var.name}.joined")
+        bld.cbranch(bld.icmp_signed("<", bld.sub(hi, lo), ir.Constant(_I64, shortrows.LONG_ROW)), short, long_)
+        for block, hints in ((short, shortrows.hints()), (long_, [])):
+            bld.position_at_end(block)
+            self.counted_loop(s, lo, hi, hints)
+            bld.branch(join)
+        bld.position_at_end(join)
+
+    def counted_loop(self, s: L.For, lo: ir.Value, hi: ir.Value, hints: list[str]) -> None:
+        """``s`` over ``[lo, hi)`` (already evaluated) with the given LLVM loop metadata on its latch."""
+        bld = self.b
         slot, vdt = self.slots[s.var.name]
         pre = bld.block
         body = self.fn.append_basic_block(f"for.{s.var.name}")
@@ -589,7 +610,6 @@ class _FunctionBuilder:
         nxt = bld.add(iv, ir.Constant(_I64, 1), flags=("nsw",))
         iv.add_incoming(nxt, bld.block)
         latch = bld.cbranch(bld.icmp_signed("<", nxt, hi), body, done)
-        hints = _loop_hints(s.kind)
         if hints:
             marker = f"sparsec.loop.{len(self.module.loop_hints)}"
             self.module.loop_hints[marker] = hints
