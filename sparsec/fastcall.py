@@ -701,8 +701,10 @@ class FastCall:
         while a column split makes each thread walk all the (few) nonzeros once over its
         share of the columns. Taken where the nonzeros of ``[lo, hi)`` take at most
         :data:`COLUMN_SPLIT_SPARSE_BYTES` (they stay in each core's L2) and each thread gets at
-        least :data:`COLUMN_SPLIT_MIN_COLUMNS` columns (its window is cut into panels again);
-        windows are cut on vector boundaries.
+        least :data:`COLUMN_SPLIT_MIN_COLUMNS` columns (its window is cut into panels again), or
+        at least :data:`COLUMN_SPLIT_DENSE_MIN_COLUMNS` where the rows hold
+        :data:`COLUMN_SPLIT_DENSE_ROW` nonzeros or more on average (every dense row is read by many
+        sparse rows); windows are cut on vector boundaries.
         """
         if balance is None:
             return None
@@ -710,7 +712,9 @@ class FastCall:
         if nonzeros * 8 > COLUMN_SPLIT_SPARSE_BYTES:
             return None
         c_lo, c_hi = (b if type(b) is int else int(scalars[b]) for b in window)
-        if c_hi - c_lo < COLUMN_SPLIT_MIN_COLUMNS * nthreads:
+        columns = c_hi - c_lo
+        if columns < COLUMN_SPLIT_MIN_COLUMNS * nthreads and not (
+                columns >= COLUMN_SPLIT_DENSE_MIN_COLUMNS * nthreads and nonzeros >= COLUMN_SPLIT_DENSE_ROW * (hi - lo)):
             return None
         lanes = self.vector
         units = -(-(c_hi - c_lo) // lanes)
@@ -739,6 +743,11 @@ COLUMN_SPLIT_SPARSE_BYTES = 512 * 1024
 #: CSR SpMM with 128 / 256 columns and 40k-60k nonzeros (1000-20000 rows, 3-40 per row) ran 6-36 % slower
 #: split by columns in 7 of 8 cases (a 512x512 weight on 196 pixels ran 5-18 % faster: not told apart)
 COLUMN_SPLIT_MIN_COLUMNS = panels.MIN_COLUMNS
+#: ... or at least this many where the rows average :data:`COLUMN_SPLIT_DENSE_ROW` nonzeros or more: the
+#: 512x512 weight on 196 pixels (102 per row; see benchmarks/results/cpu-2core-dl-item9-dense-rows), where the
+#: SpMM cases that lost hold 3-40 per row
+COLUMN_SPLIT_DENSE_MIN_COLUMNS = 64
+COLUMN_SPLIT_DENSE_ROW = 64
 #: operands (balance arrays) whose chunk rows a kernel's call path remembers (see :meth:`FastCall._chunk_rows`)
 ROWS_MEMO_SIZE = 16
 #: chunks per thread on the native team

@@ -76,6 +76,8 @@ def test_window_only_on_a_single_panel_loop():
     (40, 64, 1000, 0.1, True),     # a window ends inside a vector of the output row
     (12, 30, 800, 0.0, False),     # no nonzeros: every window writes zeros
     (3, 5, 4096, 1.0, False),     # dense rows
+    (10, 200, 300, 0.5, False),    # 100 nonzeros per row: split from 64 columns per thread
+    (10, 200, 100, 0.5, True),     # ... 50 per thread (2 threads): rows split
 ])
 def test_column_split_matches_dense(threads, windows, dtype, nthreads, co, ci, pixels, density, empty_rows):
     threads(nthreads)
@@ -88,7 +90,8 @@ def test_column_split_matches_dense(threads, windows, dtype, nthreads, co, ci, p
         assert not np.isnan(got).any()
         np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-5)
     taken = [c for c in windows if c is not None]
-    assert windows and bool(taken) == (pixels >= fastcall.COLUMN_SPLIT_MIN_COLUMNS * nthreads)
+    dense_rows = w.nnz >= fastcall.COLUMN_SPLIT_DENSE_ROW * co and pixels >= fastcall.COLUMN_SPLIT_DENSE_MIN_COLUMNS * nthreads
+    assert windows and bool(taken) == (pixels >= fastcall.COLUMN_SPLIT_MIN_COLUMNS * nthreads or dense_rows)
     for cut in taken:
         assert len(cut) == min(nthreads, -(-pixels // (64 // np.dtype(dtype).itemsize)))
         assert cut[0][0] == 0 and cut[-1][1] == pixels
@@ -97,6 +100,7 @@ def test_column_split_matches_dense(threads, windows, dtype, nthreads, co, ci, p
 
 @pytest.mark.parametrize("co,ci,pixels,why", [
     (64, 64, 500, "too few columns per thread"),
+    (64, 64, 300, "over 64 columns per thread, but rows of ~19 nonzeros"),
     (600, 600, 1024, "the nonzeros exceed COLUMN_SPLIT_SPARSE_BYTES"),
 ])
 def test_rows_split_otherwise(threads, windows, co, ci, pixels, why):
