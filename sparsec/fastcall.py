@@ -40,12 +40,12 @@ from __future__ import annotations
 import functools
 import operator
 import re
-import weakref
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from . import runtime
+from .memo import OwnedMemo
 from .backends.cpu import panels
 from .backends.cpu import team as _team
 from .ir import loop_ir as L
@@ -162,7 +162,7 @@ class FastCall:
         self.fill_needs_scalars = low.reduce_op in ("max", "min")
         self.writes_all = low.writes_all or self._kernel_writes_every_row()
         self._work_memo: tuple = (None, 0, 0, 0)
-        self._rows_memo: dict[tuple, tuple] = {}
+        self._rows_memo = OwnedMemo(ROWS_MEMO_SIZE)
         self.zero_rows = self._zero_rows_params(threads)
         self._work_factor = self._inner_work_params()
         #: elements of one 512-bit vector operation in the compute dtype (the work unit of a nonzero's
@@ -653,10 +653,9 @@ class FastCall:
         the zeroing rows leave the output's address to the caller.
         """
         key = (id(balance), lo, hi, nthreads, tuple(svals), None if out is None else (out.size, rowsize))
-        memo = self._rows_memo
-        hit = memo.get(key)
-        if hit is not None and (balance is None or hit[0]() is balance):
-            return hit[1], hit[2]
+        hit = self._rows_memo.get(balance, key)
+        if hit is not None:
+            return hit
         ck = self.kernel_fn
         window = ck.column_window
         columns = self._column_chunks(window, scalars, lo, hi, balance, nthreads) \
@@ -684,11 +683,7 @@ class FastCall:
             rows[:, 5] = ihi
             rows[:, 6] = (0,) + his[:-1]
             rows[:, 7] = his[:-1] + (max(nrows, hi),)
-        if len(memo) >= ROWS_MEMO_SIZE:
-            memo.clear()
-        addr = rows.ctypes.data
-        memo[key] = (None if balance is None else weakref.ref(balance), rows, addr)
-        return rows, addr
+        return self._rows_memo.put(balance, key, (rows, rows.ctypes.data))
 
     def _column_chunks(self, window: tuple, scalars: Mapping[str, int], lo: int, hi: int, balance: Any,
                        nthreads: int) -> list[tuple[int, int]] | None:

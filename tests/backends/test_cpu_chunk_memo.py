@@ -156,12 +156,12 @@ def test_entry_of_a_reused_id_is_not_taken(two_threads_always_parallel, monkeypa
     x = np.ones(64)
     k(A=_tensor(top), x=x)
     k(A=_tensor(flat), x=x)
-    (key_top, entry_top), (key_flat, _) = [(key, e) for key, e in f._rows_memo.items()]
+    (key_top, entry_top), (key_flat, _) = list(f._rows_memo.items())
     assert entry_top[0]() is top.indptr
-    f._rows_memo[key_flat] = entry_top   # as if flat's pos had taken the freed array's id
+    f._rows_memo.put(top.indptr, key_flat, entry_top[1])   # as if flat's pos had taken the freed array's id
     calls = _spy_chunk_bounds(monkeypatch)
     t = _tensor(flat)
     np.testing.assert_allclose(k(A=t, x=x), flat @ x, rtol=1e-12, atol=1e-14)
     assert len(calls) == 1
-    rows = f._rows_memo[key_flat][1]
-    assert not np.array_equal(rows, entry_top[1])
+    rows, _ = f._rows_memo.get(t.levels[1]["pos"], key_flat)
+    assert not np.array_equal(rows, entry_top[1][0])

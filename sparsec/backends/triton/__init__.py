@@ -44,6 +44,7 @@ from typing import Any, Mapping
 
 from ...errors import BackendError
 from ...ir import loop_ir as L
+from ...memo import OwnedMemo
 from .codegen import generate
 from .device import DeviceRunner, DeviceTensor, bind_operand, host_eval, pick_device, sm_count
 from .launch import interpreting, load_kernel
@@ -54,6 +55,9 @@ from . import tiles
 
 __all__ = ["TritonBackend", "TritonKernel", "TritonOptions", "DeviceTensor", "call", "einsum", "options",
            "set_options", "get_options"]
+
+#: a memo miss where None is a remembered value
+_MISS = object()
 
 @dataclass(frozen=True)
 class SplitWork:
@@ -97,9 +101,9 @@ class TritonKernel:
         mt = tiles.match(kernel) if opts.fast_paths else None   # bitmap / N:M SpMM: a tile template instead
         self.tile = tiles.TileKernel(mt, kernel) if mt is not None else None
         self._variants: dict[bool, tuple] = {}
-        self._stats_memo: dict[tuple, float] = {}
+        self._stats_memo = OwnedMemo(64)   # per pos tensor: (average, longest) row
         self._launch_memo: dict[tuple, tuple] = {}
-        self._split_memo: dict[tuple, Any] = {}
+        self._split_memo = OwnedMemo(32)   # per pos tensor: its SplitWork, or None (no split)
         self._input_names = tuple(p.name for p in kernel.buffers if p.role == "in")
         # inputs that are a dense operand's values: the launch set-up depends only on their length and
         # alignment, so a fresh tensor each call (a layer's activations) reuses it (see launch())
@@ -188,10 +192,9 @@ class TritonKernel:
         # Memo entries are checked against a weak reference to the very pos tensor they came from:
         # torch's caching allocator gives a freed matrix's address to the next one of the same size.
         key = (pos.data_ptr(), pos.numel(), getattr(pos, "_version", 0), str(device), idx64, options_generation())
-        memo = self._split_memo
-        hit = memo.get(key)
-        if hit is not None and hit[0]() is pos:
-            return hit[1]
+        hit = self._split_memo.get(pos, key, _MISS)
+        if hit is not _MISS:
+            return hit
         n = pos.numel() - 1
         found = None
         if n > 0:
@@ -223,10 +226,7 @@ class TritonKernel:
                     hi = torch.minimum(lo + seg_len, p[rows + 1])
                     work = torch.stack([rows, lo, hi], 1).reshape(-1).to(torch.int64 if idx64 else torch.int32)
                     found = SplitWork(work, total, seg_len, nnz / max(total, 1))
-        if len(memo) > 32:
-            memo.clear()
-        memo[key] = (weakref.ref(pos), found)
-        return found
+        return self._split_memo.put(pos, key, found)
 
     def programs(self, n_iter: int, device: Any) -> int:
         """Programs of a persistent grid (workspace kernels): a few per SM, capped by the work."""
@@ -410,17 +410,15 @@ class TritonKernel:
                         b = bufs[e.buffer]
                         n = b.numel()
                         key = (b.data_ptr(), n, getattr(b, "_version", 0), str(b.device))
-                        hit = memo.get(key)
-                        if hit is None or hit[0]() is not b:  # a reused address is another matrix
+                        hit = memo.get(b, key)
+                        if hit is None:
                             if n > 1:
                                 lens = b[1:] - b[:-1]
                                 first, last, most = torch_stats(b, lens)
                             else:
                                 first = last = most = 0
-                            if len(memo) > 64:
-                                memo.clear()
-                            hit = memo[key] = (weakref.ref(b), ((last - first) / max(n - 1, 1), float(most)))
-                        cache[e.buffer] = hit[1]
+                            hit = memo.put(b, key, ((last - first) / max(n - 1, 1), float(most)))
+                        cache[e.buffer] = hit
                     val, top = cache[e.buffer]
                 elif e.kind == "expr":
                     val = float(host_eval(e.hi, {}, scal) - host_eval(e.lo, {}, scal))

@@ -41,11 +41,11 @@ import functools
 import math
 import os
 import re
-import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ...fastcall import FALLBACK
+from ...memo import OwnedMemo
 from .schedule import next_pow2
 
 _TOKEN = re.compile(r"\d+\.\d*(?:e[-+]?\d+)?|\d+(?:e[-+]?\d+)?|[A-Za-z_][A-Za-z_0-9]*|\S")
@@ -314,7 +314,7 @@ class AttentionTemplate:
         self.mt = mt
         self.kernel = kernel
         self._fns: dict[bool, Any] = {}
-        self._full_memo: dict[tuple, tuple] = {}
+        self._full_memo = OwnedMemo(16)
         self._fits: dict[tuple, Config] = {}     # (d, e, partial, wanted config) -> the one that launched
 
     def dump(self, stage: str = "triton") -> str:
@@ -345,9 +345,9 @@ class AttentionTemplate:
         import torch
 
         key = (vals.data_ptr(), vals.numel(), getattr(vals, "_version", 0), blocks)
-        hit = self._full_memo.get(key)
-        if hit is not None and hit[0]() is vals:
-            return hit[1]
+        hit = self._full_memo.get(vals, key)
+        if hit is not None:
+            return hit
         if blocks:
             b = vals.reshape(blocks, self.mt.bm, self.mt.bn)
             lower = torch.ones(self.mt.bm, self.mt.bn, dtype=torch.bool, device=vals.device).tril()
@@ -358,10 +358,7 @@ class AttentionTemplate:
             full = torch.zeros(1, dtype=torch.int8, device=vals.device)
         partial = bool(blocks) and bool((full == 0).any())
         has_tri = bool(blocks) and bool((full == 2).any())
-        if len(self._full_memo) > 16:
-            self._full_memo.clear()
-        self._full_memo[key] = (weakref.ref(vals), (full, partial, has_tri))
-        return full, partial, has_tri
+        return self._full_memo.put(vals, key, (full, partial, has_tri))
 
     def __call__(self, given: Mapping[str, Any]) -> Any:
         from .device import bind_operand, pick_device, torch_dtype

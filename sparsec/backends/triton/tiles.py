@@ -46,11 +46,11 @@ import math
 import os
 import re
 import threading
-import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ...ir import loop_ir as L
+from ...memo import OwnedMemo
 from .schedule import next_pow2
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z_0-9]*|\S")
@@ -552,7 +552,7 @@ class TileKernel:
         self.kernel = kernel
         self._params = tuple(p.name for p in kernel.params)
         self._fns: dict[bool, Any] = {}
-        self._base_memo: dict[tuple, tuple] = {}
+        self._base_memo = OwnedMemo(16)
 
     def source(self, libdevice: bool = True) -> str:
         """The template's Triton source (``libdevice``: popcount from libdevice, as on a GPU)."""
@@ -578,9 +578,9 @@ class TileKernel:
         import torch
 
         key = (bits.data_ptr(), bits.numel(), getattr(bits, "_version", 0), pos.data_ptr(), rows, k, kps, split)
-        hit = self._base_memo.get(key)
-        if hit is not None and hit[0]() is bits:
-            return hit[1]
+        hit = self._base_memo.get(bits, key)
+        if hit is not None:
+            return hit
         if split == 1:
             base = pos[:rows].to(torch.int32).reshape(rows, 1).contiguous()
         else:
@@ -591,10 +591,7 @@ class TileKernel:
             counts = present.to(torch.int32).cumsum(1)[:, (edges - 1).clamp_max(k - 1)]
             base = torch.cat([torch.zeros(rows, 1, dtype=torch.int32, device=bits.device), counts], 1)
             base = (base + pos[:rows].to(torch.int32)[:, None]).contiguous()
-        if len(self._base_memo) > 16:
-            self._base_memo.clear()
-        self._base_memo[key] = (weakref.ref(bits), base)
-        return base
+        return self._base_memo.put(bits, key, base)
 
     def setup(self, bufs: Mapping[str, Any], scal: Mapping[str, int], precision: str):
         """(fn, grid, warps, kwargs, internal) for one launch, as ``TritonKernel.__call__`` returns them."""
