@@ -3,7 +3,8 @@
 Usage (GPU machine): python benchmarks/tune_triton.py [spmm|spmv|spmv-split] [matrices...]
 (spmv-split: the heuristic against row splitting off and on at several segment lengths;
 env TUNE_N="64,256": SpMM column counts; TUNE_HEURISTIC_ONLY=1: time only the heuristic settings; TUNE_WARPS=1: SpMM over block_k, block_n
-in (N/2, N) and 1, 2 or 4 warps)
+in (N/2, N) and 1, 2 or 4 warps; TUNE_SPMV_NARROW=1: SpMV over narrow blocks (4..32) x 8..128 rows x 1..8 warps, for rows of
+a few to ~16 nonzeros)
 (matrices: names from ../shared/matrices or synthetic case names such as powerlaw_200k_d16, pruned_4096x4096_u50)
 Writes nothing; prints one line per (matrix, N, setting) and a summary of the best settings.
 It is how the heuristics in sparsec/backends/triton/options.py were chosen.
@@ -98,6 +99,10 @@ def main() -> None:
                                                        for s in (32, 64, 128, 256, 1024)] + \
                         [dict(split_rows=True, segment=32, block=b, rows=r)
                          for b, r in itertools.product((8, 16, 32), (8, 16, 32))] + [dict()]
+                elif os.environ.get("TUNE_SPMV_NARROW"):
+                    grid = [dict(block=b, rows=r, num_warps=w)
+                            for b, r, w in itertools.product((4, 8, 16, 32), (8, 16, 32, 64, 128), (None, 2, 4, 8))
+                            if b * r <= 2048] + [dict()]
                 else:
                     grid = [dict(block=b, rows=r, num_warps=w)
                             for b, r, w in itertools.product((16, 64, 128, 256), (1, 4, 8, 16), (None, 8))] + [dict()]
