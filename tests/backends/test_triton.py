@@ -550,3 +550,18 @@ def test_repeated_upload_or_conversion_is_reported_from_the_second_call():
     assert device.repeated_work(w, "V", dense, bitmap) == ""           # the same object as another operand
     assert "converted from dense to bitmap" in device.repeated_work(w, "V", dense, bitmap)
     assert issubclass(sc.PerformanceWarning, UserWarning)
+
+
+def test_row_tile_shapes():
+    """(BLOCK, ROWS) of CSR row tiles for the default 256-element tile: a power of two covering the
+    average row up to 8 lanes below 16 nonzeros per row, 16 from 16 on, wide blocks past 32, and an
+    eighth of the longest row (with fewer rows) when rows are skewed."""
+    from sparsec.backends.triton.options import _row_tile
+
+    assert _row_tile(3.0, 5, 256) == (4, 64)
+    assert _row_tile(6.0, 10, 256) == (8, 32)
+    assert _row_tile(11.0, 11, 256) == (8, 32)      # banded rows of 11: two steps of 8
+    assert _row_tile(15.9, 30, 256) == (8, 32)
+    assert _row_tile(16.0, 30, 256) == (16, 16)
+    assert _row_tile(100.0, 150, 256) == (128, 2)
+    assert _row_tile(12.5, 893, 256) == (128, 8)    # skewed (wiki-Vote): an eighth of the longest row

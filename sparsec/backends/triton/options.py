@@ -230,12 +230,15 @@ def _row_tile(avg: float, longest: float | None, tile: int) -> tuple[int, int]:
     (pruned 4096^2 at 50%: 38 us, cuSPARSE 57; at BLOCK=16 and 16 rows 119). Skewed rows
     make a program wait for its longest row: wiki-Vote (avg 12.5, longest 893) takes 38 us
     with 16x16 tiles and 10-12 us with 256-wide ones; memplus (avg 7, longest 574) 48 us
-    vs 13 us at 64 x 16.
+    vs 13 us at 64 x 16. Even rows of 8-16 nonzeros take BLOCK=8 and 32 rows (two steps
+    along a row; benchmarks/results/h100-spmv-narrow): banded 500k x 11 50.2 -> 35.2 us
+    (cuSPARSE 42-57), cage11 (14.3) 10.3 -> 9.4 us; at 16 per row BLOCK=16 stays (uniform
+    200k x 16: 35.2 us, 36.8 at BLOCK=8).
     """
     if longest is not None and longest > 8 * avg and longest > 32:
         block = _clamp(_pow2(longest / 8), 16, 256)
         return block, _clamp((4 * tile) // block, 1, 64)
-    block = _clamp(_pow2(avg), 4, 16) if avg < 32 else _clamp(_pow2(avg), 32, 256)
+    block = _clamp(_pow2(avg), 4, 8 if avg < 16 else 16) if avg < 32 else _clamp(_pow2(avg), 32, 256)
     return block, _clamp(tile // block, 1, 128)
 
 
