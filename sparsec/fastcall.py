@@ -591,11 +591,11 @@ class FastCall:
         that takes a column window (a pruned 1x1 convolution) may instead give each thread
         every row over one window of the columns (:meth:`_column_chunks`).
 
-        Measured on two cores of an idle Xeon (float32; speedup over one thread, native /
-        Python team): SpMV of 160k nonzeros 1.16 / 1.05, 560k 1.35 / 1.35, 84k 0.76 / 0.61;
-        SpMM N=16 of 160k nonzeros 1.43 / 1.45, 560k 1.76 / 1.57. On the shared 2-vCPU CI
-        VM a second thread pays less, and not at all while other processes keep its
-        second vCPU busy.
+        A native call costs ~8 µs more than a serial one once the chunk rows are remembered
+        (:meth:`_chunk_rows`): ~2 µs the ctypes call, ~3 µs the hand-over to the second core, the
+        rest Python; measurements behind the threshold at :data:`NATIVE_WORK_SHARE`. The Python
+        team costs ~15 µs warm and ~100 µs when its workers sleep. On the shared 2-vCPU VM a
+        second thread pays less, and not at all while other processes keep its second vCPU busy.
 
         ``out`` (with ``rowsize``, its elements per row of the parallel loop): an uninitialized
         output to zero (see :meth:`_zero_rows_params`): on the native team each chunk zeroes
