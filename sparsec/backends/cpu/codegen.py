@@ -1376,16 +1376,23 @@ CAPI = ("PyLong_AsLongLong", "PyLong_AsVoidPtr", "PyLong_FromLong", "PyErr_Occur
 
 
 def _emit_fastcall(module: ir.Module, kernel: L.Kernel, entry_fn: ir.Function, symbol: str, table: str) -> None:
-    """``PyObject *fastcall(PyObject *self, PyObject *const *args, Py_ssize_t nargs)``: the entry point as a
-    Python builtin (``METH_FASTCALL``), which Python calls for ~0.1 µs where a ctypes call costs ~1 µs.
+    """The entry point as a Python builtin (see :func:`emit_builtin`): the arrays tuple, the ``sig``
+    address and the kernel's scalars, all Python ints but the tuple."""
+    emit_builtin(module, entry_fn, symbol, table, ["object", "pointer"] + ["int"] * len(kernel.scalars))
 
-    ``args`` are the arrays tuple, the ``sig`` address and the scalars, all Python ints; the
-    result is the entry point's return code as a Python int (or NULL with the exception of a
-    failed int conversion). The GIL is released around the entry point, as ctypes does. The
-    C-API functions come from a table (``table``, :data:`CAPI` order) that the host fills
+
+def emit_builtin(module: ir.Module, target: ir.Function, symbol: str, table: str, kinds: list[str]) -> None:
+    """``PyObject *symbol(PyObject *self, PyObject *const *args, Py_ssize_t nargs)``: ``target`` as a
+    Python builtin (``METH_FASTCALL``), which Python calls for ~0.1 µs where a ctypes call costs ~1-2 µs.
+
+    One Python argument per parameter of ``target``, converted by its entry in ``kinds``:
+    ``"object"`` passes the object's address (``PyObject *``), ``"pointer"`` a Python int through
+    ``PyLong_AsVoidPtr``, ``"int"`` through ``PyLong_AsLongLong``. The result is ``target``'s
+    (integer) return value as a Python int, -1 for a wrong argument count, or NULL with the
+    exception of a failed int conversion. The GIL is released around ``target``, as ctypes does.
+    The C-API functions come from a table (``table``, :data:`CAPI` order) that the host fills
     after linking, so the object code names no symbol of the interpreter.
     """
-    nsc = len(kernel.scalars)
     i32 = ir.IntType(32)
     tbl = ir.GlobalVariable(module, ir.ArrayType(_PTR, len(CAPI)), name=table)
     tbl.initializer = ir.Constant(ir.ArrayType(_PTR, len(CAPI)), None)
@@ -1404,15 +1411,26 @@ def _emit_fastcall(module: ir.Module, kernel: L.Kernel, entry_fn: ir.Function, s
 
     bad = fn.append_basic_block("nargs")
     ok = fn.append_basic_block("convert")
-    b.cbranch(b.icmp_signed("==", nargs, ir.Constant(_I64, 2 + nsc)), ok, bad)
+    b.cbranch(b.icmp_signed("==", nargs, ir.Constant(_I64, len(kinds))), ok, bad)
     with b.goto_block(bad):
         b.ret(call("PyLong_FromLong", _PTR, [_I64], [ir.Constant(_I64, -1)]))
     b.position_at_end(ok)
-    sig = call("PyLong_AsVoidPtr", _PTR, [_PTR], [arg(1)])
-    vals = [call("PyLong_AsLongLong", _I64, [_PTR], [arg(2 + k)]) for k in range(nsc)]
-    suspect = b.icmp_unsigned("==", b.ptrtoint(sig, _I64), ir.Constant(_I64, 0))
-    for v in vals:
-        suspect = b.or_(suspect, b.icmp_signed("==", v, ir.Constant(_I64, -1)))
+    vals: list[ir.Value] = []
+    suspect: ir.Value = ir.Constant(_I1, 0)
+    for k, (kind, ty) in enumerate(zip(kinds, target.function_type.args)):
+        if kind == "object":
+            v = arg(k)
+        elif kind == "pointer":
+            v = call("PyLong_AsVoidPtr", _PTR, [_PTR], [arg(k)])
+            suspect = b.or_(suspect, b.icmp_unsigned("==", b.ptrtoint(v, _I64), ir.Constant(_I64, 0)))
+        else:
+            v = call("PyLong_AsLongLong", _I64, [_PTR], [arg(k)])
+            suspect = b.or_(suspect, b.icmp_signed("==", v, ir.Constant(_I64, -1)))
+        if isinstance(ty, ir.PointerType) and v.type == _I64:
+            v = b.inttoptr(v, ty)
+        elif ty == _I64 and isinstance(v.type, ir.PointerType):
+            v = b.ptrtoint(v, _I64)
+        vals.append(v)
     check = fn.append_basic_block("check")
     run = fn.append_basic_block("run")
     b.cbranch(suspect, check, run)
@@ -1424,9 +1442,11 @@ def _emit_fastcall(module: ir.Module, kernel: L.Kernel, entry_fn: ir.Function, s
             b.ret(ir.Constant(_PTR, None))
     b.position_at_end(run)
     ts = call("PyEval_SaveThread", _PTR, [], [])
-    rc = b.call(entry_fn, [arg(0), sig] + vals)
+    rc = b.call(target, vals)
     call("PyEval_RestoreThread", ir.VoidType(), [_PTR], [ts])
-    b.ret(call("PyLong_FromLong", _PTR, [_I64], [b.sext(rc, _I64)]))
+    if rc.type != _I64:
+        rc = b.sext(rc, _I64)
+    b.ret(call("PyLong_FromLong", _PTR, [_I64], [rc]))
 
 
 def _emit_packed(module: ir.Module, entry_fn: ir.Function, symbol: str) -> None:

@@ -156,9 +156,7 @@ def load(kernel: L.Kernel, compiled: Compiled, key: str = "") -> Loaded:
     tracker, addrs = jit.load_object(compiled.obj, (sym, ent, fc, tbl, pk))
     loaded = Loaded(tracker, addrs[sym], addrs[ent], compiled, key)
     loaded.packed_addr = addrs[pk]
-    api = _capi()
-    if api is not None:
-        ctypes.memmove(addrs[tbl], (ctypes.c_void_p * len(api))(*api), ctypes.sizeof(ctypes.c_void_p) * len(api))
+    if fill_capi_table(addrs[tbl]):
         loaded.fastcall_addr = addrs[fc]
     return loaded
 
@@ -198,18 +196,35 @@ class _Owner:
 
 
 def _builtin(loaded: Loaded, name: str) -> Any:
-    """The library's fast-call function (see :func:`.codegen._emit_fastcall`) as a Python builtin, or None.
-
-    The builtin's ``self`` (an :class:`_Owner`) holds the ``PyMethodDef`` it points into
-    and the JIT library its code lives in, so neither goes while the builtin exists.
-    """
+    """The library's fast-call function (see :func:`.codegen._emit_fastcall`) as a Python builtin, or None."""
     if not loaded.fastcall_addr or _LAYOUT is None:
         return None
+    return make_builtin(loaded.fastcall_addr, loaded, name)
+
+
+def make_builtin(address: int, keep: Any, name: str) -> Any:
+    """The ``METH_FASTCALL`` function at ``address`` (see :func:`.codegen.emit_builtin`) as a Python
+    builtin, or None where this interpreter cannot make one.
+
+    The builtin's ``self`` (an :class:`_Owner`) holds the ``PyMethodDef`` it points into and
+    ``keep`` (what keeps the code at ``address`` loaded), so neither goes while the builtin exists.
+    """
+    if _capi() is None:
+        return None
     try:
-        mdef = _MethodDef(name.encode()[:60], loaded.fastcall_addr, _METH_FASTCALL, None)
-        return ctypes.pythonapi.PyCFunction_NewEx(ctypes.addressof(mdef), _Owner(mdef, loaded), None)
+        mdef = _MethodDef(name.encode()[:60], address, _METH_FASTCALL, None)
+        return ctypes.pythonapi.PyCFunction_NewEx(ctypes.addressof(mdef), _Owner(mdef, keep), None)
     except Exception:  # noqa: BLE001  # pragma: no cover - no stable-ABI PyCFunction_NewEx
         return None
+
+
+def fill_capi_table(address: int) -> bool:
+    """Write the C-API addresses into a loaded module's table (see :data:`.codegen.CAPI`); False outside CPython."""
+    api = _capi()
+    if api is None:
+        return False
+    ctypes.memmove(address, (ctypes.c_void_p * len(api))(*api), ctypes.sizeof(ctypes.c_void_p) * len(api))
+    return True
 
 
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
