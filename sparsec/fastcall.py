@@ -591,9 +591,9 @@ class FastCall:
         that takes a column window (a pruned 1x1 convolution) may instead give each thread
         every row over one window of the columns (:meth:`_column_chunks`).
 
-        A native call costs ~8 µs more than a serial one once the chunk rows are remembered
-        (:meth:`_chunk_rows`): ~2 µs the ctypes call, ~3 µs the hand-over to the second core, the
-        rest Python; measurements behind the threshold at :data:`NATIVE_WORK_SHARE`. The Python
+        A native call costs ~4 µs more than a serial one once the chunk rows are remembered
+        (:meth:`_chunk_rows`; the team's run is a Python builtin): mostly the hand-over to the
+        second core and back; measurements behind the threshold at :data:`NATIVE_WORK_SHARE`. The Python
         team costs ~15 µs warm and ~100 µs when its workers sleep. On the shared 2-vCPU VM a
         second thread pays less, and not at all while other processes keep its second vCPU busy.
 
@@ -721,8 +721,9 @@ class FastCall:
 
 
 #: the native team runs parallel loops from this share of ``runtime.MIN_PARALLEL_WORK`` on (37.5k of work:
-#: rows plus nonzeros). A parallel call costs ~8 µs more than a serial one once its chunk rows are
-#: remembered (:meth:`FastCall._chunk_rows`). Measured on the 2-core VM (float32 SpMV, one process,
+#: rows plus nonzeros). A parallel call costs ~4 µs more than a serial one once its chunk rows are
+#: remembered (:meth:`FastCall._chunk_rows`; ~8 µs before the team's run became a builtin, when this
+#: threshold was measured). Measured on the 2-core VM (float32 SpMV, one process,
 #: calls alternated, 8 rotated copies; 1 -> 2 threads): 2000 rows x 8 18.5 -> 20.3 us, 4000 x 8
 #: 37.4 -> 29.8, 500 x 64 18.3 -> 19.6, 1000 x 64 22.5 -> 21.6, radixnet (34k) 17.2 -> 18.8,
 #: PGPgiantcompo (59k) 101 -> 56, bcsstk13 (86k) 46 -> 35, wiki-Vote (112k) 88 -> 56 us
