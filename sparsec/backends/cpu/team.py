@@ -350,8 +350,9 @@ class NativeTeam:
         self._worker = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)(addrs["sparsec_team_worker"])
         self._run = ctypes.CFUNCTYPE(ctypes.c_int64, *[ctypes.c_void_p] * 9)(addrs["sparsec_team_run"])
         #: the same function as a Python builtin taking the arrays tuple itself (None outside CPython)
-        self._run_builtin = kernel.make_builtin(addrs["sparsec_team_run_builtin"], self._tracker, "sparsec_team_run") \
-            if kernel.fill_capi_table(addrs["sparsec_team_capi"]) else None
+        self._run_builtin = None
+        if kernel.fill_capi_table(addrs["sparsec_team_capi"]):
+            self._run_builtin = kernel.make_builtin(addrs["sparsec_team_run_builtin"], self._tracker, "sparsec_team_run")
         self._busy = threading.Lock()
         self._claims: dict[tuple[int, int], tuple[np.ndarray, int]] = {}
         self._threads = []

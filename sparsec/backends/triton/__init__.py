@@ -59,6 +59,7 @@ __all__ = ["TritonBackend", "TritonKernel", "TritonOptions", "DeviceTensor", "ca
 #: a memo miss where None is a remembered value
 _MISS = object()
 
+
 @dataclass(frozen=True)
 class SplitWork:
     """Rows cut into segments: ``work`` holds (row, lo, hi) per segment, ``count`` segments of
