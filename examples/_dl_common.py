@@ -187,6 +187,32 @@ def measure(item: str, case: str, variant: str, fn: Callable[[], Any], ref: torc
     return row
 
 
+def measure_rounds(rounds: int, item: str, case: str, variants: Sequence[tuple[str, Callable[[], Any]]],
+                   ref: torch.Tensor | None, env: Env, **params: Any) -> list[Row]:
+    """:func:`measure` every variant, in turn, ``rounds`` times; per variant the row of the median time.
+
+    On a host whose speed drifts between minutes (a shared VM), one pass per variant compares
+    variants measured in different minutes; rounds that alternate them let each one's median come
+    from the same stretch of time as the others'. The note gives the range over the rounds.
+    """
+    trials: dict[str, list[Row]] = {name: [] for name, _ in variants}
+    for _ in range(max(1, rounds)):
+        for name, fn in variants:
+            trials[name].append(measure(item, case, name, fn, ref, env, **params))
+    rows = []
+    for name, _ in variants:
+        ok = sorted((r for r in trials[name] if r.status == "ok"), key=lambda r: r.time_s)
+        if not ok:
+            rows.append(trials[name][0])
+            continue
+        row = ok[(len(ok) - 1) // 2]
+        if len(ok) > 1:
+            row.note = (row.note + "; " if row.note else "") + \
+                f"median of {len(ok)} rounds ({ok[0].time_s * 1e6:.0f}-{ok[-1].time_s * 1e6:.0f} µs)"
+        rows.append(row)
+    return rows
+
+
 def _short(e: BaseException) -> str:
     return " ".join(str(e).split())[:160]
 

@@ -15,7 +15,8 @@ weight splits the output channels instead)::
 
 Checked against the dense product in float64 and timed next to the dense matmul of
 numpy and of torch on the same CPU (the faster of the two is the baseline), batch 1,
-float32, on MobileNet-like layer shapes. Always the CPU backend (also on GPU machines).
+float32, on MobileNet-like layer shapes, in three rounds that alternate the variants (each reports its
+median round, so the ratio does not compare different minutes of a drifting host). Always the CPU backend (also on GPU machines).
 ``--quick``: tiny sizes (CI).
 """
 
@@ -35,6 +36,8 @@ from sparsec.nn import magnitude_prune  # noqa: E402
 
 ITEM = "9 sparse 1x1 conv (CPU)"
 DSL = "Y[o,p] = W[o,c] * X[c,p]"
+#: rounds of (sparsec, numpy, torch) per case; each variant reports its median round
+ROUNDS = 3
 
 
 def default_sizes(env: dl.Env) -> dict:
@@ -61,11 +64,14 @@ def run(env: dl.Env, layers: Sequence[tuple[int, int, int, int]], sparsities: Se
             ref = W.double() @ X.double()
             case = f"{co}x{ci} {h}x{w} s={s:.2f}"
             p = dict(C_out=co, C_in=ci, HW=h * w, sparsity=s)
-            # sparsec first: BLAS threads spin for a while after their calls and would steal its cores
-            ours = dl.measure(ITEM, case, "sparsec csr (cpu)", lambda Ws=Ws, Xn=Xn: k(W=Ws, X=Xn), ref, env,
-                              fmt="csr", **p)
-            pair = [dl.measure(ITEM, case, "dense numpy matmul", lambda Wn=Wn, Xn=Xn: Wn @ Xn, ref, env, **p),
-                    dl.measure(ITEM, case, "dense torch.matmul", lambda W=W, X=X: W @ X, ref, env, **p)]
+            # sparsec first in each round: BLAS threads spin for a while after their calls and would steal
+            # its cores; three rounds (one with --quick), each variant's median over them
+            ours, *pair = dl.measure_rounds(
+                1 if env.quick else ROUNDS, ITEM, case,
+                [("sparsec csr (cpu)", lambda Ws=Ws, Xn=Xn: k(W=Ws, X=Xn)),
+                 ("dense numpy matmul", lambda Wn=Wn, Xn=Xn: Wn @ Xn),
+                 ("dense torch.matmul", lambda W=W, X=X: W @ X)], ref, env, **p)
+            ours.params["fmt"] = "csr"
             ok = [r for r in pair if r.status == "ok"]
             if ok:
                 min(ok, key=lambda r: r.time_s).baseline = True

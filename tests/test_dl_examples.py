@@ -53,3 +53,22 @@ def test_bench_harness_quick(tmp_path):
     rows = dl_bench.read_csv(str(tmp_path / "results.csv"))
     assert rows and all(r.status == "ok" for r in rows if r.variant.startswith("sparsec"))
     assert dl_bench.merge([str(tmp_path)], str(tmp_path / "merged")) == 0
+
+
+def test_measure_rounds_reports_each_variants_median_round(monkeypatch):
+    """Rounds alternate the variants; each variant's row is its median round, the note its range."""
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    import _dl_common as dl
+
+    times = {"a": iter([3e-6, 1e-6, 2e-6]), "b": iter([5e-6, 9e-6, 7e-6])}
+    order = []
+
+    def fake_measure(item, case, variant, fn, ref, env, **params):
+        order.append(variant)
+        return dl.Row(item, case, variant, time_s=next(times[variant]), params=params)
+
+    monkeypatch.setattr(dl, "measure", fake_measure)
+    rows = dl.measure_rounds(3, "9", "case", [("a", None), ("b", None)], None, None, n=1)
+    assert order == ["a", "b"] * 3
+    assert [r.time_s for r in rows] == [2e-6, 7e-6]
+    assert rows[0].note == "median of 3 rounds (1-3 µs)" and rows[1].params == {"n": 1}
