@@ -919,6 +919,15 @@ def test_cache_key_covers_the_code_generators_source(monkeypatch):
     assert cache.kernel_key(k1, h) != before
 
 
+def test_source_digest_covers_every_module_codegen_imports():
+    """Each sibling module the code generator imports shapes the generated code: its source is in the key."""
+    from sparsec.backends.cpu import codegen
+
+    src = Path(codegen.__file__).read_text()
+    siblings = {name.strip() for line in re.findall(r"^from \. import (.+)$", src, re.M) for name in line.split(",")}
+    assert siblings and {f"{n}.py" for n in siblings} | {"codegen.py"} <= set(cache._GENERATORS)
+
+
 def test_cache_dir_resolution(monkeypatch, tmp_path):
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path / "x"))
     assert cache.cache_dir() == tmp_path / "x"

@@ -2,10 +2,14 @@
 
 Modules, one job each:
 
-* :mod:`.codegen` — loop IR -> ``llvmlite.ir`` module (the kernel + a fast entry point)
+* :mod:`.codegen` — loop IR -> ``llvmlite.ir`` module (the kernel + its entry points, Python builtins)
+* :mod:`.regtile`, :mod:`.panels`, :mod:`.pack` — register tiles of SpMM-like nests, their column
+  panels (and per-thread column windows), aligned copies of the dense rows they read
+* :mod:`.shortrows` — loops that sum a row's nonzeros, versioned by trip count (masked vectors when short)
 * :mod:`.jit` — host target machine, O3 pass pipeline, object/assembly emission, JIT linking
 * :mod:`.cache` — cache key, on-disk object cache, in-memory LRU, :data:`stats`
-* :mod:`.kernel` — :class:`CPUKernel`, the ctypes call path
+* :mod:`.kernel` — :class:`CPUKernel`, the call paths (Python builtin where CPython allows, ctypes else)
+* :mod:`.team` — the native thread team that runs a parallel call's chunks
 
 ``CPUBackend().compile(kernel)`` looks the kernel up in memory, then on disk,
 and only then generates and compiles it; ``stats`` counts each outcome.

@@ -94,7 +94,7 @@ stats = Stats()
 
 # ------------------------------------------------------------------------------------- key
 #: the modules whose source decides the generated code (hashed into every key)
-_GENERATORS = ("codegen.py", "regtile.py", "panels.py", "pack.py")
+_GENERATORS = ("codegen.py", "regtile.py", "panels.py", "pack.py", "shortrows.py")
 _SOURCE_DIGEST: str | None = None
 
 
