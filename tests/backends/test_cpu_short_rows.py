@@ -1,7 +1,7 @@
 """CPU short-row loops (:mod:`sparsec.backends.cpu.shortrows`): which loops are versioned, and that
 both versions compute every row right: every row length from 0 past the long-row threshold, every
-residue of the masked lanes, several sums in one loop, dtypes, and rows that end at their
-buffer's last element."""
+residue of the masked lanes, one and two threads, several sums in one loop, dtypes, and a last row
+whose nonzeros end right before a page that faults when read."""
 
 import ctypes
 import mmap
@@ -12,6 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 import sparsec as sc
+from sparsec import runtime
 from sparsec.backends.cpu import shortrows
 from sparsec.ir import loop_ir as L
 
@@ -40,8 +41,10 @@ def _tol(dtype) -> dict:
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_spmv_every_row_length(dtype, threads):
-    """Rows of 0..2*LONG_ROW+9 nonzeros: both loops, every masked tail; the kernel is versioned."""
+def test_spmv_every_row_length(dtype, threads, monkeypatch):
+    """Rows of 0..2*LONG_ROW+9 nonzeros: both loops, every masked tail; the kernel is versioned.
+    With 2 threads every call is split (threshold lowered), so chunks start at any row."""
+    monkeypatch.setattr(runtime, "MIN_PARALLEL_WORK", 1)
     k = sc.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"}, dtype=np.dtype(dtype).name, target="cpu")
     assert PRED in k.dump("llvm")
     a = _rows_of_every_length(2 * shortrows.LONG_ROW + 9, 300, dtype, seed=1)
