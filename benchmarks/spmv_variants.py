@@ -9,8 +9,8 @@ Two questions it answers:
   :mod:`sparsec.backends.cpu.shortrows` with several long-row thresholds (one thread).
 
 Each call reads one of ``--copies`` rotated copies of the operands (as ``benchmarks/run.py`` does for
-cache-resident problems). Matrices: names of the shared folder, or ``u<rows>x<per row>`` (uniform random
-columns out of max(rows, 4096)). Prints one line per matrix: median µs per variant.
+cache-resident problems). Matrices: names of the shared folder, the benchmark's synthetic cases (``banded_50k_b5``, ...), or
+``u<rows>x<per row>`` (uniform random columns out of max(rows, 4096)). Prints one line per matrix: median µs per variant.
 
     python benchmarks/spmv_variants.py --compare short-rows ct2010,wiki-Vote,bayer10
 """
@@ -32,12 +32,15 @@ import sparsec as sc  # noqa: E402
 from sparsec import runtime  # noqa: E402
 from sparsec.backends.cpu import shortrows  # noqa: E402
 
-from benchmarks.cases import _loader, matrices_dir  # noqa: E402
+from benchmarks.cases import _loader, matrices_dir, synthetic_matrices  # noqa: E402
 
 
 def matrix(name: str, dtype: str) -> sp.csr_matrix:
     """A shared matrix by name, or ``u<rows>x<per row>`` (uniform random)."""
-    if name.startswith("u") and "x" in name and name[1:].split("x")[0].isdigit():
+    specs = {spec.name: spec for spec in synthetic_matrices(False) + synthetic_matrices(True)}
+    if name in specs:
+        a = specs[name].build().tocsr().astype(dtype)
+    elif name.startswith("u") and "x" in name and name[1:].split("x")[0].isdigit():
         rows, per_row = map(int, name[1:].split("x"))
         cols = max(rows, 4096)
         a = sp.random(rows, cols, density=per_row / cols, format="csr", dtype=dtype, random_state=1)
@@ -59,7 +62,7 @@ def variants(compare: str, dtype: str) -> list[tuple[str, sc.Kernel, int, int]]:
     try:
         # LONG_ROW = 0: every row takes LLVM's ordinary loop (the code before short-row versioning, plus
         # one compare per row)
-        for label, long_row in (("ordinary", 0), ("long16", 16), ("long32", 32), ("long64", 64)):
+        for label, long_row in (("ordinary", 0), ("long8", 8), ("long16", 16), ("long32", 32)):
             shortrows.LONG_ROW = long_row
             k = sc.compile(text, formats=formats, dtype=dtype, target="cpu", name=f"spmv_{label}")
             out.append((label, k, 1, runtime.MIN_PARALLEL_WORK))
