@@ -161,7 +161,7 @@ class FastCall:
         self._cache: dict[str, tuple[Any, dict, Any, Any]] = {}
         self.fill_needs_scalars = low.reduce_op in ("max", "min")
         self.writes_all = low.writes_all or self._kernel_writes_every_row()
-        self._work_memo: tuple = (None, 0, 0, 0)
+        self._work_memo = OwnedMemo(ROWS_MEMO_SIZE)   # per pos array and range: rows + nonzeros
         self._rows_memo = OwnedMemo(ROWS_MEMO_SIZE)
         self.zero_rows = self._zero_rows_params(threads)
         self._work_factor = self._inner_work_params()
@@ -263,13 +263,13 @@ class FastCall:
         The inner work counts 512-bit vector operations (``self.vector`` elements: 16 float32,
         8 float64; the unit the parallel threshold was measured in), or elements with ``per_element``.
         """
-        memo = self._work_memo
-        if memo[0] is balance and memo[1] == lo and memo[2] == hi and balance is not None:
-            base = memo[3]
+        if balance is None:
+            base = hi - lo
         else:
-            base = (hi - lo) + (int(balance[hi]) - int(balance[lo]) if balance is not None else 0)
-            if balance is not None:
-                self._work_memo = (balance, lo, hi, base)
+            key = (id(balance), lo, hi)
+            base = self._work_memo.get(balance, key)
+            if base is None:
+                base = self._work_memo.put(balance, key, (hi - lo) + int(balance[hi]) - int(balance[lo]))
         factor = 1
         for p in self._work_factor:
             factor *= scalars[p]
@@ -608,7 +608,6 @@ class FastCall:
         scalars = {n: svals[i] for n, i in self._param_of_slot}
         work = self._work(balance, lo, hi, scalars)
         nthreads = get_num_threads()
-        ilo, ihi = self._scalar_slots["sc_lo"], self._scalar_slots["sc_hi"]
         packed = ck.packed_entry
         native_min = runtime.MIN_PARALLEL_WORK * NATIVE_WORK_SHARE
         native = _team.team(nthreads - 1) if packed and work >= native_min else None
@@ -628,12 +627,11 @@ class FastCall:
             return native.run(native.zero_then, arrays, sig, rows, nthreads)
         # validate once (an empty range runs nothing), then split
         probe = list(svals)
-        probe[ilo] = probe[ihi] = lo
+        probe[self._scalar_slots["sc_lo"]] = probe[self._scalar_slots["sc_hi"]] = lo
         bad = entry(arrays, sig, *probe)
         if bad:
             return bad
         # chunks go through the kernel's ordinary call (flat buffers by name), like the general runtime's
-        ck = self.kernel_fn
         buffers = {p.name: a if a.ndim == 1 else a.reshape(-1) for p, a in zip(ck.buffer_params, arrays)}
         scalars = dict(zip(ck.scalar_names, svals))
         TEAM.run([functools.partial(ck, buffers, {**scalars, "sc_lo": a, "sc_hi": b})
@@ -712,7 +710,7 @@ class FastCall:
                 columns >= COLUMN_SPLIT_DENSE_MIN_COLUMNS * nthreads and nonzeros >= COLUMN_SPLIT_DENSE_ROW * (hi - lo)):
             return None
         lanes = self.vector
-        units = -(-(c_hi - c_lo) // lanes)
+        units = -(-columns // lanes)
         return [(c_lo + a * lanes, min(c_lo + b * lanes, c_hi)) for a, b in chunk_bounds(0, units, nthreads, None)]
 
     def _pattern_result(self, src: Tensor, vals: np.ndarray, shape: tuple) -> Tensor:
@@ -744,7 +742,7 @@ COLUMN_SPLIT_MIN_COLUMNS = panels.MIN_COLUMNS
 #: SpMM cases that lost hold 3-40 per row
 COLUMN_SPLIT_DENSE_MIN_COLUMNS = 64
 COLUMN_SPLIT_DENSE_ROW = 64
-#: operands (balance arrays) whose chunk rows a kernel's call path remembers (see :meth:`FastCall._chunk_rows`)
+#: operands (balance arrays) whose work and chunk rows a kernel's call path remembers (see :meth:`FastCall._chunk_rows`)
 ROWS_MEMO_SIZE = 16
 #: chunks per thread on the native team
 CHUNKS_PER_THREAD = 4
