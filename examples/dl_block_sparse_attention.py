@@ -18,8 +18,11 @@ dims 64 and 128, bfloat16; each case also with grouped-query attention (4 key/va
 heads, each read by 4 query heads: ``sc.masked_attention(scale, kv_groups=True)`` with
 ``Q.view(4, 4, S, d)``; the torch peers with ``enable_gqa=True``), and with a causal
 block mask (random blocks below the diagonal, the diagonal blocks lower-triangular: the
-kernel loads their values; FlexAttention's ``mask_mod`` adds ``kv <= q``). Without CUDA it runs the CPU backend (the general lowering)
-at small sizes. ``--quick``: tiny sizes (CI).
+kernel compares key with query position there instead of loading them; FlexAttention's
+``mask_mod`` adds ``kv <= q``). ``O`` is in the inputs' dtype (bfloat16 on the GPU), as
+FlexAttention and SDPA return it; scores, softmax and sums run in float32 in the kernel.
+Without CUDA it runs the CPU backend (the general lowering) at small sizes, in float32.
+``--quick``: tiny sizes (CI).
 """
 
 from __future__ import annotations
@@ -161,7 +164,7 @@ def run(env: dl.Env, seqs: Sequence[int], head_dims: Sequence[int], heads: int, 
 
             k = sc.compile(sc.masked_attention(scale, kv_groups=g > 1), formats={"M": f"bsr({block},{block})"},
                            target=env.target, outputs=["O"], name="block_attention",
-                           dtype={"Q": dt, "K": dt, "V": dt, "M": dt, "S": "float32", "O": "float32"})
+                           dtype={"Q": dt, "K": dt, "V": dt, "M": dt, "S": dt, "O": dt})
             Qo, Ko, Vo = (dl.dense(x, env) for x in (Q.view(kv_heads, g, seq, d) if g > 1 else Q, K, V))
             rows.append(_checked_row(lambda k=k, Q=Qo, K=Ko, V=Vo: k(M=mask, Q=Q, K=K, V=V), verify,
                                      f"sparsec masked_attention bsr({block},{block})", case, env, p))

@@ -97,6 +97,26 @@ def test_template_matches_numpy(case):
     assert empty.any() == (n_i > bm) and not as_f64(O)[..., empty, :].any()   # rows without stored entries: 0
 
 
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_template_writes_an_output_in_the_inputs_dtype(dtype):
+    # O (and the never-stored S) in the half dtype, as FlexAttention and SDPA return it: the kernel still
+    # sums in float32 and rounds once on the store
+    rng = np.random.default_rng(11)
+    k = compile_attention(16, 32, dtype, out=dtype, extra={"S": dtype})
+    assert "program template: masked attention" in k.dump("triton")
+    M, stored = block_mask(rng, 48, 64, 16, 32)
+    Q, K, V = operands(rng, True, 48, 64, 32, 16, dtype)
+    O = k(M=sc.Tensor.from_numpy(M, "bsr(16,32)"), Q=Q, K=K, V=V)
+    assert O.dtype == getattr(torch, dtype) and O.shape == (2, 48, 16)
+    ref = oracle(M, as_f64(Q), as_f64(K), as_f64(V), 0.25, stored)
+    np.testing.assert_allclose(as_f64(O), ref, rtol=TOL[dtype], atol=TOL[dtype] * np.nanmax(np.abs(ref)))
+    wide = compile_attention(16, 32, dtype)(M=sc.Tensor.from_numpy(M, "bsr(16,32)"), Q=Q, K=K, V=V)
+    # the same float32 sums, rounded once on the store: within one unit in the last place of the half dtype
+    # (the interpreter's bfloat16 conversion truncates where the GPU's rounds to nearest)
+    ulp = torch.finfo(getattr(torch, dtype)).eps
+    np.testing.assert_allclose(as_f64(O), as_f64(wide), rtol=ulp, atol=ulp * 2.0**-14)
+
 def test_template_agrees_with_the_general_lowering(monkeypatch):
     rng = np.random.default_rng(5)
     M, _ = block_mask(rng, 32, 48, 16, 16)
@@ -307,3 +327,4 @@ def test_causal_diagonal_blocks_compare_instead_of_loading(bm, block_n, monkeypa
     assert tri and kinds.count(2) == 4 and partial == bool(table[1, 0])
     ref = oracle(M, as_f64(Q), as_f64(K), as_f64(V), 0.25)
     np.testing.assert_allclose(as_f64(O), ref, rtol=1e-5, atol=1e-5)
+
