@@ -17,7 +17,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
 import sparsec as sc  # noqa: E402
-from sparsec.backends.triton import attention  # noqa: E402
+from sparsec.backends.triton import attention, program_template  # noqa: E402
+from sparsec.backends.triton.options import options  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0") else "cpu"
 TOL = {"float32": 1e-5, "float16": 3e-3, "bfloat16": 2e-2}
@@ -328,3 +329,85 @@ def test_causal_diagonal_blocks_compare_instead_of_loading(bm, block_n, monkeypa
     ref = oracle(M, as_f64(Q), as_f64(K), as_f64(V), 0.25)
     np.testing.assert_allclose(as_f64(O), ref, rtol=1e-5, atol=1e-5)
 
+
+def _repeat_setup(rng, dtype="float16"):
+    k = compile_attention(16, 16, dtype, heads=True)
+    M, stored = block_mask(rng, 32, 48, 16, 16, partial=False)
+    Md = sc.Tensor.from_numpy(M, "bsr(16,16)").to_device(DEV)
+    Q, K, V = operands(rng, True, 32, 48, 16, 16, dtype)
+    return k, M, stored, Md, Q, K, V
+
+
+def _template(k):
+    return program_template(k)
+
+
+def test_a_repeated_call_skips_binding_and_set_up(monkeypatch):
+    rng = np.random.default_rng(21)
+    k, M, stored, Md, Q, K, V = _repeat_setup(rng)
+    first = k(M=Md, Q=Q, K=K, V=V)
+    tmpl = _template(k)
+    assert tmpl._last is not None
+    monkeypatch.setattr(tmpl, "block_full", lambda *a: pytest.fail("the repeated call set up again"))
+    for Qn in (Q, Q.clone()):                          # the same tensors, and fresh ones of the same shape
+        again = k(M=Md, Q=Qn, K=K, V=V)
+        assert again.data_ptr() != first.data_ptr()    # a fresh output each call
+        np.testing.assert_array_equal(as_f64(again), as_f64(first))
+    ref = oracle(M, as_f64(Q), as_f64(K), as_f64(V), 0.25, stored)
+    np.testing.assert_allclose(as_f64(first), ref, rtol=TOL["float16"], atol=TOL["float16"] * np.nanmax(np.abs(ref)))
+
+
+@pytest.mark.parametrize("change", ["mask values in place", "mask arrays replaced", "other shapes",
+                                    "transposed view", "unaligned view", "another mask", "precision option"])
+def test_a_changed_call_sets_up_again(change):
+    rng = np.random.default_rng(22)
+    k, M, stored, Md, Q, K, V = _repeat_setup(rng, "float32")
+    k(M=Md, Q=Q, K=K, V=V)
+    tmpl = _template(k)
+    before = tmpl._last
+    assert before is not None
+    if change == "mask values in place":               # the first block's upper half becomes zeros: read now
+        Md.values.view(-1)[: 16 * 8] = 0
+        M = Md.to_host().to_numpy()
+    elif change == "mask arrays replaced":
+        Md.values = Md.values * 2                      # every score doubles
+        M = M * 2
+    elif change == "other shapes":
+        M, stored = block_mask(rng, 48, 48, 16, 16, partial=False)
+        Md = sc.Tensor.from_numpy(M, "bsr(16,16)").to_device(DEV)
+        Q, K, V = operands(rng, True, 48, 48, 16, 16, "float32")
+    elif change == "transposed view":
+        Q = Q.transpose(1, 2).contiguous().transpose(1, 2)
+    elif change == "unaligned view":
+        Q = torch.cat([torch.zeros(1, dtype=Q.dtype, device=Q.device), Q.reshape(-1)])[1:].view(Q.shape)
+    elif change == "another mask":
+        M, stored = block_mask(rng, 32, 48, 16, 16, partial=False)
+        Md = sc.Tensor.from_numpy(M, "bsr(16,16)").to_device(DEV)
+    if change == "precision option":
+        with options(precision="tf32"):
+            got = k(M=Md, Q=Q, K=K, V=V)
+    else:
+        got = k(M=Md, Q=Q, K=K, V=V)
+    assert tmpl._last is not before
+    ref = oracle(M, as_f64(Q), as_f64(K), as_f64(V), 0.25, stored)
+    tol = 3e-3 if change == "precision option" else 1e-4
+    np.testing.assert_allclose(as_f64(got), ref, rtol=tol, atol=tol * np.nanmax(np.abs(ref)))
+
+
+def test_a_freed_mask_is_not_reused():
+    import gc
+    import weakref
+
+    rng = np.random.default_rng(23)
+    k, M, stored, Md, Q, K, V = _repeat_setup(rng)
+    k(M=Md, Q=Q, K=K, V=V)
+    tmpl = _template(k)
+    assert tmpl._last is not None
+    values = weakref.ref(Md.values)
+    del Md
+    gc.collect()
+    assert tmpl._last is None and values() is None     # the template keeps no mask (or its arrays) alive
+    M2, stored2 = block_mask(rng, 32, 48, 16, 16, partial=False)
+    got = k(M=sc.Tensor.from_numpy(M2, "bsr(16,16)").to_device(DEV), Q=Q, K=K, V=V)
+    ref = oracle(M2, as_f64(Q), as_f64(K), as_f64(V), 0.25, stored2)
+    np.testing.assert_allclose(as_f64(got), ref, rtol=TOL["float16"], atol=TOL["float16"] * np.nanmax(np.abs(ref)))

@@ -47,7 +47,7 @@ from ...ir import loop_ir as L
 from ...memo import OwnedMemo
 from .codegen import generate
 from .device import DeviceRunner, DeviceTensor, bind_operand, host_eval, pick_device, sm_count
-from .launch import interpreting, load_kernel
+from .launch import DirectLaunch, interpreting, load_kernel
 from .options import (TritonOptions, choose_constexprs, choose_num_warps, get_options, options, options_generation,
                       set_options)
 from .schedule import MapTile, Plan, schedule
@@ -380,7 +380,7 @@ class TritonKernel:
                 self._launch_memo.clear()
             order = (self.tile.constexpr_names() if self.tile is not None else [c.name for c in self.plan.constexprs]) \
                 + (["PREC"] if "PREC" in kwargs else [])
-            direct = _DirectLaunch.make(ck, grid, [kwargs[n] for n in order])  # signature order
+            direct = DirectLaunch.make(ck, (grid,), [kwargs[n] for n in order])  # signature order
             refs = [None if n in dense else weakref.ref(b) for n, b in zip(self._input_names, inputs)]
             self._launch_memo[key] = MemoLaunch(fn, grid, warps, kwargs, internal, names, direct, zero, refs)
             return
@@ -435,58 +435,6 @@ def torch_stats(pos: Any, lens: Any) -> tuple[int, int, int]:
     import torch
 
     return tuple(int(v) for v in torch.stack([pos[0], pos[-1], lens.max()]).tolist())
-
-
-def _hooks_installed(hook) -> bool:
-    """Triton >= 3.6 keeps launch hooks in an always-present HookChain; older ones use None."""
-    if hook is None:
-        return False
-    calls = getattr(hook, "calls", None)
-    return calls is None or len(calls) > 0
-
-
-class _DirectLaunch:
-    """Launch an already compiled kernel without Triton's per-call argument binding.
-
-    ``fn[grid](...)`` re-binds and re-specializes every argument (~10-17 us of Python on the
-    GPU hosts). A memoized launch reuses the same input tensors (same alignment, same
-    specialization) and fresh outputs from torch's allocator (aligned), so the compiled kernel
-    from the first launch is the right one: its ``run`` takes every argument in parameter order,
-    constexprs included (Triton >= 3.3). Used only when no launch hooks are installed; any
-    failure disables it and falls back to ``fn[grid]``.
-    """
-
-    def __init__(self, ck, grid: int, consts: list, driver, device: int):
-        self.ck, self.grid, self.consts, self.driver, self.device = ck, grid, consts, driver, device
-        self.ok = True
-
-    @staticmethod
-    def make(ck, grid: int, consts: list) -> "_DirectLaunch | None":
-        if ck is None or interpreting() or os.environ.get("SPARSEC_TRITON_DIRECT_LAUNCH", "1") == "0":
-            return None
-        try:
-            from triton import knobs
-            from triton.runtime import driver
-
-            if _hooks_installed(knobs.runtime.launch_enter_hook) or _hooks_installed(knobs.runtime.launch_exit_hook):
-                return None
-            if not all(hasattr(ck, a) for a in ("run", "function", "packed_metadata")):
-                return None
-            return _DirectLaunch(ck, grid, consts, driver, driver.active.get_current_device())
-        except Exception:
-            return None
-
-    def __call__(self, args: list) -> bool:
-        if not self.ok:
-            return False
-        try:
-            stream = self.driver.active.get_current_stream(self.device)
-            ck = self.ck
-            ck.run(self.grid, 1, 1, stream, ck.function, ck.packed_metadata, None, None, None, *args, *self.consts)
-            return True
-        except Exception:
-            self.ok = False
-            return False
 
 
 class TritonBackend:
