@@ -11,6 +11,11 @@ a SpMV must move (values, column indices, row pointers, x and y once each;
 machine's bandwidth, measured here as in ``benchmarks/run.py`` (numpy copy on all
 threads). Prints, per matrix, the median time of sparsec at 1 and 2 threads, scipy and
 MKL (sparse_dot_mkl, 1 and 2 threads) and each one's fraction of the floor.
+
+SpMV only reads, and on this VM reads alone stream slower than a copy's reads plus
+non-temporal writes; so each round also times reading the same number of bytes (a float32
+array's vectorized max, split over 1 and over all threads), and each SpMV is also given as
+a fraction of that read stream at its thread count, timed in the same rounds.
 """
 
 from __future__ import annotations
@@ -20,7 +25,11 @@ import os
 import statistics
 import sys
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import cases as C  # noqa: E402
@@ -55,6 +64,17 @@ def matrices(llc: int, factor: float, per_row: int) -> list[C.MatrixSpec]:
                          lambda: C.powerlaw_rows(rows, rows, per_row, 32), structure="powerlaw")]
 
 
+def read_stream(nbytes: int, threads: int, pool: ThreadPoolExecutor | None) -> Callable[[], object]:
+    """A call reading ``nbytes`` once (a float32 array's ``max``; numpy releases the GIL), split over
+    ``threads`` threads of ``pool`` (one: on the calling thread)."""
+    data = np.ones(nbytes // 4, dtype=np.float32)
+    if threads == 1 or pool is None:
+        return data.max
+    cuts = np.linspace(0, data.size, threads + 1).astype(np.int64)
+    parts = [data[lo:hi] for lo, hi in zip(cuts[:-1], cuts[1:])]
+    return lambda: list(pool.map(np.max, parts))
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -66,26 +86,42 @@ def main(argv: list[str] | None = None) -> int:
     peers = {"sparsec1": SparsecPeer(1), "sparsec2": SparsecPeer(2), "scipy": ScipyPeer(), "mkl1": MKLPeer(1),
              "mkl2": MKLPeer(2)}
     peers = {n: p for n, p in peers.items() if not p.missing()}
+    threads = os.cpu_count() or 1
     for m in matrices(llc, a.llc_factor, a.per_row):
         A64 = m.build()
         (case,) = C.cases_for(m, [C.KernelSpec("spmv")], ["float32"])
         data = C.CaseData(case, A64)
         least_bytes, _ = F.least_cost(data)
+        pool = ThreadPoolExecutor(threads) if threads > 1 else None
+        reads = {n: read_stream(least_bytes, n, pool) for n in sorted({1, threads})}
         times: dict[str, list[float]] = {n: [] for n in peers}
+        read_times: dict[int, list[float]] = {n: [] for n in reads}
         for r in range(a.rounds):
             if not wait_quiet():
                 print("  (machine busy: timing anyway)", flush=True)
+            for n, fn in reads.items():
+                fn()
+                read_times[n].append(T.cpu_time([fn], ROUND).median_s)
             for name, p in peers.items():
                 fns = prepared(p, data, [data.ops], r == 0)
                 with p.threads_ctx():
                     fns[0]()
                     times[name].append(T.cpu_time(fns, ROUND).median_s)
+        reads = {}   # frees the arrays
+        if pool is not None:
+            pool.shutdown()
         fl = least_bytes / bw
         print(f"{m.name}: {A64.nnz / 1e6:.1f}M nonzeros, least bytes {least_bytes / 2**20:.0f} MiB "
               f"({least_bytes / llc:.2f}x the cache), floor {fl * 1e3:.2f} ms", flush=True)
+        read_med = {n: statistics.median(ts) for n, ts in read_times.items()}
+        print("  reading the same bytes: " + ", ".join(
+            f"{t * 1e3:.2f} ms on {n} thread(s) ({least_bytes / t / 1e9:.1f} GB/s)" for n, t in read_med.items()),
+            flush=True)
         for name, ts in times.items():
             t = statistics.median(ts)
-            print(f"  {name:9s} {t * 1e3:8.2f} ms   floor fraction {fl / t:5.2f}   "
+            read = read_med.get(getattr(peers[name], "threads", 1) or 1)
+            of_reads = f"   of the read stream {read / t:5.2f}" if read else ""
+            print(f"  {name:9s} {t * 1e3:8.2f} ms   floor fraction {fl / t:5.2f}{of_reads}   "
                   f"({min(ts) * 1e3:.2f}-{max(ts) * 1e3:.2f} ms over {len(ts)} rounds)", flush=True)
     print(f"load average at end: {os.getloadavg()}")
     return 0
