@@ -7,9 +7,7 @@ stream over W's stored entries (X stays in L1/L2), so its memory traffic is the 
 Compared with dense cuBLAS and sparsec's shipped templates (bitmap, nm) on the same weights.
 Run on the GPU from the repository root: python benchmarks/results/h100-dl-skinny-gather/gather_probe.py
 """
-import itertools
 import os
-import sys
 
 import torch
 import triton
