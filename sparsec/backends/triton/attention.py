@@ -46,6 +46,7 @@ from typing import Any, Mapping
 
 from ...fastcall import FALLBACK
 from ...memo import OwnedMemo
+from .options import options_generation
 from .schedule import next_pow2
 
 _TOKEN = re.compile(r"\d+\.\d*(?:e[-+]?\d+)?|\d+(?:e[-+]?\d+)?|[A-Za-z_][A-Za-z_0-9]*|\S")
@@ -337,10 +338,8 @@ def _mask_key(m: Any) -> tuple | None:
     return tuple((id(a), a._version) for a in arrays)
 
 
-def _plain(x: Any) -> bool:
-    """Whether ``x`` is a contiguous strided torch tensor without autograd: the kernel reads it as it is."""
-    import torch
-
+def _plain(torch: Any, x: Any) -> bool:
+    """Whether ``x`` is a contiguous strided ``torch`` tensor without autograd: the kernel reads it as it is."""
     return isinstance(x, torch.Tensor) and x.layout == torch.strided and not x.requires_grad and x.is_contiguous()
 
 
@@ -360,6 +359,7 @@ class AttentionTemplate:
         self._full_memo = OwnedMemo(16)
         self._fits: dict[tuple, Config] = {}     # (d, e, partial, wanted config) -> the one that launched
         self._last: _Launch | None = None
+        self._mask = mt.name("M")
         self._qkv = tuple(mt.name(r) for r in "QKV")
 
     def dump(self, stage: str = "triton") -> str:
@@ -409,16 +409,14 @@ class AttentionTemplate:
         """The last launch repeated on ``given`` (a fresh output), or None when ``given`` differs from it."""
         import torch
 
-        from .options import options_generation
-
         last = self._last
-        m = given[self.mt.name("M")]
+        m = given[self._mask]
         if last is None or last.mask() is not m or _mask_key(m) != last.mask_key or \
                 options_generation() != last.generation:
             return None
         qkv = [given[n] for n in self._qkv]
         for x, spec in zip(qkv, last.dense):
-            if not _plain(x) or (x.shape, x.dtype, x.device, x.data_ptr() % 16) != spec:
+            if not _plain(torch, x) or (x.shape, x.dtype, x.device, x.data_ptr() % 16) != spec:
                 return None
         out = torch.empty(last.out_shape, dtype=last.out_dtype, device=last.device)
         args = last.head + qkv + [out] + last.tail
@@ -500,13 +498,14 @@ class AttentionTemplate:
         passed as the contiguous device tensors the kernel read (no conversion on the way)."""
         import weakref
 
-        from .launch import DirectLaunch
-        from .options import options_generation
+        import torch
 
-        m = given[self.mt.name("M")]
+        from .launch import DirectLaunch
+
+        m = given[self._mask]
         mask_key = _mask_key(m)
         qkv = [given[n] for n in self._qkv]
-        if mask_key is None or not all(_plain(x) and x.data_ptr() == t.data_ptr() and x.dtype == t.dtype
+        if mask_key is None or not all(_plain(torch, x) and x.data_ptr() == t.data_ptr() and x.dtype == t.dtype
                                        for x, t in zip(qkv, (q, k, v))):
             self._last = None
             return
