@@ -22,6 +22,7 @@ import tempfile
 import threading
 from pathlib import Path
 from types import ModuleType
+from typing import Any, Mapping, Sequence
 
 from ...errors import BackendError
 from ...kernel_cache import LRUCache
@@ -123,15 +124,80 @@ class DirectLaunch:
         except Exception:
             return None
 
-    def __call__(self, args: list) -> bool:
-        """Launch with the runtime arguments ``args`` (parameter order); False if it did not run."""
+    def __call__(self, args: list, grid: tuple[int, ...] | None = None) -> bool:
+        """Launch with the runtime arguments ``args`` (parameter order) over ``grid`` (default: the one
+        given at construction); False if it did not run."""
         if not self.ok:
             return False
         try:
             stream = self.driver.active.get_current_stream(self.device)
             ck = self.ck
-            ck.run(*self.grid, stream, ck.function, ck.packed_metadata, None, None, None, *args, *self.consts)
+            g = self.grid if grid is None else tuple(grid) + (1,) * (3 - len(grid))
+            ck.run(*g, stream, ck.function, ck.packed_metadata, None, None, None, *args, *self.consts)
             return True
         except Exception:
             self.ok = False
             return False
+
+
+def specialization(args: Sequence[Any]) -> tuple:
+    """What a launch's compiled kernel depends on in its runtime arguments, at least as finely as Triton
+    specializes them: a tensor's dtype and 16-byte alignment; an integer's width (32 or 64 bits,
+    signed or not), whether it is 1 and whether it is a multiple of 16; a float or bool's type; None.
+    Two launches with equal keys (and equal constexprs, options and current device) run the same
+    compiled kernel. Kept cheap: it runs on every launch (about 0.3 us per argument)."""
+    key = []
+    add = key.append
+    for a in args:
+        t = type(a)
+        if t is int:
+            add(2 if a == 1 else 3 + (a % 16 == 0) + 2 * (-2**31 <= a < 2**31) + 4 * (a < 2**63))
+        elif t is bool or t is float or a is None:
+            add(t)
+        elif hasattr(a, "data_ptr"):
+            add((a.dtype, a.data_ptr() % 16 == 0))
+        else:
+            add((t, a))     # anything else only matches itself
+    return tuple(key)
+
+
+def _current_device() -> int:
+    """The current CUDA device index (compiled kernels are per device); 0 without a GPU."""
+    import torch
+
+    return torch.cuda.current_device() if torch.cuda.is_available() else 0
+
+
+class SpecializedLaunches:
+    """Launches of one ``@triton.jit`` function with fixed constexprs and options, each argument
+    specialization's compiled kernel launched directly (:class:`DirectLaunch`) after its first call.
+
+    For templates whose arguments change from call to call (new operands, other sizes): the first
+    launch of a specialization goes through ``fn[grid]`` (Triton binds, compiles or finds the kernel);
+    later ones with the same :func:`specialization` of their runtime arguments skip Triton's binding.
+    ``fn``'s constexprs must all follow its runtime parameters; otherwise every launch is ``fn[grid]``.
+    """
+
+    def __init__(self, fn, consts: Mapping[str, Any], **options: Any):
+        self.fn, self.consts, self.options = fn, dict(consts), options
+        names = list(getattr(fn, "arg_names", ()))
+        positions = [names.index(n) for n in self.consts if n in names]
+        self.ordered = None     # the constexpr values in signature order, if they all come last
+        if len(positions) == len(self.consts) and sorted(positions) == list(range(len(names) - len(positions),
+                                                                                   len(names))):
+            self.ordered = [self.consts[n] for n in names if n in self.consts]
+        self._compiled: dict[tuple, Any] = {}
+
+    def __call__(self, grid: tuple[int, ...], *args: Any) -> None:
+        """Launch over ``grid`` with the runtime arguments ``args`` (parameter order) on the current device."""
+        key = (_current_device(), specialization(args)) if self.ordered is not None else None
+        direct = self._compiled.get(key) if key is not None else None
+        if direct is not None and direct(list(args), grid):
+            return
+        ck = self.fn[grid](*args, **self.consts, **self.options)
+        if key is not None and direct is None:
+            if len(self._compiled) >= 64:
+                self._compiled.clear()
+            made = DirectLaunch.make(ck, grid, self.ordered)
+            if made is not None:
+                self._compiled[key] = made
