@@ -258,3 +258,26 @@ def test_operand_index_widths(fa, fb):
     A, B = rand((10, 12), 0.3, 23), rand((12, 9), 0.3, 24)
     got = k(A=A, B=B)
     np.testing.assert_allclose(got.to_numpy(), A.toarray().astype(np.float64) @ B.toarray(), atol=1e-5)
+
+
+@pytest.mark.parametrize("half", [4, 16])
+def test_chunk_starts_match_searchsorted(half):
+    """``spgemm_starts`` (one lane per row, rows writing the chunks their products start in) gives
+    ``searchsorted(ub_off[:n_i], c * HALF)`` for every chunk and ``n_i`` last: rows without products,
+    rows spanning many chunks, offsets on chunk boundaries, trailing empty rows."""
+    from sparsec.backends.triton.launch import interpreting
+
+    device = "cpu" if interpreting() else "cuda"
+    rng = np.random.default_rng(7)
+    cases = [[0, 0, 3, 0, 40, 1, 4, 4, 0, 0], [half] * 9 + [0, 0], [2 * half + 1], [1] * 300 + [0], [0, 5]]
+    cases.append(list(rng.choice([0, 1, 2, 7, 3 * half], size=257)))
+    for ub in cases:
+        n_i = len(ub)
+        ub_off = torch.tensor(np.concatenate([[0], np.cumsum(ub)]), dtype=torch.int64, device=device)
+        total = int(ub_off[-1])
+        chunks = -(-total // half)
+        starts = torch.full((chunks + 1,), -1, dtype=torch.int64, device=device)
+        spgemm._launcher("spgemm_starts", 4, HALF=half, ROWS=128)((-(-(n_i + 1) // 128),), ub_off, starts, n_i, chunks)
+        want = np.searchsorted(ub_off[:-1].cpu().numpy(), np.arange(chunks + 1) * half)
+        want[-1] = n_i
+        np.testing.assert_array_equal(starts.cpu().numpy(), want, err_msg=str(ub))

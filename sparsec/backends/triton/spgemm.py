@@ -39,6 +39,12 @@ by identity), so a second product on the same ``pos``/``crd`` tensors (new value
 skips both host synchronizations and runs steps 2-4 only. An index buffer written in place
 moves its version and is counted again.
 
+A one-shot product's wall time is mostly host work around its two synchronizations, so the
+template keeps it short: the structure's counters, offsets and row counts share one zeroed
+buffer, the list lengths and total come back in one read, and each kernel is launched through
+its compiled kernel for the arguments' specialization (:class:`~.launch.SpecializedLaunches`)
+after the first launch of that specialization, skipping Triton's argument binding.
+
 Sums follow the scan's order (a tree), not the generic lowering's left-to-right order,
 so float results differ from it by rounding only. The scratch buffer holds every product
 (``flops / 2`` entries of an int64 key and a value); where it would not fit in half the
@@ -130,10 +136,10 @@ import triton.language as tl
 
 
 @triton.jit
-def spgemm_count(A_pos, A_crd, B_pos, ub, lists, n_i, HALF: tl.constexpr, PMAX: tl.constexpr,
+def spgemm_count(A_pos, A_crd, B_pos, ub, counts, lists, n_i, HALF: tl.constexpr, PMAX: tl.constexpr,
                  ROWS: tl.constexpr):
-    # ub[i] = the number of products of row i; rows over HALF appended to lists[2:2+n_i] (count in
-    # lists[0]), rows over PMAX to lists[2+n_i:] (count in lists[1])
+    # ub[i] = the number of products of row i; rows over HALF appended to lists[:n_i] (count in
+    # counts[0]), rows over PMAX to lists[n_i:] (count in counts[1])
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     inb = rows < n_i
     a0 = tl.load(A_pos + rows, mask=inb, other=0).to(tl.int64)
@@ -147,11 +153,27 @@ def spgemm_count(A_pos, A_crd, B_pos, ub, lists, n_i, HALF: tl.constexpr, PMAX: 
         total += hi - lo
     tl.store(ub + rows, total, mask=inb)
     large = inb & (total > HALF)
-    slot = tl.atomic_add(lists + tl.zeros([ROWS], tl.int32), 1, mask=large)
-    tl.store(lists + 2 + slot, rows, mask=large)
+    slot = tl.atomic_add(counts + tl.zeros([ROWS], tl.int32), 1, mask=large)
+    tl.store(lists + slot, rows, mask=large)
     big = inb & (total > PMAX)
-    slot = tl.atomic_add(lists + 1 + tl.zeros([ROWS], tl.int32), 1, mask=big)
-    tl.store(lists + 2 + n_i + slot, rows, mask=big)
+    slot = tl.atomic_add(counts + 1 + tl.zeros([ROWS], tl.int32), 1, mask=big)
+    tl.store(lists + n_i + slot, rows, mask=big)
+
+
+@triton.jit
+def spgemm_starts(ub_off, starts, n_i, chunks, HALF: tl.constexpr, ROWS: tl.constexpr):
+    # starts[c] = the first row whose products start at or after c * HALF (a searchsorted over
+    # ub_off[:n_i]), starts[chunks] = n_i. Row i takes the c with ub_off[i-1] < c * HALF <= ub_off[i]
+    # (row 0 from c = 0); a virtual row n_i takes the rest up to chunks.
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    real = rows < n_i
+    prev = tl.load(ub_off + rows - 1, mask=(rows > 0) & (rows <= n_i), other=0)
+    c0 = tl.where(rows == 0, 0, prev // HALF + 1)
+    c1 = tl.where(real, tl.minimum(tl.load(ub_off + rows, mask=real, other=0) // HALF, chunks - 1), chunks)
+    c0 = tl.where(real, c0, tl.minimum(c0, chunks))
+    span = tl.where(rows <= n_i, c1 - c0 + 1, 0)
+    for t in range(0, tl.max(span, 0)):
+        tl.store(starts + c0 + t, rows, mask=t < span)
 
 
 @triton.jit
@@ -348,7 +370,21 @@ _SORT_AND_SUM = {False: _SORTED_COMPILED, True: _SORTED_INTERPRETED}
 
 _FNS: dict[bool, dict[str, Any]] = {}     # loaded kernels by interpreter flavour
 
-_KERNELS = ("spgemm_count", "spgemm_chunks", "spgemm_rows", "spgemm_dense", "spgemm_compact")
+_KERNELS = ("spgemm_count", "spgemm_starts", "spgemm_chunks", "spgemm_rows", "spgemm_dense", "spgemm_compact")
+_LAUNCHERS: dict[tuple, Any] = {}        # SpecializedLaunches by (flavour, kernel, warps, constexprs)
+
+
+def _launcher(name: str, warps: int, **consts: Any):
+    """The launcher of template kernel ``name`` with these constexprs and warps (made once per flavour)."""
+    from .launch import SpecializedLaunches, interpreting
+
+    interp = interpreting()
+    key = (interp, name, warps, tuple(consts.items()))
+    hit = _LAUNCHERS.get(key)
+    if hit is None:
+        options = {} if interp else {"num_warps": warps}
+        hit = _LAUNCHERS[key] = SpecializedLaunches(SpgemmTemplate.fns()[name], consts, **options)
+    return hit
 
 
 def source(interp: bool) -> str:
@@ -412,11 +448,9 @@ class SpgemmTemplate:
         vals_dtype = a.values.dtype
         if n_i * max(n_j, 1) >= 2**52:      # (row, column) keys shifted by log2(lanes) must fit 63 bits
             return FALLBACK
-        fn = self.fns()
-        warps = (lambda w: {}) if interpreting() else (lambda w: {"num_warps": w})
         ap, ac, av = a.levels[1]["pos"], _nonempty(a.levels[1]["crd"]), _nonempty(a.values)
         bp, bc, bv = b.levels[1]["pos"], _nonempty(b.levels[1]["crd"]), _nonempty(b.values)
-        plan = self._plan(a, b, device, fn, warps)
+        plan = self._plan(a, b, device)
         item = 8 + vals_dtype.itemsize
         if plan.total * item > (1 << 28) and not interpreting() and \
                 plan.total * item > torch.cuda.mem_get_info(device)[0] // 2:
@@ -425,31 +459,28 @@ class SpgemmTemplate:
         x_vals = torch.empty(max(plan.total, 1), dtype=vals_dtype, device=device)
         args = (ap, ac, av, bp, bc, bv, plan.ub_off, x_key, x_vals, plan.cnt, n_j)
         if plan.total:
-            fn["spgemm_chunks"][(plan.starts.numel() - 1,)](plan.starts, *args, HALF=HALF,
-                                                            LOGP=(2 * HALF).bit_length() - 1, ENTRIES=16, BLK=16,
-                                                            **warps(CHUNK_WARPS))
+            _launcher("spgemm_chunks", CHUNK_WARPS, HALF=HALF, LOGP=(2 * HALF).bit_length() - 1, ENTRIES=16,
+                      BLK=16)((plan.starts.numel() - 1,), plan.starts, *args)
         if plan.n_large:
-            fn["spgemm_rows"][(plan.n_large,)](plan.lists[2:], *args, PMAX=PMAX, LOGP=PMAX.bit_length() - 1,
-                                               ENTRIES=32, BLK=16, **warps(4))
+            _launcher("spgemm_rows", 4, PMAX=PMAX, LOGP=PMAX.bit_length() - 1, ENTRIES=32,
+                      BLK=16)((plan.n_large,), plan.lists, *args)
         if plan.n_big:
             progs = max(1, min(plan.n_big, 2 * sm_count(device, 4),
                                DENSE_BYTES // max(1, n_j * (1 + vals_dtype.itemsize))))
             w_vals = torch.zeros(progs * n_j, dtype=vals_dtype, device=device)
             w_mark = torch.zeros(progs * n_j, dtype=torch.int8, device=device)
-            fn["spgemm_dense"][(progs,)](plan.lists[2 + n_i:], plan.n_big, *args[:-1], w_vals, w_mark, n_j,
-                                         ENTRIES=32, BLK=32, SCAN=1024, **warps(4))
-        if plan.c_pos is None:              # the first call on this structure: C's row counts -> pos
-            plan.c_pos = torch.zeros(n_i + 1, dtype=torch.int64, device=device)
+            _launcher("spgemm_dense", 4, ENTRIES=32, BLK=32, SCAN=1024)(
+                (progs,), plan.lists[n_i:], plan.n_big, *args[:-1], w_vals, w_mark, n_j)
+        if plan.nnz is None:              # the first call on this structure: C's row counts -> pos
             torch.cumsum(plan.cnt, 0, out=plan.c_pos[1:])
             plan.nnz = int(plan.c_pos[-1])
         c_crd = torch.empty(plan.nnz, dtype=torch.int32, device=device)
         c_vals = torch.empty(plan.nnz, dtype=vals_dtype, device=device)
         if plan.nnz:
-            fn["spgemm_compact"][(n_i,)](plan.ub_off, plan.c_pos, x_key, x_vals, c_crd, c_vals, BLK=128,
-                                         **warps(1))
+            _launcher("spgemm_compact", 1, BLK=128)((n_i,), plan.ub_off, plan.c_pos, x_key, x_vals, c_crd, c_vals)
         return plan.c_pos, c_crd, c_vals
 
-    def _plan(self, a, b, device, fn, warps) -> "_Plan":
+    def _plan(self, a, b, device) -> "_Plan":
         """The structure-only part of ``a @ b`` (memoized by the index buffers' storage and version)."""
         import torch
 
@@ -460,19 +491,25 @@ class SpgemmTemplate:
             return hit
         n_i = a.shape[0]
         ap, ac, bp = bufs[0], _nonempty(bufs[1]), bufs[2]
-        ub_off = torch.zeros(n_i + 1, dtype=torch.int64, device=device)
-        lists = torch.zeros(2 + 2 * n_i, dtype=torch.int32, device=device)
+        # one zeroed buffer, one fill: [ub offsets (n_i + 1) | list lengths (2) | C's row counts (n_i) | C.pos
+        # (n_i + 1)], each section from a 16-byte boundary (Triton specializes on pointer alignment)
+        w = n_i + 1 + (n_i + 1) % 2
+        meta = torch.zeros(3 * w + 2, dtype=torch.int64, device=device)
+        ub_off, counts = meta[:n_i + 1], meta[w:w + 2]
+        lists = torch.empty(max(2 * n_i, 1), dtype=torch.int32, device=device)
+        rows = 128
         if n_i:
-            rows = 128
-            fn["spgemm_count"][(-(-n_i // rows),)](ap, ac, bp, ub_off[1:], lists, n_i, HALF=HALF, PMAX=PMAX,
-                                                     ROWS=rows, **warps(4))
+            _launcher("spgemm_count", 4, HALF=HALF, PMAX=PMAX, ROWS=rows)(
+                (-(-n_i // rows),), ap, ac, bp, ub_off[1:], counts, lists, n_i)
         torch.cumsum(ub_off[1:], 0, out=ub_off[1:])
-        total, n_large, n_big = (int(x) for x in torch.cat([ub_off[-1:], lists[:2].to(torch.int64)]).tolist())
+        head = meta[n_i:w + 2].tolist()      # the total, padding, list lengths: this step's one synchronization
+        total, n_large, n_big = head[0], head[-2], head[-1]
         chunks = -(-total // HALF)
-        starts = torch.searchsorted(ub_off[:-1], torch.arange(chunks + 1, device=device) * HALF)
-        starts[-1] = n_i
+        starts = torch.empty(chunks + 1, dtype=torch.int64, device=device)
+        if chunks:
+            _launcher("spgemm_starts", 4, HALF=HALF, ROWS=rows)((-(-(n_i + 1) // rows),), ub_off, starts, n_i, chunks)
         plan = _Plan(tuple(weakref.ref(t) for t in bufs), ub_off, lists, starts, total, n_large, n_big,
-                     torch.zeros(n_i, dtype=torch.int64, device=device))
+                     meta[w + 2:w + 2 + n_i], meta[2 * w + 2:2 * w + 3 + n_i])
         if len(self._plans) >= 8:
             self._plans.clear()
         self._plans[key] = plan
@@ -492,5 +529,5 @@ class _Plan:
     n_large: int
     n_big: int
     cnt: Any
-    c_pos: Any = None
-    nnz: int = 0
+    c_pos: Any
+    nnz: int | None = None     # C's entry count, once read
