@@ -2,7 +2,7 @@
 import gzip, os, sys, time, collections
 import numpy as np, scipy.io, scipy.sparse as sp, torch
 import sparsec as sc
-from sparsec.backends.triton import program_template, spgemm, device as dev, launch
+from sparsec.backends.triton import program_template, spgemm, launch
 from sparsec.backends.triton.device import bind_operand
 folder = os.environ["SPARSEC_MATRICES"]
 k = sc.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr", "B": "csr", "C": "csr"}, dtype="float32", target="triton")
