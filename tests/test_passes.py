@@ -242,3 +242,23 @@ def test_max_over_a_diagonal_of_a_sparse_operand():
     # the duplicate of an output index joins the max (not a sum around it): right over an empty range too
     for n_j in (3, 0):
         _run_both("y[i] = max[j](B[i,i] * A[i,j])", {"B": "dcsr"}, {"B": b, "A": _sparse((5, n_j), 12, density=1.0)})
+
+
+def test_loop_ir_rewrite_replaces_nodes_by_identity_and_substitute_by_name():
+    from sparsec.ir import loop_ir as L
+
+    i = L.Var("i", L.INDEX)
+    load = L.Load("A_vals", L.binop("add", i, 1), "float32")
+    same = L.Load("A_vals", L.binop("add", i, 1), "float32")           # equal, but another node
+    e = L.Select(L.BinOp("gt", load, same, "bool"), L.UnOp("neg", load, "float32"), L.Cast(same, "float32"),
+                 "float32")
+    other = L.Load("B_vals", i, "float32")
+    got = L.rewrite(e, lambda x: other if x is load else None)
+    loads = [x.buffer for x in got.walk() if isinstance(x, L.Load)]
+    assert sorted(loads) == ["A_vals", "A_vals", "B_vals", "B_vals"]   # both uses of `load`, neither of `same`
+    assert L.rewrite(e, lambda x: None) == e
+    j = L.Var("j", "int32")
+    sub = L.substitute(L.binop("add", i, 1), {"i": j}, cast=True)
+    assert isinstance(sub, L.BinOp) and isinstance(sub.a, L.Cast) and sub.a.a is j and sub.a.dtype == L.INDEX
+    with pytest.raises(TypeError, match="not a loop-IR expression"):
+        L.rewrite(object(), lambda x: None)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterator, Union
+from typing import Callable, Iterator, Union
 
 INDEX = "index"
 BOOL = "bool"
@@ -195,30 +195,40 @@ def assigned(s: "Stmt") -> dict[str, str]:
     return out
 
 
+def rewrite(e: LExpr, fn: "Callable[[LExpr], LExpr | None]") -> LExpr:
+    """``e`` rebuilt top-down: a node for which ``fn`` returns an expression is replaced by it (and not
+    visited further); the others keep their operator and dtype over rewritten operands."""
+    new = fn(e)
+    if new is not None:
+        return new
+    if isinstance(e, (Var, Const)):
+        return e
+    if isinstance(e, Load):
+        return Load(e.buffer, rewrite(e.index, fn), e.dtype)
+    if isinstance(e, BinOp):
+        return BinOp(e.op, rewrite(e.a, fn), rewrite(e.b, fn), e.dtype)
+    if isinstance(e, UnOp):
+        return UnOp(e.op, rewrite(e.a, fn), e.dtype)
+    if isinstance(e, Select):
+        return Select(rewrite(e.cond, fn), rewrite(e.a, fn), rewrite(e.b, fn), e.dtype)
+    if isinstance(e, Cast):
+        return Cast(rewrite(e.a, fn), e.dtype)
+    raise TypeError(f"not a loop-IR expression: {e!r}")
+
+
 def substitute(e: LExpr, env: "dict[str, LExpr]", cast: bool = False) -> LExpr:
     """``e`` with the variables named in ``env`` replaced by their expressions.
 
     With ``cast``, a replacement whose dtype differs from the variable's is wrapped in
     a :class:`Cast` to the variable's dtype (so the expression keeps its types).
     """
-    if isinstance(e, Var):
-        v = env.get(e.name)
-        if v is None:
-            return e
-        return Cast(v, e.dtype) if cast and v.dtype != e.dtype else v
-    if isinstance(e, Const):
-        return e
-    if isinstance(e, Load):
-        return Load(e.buffer, substitute(e.index, env, cast), e.dtype)
-    if isinstance(e, BinOp):
-        return BinOp(e.op, substitute(e.a, env, cast), substitute(e.b, env, cast), e.dtype)
-    if isinstance(e, UnOp):
-        return UnOp(e.op, substitute(e.a, env, cast), e.dtype)
-    if isinstance(e, Select):
-        return Select(substitute(e.cond, env, cast), substitute(e.a, env, cast), substitute(e.b, env, cast), e.dtype)
-    if isinstance(e, Cast):
-        return Cast(substitute(e.a, env, cast), e.dtype)
-    raise TypeError(f"not a loop-IR expression: {e!r}")
+    def replace_var(x: LExpr) -> LExpr | None:
+        if not isinstance(x, Var) or x.name not in env:
+            return None
+        v = env[x.name]
+        return Cast(v, x.dtype) if cast and v.dtype != x.dtype else v
+
+    return rewrite(e, replace_var)
 
 
 def const(value: Union[int, float, bool], dtype: str = INDEX) -> Const:

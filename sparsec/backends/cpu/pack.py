@@ -115,23 +115,6 @@ def linear(e: L.LExpr, var: str) -> tuple[L.LExpr, L.LExpr] | None:
     return None
 
 
-def _replaced(e: L.LExpr, old: L.LExpr, new: L.LExpr) -> L.LExpr:
-    """``e`` with the node ``old`` (by identity) replaced by ``new``."""
-    if e is old:
-        return new
-    if isinstance(e, L.Load):
-        return L.Load(e.buffer, _replaced(e.index, old, new), e.dtype)
-    if isinstance(e, L.BinOp):
-        return L.BinOp(e.op, _replaced(e.a, old, new), _replaced(e.b, old, new), e.dtype)
-    if isinstance(e, L.UnOp):
-        return L.UnOp(e.op, _replaced(e.a, old, new), e.dtype)
-    if isinstance(e, L.Cast):
-        return L.Cast(_replaced(e.a, old, new), e.dtype)
-    if isinstance(e, L.Select):
-        return L.Select(_replaced(e.cond, old, new), _replaced(e.a, old, new), _replaced(e.b, old, new), e.dtype)
-    return e
-
-
 def find_pack(rows: L.For, plan: regtile.TilePlan, col_lo: str, dtypes: dict[str, str], n: int) -> Pack | None:
     """The packing of ``rows`` (a panel's row loop whose nonzero loop ``plan`` tiles, its columns starting at
     the local ``col_lo``) when the module docs' conditions that do not depend on the data hold, else None."""
@@ -160,7 +143,8 @@ def find_pack(rows: L.For, plan: regtile.TilePlan, col_lo: str, dtypes: dict[str
     rowbase = L.Var(names[5])
     rel = L.binop("sub", row if row.dtype == L.INDEX else L.Cast(row, L.INDEX), L.Var(names[1]))
     at = L.Assign(rowbase, L.binop("sub", L.binop("mul", rel, L.Var(names[4])), L.Var(col_lo)))
-    value = _replaced(plan.value, load, L.Load(names[0], L.binop("add", rowbase, plan.inner.var), load.dtype))
+    packed_load = L.Load(names[0], L.binop("add", rowbase, plan.inner.var), load.dtype)
+    value = L.rewrite(plan.value, lambda x: packed_load if x is load else None)
     packed = replace(plan, pre=tuple(plan.pre) + (at,), value=value, variants=(var,),
                      assigned=plan.assigned | {rowbase.name})
     return Pack(rows, plan, packed, load.buffer, row, stride, offset, *names)
