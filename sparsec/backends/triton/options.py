@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Iterator
 
 from ...errors import BackendError
+from .schedule import next_pow2
 
 PRECISIONS = ("ieee", "tf32", "tf32x3")
 
@@ -133,8 +134,8 @@ def options(**kw) -> Iterator[TritonOptions]:
 
 
 def _pow2(n: float) -> int:
-    n = max(1, int(n + 0.999))
-    return 1 << (n - 1).bit_length()
+    """The power of two at or above an estimate (``n`` rounded up unless within 0.001 of an integer)."""
+    return next_pow2(int(n + 0.999))
 
 
 def _clamp(v: int, lo: int, hi: int) -> int:

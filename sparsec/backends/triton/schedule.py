@@ -76,6 +76,7 @@ def substitute(e: L.LExpr, env: dict[str, L.LExpr]) -> L.LExpr:
 
 
 def next_pow2(n: int) -> int:
+    """The least power of two at or above ``n`` (1 for ``n <= 1``)."""
     n = max(1, int(n))
     return 1 << (n - 1).bit_length()
 
