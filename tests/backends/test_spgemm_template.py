@@ -180,6 +180,21 @@ def test_dense_rows_with_few_programs(monkeypatch):
     check(A, B)
 
 
+def test_dense_rows_over_power_law_rows_of_b(monkeypatch):
+    """The dense-row path over rows of B of very different lengths (one row of B holding most of a
+    row's products, empty rows of B, entry tiles cut at the end of a row of A, rows of B longer than
+    a step's lanes): every product lands on its column."""
+    monkeypatch.setattr(spgemm, "PMAX", 8)
+    monkeypatch.setattr(spgemm, "HALF", 4)
+    B = rand((70, 600), 0.004, 21, row_lengths={3: 590, 40: 300, 41: 1})
+    B = sp.csr_matrix(B)
+    B[[7, 8, 9]] = 0
+    B.eliminate_zeros()
+    A = rand((9, 70), 0.4, 22, row_lengths={0: 70, 5: 37})
+    A[2, 3] = 1.5
+    check(A, B)
+
+
 def test_output_widths_follow_the_declared_format():
     k = compile_spgemm(formats={"A": "csr", "B": "csr", "C": "csr[pos64,crd16]"})
     got = k(A=rand((6, 5), 0.5, 13), B=rand((5, 300), 0.3, 14))
