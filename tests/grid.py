@@ -244,3 +244,11 @@ def extra_cases() -> list[Case]:
         Case("max_empty_range", "y[i] = max[j](A[i,j])", (Operand("csr", "ij", 0.4),), None, "float64",
              (("i", 3), ("j", 0)), 10),
     ]
+
+
+def csr_tensor(a, name: str = "A", dtype: str | None = None, validate: bool = False) -> sc.Tensor:
+    """A scipy CSR matrix's buffers as a ``csr`` Tensor, shared rather than copied (values cast to ``dtype``
+    if given); ``validate`` runs the format's checks."""
+    vals = a.data if dtype is None else a.data.astype(dtype)
+    return sc.Tensor.from_buffers("csr", a.shape, [{}, {"pos": a.indptr, "crd": a.indices}], vals, name=name,
+                                  validate=validate)

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 import sparsec as sc
 from sparsec import fastcall, runtime
 from sparsec.backends.cpu import team as _team
+from grid import csr_tensor
 
 
 @pytest.fixture
@@ -33,11 +34,6 @@ def _csr(m: int, n: int, density: float, seed: int) -> sp.csr_matrix:
     a = sp.random(m, n, density=density, format="csr", random_state=seed, dtype=np.float64)
     a.sort_indices()
     return a
-
-
-def _tensor(a: sp.csr_matrix, name: str = "A") -> sc.Tensor:
-    return sc.Tensor.from_buffers("csr", a.shape, [{}, {"pos": a.indptr, "crd": a.indices}], a.data,
-                                  name=name, validate=False)
 
 
 def _spy_chunk_bounds(monkeypatch) -> list:
@@ -59,7 +55,7 @@ def test_operands_used_in_turn(two_threads_always_parallel, monkeypatch):
     mats = [_csr(3000, 200, d, s) for s, d in enumerate((0.002, 0.05, 0.2))]
     # rows crowded at the top for one of them: its balanced cuts differ from the others'
     mats[1] = sp.vstack([_csr(300, 200, 0.9, 7), _csr(2700, 200, 0.001, 8)]).tocsr()
-    tensors = [_tensor(a) for a in mats]
+    tensors = [csr_tensor(a) for a in mats]
     x = np.random.default_rng(0).uniform(-1, 1, 200)
     for _ in range(4):
         for a, t in zip(mats, tensors):
@@ -96,7 +92,7 @@ def test_fresh_operands_every_call(two_threads_always_parallel, monkeypatch):
     for seed in range(40):
         m = 500 + 37 * (seed % 5)
         a = _csr(m, 80, 0.01 + 0.02 * (seed % 3), seed)
-        np.testing.assert_allclose(k(A=_tensor(a), x=x), a @ x, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(k(A=csr_tensor(a), x=x), a @ x, rtol=1e-12, atol=1e-14)
     assert len(calls) == 40
 
 
@@ -105,7 +101,7 @@ def test_ranges_and_scalars_over_one_pos(two_threads_always_parallel):
     k = sc.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr"}, target="cpu")
     f = k._fast
     a = _csr(700, 60, 0.08, 4)
-    at = _tensor(a)
+    at = csr_tensor(a)
     pos, crd = at.levels[1]["pos"], at.levels[1]["crd"]
     rng = np.random.default_rng(5)
     for lo, hi, ncols in [(0, 700, 5), (0, 700, 9), (33, 402, 5), (33, 402, 9), (0, 700, 5), (699, 700, 9)]:
@@ -123,7 +119,7 @@ def test_zeroing_chunks_from_several_threads(two_threads_always_parallel):
     k = sc.compile("C[i,j] = A[i,j] * B[i,j]", formats={"A": "csr"}, target="cpu")
     assert k._fast.zero_rows is not None
     a = _csr(1200, 300, 0.05, 6)
-    at = _tensor(a)
+    at = csr_tensor(a)
     rng = np.random.default_rng(7)
     bs = [rng.uniform(-1, 1, (1200, 300)) for _ in range(4)]
     wants = [a.multiply(b).toarray() for b in bs]
@@ -154,13 +150,13 @@ def test_entry_of_a_reused_id_is_not_taken(two_threads_always_parallel, monkeypa
     top = sp.vstack([_csr(100, 64, 0.9, 1), _csr(900, 64, 0.01, 2)]).tocsr()
     flat = _csr(1000, 64, 0.1, 3)
     x = np.ones(64)
-    k(A=_tensor(top), x=x)
-    k(A=_tensor(flat), x=x)
+    k(A=csr_tensor(top), x=x)
+    k(A=csr_tensor(flat), x=x)
     (key_top, entry_top), (key_flat, _) = list(f._rows_memo.items())
     assert entry_top[0]() is top.indptr
     f._rows_memo.put(top.indptr, key_flat, entry_top[1])   # as if flat's pos had taken the freed array's id
     calls = _spy_chunk_bounds(monkeypatch)
-    t = _tensor(flat)
+    t = csr_tensor(flat)
     np.testing.assert_allclose(k(A=t, x=x), flat @ x, rtol=1e-12, atol=1e-14)
     assert len(calls) == 1
     rows, _ = f._rows_memo.get(t.levels[1]["pos"], key_flat)

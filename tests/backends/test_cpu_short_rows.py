@@ -15,6 +15,7 @@ import sparsec as sc
 from sparsec import runtime
 from sparsec.backends.cpu import shortrows
 from sparsec.ir import loop_ir as L
+from grid import csr_tensor
 
 #: the masked loop's loads (the ordinary vector loop loads whole vectors): seen in the optimized IR
 PRED = "@llvm.masked.load"
@@ -28,11 +29,6 @@ def _rows_of_every_length(max_len: int, ncols: int, dtype, seed: int, repeat: in
     pos = np.r_[0, np.cumsum(lengths)].astype(np.int32)
     vals = rng.uniform(-1, 1, len(crd)).astype(dtype)
     return sp.csr_matrix((vals, crd, pos), shape=(len(lengths), ncols))
-
-
-def _tensor(a: sp.csr_matrix, name: str) -> sc.Tensor:
-    return sc.Tensor.from_buffers("csr", a.shape, [{}, {"pos": a.indptr, "crd": a.indices}], a.data, name=name,
-                                  validate=False)
 
 
 def _tol(dtype) -> dict:
@@ -52,7 +48,7 @@ def test_spmv_every_row_length(dtype, threads, monkeypatch):
     old = sc.get_num_threads()
     sc.set_num_threads(threads)
     try:
-        got = k(A=_tensor(a, "A"), x=x)
+        got = k(A=csr_tensor(a, "A"), x=x)
     finally:
         sc.set_num_threads(old)
     np.testing.assert_allclose(got, a.astype(np.float64) @ x.astype(np.float64), **_tol(dtype))
@@ -65,7 +61,7 @@ def test_two_sums_and_a_product_in_one_loop():
     a = _rows_of_every_length(70, 90, np.float64, seed=3)
     rng = np.random.default_rng(4)
     x, z, w = (rng.uniform(-1, 1, 90) for _ in range(3))
-    np.testing.assert_allclose(k(A=_tensor(a, "A"), x=x, z=z, w=w), a @ (x * z) + a @ w, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(k(A=csr_tensor(a, "A"), x=x, z=z, w=w), a @ (x * z) + a @ w, rtol=1e-12, atol=1e-12)
 
 
 def _guarded(values: np.ndarray, keep: list) -> np.ndarray:

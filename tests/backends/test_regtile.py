@@ -22,6 +22,7 @@ from sparsec import runtime
 from sparsec.backends import cpu
 from sparsec.backends.cpu import codegen, jit, panels, regtile
 from sparsec.ir import loop_ir as L
+from grid import csr_tensor
 
 SEED = 20261122
 NS = (1, 3, 8, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 100, 128, 129, 200, 257)
@@ -45,16 +46,11 @@ def _placed(x: np.ndarray, offset: int) -> np.ndarray:
     return out
 
 
-def _tensor(a: sp.csr_matrix, dtype: str) -> sc.Tensor:
-    return sc.Tensor.from_buffers("csr", a.shape, [{}, {"pos": a.indptr, "crd": a.indices}],
-                                  a.data.astype(dtype), name="A")
-
-
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "int32"])
 def test_spmm_every_width_and_alignment(dtype: str) -> None:
     k = sc.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr"}, dtype=dtype)
     a = _csr(37, 29, 0.3, SEED)
-    A = _tensor(a, dtype)
+    A = csr_tensor(a, dtype=dtype, validate=True)
     rng = np.random.default_rng(SEED + 1)
     for n in NS:
         b = np.round(rng.uniform(-3, 3, (29, n))).astype(dtype)
@@ -301,7 +297,7 @@ def test_long_rows_cut_into_panels_match_numpy(dtype: str) -> None:
     k = sc.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr"}, dtype=dtype)
     assert panels.find_panels(k.lowered.statements[-1].numeric, 512)[1], "the SpMM row loop is not cut into panels"
     a = _csr(23, 19, 0.4, SEED + 20)
-    A = _tensor(a, dtype)
+    A = csr_tensor(a, dtype=dtype, validate=True)
     rng = np.random.default_rng(SEED + 21)
     for n in (255, 256, 257, 300, 383, 512, 641):
         b = np.round(rng.uniform(-3, 3, (19, n))).astype(dtype)
@@ -395,7 +391,7 @@ def test_packed_rows_match_numpy(pack_knobs, monkeypatch: pytest.MonkeyPatch, dt
     k = sc.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr"}, dtype=dtype, name=f"packed_{forced}_{dtype}")
     assert "@malloc" in k.dump("llvm") or "+avx512f" not in jit.host().features.split(",")
     a = _rows_with_gaps(41, 23, SEED + 30, dtype)
-    A = _tensor(a, dtype)
+    A = csr_tensor(a, dtype=dtype, validate=True)
     rng = np.random.default_rng(SEED + 31)
     before = sc.get_num_threads()
     try:
