@@ -10,7 +10,9 @@ the ``pos`` array of the first compressed operand, memoized), plus the device.
   stores the winner on disk (``$SPARSEC_CACHE_DIR/autotune.json``, keyed by the
   kernel's loop IR, the signature and the device) and returns the winning kernel.
   CPU candidates: LLVM vectorization width of each inner loop (scalar, 4, 8),
-  splits of the parallel loop, one thread or all. Triton candidates: the block
+  splits of the parallel loop, one thread or all, and for a workspace output (SpGEMM)
+  the marking of new columns with a branch (``Schedule.workspace(..., touch="branch")``; the default
+  marks them without one). Triton candidates: the block
   sizes of the fast paths and row splitting (:class:`~sparsec.backends.triton.TritonOptions`).
 * ``sc.compile(..., schedule="auto")`` returns an :class:`AutoKernel`: at each call
   it looks up the signature among autotuned winners, else applies the heuristic
@@ -194,6 +196,9 @@ def candidates(kernel) -> list[Candidate]:
         for v in _inner_loops(kernel):
             for w in (1, 4, 8):
                 out.append(Candidate(f"vectorize({v}, {w})", Schedule().vectorize(v, w)))
+        ws = kernel.lowered.statements[-1].workspace_var
+        if ws is not None:      # which marks a new column faster depends on the matrix (Schedule.workspace)
+            out.append(Candidate(f"workspace({ws}, auto, touch=branch)", Schedule().workspace(ws, "auto", "branch")))
         if get_num_threads() > 1:
             out.append(Candidate("1 thread", threads=1))
     elif kernel.target in ("triton", "gpu", "cuda"):

@@ -58,6 +58,9 @@ _HASH_PARTS = ("hkey", "hvals", "hcount")
 TMAX_PARAM = "sc_tmax"
 #: ``Schedule.workspace`` kinds: per-row choice, dense row always, hash table always
 WORKSPACE_KINDS = ("auto", "dense", "hash")
+#: ``Schedule.workspace(..., touch=)``: how a term marks a new column in the dense marks (test and branch, or
+#: always append and advance by ``1 - mark``); see :meth:`Sparsifier.ws_touch`
+WORKSPACE_TOUCH = ("branch", "select")
 #: the automatic choice takes the hash table for a row whose table of T slots has ``T * HASH_RATIO <= n``
 #: (n: the workspace's extent, the output's column count) when the dense row's values and marks take at
 #: least ``HASH_MIN_BYTES`` (n * (value bytes + 1)); see :meth:`Sparsifier.workspace_row`. Measured
@@ -129,6 +132,7 @@ class ParallelSpec:
     #: ``Schedule.workspace(var, kind)``: the output variable named and the workspace kind asked for
     workspace_var: str | None = None
     workspace: str = "auto"
+    workspace_touch: str = "select"      # Schedule.workspace(..., touch=): how a term marks a new column
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,8 @@ class Lowered:
     #: full extent), though stores below a reduction may run zero times; a backend that accumulates
     #: each output element in a register tile and stores it once (Triton's row tiles) writes them all.
     covers_output: bool = False
+    #: the variable a workspace output's rows accumulate along (``Schedule.workspace``'s), else None
+    workspace_var: str | None = None
 
 
 class _LevelCG:
@@ -524,6 +530,8 @@ class Sparsifier:
             dtypes = {**self._ws_dtypes(symbolic=True), **self._ws_dtypes()}
 
             def size(part: str) -> L.LExpr:
+                if part == "list":      # n + 1: the branch-free touch writes one slot past a full row
+                    return binop("add", n, 1)
                 return const(_RADIX) if part == "hist" else L.Var(TMAX_PARAM) if part in _HASH_PARTS else n
             workspaces = tuple(Workspace(name, dtypes[part], size(part), -1 if part == "hkey" else 0)
                                for part, name in ws_names.items())
@@ -533,7 +541,8 @@ class Sparsifier:
                        self.pattern_source, self.parallel_info, workspaces, dict(self.dim_param), presorted,
                        tuple(self.filters), self.reduce_op in ("max", "min") and self.hoist_at is not None,
                        self.direct, self._writes_all(), self.count_slots,
-                       covers_output=self._covers_output())
+                       covers_output=self._covers_output(),
+                       workspace_var=self.ws_var if self.strategy == "workspace" else None)
 
     def _check_workspace_request(self) -> None:
         from ..errors import ScheduleError
@@ -1439,6 +1448,12 @@ class Sparsifier:
         j = st.bound[self.ws_var]
         mark, lst = self.ws_names["mark"], self.ws_names["list"]
         cnt = st.row_count
+        if self.spec.workspace_touch == "select" and "count" not in self.ws_names:
+            # no branch: the list's slot cnt is written every time and kept only for a new column
+            # (the list holds n + 1 slots for the last write of a full row)
+            new = L.Cast(binop("sub", const(1, "int8"), L.Load(mark, j, "int8")), INDEX)
+            return [L.Store(lst, cnt, L.Cast(j, "int64")), L.Assign(cnt, binop("add", cnt, new)),
+                    L.Store(mark, j, const(1, "int8"))]
         first: list[L.Stmt] = [L.Store(mark, j, const(1, "int8")), L.Store(lst, cnt, L.Cast(j, "int64")),
                                L.Assign(cnt, binop("add", cnt, 1))]
         if "count" in self.ws_names and not self.symbolic:

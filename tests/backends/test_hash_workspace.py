@@ -202,3 +202,46 @@ def test_unordered_output_rows_in_touch_order(target, kind, op, monkeypatch):
     assert got.has_sorted_indices == 0  # shares the unsorted index arrays
     cols = np.unique(B.indices)
     np.testing.assert_allclose(got[:, cols].toarray(), _reference(A, B[:, cols], op), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("target", ["cpu", "interp", "triton"])
+@pytest.mark.parametrize("out", ["csr", UNORDERED_CSR])
+@pytest.mark.parametrize("op", ["sum", "max"])
+def test_branch_free_touch_gives_the_branch_result(target, out, op):
+    # Schedule.workspace(j, "dense", touch="select"): each term writes its column to the row's list and advances
+    # the list by 1 - mark (no branch). Same entries, the same touch order and values as touch="branch", in the
+    # symbolic and the numeric kernel; the last row touches every column, so it writes the list's extra slot.
+    # Under max/min the numeric kernel keeps the branch (a new column also resets its value there).
+    if target == "triton":
+        pytest.importorskip("triton")
+        pytest.importorskip("torch")
+    rng = np.random.default_rng(SEED + 50)
+    A, B = _operands(rng, ROW_NNZ + [48], 48, 40, 9, integer=True)
+    operands = {"A": Tensor.from_scipy(A, format="csr"), "B": Tensor.from_scipy(B, format="csr")}
+    got = {}
+    for touch in ("branch", "select"):
+        k = api.compile(_stmt(op), formats={**FORMATS, "C": out}, target=target, dtype="int64",
+                        schedule=sc.Schedule().workspace("j", "dense", touch))
+        symbolic, numeric = k.dump("loops").split("// kernel for: output C")
+        assert ("1 - C_ws_mark[j]" in symbolic) == (touch == "select"), symbolic
+        assert ("1 - C_ws_mark[j]" in numeric) == (touch == "select" and op == "sum"), numeric
+        got[touch] = k(**operands).to_scipy()
+    ref = got["branch"]
+    assert ref.indptr[-1] - ref.indptr[-2] == 40       # the full row
+    for part in ("indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(got["select"], part), getattr(ref, part), err_msg=part)
+    cols = np.unique(B.indices)
+    np.testing.assert_array_equal(ref[:, cols].toarray(), _reference(A, B[:, cols], op))
+
+
+def test_workspace_touch_is_checked_and_autotune_tries_it():
+    import importlib
+
+    with pytest.raises(sc.ScheduleError, match="workspace touch"):
+        sc.Schedule().workspace("j", "dense", "maybe")
+    tuner = importlib.import_module("sparsec.autotune")
+    spgemm = api.compile("C[i,j] = A[i,k] * B[k,j]", formats=FORMATS)
+    spmv = api.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"})
+    assert "workspace(j, auto, touch=branch)" in [c.label for c in tuner.candidates(spgemm)]
+    assert "1 - C_ws_mark[j]" in spgemm.dump("loops")     # the default marks without a branch
+    assert not any("touch" in c.label for c in tuner.candidates(spmv))
