@@ -122,25 +122,31 @@ def plot(rows: list[dict], path: Path, machine: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main(argv=None) -> int:
+def cli(argv, script: str, measure_fn, summary_fn, plot_fn, png: str, reps: int) -> int:
+    """The command line of the CPU SpGEMM benchmarks: matrices, ``--threads``, ``--reps``, ``--out``; writes
+    ``results.csv``, ``summary.md`` (``summary_fn(rows, machine, command)``) and the plot ``png``."""
     p = argparse.ArgumentParser()
     p.add_argument("names", nargs="*", default=DEFAULT)
     p.add_argument("--threads", default="1,2")
-    p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--reps", type=int, default=reps)
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     machine = f"{_cpu_model()} ({len(os.sched_getaffinity(0))} cores)"
-    rows = measure(a.names, [int(x) for x in a.threads.split(",")], a.reps)
+    rows = measure_fn(a.names, [int(x) for x in a.threads.split(",")], a.reps)
     a.out.mkdir(parents=True, exist_ok=True)
     with open(a.out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    command = "python benchmarks/spgemm_cpu.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    (a.out / "summary.md").write_text(summary(rows, machine, command))
-    plot(rows, a.out / "spgemm_cpu.png", machine)
-    print(summary(rows, machine, command))
+    command = f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
+    (a.out / "summary.md").write_text(summary_fn(rows, machine, command))
+    plot_fn(rows, a.out / png, machine)
+    print(summary_fn(rows, machine, command))
     return 0
+
+
+def main(argv=None) -> int:
+    return cli(argv, "spgemm_cpu.py", measure, summary, plot, "spgemm_cpu.png", 7)
 
 
 if __name__ == "__main__":

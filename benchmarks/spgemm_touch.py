@@ -13,16 +13,13 @@ Writes ``results.csv``, ``summary.md`` and ``touch.png``.
 
 from __future__ import annotations
 
-import argparse
-import csv
-import os
 from pathlib import Path
 
 import numpy as np
 
 from hash_workspace import best, load
-from report import _cpu_model, _geomean
-from spgemm_cpu import DEFAULT, UNORDERED_CSR
+from report import _geomean
+from spgemm_cpu import UNORDERED_CSR, cli
 
 STMT = "C[i,j] = A[i,k] * B[k,j]"
 OUTPUTS = {"sorted": "csr", "unsorted": UNORDERED_CSR}
@@ -112,24 +109,7 @@ def plot(rows: list[dict], path: Path, machine: str) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("names", nargs="*", default=DEFAULT)
-    p.add_argument("--threads", default="1,2")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--out", type=Path, required=True)
-    a = p.parse_args(argv)
-    machine = f"{_cpu_model()} ({len(os.sched_getaffinity(0))} cores)"
-    rows = measure(a.names, [int(x) for x in a.threads.split(",")], a.reps)
-    a.out.mkdir(parents=True, exist_ok=True)
-    with open(a.out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    command = "python benchmarks/spgemm_touch.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
-    (a.out / "summary.md").write_text(summary(rows, machine, command))
-    plot(rows, a.out / "touch.png", machine)
-    print(summary(rows, machine, command))
-    return 0
+    return cli(argv, "spgemm_touch.py", measure, summary, plot, "touch.png", 3)
 
 
 if __name__ == "__main__":
