@@ -33,6 +33,16 @@ UNORDERED_CSR = "csr_unsorted"   # (dense, compressed(nonordered))
 COLUMNS = ["scipy", "mkl", "mkl_sorted", "sparsec_unsorted", "sparsec_sorted"]
 
 
+def operand(name: str):
+    """(A as scipy CSR, A as a sparsec csr Tensor, scipy's A @ A, the tolerance the results are checked to)."""
+    import sparsec as sc
+
+    A = load(name)
+    ref = (A @ A).tocsr()
+    ref.sum_duplicates()
+    return A, sc.Tensor.from_scipy(A, format="csr"), ref, 1e-3 * max(1.0, float(abs(ref).max()))
+
+
 def measure(names: list[str], threads: list[int], reps: int) -> list[dict]:
     """One row per (matrix, thread count): times in ms of every column, checked against scipy."""
     import sparse_dot_mkl as mkl
@@ -44,11 +54,7 @@ def measure(names: list[str], threads: list[int], reps: int) -> list[dict]:
                for o, fmt in (("sorted", "csr"), ("unsorted", UNORDERED_CSR))}
     rows = []
     for name in names:
-        A = load(name)
-        T = sc.Tensor.from_scipy(A, format="csr")
-        ref = (A @ A).tocsr()
-        ref.sum_duplicates()
-        tol = 1e-3 * max(1.0, float(abs(ref).max()))
+        A, T, ref, tol = operand(name)
         for th in threads:
             sc.set_num_threads(th)
             mkl.mkl_set_num_threads(th)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hash_workspace import best, load
+from hash_workspace import best
 from report import _geomean
-from spgemm_cpu import UNORDERED_CSR, cli
+from spgemm_cpu import UNORDERED_CSR, cli, operand
 
 STMT = "C[i,j] = A[i,k] * B[k,j]"
 OUTPUTS = {"sorted": "csr", "unsorted": UNORDERED_CSR}
@@ -37,11 +37,7 @@ def measure(names: list[str], threads: list[int], reps: int) -> list[dict]:
                for o, fmt in OUTPUTS.items() for t in TOUCH}
     rows = []
     for name in names:
-        A = load(name)
-        T = sc.Tensor.from_scipy(A, format="csr")
-        ref = (A @ A).tocsr()
-        ref.sum_duplicates()
-        tol = 1e-3 * max(1.0, float(abs(ref).max()))
+        A, T, ref, tol = operand(name)
         for th in threads:
             sc.set_num_threads(th)
             mkl.mkl_set_num_threads(th)
