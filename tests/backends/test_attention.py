@@ -348,6 +348,7 @@ def test_a_repeated_call_skips_binding_and_set_up(monkeypatch):
     first = k(M=Md, Q=Q, K=K, V=V)
     tmpl = _template(k)
     assert tmpl._last is not None
+    assert (tmpl._last.direct is not None) == (DEV == "cuda")     # compiled kernels launch directly on a GPU
     monkeypatch.setattr(tmpl, "block_full", lambda *a: pytest.fail("the repeated call set up again"))
     for Qn in (Q, Q.clone()):                          # the same tensors, and fresh ones of the same shape
         again = k(M=Md, Q=Qn, K=K, V=V)

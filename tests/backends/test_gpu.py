@@ -279,3 +279,12 @@ def test_repeated_calls_take_the_direct_launch_and_agree():
         torch.testing.assert_close(second, first)
         ref = A @ next(iter(other.values())).cpu().numpy()
         np.testing.assert_allclose(second.cpu().numpy(), ref, rtol=1e-4, atol=1e-4)
+    # a tile template (zero-skipping GEMV): its constexprs come last too, so it launches directly as well
+    k = sc.compile("Y[r,i] = X[r,k] * Wt[k,i]", dtype="float16", target="triton", schedule=sc.Schedule().skip_zeros("X"))
+    X = torch.where(torch.rand(1, 256, device="cuda") < 0.5, torch.randn(1, 256, device="cuda"), 0).half()
+    Wt = torch.randn(256, 64, device="cuda").half()
+    first = k(X=X, Wt=Wt).clone()
+    assert k._triton_fast.tk.tile is not None
+    assert next(iter(k._triton_fast.tk._launch_memo.values())).direct is not None, "no direct launcher for the tile"
+    torch.testing.assert_close(k(X=X, Wt=Wt), first)
+    torch.testing.assert_close(first.float(), X.float() @ Wt.float(), rtol=2e-2, atol=2e-2)

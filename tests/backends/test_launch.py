@@ -35,8 +35,9 @@ class _Compiled:
 class _FakeJit:
     """Records ``fn[grid](*args, **kw)`` launches; returns a fresh compiled-kernel stand-in each time."""
 
-    def __init__(self, arg_names):
+    def __init__(self, arg_names, constexprs):
         self.arg_names = arg_names
+        self.constexprs = [arg_names.index(n) for n in constexprs]   # as Triton's JITFunction keeps them
         self.bound = []
 
     def __getitem__(self, grid):
@@ -70,7 +71,7 @@ def recorder(monkeypatch):
 
 
 def test_a_repeated_specialization_launches_directly(recorder):
-    fn = _FakeJit(["x", "n", "BLOCK", "LOG"])
+    fn = _FakeJit(["x", "n", "BLOCK", "LOG"], ["BLOCK", "LOG"])
     go = SpecializedLaunches(fn, {"LOG": 3, "BLOCK": 64}, num_warps=4)
     a, b = torch.zeros(32), torch.ones(48)
     go((4,), a, 17)
@@ -87,7 +88,7 @@ def test_a_repeated_specialization_launches_directly(recorder):
 
 
 def test_a_refused_direct_launch_falls_back_to_triton(recorder):
-    fn = _FakeJit(["x", "BLOCK"])
+    fn = _FakeJit(["x", "BLOCK"], ["BLOCK"])
     go = SpecializedLaunches(fn, {"BLOCK": 8})
     go((1,), torch.zeros(4))
     recorder.made[0].ok = False
@@ -96,8 +97,19 @@ def test_a_refused_direct_launch_falls_back_to_triton(recorder):
 
 
 def test_constexprs_before_runtime_parameters_never_launch_directly(recorder):
-    fn = _FakeJit(["BLOCK", "x"])
+    fn = _FakeJit(["BLOCK", "x"], ["BLOCK"])
     go = SpecializedLaunches(fn, {"BLOCK": 8})
     for _ in range(3):
         go((1,), torch.zeros(4))
     assert len(fn.bound) == 3 and recorder.made == []
+
+
+def test_constexpr_values_in_signature_order():
+    from sparsec.backends.triton.launch import constexpr_values
+
+    fn = _FakeJit(["x", "n", "BLOCK", "LOG"], ["BLOCK", "LOG"])
+    assert constexpr_values(fn, {"LOG": 3, "num_warps": 4, "BLOCK": 64}) == [64, 3]   # options left out
+    assert constexpr_values(fn, {"BLOCK": 64}) is None                                  # one not given
+    assert constexpr_values(_FakeJit(["BLOCK", "x"], ["BLOCK"]), {"BLOCK": 8}) is None  # not last
+    assert constexpr_values(lambda: None, {}) is None                                   # not a jitted function
+

@@ -47,7 +47,7 @@ from ...ir import loop_ir as L
 from ...memo import OwnedMemo
 from .codegen import generate
 from .device import DeviceRunner, DeviceTensor, bind_operand, host_eval, pick_device, sm_count
-from .launch import DirectLaunch, interpreting, load_kernel
+from .launch import DirectLaunch, constexpr_values, interpreting, load_kernel
 from .options import (TritonOptions, choose_constexprs, choose_num_warps, get_options, options, options_generation,
                       set_options)
 from .schedule import MapTile, Plan, schedule
@@ -378,9 +378,7 @@ class TritonKernel:
             names = [(isinstance(p, L.BufferParam), p.name) for p in self.kernel.params]
             if len(self._launch_memo) > 256:
                 self._launch_memo.clear()
-            order = (self.tile.constexpr_names() if self.tile is not None else [c.name for c in self.plan.constexprs]) \
-                + (["PREC"] if "PREC" in kwargs else [])
-            direct = DirectLaunch.make(ck, (grid,), [kwargs[n] for n in order])  # signature order
+            direct = DirectLaunch.make(ck, (grid,), constexpr_values(fn, kwargs))
             refs = [None if n in dense else weakref.ref(b) for n, b in zip(self._input_names, inputs)]
             self._launch_memo[key] = MemoLaunch(fn, grid, warps, kwargs, internal, names, direct, zero, refs)
             return

@@ -41,11 +41,13 @@ import functools
 import math
 import os
 import re
+import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ...fastcall import FALLBACK
 from ...memo import OwnedMemo
+from .launch import DirectLaunch, constexpr_values
 from .options import options_generation
 from .schedule import next_pow2
 
@@ -496,11 +498,7 @@ class AttentionTemplate:
                   kwargs: dict, ck: Any) -> None:
         """Keep this launch for :meth:`_again` when its operands allow it: a DeviceTensor mask and ``Q, K, V``
         passed as the contiguous device tensors the kernel read (no conversion on the way)."""
-        import weakref
-
         import torch
-
-        from .launch import DirectLaunch
 
         m = given[self._mask]
         mask_key = _mask_key(m)
@@ -516,11 +514,10 @@ class AttentionTemplate:
             if template is not None and template._last is not None and template._last.mask is ref:
                 template._last = None
 
-        consts = [val for name, val in kwargs.items() if name not in ("num_warps", "num_stages")]   # signature order
         dense = tuple((x.shape, x.dtype, x.device, x.data_ptr() % 16) for x in qkv)
         self._last = _Launch(weakref.ref(m, forget), mask_key, dense, options_generation(), head, tail,
                              tuple(out.shape), out.dtype, out.device, fn, grid, kwargs,
-                             DirectLaunch.make(ck, grid, consts))
+                             DirectLaunch.make(ck, grid, constexpr_values(fn, kwargs)))
 
     @staticmethod
     def _dense(x: Any, name: str, dtype: str, device):

@@ -107,10 +107,12 @@ class DirectLaunch:
         self.ok = True
 
     @staticmethod
-    def make(ck, grid: tuple[int, ...], consts: list) -> "DirectLaunch | None":
+    def make(ck, grid: tuple[int, ...], consts: list | None) -> "DirectLaunch | None":
         """A direct launcher of ``ck`` (the compiled kernel a ``fn[grid](...)`` call returned) over ``grid``
-        with the constexpr values ``consts`` (signature order), or None where it cannot be used."""
-        if ck is None or interpreting() or os.environ.get("SPARSEC_TRITON_DIRECT_LAUNCH", "1") == "0":
+        with the constexpr values ``consts`` (signature order, :func:`constexpr_values`), or None where it
+        cannot be used (``consts`` None included)."""
+        if ck is None or consts is None or interpreting() or \
+                os.environ.get("SPARSEC_TRITON_DIRECT_LAUNCH", "1") == "0":
             return None
         try:
             from triton import knobs
@@ -138,6 +140,19 @@ class DirectLaunch:
         except Exception:
             self.ok = False
             return False
+
+
+def constexpr_values(fn: Any, kwargs: Mapping[str, Any]) -> list | None:
+    """The values ``kwargs`` gives ``fn``'s ``tl.constexpr`` parameters, in signature order: what a compiled
+    kernel's ``run`` takes after the runtime arguments. None unless every constexpr is given and they
+    all follow the runtime parameters (other keys, such as ``num_warps``, are launch options)."""
+    names, positions = getattr(fn, "arg_names", None), getattr(fn, "constexprs", None)
+    if names is None or positions is None:      # not a Triton JITFunction
+        return None
+    consts = [names[i] for i in sorted(positions)]
+    if consts != names[len(names) - len(consts):] or any(n not in kwargs for n in consts):
+        return None
+    return [kwargs[n] for n in consts]
 
 
 def specialization(args: Sequence[Any]) -> tuple:
@@ -180,12 +195,7 @@ class SpecializedLaunches:
 
     def __init__(self, fn, consts: Mapping[str, Any], **options: Any):
         self.fn, self.consts, self.options = fn, dict(consts), options
-        names = list(getattr(fn, "arg_names", ()))
-        positions = [names.index(n) for n in self.consts if n in names]
-        self.ordered = None     # the constexpr values in signature order, if they all come last
-        if len(positions) == len(self.consts) and sorted(positions) == list(range(len(names) - len(positions),
-                                                                                   len(names))):
-            self.ordered = [self.consts[n] for n in names if n in self.consts]
+        self.ordered = constexpr_values(fn, self.consts)     # None: every launch binds
         self._compiled: dict[tuple, Any] = {}
 
     def __call__(self, grid: tuple[int, ...], *args: Any) -> None:

@@ -420,8 +420,8 @@ def _py(name: str) -> str:
     return py_name(name)
 
 
-def source(mt: Match, kernel_name: str, params: tuple[str, ...], libdevice: bool) -> tuple[str, list[str]]:
-    """Triton source of the template for ``mt`` and its constexpr names (signature order, ``PREC`` aside).
+def source(mt: Match, kernel_name: str, params: tuple[str, ...], libdevice: bool) -> str:
+    """Triton source of the template for ``mt``.
 
     ``params`` are the kernel's parameter names in signature order (the launcher passes them so).
     """
@@ -467,7 +467,7 @@ def source(mt: Match, kernel_name: str, params: tuple[str, ...], libdevice: bool
             f"import triton\nimport triton.language as tl\n" + (_POPC if mt.kind == "bitmap" else "") + "\n\n"
             f"@triton.jit(do_not_specialize={scalars!r})\n"
             f"def {_py(kernel_name)}({', '.join(params)}):\n")
-    return head + text.lstrip("\n"), consts
+    return head + text.lstrip("\n")
 
 
 # ------------------------------------------------------------------------------------ launching
@@ -556,11 +556,7 @@ class TileKernel:
 
     def source(self, libdevice: bool = True) -> str:
         """The template's Triton source (``libdevice``: popcount from libdevice, as on a GPU)."""
-        return source(self.mt, self.kernel.name, self._params, libdevice)[0]
-
-    def constexpr_names(self) -> list[str]:
-        """The launch constants in signature order (``PREC`` excluded: it always comes last)."""
-        return source(self.mt, self.kernel.name, self._params, True)[1]
+        return source(self.mt, self.kernel.name, self._params, libdevice)
 
     def fn(self, libdevice: bool):
         """The loaded ``@triton.jit`` function (one per popcount flavour)."""
