@@ -21,7 +21,8 @@ class OwnedMemo:
 
     At most ``size`` entries; a full memo is cleared (the values are cheap to compute again, and an
     operand used in turn with a few others keeps its entry). ``owner`` may be None (nothing to
-    check: the key says everything).
+    check: the key says everything), or a tuple of arrays when a value comes from several (each
+    held weakly, all of them checked).
     """
 
     __slots__ = ("_entries", "size")
@@ -34,7 +35,7 @@ class OwnedMemo:
         """The value stored for ``key`` from this very ``owner``, else ``default`` (pass a sentinel
         where None is a value worth remembering)."""
         hit = self._entries.get(key)
-        if hit is None or (owner is not None and (hit[0] is None or hit[0]() is not owner)):
+        if hit is None or (owner is not None and not _same(hit[0], owner)):
             return default
         return hit[1]
 
@@ -42,7 +43,8 @@ class OwnedMemo:
         """Store ``value`` for ``key``, computed from ``owner``; returns ``value``."""
         if len(self._entries) >= self.size:
             self._entries.clear()
-        self._entries[key] = (None if owner is None else weakref.ref(owner), value)
+        refs = None if owner is None else tuple(map(weakref.ref, owner)) if type(owner) is tuple else weakref.ref(owner)
+        self._entries[key] = (refs, value)
         return value
 
     def clear(self) -> None:
@@ -53,5 +55,16 @@ class OwnedMemo:
         return len(self._entries)
 
     def items(self):
-        """``(key, (weak reference or None, value))`` pairs (for tests and debugging)."""
+        """``(key, (weak reference(s) or None, value))`` pairs (for tests and debugging)."""
         return self._entries.items()
+
+    def values(self) -> list:
+        """The stored values (for tests and debugging)."""
+        return [value for _, value in self._entries.values()]
+
+
+def _same(refs: Any, owner: Any) -> bool:
+    """Whether the weak reference(s) ``refs`` of a stored entry point to ``owner`` (an array or a tuple)."""
+    if type(owner) is not tuple:
+        return type(refs) is weakref.ref and refs() is owner
+    return type(refs) is tuple and len(refs) == len(owner) and all(r() is o for r, o in zip(refs, owner))

@@ -44,3 +44,17 @@ def test_cleared_when_full():
     assert len(memo) == 1 and memo.get(arrays[2], 2) == 2 and memo.get(arrays[0], 0) is None
     memo.clear()
     assert len(memo) == 0
+
+
+def test_several_owners_all_checked():
+    memo = OwnedMemo(4)
+    a, b, c = np.arange(2), np.arange(3), np.arange(4)
+    memo.put((a, b), "k", 1)
+    assert memo.get((a, b), "k") == 1
+    assert memo.get((a, c), "k") is None           # one of them another array
+    assert memo.get((a,), "k") is None and memo.get(a, "k") is None
+    memo.put(a, "single", 2)
+    assert memo.get((a,), "single") is None        # one owner is not a tuple of one
+    del b
+    gc.collect()
+    assert memo.get((a, np.arange(3)), "k") is None

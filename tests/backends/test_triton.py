@@ -565,3 +565,21 @@ def test_row_tile_shapes():
     assert _row_tile(16.0, 30, 256) == (16, 16)
     assert _row_tile(100.0, 150, 256) == (128, 2)
     assert _row_tile(12.5, 893, 256) == (128, 8)    # skewed (wiki-Vote): an eighth of the longest row
+
+
+def test_launch_memo_entries_belong_to_the_sparse_inputs():
+    # a memoized launch counts only for the very index and value tensors it was set up for (an id is
+    # reused once its tensor is freed); a dense operand is keyed by its length and alignment only
+    A = rand((64, 48), 0.2)
+    x = RNG.standard_normal(48)
+    dev = "cpu" if INTERPRETING else "cuda"
+    At = torch.from_numpy(A).to_sparse_csr().to(dev)
+    k = api.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"}, target="triton")
+    tb.call(k, A=At, x=torch.from_numpy(x).to(dev))
+    tk = k._triton_fast.tk
+    ((key, (refs, launch)),) = tk._launch_memo.items()
+    owners = tuple(r() for r in refs)
+    assert len(owners) == len(tk._input_names) - len(tk._dense_inputs) >= 2 and None not in owners
+    assert tk._launch_memo.get(owners, key) is launch
+    assert tk._launch_memo.get(tuple(o.clone() for o in owners), key) is None   # same key, other tensors
+    np.testing.assert_allclose(dense(tb.call(k, A=At, x=torch.from_numpy(x).to(dev))), A @ x, rtol=1e-10, atol=1e-12)

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import os
 import threading
-import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -74,8 +73,8 @@ class SplitWork:
 @dataclass
 class MemoLaunch:
     """A memoized launch: the jitted function, grid, warps, constexprs, trailing internal arguments,
-    the parameters' (is buffer, name) order, the direct launcher (or None), the output buffer to
-    zero before each launch (split rows) and weak references to the input buffers it was made for."""
+    the parameters' (is buffer, name) order, the direct launcher (or None) and the output buffer to
+    zero before each launch (split rows)."""
 
     fn: Any
     grid: int
@@ -85,7 +84,6 @@ class MemoLaunch:
     names: list
     direct: Any
     zero: str | None
-    refs: list
 
 
 #: above this, index arithmetic uses int64 (slack for sums of in-range positions)
@@ -103,7 +101,7 @@ class TritonKernel:
         self.tile = tiles.TileKernel(mt, kernel) if mt is not None else None
         self._variants: dict[bool, tuple] = {}
         self._stats_memo = OwnedMemo(64)   # per pos tensor: (average, longest) row
-        self._launch_memo: dict[tuple, tuple] = {}
+        self._launch_memo = OwnedMemo(256)   # MemoLaunch by scalars and inputs, for the very input tensors
         self._split_memo = OwnedMemo(32)   # per pos tensor: its SplitWork, or None (no split)
         self._input_names = tuple(p.name for p in kernel.buffers if p.role == "in")
         # inputs that are a dense operand's values: the launch set-up depends only on their length and
@@ -363,24 +361,21 @@ class TritonKernel:
         # identities and lengths (block sizes depend on their contents only through performance estimates);
         # dense operands by length and 16-byte alignment only (nothing is derived from their contents)
         dense = self._dense_inputs
+        inputs = [buffers[n] for n in self._input_names]
         key = (options_generation(), tuple(scalars.values()),
                tuple([(-(b.data_ptr() % 16) - 1 if n in dense else id(b), b.shape[0])
-                      for n, b in zip(self._input_names, map(buffers.__getitem__, self._input_names))]))
-        hit = self._launch_memo.get(key)
-        inputs = [buffers[n] for n in self._input_names]
-        if hit is not None and any(r is not None and r() is not b for r, b in zip(hit.refs, inputs)):
-            hit = None  # an id was reused by another tensor: recompute
+                      for n, b in zip(self._input_names, inputs)]))
+        # the very tensors an id names (an id is reused once its tensor is freed)
+        owners = tuple([b for n, b in zip(self._input_names, inputs) if n not in dense])
+        hit = self._launch_memo.get(owners, key)
         if hit is None:
             done = self(buffers, scalars)
             if done is None:  # nothing to launch (empty range)
                 return
             fn, grid, warps, kwargs, internal, ck, zero = done
             names = [(isinstance(p, L.BufferParam), p.name) for p in self.kernel.params]
-            if len(self._launch_memo) > 256:
-                self._launch_memo.clear()
             direct = DirectLaunch.make(ck, (grid,), constexpr_values(fn, kwargs))
-            refs = [None if n in dense else weakref.ref(b) for n, b in zip(self._input_names, inputs)]
-            self._launch_memo[key] = MemoLaunch(fn, grid, warps, kwargs, internal, names, direct, zero, refs)
+            self._launch_memo.put(owners, key, MemoLaunch(fn, grid, warps, kwargs, internal, names, direct, zero))
             return
         if hit.zero is not None:  # split rows add into the output
             buffers[hit.zero].zero_()

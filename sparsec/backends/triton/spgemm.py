@@ -63,11 +63,11 @@ other templates.
 from __future__ import annotations
 
 import functools
-import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ...fastcall import FALLBACK
+from ...memo import OwnedMemo
 from .attention import _canonical, template_may_run
 from .device import _is, _nonempty, bind_operand, csr_result, pick_device, sm_count
 
@@ -398,7 +398,7 @@ class SpgemmTemplate:
     def __init__(self, mt: Match, kernel):
         self.mt = mt
         self.kernel = kernel
-        self._plans: dict[tuple, _Plan] = {}
+        self._plans = OwnedMemo(8)      # by the index buffers of A and B: the structure-only work
 
     def dump(self, stage: str = "triton") -> str:
         """The template's source under a header naming the roles it took."""
@@ -486,8 +486,8 @@ class SpgemmTemplate:
 
         bufs = (a.levels[1]["pos"], a.levels[1]["crd"], b.levels[1]["pos"], b.levels[1]["crd"])
         key = tuple((t.data_ptr(), t.numel(), t._version) for t in bufs) + (a.shape, b.shape, HALF, PMAX)
-        hit = self._plans.get(key)
-        if hit is not None and all(ref() is t for ref, t in zip(hit.refs, bufs)):
+        hit = self._plans.get(bufs, key)
+        if hit is not None:
             return hit
         n_i = a.shape[0]
         ap, ac, bp = bufs[0], _nonempty(bufs[1]), bufs[2]
@@ -508,12 +508,8 @@ class SpgemmTemplate:
         starts = torch.empty(chunks + 1, dtype=torch.int64, device=device)
         if chunks:
             _launcher("spgemm_starts", 4, HALF=HALF, ROWS=rows)((-(-(n_i + 1) // rows),), ub_off, starts, n_i, chunks)
-        plan = _Plan(tuple(weakref.ref(t) for t in bufs), ub_off, lists, starts, total, n_large, n_big,
-                     meta[w + 2:w + 2 + n_i], meta[2 * w + 2:2 * w + 3 + n_i])
-        if len(self._plans) >= 8:
-            self._plans.clear()
-        self._plans[key] = plan
-        return plan
+        return self._plans.put(bufs, key, _Plan(ub_off, lists, starts, total, n_large, n_big,
+                                                 meta[w + 2:w + 2 + n_i], meta[2 * w + 2:2 * w + 3 + n_i]))
 
 
 @dataclass
@@ -521,7 +517,6 @@ class _Plan:
     """What ``A @ B`` needs that depends only on the operands' structure: products per row (as offsets),
     the lists of long rows, the chunks, and once computed C's row pointers and entry count."""
 
-    refs: tuple
     ub_off: Any
     lists: Any
     starts: Any
