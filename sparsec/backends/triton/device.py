@@ -27,6 +27,7 @@ inputs are copied over); otherwise :class:`~sparsec.errors.BackendError`.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any, Mapping
 
@@ -88,7 +89,9 @@ def _structure(fmt: Format) -> Format:
     return fmt.with_widths(32, 32)
 
 
+@functools.lru_cache(maxsize=256)
 def _is(fmt: Format, short: str) -> bool:
+    """``fmt`` is the named format up to index widths (cached: templates ask on every call)."""
     try:
         return _structure(fmt) == parse_format(short, fmt.ndim)
     except FormatError:

@@ -14,6 +14,7 @@ kernels that hold its function keep it).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -180,7 +181,15 @@ def _current_device() -> int:
     """The current CUDA device index (compiled kernels are per device); 0 without a GPU."""
     import torch
 
-    return torch.cuda.current_device() if torch.cuda.is_available() else 0
+    return torch.cuda.current_device() if _cuda_present() else 0
+
+
+@functools.cache
+def _cuda_present() -> bool:
+    """torch sees a CUDA device (asked once: each ask reads the environment and NVML)."""
+    import torch
+
+    return torch.cuda.is_available()
 
 
 class SpecializedLaunches:
