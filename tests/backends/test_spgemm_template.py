@@ -275,24 +275,102 @@ def test_operand_index_widths(fa, fb):
     np.testing.assert_allclose(got.to_numpy(), A.toarray().astype(np.float64) @ B.toarray(), atol=1e-5)
 
 
+def _products_per_row(ub: list[int]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """A and B whose product has ``ub[r]`` products in row r: row r of A selects one row of B that long
+    (rows of nothing select an empty row of B, or nothing)."""
+    lengths = sorted(set(ub) | {0})
+    width = max(lengths) + 1
+    B = sp.csr_matrix((np.ones(sum(lengths), np.float32),
+                       np.concatenate([np.arange(n) for n in lengths]).astype(np.int64),
+                       np.concatenate([[0], np.cumsum(lengths)])), shape=(len(lengths), width))
+    rows = [r for r, n in enumerate(ub) if n or r % 2]
+    A = sp.csr_matrix((np.ones(len(rows), np.float32), ([r for r in rows], [lengths.index(ub[r]) for r in rows])),
+                      shape=(len(ub), len(lengths)))
+    return A, B
+
+
+def _cases(half: int) -> list[list[int]]:
+    rng = np.random.default_rng(7)
+    return [[0, 0, 3, 0, 40, 1, 4, 4, 0, 0], [half] * 9 + [0, 0], [2 * half + 1], [1] * 300 + [0], [0, 5], [0, 0],
+            list(rng.choice([0, 1, 2, 7, 3 * half], size=257))]
+
+
 @pytest.mark.parametrize("half", [4, 16])
-def test_chunk_starts_match_searchsorted(half):
-    """``spgemm_starts`` (one lane per row, rows writing the chunks their products start in) gives
-    ``searchsorted(ub_off[:n_i], c * HALF)`` for every chunk and ``n_i`` last: rows without products,
-    rows spanning many chunks, offsets on chunk boundaries, trailing empty rows."""
-    from sparsec.backends.triton.launch import interpreting
+@pytest.mark.parametrize("placed_by", ["spgemm_count", "spgemm_starts"])
+def test_structure_plan_matches_numpy(half, placed_by, monkeypatch):
+    """The structure step against numpy: the product offsets (``spgemm_count``'s look-back scan over tiles
+    of 8 rows, 2 tiles a look-back step), each entry's row, the lists of long rows, and the chunks' first
+    rows, ``searchsorted(ub_off[:n_i], c * HALF)`` for every chunk up to the last (placed by
+    ``spgemm_count``, or with a capacity of one start by ``spgemm_starts``): rows without products, rows
+    spanning many chunks, offsets on chunk boundaries, trailing empty rows."""
+    from sparsec.backends.triton.device import bind_operand, pick_device
+    from sparsec.formats import parse_format
+
+    monkeypatch.setattr(spgemm, "HALF", half)
+    monkeypatch.setattr(spgemm, "PMAX", 2 * half)
+    monkeypatch.setattr(spgemm, "COUNT_ROWS", 8)
+    monkeypatch.setattr(spgemm, "LOOK", 2)
+    if placed_by == "spgemm_starts":
+        monkeypatch.setattr(spgemm, "_starts_capacity", lambda n_i, nnz_a: 1)
+    template = program_template(compile_spgemm())
+    csr = parse_format("csr", 2)
+    for ub in _cases(half):
+        A0, B0 = _products_per_row(ub)
+        dev = pick_device([A0])
+        plan = template._plan(*(bind_operand(x, n, csr, "float32", dev) for x, n in ((A0, "A"), (B0, "B"))), dev)
+        ub_off = np.concatenate([[0], np.cumsum(ub)])
+        np.testing.assert_array_equal(plan.ub_off.cpu().numpy(), ub_off, err_msg=str(ub))
+        np.testing.assert_array_equal(plan.a_row.cpu().numpy()[:A0.nnz], np.repeat(np.arange(len(ub)), np.diff(A0.indptr)))
+        chunks = -(-int(ub_off[-1]) // half)
+        want = np.searchsorted(ub_off[:-1], np.arange(chunks + 1) * half)
+        np.testing.assert_array_equal(plan.starts.cpu().numpy(), want, err_msg=str(ub))
+        n_i, lists = len(ub), plan.lists.cpu().numpy()
+        assert (plan.total, plan.n_large, plan.n_big) == (ub_off[-1], sum(n > half for n in ub), sum(n > 2 * half for n in ub))
+        assert sorted(lists[:plan.n_large]) == [r for r, n in enumerate(ub) if n > half]
+        assert sorted(lists[n_i:n_i + plan.n_big]) == [r for r, n in enumerate(ub) if n > 2 * half]
+
+
+def test_small_tiles_on_every_kernel(monkeypatch):
+    """Every kernel with tiles far smaller than a GPU's: look-back scans over many tiles (the product
+    offsets and C's row pointers), chunk expansion steps of 4 entries x 2 columns (entries of several rows
+    a step, rows of B longer than a step, empty rows)."""
+    for name, value in (("HALF", 8), ("PMAX", 16), ("COUNT_ROWS", 4), ("POS_ROWS", 4), ("LOOK", 2),
+                        ("CHUNK_ENTRIES", 4), ("CHUNK_BLK", 2)):
+        monkeypatch.setattr(spgemm, name, value)
+    A = rand((45, 30), 0.08, 31, row_lengths={3: 12, 7: 1, 20: 25, 44: 4})
+    A[[0, 8, 11, 12, 40]] = 0
+    A.eliminate_zeros()
+    B = rand((30, 33), 0.1, 32, row_lengths={2: 20, 9: 3})
+    check(A, B)
+
+
+_LOOKBACK_PROBE = '''
+
+@triton.jit
+def lookback_probe(state, out, t, aggregate, LOOK: tl.constexpr):
+    tl.store(out, _exclusive_prefix(state, t, aggregate, LOOK))
+'''
+
+
+@pytest.mark.parametrize("published", ["aggregates only", "an inclusive prefix midway"])
+def test_look_back_walks_past_aggregates(published):
+    """``_exclusive_prefix`` on tile 7 of a state where the tiles before it published only their sums (tile 0
+    its inclusive prefix), or tile 3 its inclusive prefix too: the look-back reads 2 tiles a step back to the
+    nearest inclusive prefix and publishes tile 7's own. (Launched tiles in Triton's interpreter run one
+    after another, so the kernels there always find the tile just before finished.)"""
+    from sparsec.backends.triton.launch import interpreting, load_kernel
 
     device = "cpu" if interpreting() else "cuda"
-    rng = np.random.default_rng(7)
-    cases = [[0, 0, 3, 0, 40, 1, 4, 4, 0, 0], [half] * 9 + [0, 0], [2 * half + 1], [1] * 300 + [0], [0, 5]]
-    cases.append(list(rng.choice([0, 1, 2, 7, 3 * half], size=257)))
-    for ub in cases:
-        n_i = len(ub)
-        ub_off = torch.tensor(np.concatenate([[0], np.cumsum(ub)]), dtype=torch.int64, device=device)
-        total = int(ub_off[-1])
-        chunks = -(-total // half)
-        starts = torch.full((chunks + 1,), -1, dtype=torch.int64, device=device)
-        spgemm._launcher("spgemm_starts", 4, HALF=half, ROWS=128)((-(-(n_i + 1) // 128),), ub_off, starts, n_i, chunks)
-        want = np.searchsorted(ub_off[:-1].cpu().numpy(), np.arange(chunks + 1) * half)
-        want[-1] = n_i
-        np.testing.assert_array_equal(starts.cpu().numpy(), want, err_msg=str(ub))
+    agg_flag, inc_flag = 1 << 61, 1 << 62
+    sums = [5, 0, 7, 11, 2, 9, 4]
+    state = [7] + [agg_flag | v for v in sums] + [0]
+    state[1] = inc_flag | sums[0]
+    if published != "aggregates only":
+        state[4] = inc_flag | sum(sums[:4])
+        state[3] = 0                    # not published yet: the walk must stop at tile 3 before reading it
+    probe = load_kernel("spgemm_probe", spgemm.source(interpreting()) + _LOOKBACK_PROBE, "lookback_probe")
+    st = torch.tensor(state, dtype=torch.int64, device=device)
+    out = torch.zeros(1, dtype=torch.int64, device=device)
+    probe[(1,)](st, out, 7, 6, LOOK=2)
+    assert int(out[0]) == sum(sums)
+    assert int(st[8]) == inc_flag | (sum(sums) + 6)

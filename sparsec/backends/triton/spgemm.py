@@ -7,15 +7,21 @@ GPU's lanes idle: measured 0.085x cuSPARSE on an H100. Triton has no shared-memo
 scatter, so the hash tables of GPU SpGEMM libraries are out of reach; sorting in
 registers is not. This template computes each row *ESC* style (expand, sort, compress):
 
-1. ``spgemm_count``, one lane per row: the row's product count ``ub[i]`` (the sum of the
-   lengths of the rows of ``B`` its entries select), and the lists of *long* rows
-   (``ub > HALF``) and *very long* rows (``ub > PMAX``), appended with atomics. One host
-   synchronization reads the total product count and the list lengths.
+1. ``spgemm_count``, one lane per row in tiles of ``COUNT_ROWS``: the row's product count
+   ``ub[i]`` (the sum of the lengths of the rows of ``B`` its entries select), each entry's row
+   (``A_row``), and the lists of *long* rows (``ub > HALF``) and *very long* rows
+   (``ub > PMAX``), appended with atomics. The same kernel turns the counts into offsets with a
+   decoupled look-back (each tile publishes its sum, then its inclusive prefix; tiles are
+   numbered by an atomic ticket in launch order, so a tile only waits for tiles already
+   running) and writes the chunks' first rows (step 2) from them. One host synchronization
+   reads the total product count and the list lengths.
 2. ``spgemm_chunks``: chunk ``c`` takes the rows whose products start in
    ``[c * HALF, (c + 1) * HALF)``; those of at most ``HALF`` products sit within ``2 * HALF``
-   consecutive slots. Their products are copied (``ENTRIES`` entries of ``A`` at a time, each
-   with up to ``BLK`` entries of its row of ``B`` per step, at slots from the prefix sum of
-   those rows' lengths) to a scratch buffer as keys ``(row - r0) * n_j + column``
+   consecutive slots (a longer row can only be a chunk's last, and is left to the kernels below). The
+   chunk's entries of ``A`` are consecutive, and so are their products: they are copied
+   (``CHUNK_ENTRIES`` entries at a time, whichever rows they are in, each with up to
+   ``CHUNK_BLK`` entries of its row of ``B`` per step, at slots from the prefix sum of those
+   rows' lengths) to a scratch buffer as keys ``(row - r0) * n_j + column``
    and values, loaded back as one block of ``P = 2 * HALF`` lanes, sorted by
    ``key << log2(P) | lane`` (32-bit keys where they fit, else 64-bit), equal keys summed by a
    segmented scan (``tl.associative_scan``, which also counts each row's entries), and each
@@ -29,9 +35,10 @@ registers is not. This template computes each row *ESC* style (expand, sort, com
    last bits of such sums can differ between runs), then scans the row in ``SCAN`` column
    steps, compacting marked columns in order and clearing them. The programs'
    dense rows take at most ``DENSE_BYTES``; a very wide ``B`` gets fewer programs.
-4. ``C.pos`` is the prefix sum of the row counts (a second host synchronization reads
-   the entry count to allocate ``C``), and ``spgemm_compact`` copies each row's result
-   from its slots to its place in ``C``.
+4. ``spgemm_pos``: ``C.pos``, the prefix sum of the row counts (the same look-back), written
+   once in int64 for the memo and once in the result's index width; a second host
+   synchronization reads the entry count to allocate ``C``, and ``spgemm_compact`` copies each
+   row's result from its slots to its place in ``C``.
 
 Step 1, the chunk boundaries and ``C.pos`` depend only on the operands' structure: they
 are memoized per template by the index buffers (storage, size and torch version, checked
@@ -40,8 +47,9 @@ skips both host synchronizations and runs steps 2-4 only. An index buffer writte
 moves its version and is counted again.
 
 A one-shot product's wall time is mostly host work around its two synchronizations, so the
-template keeps it short: the structure's counters, offsets and row counts share one zeroed
-buffer, the list lengths and total come back in one read, and each kernel is launched through
+template keeps it short: no torch scans (each costs ~28 us of host time on the GPU hosts
+measured) and no separate launch for the chunk starts; the structure's buffers share one zeroed
+allocation, the list lengths and total come back in one read, and each kernel is launched through
 its compiled kernel for the arguments' specialization (:class:`~.launch.SpecializedLaunches`)
 after the first launch of that specialization, skipping Triton's argument binding.
 
@@ -64,15 +72,20 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ...fastcall import FALLBACK
 from ...memo import OwnedMemo
 from .attention import _canonical, template_may_run
-from .device import _is, _nonempty, bind_operand, csr_result, pick_device, sm_count
+from ...tensor import _needed_format
+from .device import _is, _nonempty, bind_operand, csr_result, index_dtype, pick_device, sm_count
 
 HALF = 256           # a chunk holds the rows starting in HALF products (rows of at most HALF products)
 CHUNK_WARPS = 4
+CHUNK_ENTRIES, CHUNK_BLK = 16, 16  # a chunk's expansion step: entries of A x entries of their rows of B
+COUNT_ROWS = 128     # rows a tile of spgemm_count
+POS_ROWS = 1024      # rows a tile of spgemm_pos
+LOOK = 32            # tiles a look-back step reads
 PMAX = 2048          # longer rows run one per program up to PMAX products, in spgemm_dense beyond
 DENSE_BYTES = 1 << 29  # the dense rows of spgemm_dense's programs, all together
 _DTYPES = ("float32", "float64")
@@ -136,44 +149,99 @@ import triton.language as tl
 
 
 @triton.jit
-def spgemm_count(A_pos, A_crd, B_pos, ub, counts, lists, n_i, HALF: tl.constexpr, PMAX: tl.constexpr,
-                 ROWS: tl.constexpr):
-    # ub[i] = the number of products of row i; rows over HALF appended to lists[:n_i] (count in
-    # counts[0]), rows over PMAX to lists[n_i:] (count in counts[1])
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+def _exclusive_prefix(state, t, aggregate, LOOK: tl.constexpr):
+    # the sum of the aggregates of tiles 0 .. t - 1 (a decoupled look-back): state[1 + t] holds tile t's
+    # aggregate | AGG, then its inclusive prefix | INC (0 until published); tiles are numbered in launch
+    # order (the caller takes t from state[0]), so a tile only waits for tiles already running
+    agg_flag = tl.full([], 1, tl.int64) << 61
+    inc_flag = agg_flag << 1
+    prefix = tl.zeros([], tl.int64)
+    if t == 0:
+        tl.atomic_xchg(state + 1, aggregate | inc_flag)
+    else:
+        tl.atomic_xchg(state + 1 + t, aggregate | agg_flag)
+        j = t
+        while j > 0:                         # tiles [j - LOOK, j): wait until all have published
+            idx = j - LOOK + tl.arange(0, LOOK)
+            st = tl.load(state + 1 + idx, mask=idx >= 0, other=inc_flag, volatile=True)
+            if tl.min(st, 0) != 0:
+                inc_at = tl.max(tl.where((st & inc_flag) != 0, idx, -LOOK - 1), 0)
+                prefix += tl.sum(tl.where(idx >= inc_at, st & (agg_flag - 1), 0), 0)
+                j = tl.where(inc_at >= j - LOOK, 0, j - LOOK)
+            else:                            # spin on one word, not the window: less L2 traffic
+                wait = state + 1 + tl.max(tl.where(st == 0, idx, 0), 0)
+                while tl.load(wait, volatile=True) == 0:
+                    pass
+        tl.atomic_xchg(state + 1 + t, (prefix + aggregate) | inc_flag)
+    return prefix
+
+
+@triton.jit
+def _write_starts(starts, rows, ex, incl, inb, cap, HALF: tl.constexpr):
+    # row r + 1 is the first row of the chunks c with ex < c * HALF <= incl (row r's products span
+    # [ex, incl)); chunks at or past cap are left out (the host checks the capacity)
+    c0 = ex // HALF + 1
+    span = tl.where(inb, incl // HALF - c0 + 1, 0)
+    for q in range(0, tl.max(span, 0)):
+        tl.store(starts + c0 + q, rows + 1, mask=(q < span) & (c0 + q < cap))
+
+
+@triton.jit
+def _last_start(starts, total, n_i, cap, HALF: tl.constexpr):
+    # starts[0] = 0, and where the products end inside the last chunk, that chunk ends at row n_i
+    tl.store(starts, tl.zeros([], tl.int64))
+    chunks = (total + HALF - 1) // HALF
+    if (total % HALF != 0) & (chunks < cap):
+        tl.store(starts + chunks, n_i + tl.zeros([], tl.int64))
+
+
+@triton.jit
+def spgemm_count(A_pos, A_crd, B_pos, A_row, ub_off, counts, lists, starts, state, n_i, cap,
+                 HALF: tl.constexpr, PMAX: tl.constexpr, ROWS: tl.constexpr, LOOK: tl.constexpr):
+    # a tile of ROWS rows (tiles numbered in launch order by state[0]): each row's product count (the
+    # lengths of the rows of B its entries select, summed), A_row[e] = the row of entry e, ub_off[i + 1] =
+    # the products of rows 0 .. i (a look-back over the tiles' sums), the chunks' first rows (starts[c] =
+    # the first row whose products start at or after c * HALF; rows past the last product excluded);
+    # rows over HALF appended to lists[:n_i] (count in counts[0]), over PMAX to lists[n_i:] (counts[1])
+    t = tl.atomic_add(state, 1)
+    rows = t * ROWS + tl.arange(0, ROWS)
     inb = rows < n_i
     a0 = tl.load(A_pos + rows, mask=inb, other=0).to(tl.int64)
     a1 = tl.load(A_pos + rows + 1, mask=inb, other=0).to(tl.int64)
     total = tl.zeros([ROWS], tl.int64)
-    for t in range(0, tl.max(a1 - a0, 0)):
-        m = a0 + t < a1
-        k = tl.load(A_crd + a0 + t, mask=m, other=0).to(tl.int64)
+    for q in range(0, tl.max(a1 - a0, 0)):
+        m = a0 + q < a1
+        k = tl.load(A_crd + a0 + q, mask=m, other=0).to(tl.int64)
         lo = tl.load(B_pos + k, mask=m, other=0).to(tl.int64)
         hi = tl.load(B_pos + k + 1, mask=m, other=0).to(tl.int64)
         total += hi - lo
-    tl.store(ub + rows, total, mask=inb)
+    for q in range(0, tl.max(a1 - a0, 0)):
+        tl.store(A_row + a0 + q, rows, mask=a0 + q < a1)
     large = inb & (total > HALF)
     slot = tl.atomic_add(counts + tl.zeros([ROWS], tl.int32), 1, mask=large)
     tl.store(lists + slot, rows, mask=large)
     big = inb & (total > PMAX)
     slot = tl.atomic_add(counts + 1 + tl.zeros([ROWS], tl.int32), 1, mask=big)
     tl.store(lists + n_i + slot, rows, mask=big)
+    tile_sum = tl.sum(total, 0)
+    prefix = _exclusive_prefix(state, t, tile_sum, LOOK)
+    incl = prefix + tl.cumsum(total, 0)
+    tl.store(ub_off + 1 + rows, incl, mask=inb)
+    _write_starts(starts, rows, incl - total, incl, inb, cap, HALF)
+    if (t + 1) * ROWS >= n_i:                # the last tile knows the total
+        _last_start(starts, prefix + tile_sum, n_i, cap, HALF)
 
 
 @triton.jit
-def spgemm_starts(ub_off, starts, n_i, chunks, HALF: tl.constexpr, ROWS: tl.constexpr):
-    # starts[c] = the first row whose products start at or after c * HALF (a searchsorted over
-    # ub_off[:n_i]), starts[chunks] = n_i. Row i takes the c with ub_off[i-1] < c * HALF <= ub_off[i]
-    # (row 0 from c = 0); a virtual row n_i takes the rest up to chunks.
+def spgemm_starts(ub_off, starts, n_i, cap, HALF: tl.constexpr, ROWS: tl.constexpr):
+    # the chunks' first rows as spgemm_count writes them, from the product offsets ub_off: for a
+    # product count past the capacity spgemm_count was given
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    real = rows < n_i
-    prev = tl.load(ub_off + rows - 1, mask=(rows > 0) & (rows <= n_i), other=0)
-    c0 = tl.where(rows == 0, 0, prev // HALF + 1)
-    c1 = tl.where(real, tl.minimum(tl.load(ub_off + rows, mask=real, other=0) // HALF, chunks - 1), chunks)
-    c0 = tl.where(real, c0, tl.minimum(c0, chunks))
-    span = tl.where(rows <= n_i, c1 - c0 + 1, 0)
-    for t in range(0, tl.max(span, 0)):
-        tl.store(starts + c0 + t, rows, mask=t < span)
+    inb = rows < n_i
+    ex = tl.load(ub_off + rows, mask=inb, other=0)
+    _write_starts(starts, rows, ex, tl.load(ub_off + rows + 1, mask=inb, other=0), inb, cap, HALF)
+    if tl.program_id(0) == 0:
+        _last_start(starts, tl.load(ub_off + n_i), n_i, cap, HALF)
 
 
 @triton.jit
@@ -189,21 +257,23 @@ def _entry_tile(e0, a1, A_crd, A_vals, B_pos, ENTRIES: tl.constexpr):
 
 
 @triton.jit
-def _expand_row(r, row_key, s, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, X_key, X_vals,
-                ENTRIES: tl.constexpr, BLK: tl.constexpr):
-    # the products of row r to slots s, s + 1, ... in A's then B's order, as keys row_key + column:
-    # ENTRIES entries of A at a time, each with up to BLK entries of its row of B per step (the
-    # slots of an entry start at the exclusive prefix sum of the rows' lengths)
-    a1 = tl.load(A_pos + r + 1).to(tl.int64)
+def _expand(r0, e_lo, e_hi, s, A_crd, A_vals, A_row, B_pos, B_crd, B_vals, X_key, X_vals, n_j,
+            ENTRIES: tl.constexpr, BLK: tl.constexpr):
+    # the products of A's entries e_lo .. e_hi (rows r0, r0 + 1, ...; A_row[e] the row of entry e) to
+    # slots s, s + 1, ... in A's then B's order, as keys (row - r0) * n_j + column: ENTRIES entries at a
+    # time, whichever rows they are in, each with up to BLK entries of its row of B per step (an entry's
+    # slots start at the exclusive prefix sum of the rows' lengths)
     lane = tl.arange(0, BLK)[None, :]
-    for e0 in range(tl.load(A_pos + r).to(tl.int64), a1, ENTRIES):
-        av, b0, bl = _entry_tile(e0, a1, A_crd, A_vals, B_pos, ENTRIES)
+    for e0 in range(e_lo, e_hi, ENTRIES):
+        av, b0, bl = _entry_tile(e0, e_hi, A_crd, A_vals, B_pos, ENTRIES)
+        e = e0 + tl.arange(0, ENTRIES)
+        row_key = (tl.load(A_row + e, mask=e < e_hi, other=0) - r0).to(tl.int64) * n_j
         first = s + tl.cumsum(bl, 0) - bl
         for t in range(0, tl.max(bl, 0), BLK):
             m = t + lane < bl[:, None]
             c = tl.load(B_crd + b0[:, None] + t + lane, mask=m, other=0)
             v = tl.load(B_vals + b0[:, None] + t + lane, mask=m, other=0)
-            tl.store(X_key + first[:, None] + t + lane, row_key + c.to(tl.int64), mask=m)
+            tl.store(X_key + first[:, None] + t + lane, row_key[:, None] + c.to(tl.int64), mask=m)
             tl.store(X_vals + first[:, None] + t + lane, av[:, None] * v, mask=m)
         s += tl.sum(bl, 0)
 
@@ -216,21 +286,18 @@ def _seg_add(k1, v1, r1, c1, k2, v2, r2, c2):
 
 
 @triton.jit
-def _esc(r0, r1, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j,
+def _esc(r0, r1, A_pos, A_crd, A_vals, A_row, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j,
          LIMIT, P: tl.constexpr, LOGP: tl.constexpr, ENTRIES: tl.constexpr, BLK: tl.constexpr):
-    # rows [r0, r1) with at most LIMIT products each (others are left to other kernels) and at
-    # most P products together, which sit at X[base:base+P]: expand them there as keys
-    # (row - r0) * n_j + column, sort by key, sum equal keys, and write each row's entries in
-    # column order to the start of the row's own slice X[ub_off[row]:]; cnt[row] = their number
+    # rows [r0, r1) with at most P products together, which sit at X[base:base+P] (the last row is left
+    # to other kernels when it has more than LIMIT products: only the last can, such a row ends its
+    # chunk): expand them there as keys (row - r0) * n_j + column, sort by key, sum equal keys, and write
+    # each row's entries in column order to the start of the row's own slice X[ub_off[row]:]; cnt[row] =
+    # their number
     base = tl.load(ub_off + r0)
-    end = base
-    for r in range(r0, r1):
-        start = tl.load(ub_off + r)
-        stop = tl.load(ub_off + r + 1)
-        if (stop > start) & (stop - start <= LIMIT):
-            _expand_row(r, (r - r0) * n_j, start, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, X_key, X_vals,
-                        ENTRIES, BLK)
-            end = stop
+    r_end = tl.where(tl.load(ub_off + r1) - tl.load(ub_off + r1 - 1) > LIMIT, r1 - 1, r1)
+    end = tl.load(ub_off + r_end)
+    _expand(r0, tl.load(A_pos + r0).to(tl.int64), tl.load(A_pos + r_end).to(tl.int64), base, A_crd, A_vals,
+            A_row, B_pos, B_crd, B_vals, X_key, X_vals, n_j, ENTRIES, BLK)
     tl.debug_barrier()                       # the expansion's stores are visible to every lane
 __SORT_AND_SUM__    tl.debug_barrier()
     dst = tl.load(ub_off + r0 + row, mask=last, other=0) + seen - 1
@@ -240,7 +307,7 @@ __SORT_AND_SUM__    tl.debug_barrier()
 
 
 @triton.jit
-def spgemm_chunks(starts, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j,
+def spgemm_chunks(starts, A_pos, A_crd, A_vals, A_row, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j,
                   HALF: tl.constexpr, LOGP: tl.constexpr, ENTRIES: tl.constexpr, BLK: tl.constexpr):
     # chunk c: the rows starting in products [c * HALF, (c + 1) * HALF); those with at most HALF
     # products take at most 2 * HALF lanes together
@@ -248,24 +315,24 @@ def spgemm_chunks(starts, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_
     r0 = tl.load(starts + c).to(tl.int64)
     r1 = tl.load(starts + c + 1).to(tl.int64)
     if r1 > r0:
-        _esc(r0, r1, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, HALF,
+        _esc(r0, r1, A_pos, A_crd, A_vals, A_row, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, HALF,
              2 * HALF, LOGP, ENTRIES, BLK)
 
 
 @triton.jit
-def spgemm_rows(rows, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j,
+def spgemm_rows(rows, A_pos, A_crd, A_vals, A_row, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j,
                 PMAX: tl.constexpr, LOGP: tl.constexpr, ENTRIES: tl.constexpr, BLK: tl.constexpr):
     # one listed row with more than a chunk's half and at most PMAX products
     i = tl.load(rows + tl.program_id(0)).to(tl.int64)
     ub = tl.load(ub_off + i + 1) - tl.load(ub_off + i)
     if ub <= PMAX // 4:
-        _esc(i, i + 1, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, PMAX,
+        _esc(i, i + 1, A_pos, A_crd, A_vals, A_row, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, PMAX,
              PMAX // 4, LOGP - 2, ENTRIES, BLK)
     elif ub <= PMAX // 2:
-        _esc(i, i + 1, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, PMAX,
+        _esc(i, i + 1, A_pos, A_crd, A_vals, A_row, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, PMAX,
              PMAX // 2, LOGP - 1, ENTRIES, BLK)
     elif ub <= PMAX:
-        _esc(i, i + 1, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, PMAX,
+        _esc(i, i + 1, A_pos, A_crd, A_vals, A_row, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, PMAX,
              PMAX, LOGP, ENTRIES, BLK)
 
 
@@ -305,6 +372,22 @@ def spgemm_dense(rows, n_rows, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_of
             w += tl.sum(mk.to(tl.int32), 0)
         tl.store(cnt + i, w)
         tl.debug_barrier()
+
+
+@triton.jit
+def spgemm_pos(cnt, C_pos, pos_out, state, n_i, ROWS: tl.constexpr, LOOK: tl.constexpr):
+    # C's row pointers from its row counts, a tile of ROWS rows (tiles numbered in launch order by
+    # state[0], a look-back over their sums): C_pos (int64, C_pos[0] = 0 already) and pos_out (the
+    # result's index width)
+    t = tl.atomic_add(state, 1)
+    rows = t * ROWS + tl.arange(0, ROWS)
+    inb = rows < n_i
+    n = tl.load(cnt + rows, mask=inb, other=0)
+    incl = _exclusive_prefix(state, t, tl.sum(n, 0), LOOK) + tl.cumsum(n, 0)
+    tl.store(C_pos + 1 + rows, incl, mask=inb)
+    tl.store(pos_out + 1 + rows, incl.to(pos_out.dtype.element_ty), mask=inb)
+    if t == 0:
+        tl.store(pos_out, tl.zeros([], pos_out.dtype.element_ty))
 
 
 @triton.jit
@@ -370,7 +453,8 @@ _SORT_AND_SUM = {False: _SORTED_COMPILED, True: _SORTED_INTERPRETED}
 
 _FNS: dict[bool, dict[str, Any]] = {}     # loaded kernels by interpreter flavour
 
-_KERNELS = ("spgemm_count", "spgemm_starts", "spgemm_chunks", "spgemm_rows", "spgemm_dense", "spgemm_compact")
+_KERNELS = ("spgemm_count", "spgemm_starts", "spgemm_chunks", "spgemm_rows", "spgemm_dense", "spgemm_pos",
+            "spgemm_compact")
 _LAUNCHERS: dict[tuple, Any] = {}        # SpecializedLaunches by (flavour, kernel, warps, constexprs)
 
 
@@ -429,17 +513,21 @@ class SpgemmTemplate:
         except Exception:   # the general path binds again and reports what is wrong
             return FALLBACK
         if not (_is(a.format, "csr") and _is(b.format, "csr")) or a.shape[1] != b.shape[0] or \
-                b.shape[1] >= 2**31 - 1:
+                b.shape[1] >= 2**31 - 1 or a.shape[0] >= 2**31 - 1:
             return FALLBACK
-        result = self.run(a, b, device)
+        fmt, shape = decl(mt.c).format, (a.shape[0], b.shape[1])
+        result = self.run(a, b, device, lambda nnz: index_dtype(_needed_format(fmt, fmt.level_sizes(shape),
+                                                                               (shape[0], nnz)).pos_width))
         if result is FALLBACK:
             return FALLBACK
-        pos, crd, vals = result   # pos: the memoized row pointers, copied into the result
-        return csr_result(decl(mt.c).format, (a.shape[0], b.shape[1]), pos, crd, vals, mt.c, copy_pos=True)
+        pos, crd, vals, fresh = result
+        return csr_result(fmt, shape, pos, crd, vals, mt.c, copy_pos=not fresh)
 
-    def run(self, a, b, device) -> Any:
-        """``(pos int64, crd int32, vals)`` of ``a @ b`` on ``device`` (``pos`` is the memoized one: copy it
-        before handing it out), or FALLBACK when the scratch would not fit."""
+    def run(self, a, b, device, pos_dtype: Callable[[int], Any]) -> Any:
+        """``(pos, crd int32, vals, fresh)`` of ``a @ b`` on ``device``, or FALLBACK when the scratch would not
+        fit. ``pos_dtype(bound)``: the row pointers' dtype for at most ``bound`` entries. ``fresh``: ``pos`` is
+        this call's own (the first product on a structure); otherwise it is the memoized int64 one, to be
+        copied before it is handed out."""
         import torch
 
         from .launch import interpreting
@@ -457,10 +545,10 @@ class SpgemmTemplate:
             return FALLBACK
         x_key = torch.empty(max(plan.total, 1), dtype=torch.int64, device=device)
         x_vals = torch.empty(max(plan.total, 1), dtype=vals_dtype, device=device)
-        args = (ap, ac, av, bp, bc, bv, plan.ub_off, x_key, x_vals, plan.cnt, n_j)
+        args = (ap, ac, av, plan.a_row, bp, bc, bv, plan.ub_off, x_key, x_vals, plan.cnt, n_j)
         if plan.total:
-            _launcher("spgemm_chunks", CHUNK_WARPS, HALF=HALF, LOGP=(2 * HALF).bit_length() - 1, ENTRIES=16,
-                      BLK=16)((plan.starts.numel() - 1,), plan.starts, *args)
+            _launcher("spgemm_chunks", CHUNK_WARPS, HALF=HALF, LOGP=(2 * HALF).bit_length() - 1,
+                      ENTRIES=CHUNK_ENTRIES, BLK=CHUNK_BLK)((plan.starts.numel() - 1,), plan.starts, *args)
         if plan.n_large:
             _launcher("spgemm_rows", 4, PMAX=PMAX, LOGP=PMAX.bit_length() - 1, ENTRIES=32,
                       BLK=16)((plan.n_large,), plan.lists, *args)
@@ -470,15 +558,23 @@ class SpgemmTemplate:
             w_vals = torch.zeros(progs * n_j, dtype=vals_dtype, device=device)
             w_mark = torch.zeros(progs * n_j, dtype=torch.int8, device=device)
             _launcher("spgemm_dense", 4, ENTRIES=32, BLK=32, SCAN=1024)(
-                (progs,), plan.lists[n_i:], plan.n_big, *args[:-1], w_vals, w_mark, n_j)
-        if plan.nnz is None:              # the first call on this structure: C's row counts -> pos
-            torch.cumsum(plan.cnt, 0, out=plan.c_pos[1:])
+                (progs,), plan.lists[n_i:], plan.n_big, ap, ac, av, bp, bc, bv, plan.ub_off, x_key, x_vals,
+                plan.cnt, w_vals, w_mark, n_j)
+        pos = plan.c_pos
+        fresh = plan.nnz is None
+        if fresh:                         # the first call on this structure: C's row counts -> pos, nnz
+            pos = torch.empty(n_i + 1, dtype=pos_dtype(plan.total), device=device)
+            if n_i:
+                _launcher("spgemm_pos", 4, ROWS=POS_ROWS, LOOK=LOOK)(
+                    (-(-n_i // POS_ROWS),), plan.cnt, plan.c_pos, pos, plan.pos_state, n_i)
+            else:
+                pos.zero_()
             plan.nnz = int(plan.c_pos[-1])
         c_crd = torch.empty(plan.nnz, dtype=torch.int32, device=device)
         c_vals = torch.empty(plan.nnz, dtype=vals_dtype, device=device)
         if plan.nnz:
             _launcher("spgemm_compact", 1, BLK=128)((n_i,), plan.ub_off, plan.c_pos, x_key, x_vals, c_crd, c_vals)
-        return plan.c_pos, c_crd, c_vals
+        return pos, c_crd, c_vals, fresh
 
     def _plan(self, a, b, device) -> "_Plan":
         """The structure-only part of ``a @ b`` (memoized by the index buffers' storage and version)."""
@@ -491,33 +587,57 @@ class SpgemmTemplate:
             return hit
         n_i = a.shape[0]
         ap, ac, bp = bufs[0], _nonempty(bufs[1]), bufs[2]
-        # one zeroed buffer, one fill: [ub offsets (n_i + 1) | list lengths (2) | C's row counts (n_i) | C.pos
-        # (n_i + 1)], each section from a 16-byte boundary (Triton specializes on pointer alignment)
-        w = n_i + 1 + (n_i + 1) % 2
-        meta = torch.zeros(3 * w + 2, dtype=torch.int64, device=device)
-        ub_off, counts = meta[:n_i + 1], meta[w:w + 2]
-        lists = torch.empty(max(2 * n_i, 1), dtype=torch.int32, device=device)
-        rows = 128
+        cap = _starts_capacity(n_i, bufs[1].numel())
+        # one zeroed int64 buffer, one fill, each section from a 16-byte boundary (Triton specializes on
+        # pointer alignment): the product offsets (ub_off[n_i] the total), the two list lengths right after
+        # them (one read), C's row counts and row pointers, the two scans' tile states, the lists of long
+        # rows and the chunks' first rows (these two need no zeros, but share the allocation)
+        sizes = {"ub_off": n_i + 1, "counts": 2, "cnt": n_i, "c_pos": n_i + 1,
+                 "count_state": 1 + -(-n_i // COUNT_ROWS), "pos_state": 1 + -(-n_i // POS_ROWS),
+                 "lists": 2 * n_i, "starts": cap}
+        meta, at = _sections(torch, sizes, device)
+        a_row = torch.empty(max(bufs[1].numel(), 1), dtype=torch.int32, device=device)
         if n_i:
-            _launcher("spgemm_count", 4, HALF=HALF, PMAX=PMAX, ROWS=rows)(
-                (-(-n_i // rows),), ap, ac, bp, ub_off[1:], counts, lists, n_i)
-        torch.cumsum(ub_off[1:], 0, out=ub_off[1:])
-        head = meta[n_i:w + 2].tolist()      # the total, padding, list lengths: this step's one synchronization
+            _launcher("spgemm_count", 4, HALF=HALF, PMAX=PMAX, ROWS=COUNT_ROWS, LOOK=LOOK)(
+                (-(-n_i // COUNT_ROWS),), ap, ac, bp, a_row, at["ub_off"], at["counts"], at["lists"],
+                at["starts"], at["count_state"], n_i, cap)
+        lo = at["ub_off"].storage_offset() + n_i
+        head = meta[lo:at["counts"].storage_offset() + 2].tolist()   # this step's one synchronization
         total, n_large, n_big = head[0], head[-2], head[-1]
         chunks = -(-total // HALF)
-        starts = torch.empty(chunks + 1, dtype=torch.int64, device=device)
-        if chunks:
-            _launcher("spgemm_starts", 4, HALF=HALF, ROWS=rows)((-(-(n_i + 1) // rows),), ub_off, starts, n_i, chunks)
-        return self._plans.put(bufs, key, _Plan(ub_off, lists, starts, total, n_large, n_big,
-                                                 meta[w + 2:w + 2 + n_i], meta[2 * w + 2:2 * w + 3 + n_i]))
+        starts = at["starts"][:chunks + 1]
+        if chunks + 1 > cap:           # more chunks than spgemm_count could place: place them again
+            starts = torch.empty(chunks + 1, dtype=torch.int64, device=device)
+            _launcher("spgemm_starts", 4, HALF=HALF, ROWS=COUNT_ROWS)(
+                (-(-n_i // COUNT_ROWS),), at["ub_off"], starts, n_i, chunks + 1)
+        return self._plans.put(bufs, key, _Plan(at["ub_off"], a_row, at["lists"], starts, total, n_large, n_big,
+                                                 at["cnt"], at["c_pos"], at["pos_state"]))
+
+
+def _starts_capacity(n_i: int, nnz_a: int) -> int:
+    """How many chunk starts ``spgemm_count`` places: enough for ``2 * HALF`` products a row, or ``HALF / 4``
+    an entry of A, on average (a square of rows of 64 entries); more chunks take a second launch
+    (``spgemm_starts``)."""
+    return 2 * n_i + nnz_a // 4 + 2
+
+
+def _sections(torch, sizes: Mapping[str, int], device) -> tuple[Any, dict[str, Any]]:
+    """One zeroed int64 buffer cut into named sections of these sizes, each from an even element (16 bytes)."""
+    starts, at = {}, 0
+    for name, n in sizes.items():
+        starts[name] = at
+        at += n + n % 2
+    meta = torch.zeros(max(at, 2), dtype=torch.int64, device=device)
+    return meta, {name: meta[o:o + sizes[name]] for name, o in starts.items()}
 
 
 @dataclass
 class _Plan:
     """What ``A @ B`` needs that depends only on the operands' structure: products per row (as offsets),
-    the lists of long rows, the chunks, and once computed C's row pointers and entry count."""
+    each entry's row, the lists of long rows, the chunks, and once computed C's row pointers and entry count."""
 
     ub_off: Any
+    a_row: Any
     lists: Any
     starts: Any
     total: int
@@ -525,4 +645,5 @@ class _Plan:
     n_big: int
     cnt: Any
     c_pos: Any
+    pos_state: Any
     nnz: int | None = None     # C's entry count, once read
