@@ -298,8 +298,8 @@ def _cases(half: int) -> list[list[int]]:
 @pytest.mark.parametrize("half", [4, 16])
 @pytest.mark.parametrize("placed_by", ["spgemm_count", "spgemm_starts"])
 def test_structure_plan_matches_numpy(half, placed_by, monkeypatch):
-    """The structure step against numpy: the product offsets (``spgemm_count``'s look-back scan over tiles
-    of 8 rows, 2 tiles a look-back step), each entry's row, the lists of long rows, and the chunks' first
+    """The structure step against numpy: the product offsets (``spgemm_entry_scan``'s look-back over tiles
+    of 8 entries, 2 tiles a look-back step), each entry's row, the lists of long rows, and the chunks' first
     rows, ``searchsorted(ub_off[:n_i], c * HALF)`` for every chunk up to the last (placed by
     ``spgemm_count``, or with a capacity of one start by ``spgemm_starts``): rows without products, rows
     spanning many chunks, offsets on chunk boundaries, trailing empty rows."""
@@ -309,6 +309,7 @@ def test_structure_plan_matches_numpy(half, placed_by, monkeypatch):
     monkeypatch.setattr(spgemm, "HALF", half)
     monkeypatch.setattr(spgemm, "PMAX", 2 * half)
     monkeypatch.setattr(spgemm, "COUNT_ROWS", 8)
+    monkeypatch.setattr(spgemm, "SCAN_ENTRIES", 8)
     monkeypatch.setattr(spgemm, "LOOK", 2)
     if placed_by == "spgemm_starts":
         monkeypatch.setattr(spgemm, "_starts_capacity", lambda n_i, nnz_a: 1)
@@ -320,21 +321,23 @@ def test_structure_plan_matches_numpy(half, placed_by, monkeypatch):
         plan = template._plan(*(bind_operand(x, n, csr, "float32", dev) for x, n in ((A0, "A"), (B0, "B"))), dev)
         ub_off = np.concatenate([[0], np.cumsum(ub)])
         np.testing.assert_array_equal(plan.ub_off.cpu().numpy(), ub_off, err_msg=str(ub))
-        np.testing.assert_array_equal(plan.a_row.cpu().numpy()[:A0.nnz], np.repeat(np.arange(len(ub)), np.diff(A0.indptr)))
+        rows = np.repeat(np.arange(len(ub)), np.diff(A0.indptr))
+        np.testing.assert_array_equal(plan.a_row.cpu().numpy()[:A0.nnz], rows)
         chunks = -(-int(ub_off[-1]) // half)
         want = np.searchsorted(ub_off[:-1], np.arange(chunks + 1) * half)
         np.testing.assert_array_equal(plan.starts.cpu().numpy(), want, err_msg=str(ub))
         n_i, lists = len(ub), plan.lists.cpu().numpy()
-        assert (plan.total, plan.n_large, plan.n_big) == (ub_off[-1], sum(n > half for n in ub), sum(n > 2 * half for n in ub))
-        assert sorted(lists[:plan.n_large]) == [r for r, n in enumerate(ub) if n > half]
+        long_rows = [r for r, n in enumerate(ub) if n > half]
+        assert (plan.total, plan.n_large, plan.n_big) == (ub_off[-1], len(long_rows), sum(n > 2 * half for n in ub))
+        assert sorted(lists[:plan.n_large]) == long_rows
         assert sorted(lists[n_i:n_i + plan.n_big]) == [r for r, n in enumerate(ub) if n > 2 * half]
 
 
 def test_small_tiles_on_every_kernel(monkeypatch):
     """Every kernel with tiles far smaller than a GPU's: look-back scans over many tiles (the product
-    offsets and C's row pointers), chunk expansion steps of 4 entries x 2 columns (entries of several rows
+    offsets by entry and C's row pointers), chunk expansion steps of 4 entries x 2 columns (entries of several rows
     a step, rows of B longer than a step, empty rows)."""
-    for name, value in (("HALF", 8), ("PMAX", 16), ("COUNT_ROWS", 4), ("POS_ROWS", 4), ("LOOK", 2),
+    for name, value in (("HALF", 8), ("PMAX", 16), ("COUNT_ROWS", 4), ("SCAN_ENTRIES", 4), ("POS_ROWS", 4), ("LOOK", 2),
                         ("CHUNK_ENTRIES", 4), ("CHUNK_BLK", 2)):
         monkeypatch.setattr(spgemm, name, value)
     A = rand((45, 30), 0.08, 31, row_lengths={3: 12, 7: 1, 20: 25, 44: 4})

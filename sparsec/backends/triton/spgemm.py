@@ -7,14 +7,15 @@ GPU's lanes idle: measured 0.085x cuSPARSE on an H100. Triton has no shared-memo
 scatter, so the hash tables of GPU SpGEMM libraries are out of reach; sorting in
 registers is not. This template computes each row *ESC* style (expand, sort, compress):
 
-1. ``spgemm_count``, one lane per row in tiles of ``COUNT_ROWS``: the row's product count
-   ``ub[i]`` (the sum of the lengths of the rows of ``B`` its entries select), each entry's row
-   (``A_row``), and the lists of *long* rows (``ub > HALF``) and *very long* rows
-   (``ub > PMAX``), appended with atomics. The same kernel turns the counts into offsets with a
-   decoupled look-back (each tile publishes its sum, then its inclusive prefix; tiles are
+1. ``spgemm_entry_scan``: the product offsets by entry of ``A`` (the lengths of the rows of
+   ``B`` the entries select, summed in entry order) with a decoupled look-back over tiles of
+   ``SCAN_ENTRIES`` entries (each tile publishes its sum, then its inclusive prefix; tiles are
    numbered by an atomic ticket in launch order, so a tile only waits for tiles already
-   running) and writes the chunks' first rows (step 2) from them. One host synchronization
-   reads the total product count and the list lengths.
+   running): balanced however the entries fall into rows. ``spgemm_count``, one lane per row:
+   the row's product offsets from those of its first and last entries, each entry's row
+   (``A_row``), the chunks' first rows (step 2), and the lists of *long* rows (``ub > HALF``
+   products) and *very long* rows (``ub > PMAX``), appended with atomics. One host
+   synchronization reads the total product count and the list lengths.
 2. ``spgemm_chunks``: chunk ``c`` takes the rows whose products start in
    ``[c * HALF, (c + 1) * HALF)``; those of at most ``HALF`` products sit within ``2 * HALF``
    consecutive slots (a longer row can only be a chunk's last, and is left to the kernels below). The
@@ -83,7 +84,8 @@ from .device import _is, _nonempty, bind_operand, csr_result, index_dtype, pick_
 HALF = 256           # a chunk holds the rows starting in HALF products (rows of at most HALF products)
 CHUNK_WARPS = 4
 CHUNK_ENTRIES, CHUNK_BLK = 16, 16  # a chunk's expansion step: entries of A x entries of their rows of B
-COUNT_ROWS = 128     # rows a tile of spgemm_count
+SCAN_ENTRIES = 1024  # entries of A a tile of spgemm_entry_scan
+COUNT_ROWS = 128     # rows a program of spgemm_count
 POS_ROWS = 1024      # rows a tile of spgemm_pos
 LOOK = 32            # tiles a look-back step reads
 PMAX = 2048          # longer rows run one per program up to PMAX products, in spgemm_dense beyond
@@ -196,40 +198,46 @@ def _last_start(starts, total, n_i, cap, HALF: tl.constexpr):
 
 
 @triton.jit
-def spgemm_count(A_pos, A_crd, B_pos, A_row, ub_off, counts, lists, starts, state, n_i, cap,
-                 HALF: tl.constexpr, PMAX: tl.constexpr, ROWS: tl.constexpr, LOOK: tl.constexpr):
-    # a tile of ROWS rows (tiles numbered in launch order by state[0]): each row's product count (the
-    # lengths of the rows of B its entries select, summed), A_row[e] = the row of entry e, ub_off[i + 1] =
-    # the products of rows 0 .. i (a look-back over the tiles' sums), the chunks' first rows (starts[c] =
-    # the first row whose products start at or after c * HALF; rows past the last product excluded);
-    # rows over HALF appended to lists[:n_i] (count in counts[0]), over PMAX to lists[n_i:] (counts[1])
+def spgemm_entry_scan(A_crd, B_pos, EP, state, nnz, ENT: tl.constexpr, LOOK: tl.constexpr):
+    # EP[e + 1] = the products of A's entries 0 .. e (the lengths of the rows of B they select, summed;
+    # EP[0] = 0 already): tiles of ENT entries, numbered in launch order by state[0], a look-back over
+    # their sums. Balanced however the entries fall into rows
     t = tl.atomic_add(state, 1)
-    rows = t * ROWS + tl.arange(0, ROWS)
+    e = t.to(tl.int64) * ENT + tl.arange(0, ENT)
+    m = e < nnz
+    k = tl.load(A_crd + e, mask=m, other=0).to(tl.int64)
+    lo = tl.load(B_pos + k, mask=m, other=0).to(tl.int64)
+    bl = tl.load(B_pos + k + 1, mask=m, other=0).to(tl.int64) - lo
+    incl = _exclusive_prefix(state, t, tl.sum(bl, 0), LOOK) + tl.cumsum(bl, 0)
+    tl.store(EP + 1 + e, incl, mask=m)
+
+
+@triton.jit
+def spgemm_count(A_pos, EP, A_row, ub_off, counts, lists, starts, n_i, cap, HALF: tl.constexpr,
+                 PMAX: tl.constexpr, ROWS: tl.constexpr):
+    # one lane per row: where its products start and end (ub_off[i + 1] = EP[A_pos[i + 1]]), the row of
+    # each of its entries (A_row), the chunks' first rows (starts[c] = the first row whose products start
+    # at or after c * HALF; rows past the last product excluded); rows over HALF products appended to
+    # lists[:n_i] (count in counts[0]), over PMAX to lists[n_i:] (count in counts[1])
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     inb = rows < n_i
     a0 = tl.load(A_pos + rows, mask=inb, other=0).to(tl.int64)
     a1 = tl.load(A_pos + rows + 1, mask=inb, other=0).to(tl.int64)
-    total = tl.zeros([ROWS], tl.int64)
-    for q in range(0, tl.max(a1 - a0, 0)):
-        m = a0 + q < a1
-        k = tl.load(A_crd + a0 + q, mask=m, other=0).to(tl.int64)
-        lo = tl.load(B_pos + k, mask=m, other=0).to(tl.int64)
-        hi = tl.load(B_pos + k + 1, mask=m, other=0).to(tl.int64)
-        total += hi - lo
-    for q in range(0, tl.max(a1 - a0, 0)):
-        tl.store(A_row + a0 + q, rows, mask=a0 + q < a1)
+    ex = tl.load(EP + a0, mask=inb, other=0)
+    incl = tl.load(EP + a1, mask=inb, other=0)
+    total = incl - ex
+    tl.store(ub_off + 1 + rows, incl, mask=inb)
     large = inb & (total > HALF)
     slot = tl.atomic_add(counts + tl.zeros([ROWS], tl.int32), 1, mask=large)
     tl.store(lists + slot, rows, mask=large)
     big = inb & (total > PMAX)
     slot = tl.atomic_add(counts + 1 + tl.zeros([ROWS], tl.int32), 1, mask=big)
     tl.store(lists + n_i + slot, rows, mask=big)
-    tile_sum = tl.sum(total, 0)
-    prefix = _exclusive_prefix(state, t, tile_sum, LOOK)
-    incl = prefix + tl.cumsum(total, 0)
-    tl.store(ub_off + 1 + rows, incl, mask=inb)
-    _write_starts(starts, rows, incl - total, incl, inb, cap, HALF)
-    if (t + 1) * ROWS >= n_i:                # the last tile knows the total
-        _last_start(starts, prefix + tile_sum, n_i, cap, HALF)
+    _write_starts(starts, rows, ex, incl, inb, cap, HALF)
+    if tl.program_id(0) == 0:
+        _last_start(starts, tl.load(EP + tl.load(A_pos + n_i).to(tl.int64)), n_i, cap, HALF)
+    for q in range(0, tl.max(a1 - a0, 0)):
+        tl.store(A_row + a0 + q, rows, mask=a0 + q < a1)
 
 
 @triton.jit
@@ -453,8 +461,8 @@ _SORT_AND_SUM = {False: _SORTED_COMPILED, True: _SORTED_INTERPRETED}
 
 _FNS: dict[bool, dict[str, Any]] = {}     # loaded kernels by interpreter flavour
 
-_KERNELS = ("spgemm_count", "spgemm_starts", "spgemm_chunks", "spgemm_rows", "spgemm_dense", "spgemm_pos",
-            "spgemm_compact")
+_KERNELS = ("spgemm_entry_scan", "spgemm_count", "spgemm_starts", "spgemm_chunks", "spgemm_rows", "spgemm_dense",
+            "spgemm_pos", "spgemm_compact")
 _LAUNCHERS: dict[tuple, Any] = {}        # SpecializedLaunches by (flavour, kernel, warps, constexprs)
 
 
@@ -587,20 +595,25 @@ class SpgemmTemplate:
             return hit
         n_i = a.shape[0]
         ap, ac, bp = bufs[0], _nonempty(bufs[1]), bufs[2]
-        cap = _starts_capacity(n_i, bufs[1].numel())
+        nnz_a = bufs[1].numel()
+        cap = _starts_capacity(n_i, nnz_a)
         # one zeroed int64 buffer, one fill, each section from a 16-byte boundary (Triton specializes on
-        # pointer alignment): the product offsets (ub_off[n_i] the total), the two list lengths right after
-        # them (one read), C's row counts and row pointers, the two scans' tile states, the lists of long
-        # rows and the chunks' first rows (these two need no zeros, but share the allocation)
-        sizes = {"ub_off": n_i + 1, "counts": 2, "cnt": n_i, "c_pos": n_i + 1,
-                 "count_state": 1 + -(-n_i // COUNT_ROWS), "pos_state": 1 + -(-n_i // POS_ROWS),
+        # pointer alignment): the product offsets by row (ub_off[n_i] the total), the two list lengths right
+        # after them (one read), C's row counts and row pointers, the product offsets by entry of A, the two
+        # scans' tile states, the lists of long rows and the chunks' first rows (these two need no zeros, but
+        # share the allocation)
+        sizes = {"ub_off": n_i + 1, "counts": 2, "cnt": n_i, "c_pos": n_i + 1, "entry_offsets": nnz_a + 1,
+                 "scan_state": 1 + -(-nnz_a // SCAN_ENTRIES), "pos_state": 1 + -(-n_i // POS_ROWS),
                  "lists": 2 * n_i, "starts": cap}
         meta, at = _sections(torch, sizes, device)
-        a_row = torch.empty(max(bufs[1].numel(), 1), dtype=torch.int32, device=device)
+        a_row = torch.empty(max(nnz_a, 1), dtype=torch.int32, device=device)
+        if nnz_a:
+            _launcher("spgemm_entry_scan", 4, ENT=SCAN_ENTRIES, LOOK=LOOK)(
+                (-(-nnz_a // SCAN_ENTRIES),), ac, bp, at["entry_offsets"], at["scan_state"], nnz_a)
         if n_i:
-            _launcher("spgemm_count", 4, HALF=HALF, PMAX=PMAX, ROWS=COUNT_ROWS, LOOK=LOOK)(
-                (-(-n_i // COUNT_ROWS),), ap, ac, bp, a_row, at["ub_off"], at["counts"], at["lists"],
-                at["starts"], at["count_state"], n_i, cap)
+            _launcher("spgemm_count", 4, HALF=HALF, PMAX=PMAX, ROWS=COUNT_ROWS)(
+                (-(-n_i // COUNT_ROWS),), ap, at["entry_offsets"], a_row, at["ub_off"], at["counts"], at["lists"],
+                at["starts"], n_i, cap)
         lo = at["ub_off"].storage_offset() + n_i
         head = meta[lo:at["counts"].storage_offset() + 2].tolist()   # this step's one synchronization
         total, n_large, n_big = head[0], head[-2], head[-1]
