@@ -43,6 +43,24 @@ def operand(name: str):
     return A, sc.Tensor.from_scipy(A, format="csr"), ref, 1e-3 * max(1.0, float(abs(ref).max()))
 
 
+def cases(names: list[str], threads: list[int]):
+    """``(name, thread count, A, T, ref, tol)`` (:func:`operand`) for every matrix and thread count, with
+    sparsec and MKL set to that many threads while the case runs (sparsec's default restored after)."""
+    import sparse_dot_mkl as mkl
+
+    import sparsec as sc
+
+    try:
+        for name in names:
+            A, T, ref, tol = operand(name)
+            for th in threads:
+                sc.set_num_threads(th)
+                mkl.mkl_set_num_threads(th)
+                yield name, th, A, T, ref, tol
+    finally:
+        sc.set_num_threads(None)
+
+
 def measure(names: list[str], threads: list[int], reps: int) -> list[dict]:
     """One row per (matrix, thread count): times in ms of every column, checked against scipy."""
     import sparse_dot_mkl as mkl
@@ -53,26 +71,21 @@ def measure(names: list[str], threads: list[int], reps: int) -> list[dict]:
     kernels = {o: sc.compile(stmt, formats={"A": "csr", "B": "csr", "C": fmt}, dtype="float32")
                for o, fmt in (("sorted", "csr"), ("unsorted", UNORDERED_CSR))}
     rows = []
-    for name in names:
-        A, T, ref, tol = operand(name)
-        for th in threads:
-            sc.set_num_threads(th)
-            mkl.mkl_set_num_threads(th)
-            t = {}
-            for order, k in kernels.items():
-                got = k(A=T, B=T).to_scipy()
-                assert abs(got - ref).max() <= tol, (name, order)
-                assert bool(got.has_sorted_indices) == (order == "sorted"), (name, order)
-                t[f"sparsec_{order}"] = best(lambda: k(A=T, B=T), reps)
-            for col, kw in (("mkl", {}), ("mkl_sorted", {"reorder_output": True})):
-                assert abs(mkl.dot_product_mkl(A, A, **kw) - ref).max() <= tol, (name, col)
-                t[col] = best(lambda: mkl.dot_product_mkl(A, A, **kw), reps)
-            t["scipy"] = best(lambda: A @ A, reps) if th == 1 else float("nan")
-            row = {"matrix": name, "n": A.shape[0], "nnz_A": A.nnz, "nnz_C": ref.nnz,
-                   "products": int(np.diff(A.indptr)[A.indices].sum()), "threads": th, **t}
-            rows.append(row)
-            print("\t".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row.values()), flush=True)
-    sc.set_num_threads(None)
+    for name, th, A, T, ref, tol in cases(names, threads):
+        t = {}
+        for order, k in kernels.items():
+            got = k(A=T, B=T).to_scipy()
+            assert abs(got - ref).max() <= tol, (name, order)
+            assert bool(got.has_sorted_indices) == (order == "sorted"), (name, order)
+            t[f"sparsec_{order}"] = best(lambda: k(A=T, B=T), reps)
+        for col, kw in (("mkl", {}), ("mkl_sorted", {"reorder_output": True})):
+            assert abs(mkl.dot_product_mkl(A, A, **kw) - ref).max() <= tol, (name, col)
+            t[col] = best(lambda: mkl.dot_product_mkl(A, A, **kw), reps)
+        t["scipy"] = best(lambda: A @ A, reps) if th == 1 else float("nan")
+        row = {"matrix": name, "n": A.shape[0], "nnz_A": A.nnz, "nnz_C": ref.nnz,
+               "products": int(np.diff(A.indptr)[A.indices].sum()), "threads": th, **t}
+        rows.append(row)
+        print("\t".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row.values()), flush=True)
     return rows
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from hash_workspace import best
 from report import _geomean
-from spgemm_cpu import UNORDERED_CSR, cli, operand
+from spgemm_cpu import UNORDERED_CSR, cases, cli
 
 STMT = "C[i,j] = A[i,k] * B[k,j]"
 OUTPUTS = {"sorted": "csr", "unsorted": UNORDERED_CSR}
@@ -36,24 +36,19 @@ def measure(names: list[str], threads: list[int], reps: int) -> list[dict]:
                                   schedule=sc.Schedule().workspace("j", "auto", t))
                for o, fmt in OUTPUTS.items() for t in TOUCH}
     rows = []
-    for name in names:
-        A, T, ref, tol = operand(name)
-        for th in threads:
-            sc.set_num_threads(th)
-            mkl.mkl_set_num_threads(th)
+    for name, th, A, T, ref, tol in cases(names, threads):
+        for (o, t), k in kernels.items():
+            assert abs(k(A=T, B=T).to_scipy() - ref).max() <= tol, (name, o, t)
+        times: dict[str, list[float]] = {}
+        for _ in range(3):
             for (o, t), k in kernels.items():
-                assert abs(k(A=T, B=T).to_scipy() - ref).max() <= tol, (name, o, t)
-            times: dict[str, list[float]] = {}
-            for _ in range(3):
-                for (o, t), k in kernels.items():
-                    times.setdefault(f"{o}_{t}", []).append(best(lambda: k(A=T, B=T), reps))
-                times.setdefault("mkl", []).append(best(lambda: mkl.dot_product_mkl(A, A), reps))
-            row = {"matrix": name, "threads": th, "products_per_entry": round(
-                int(np.diff(A.indptr)[A.indices].sum()) / max(1, ref.nnz), 2),
-                **{c: round(min(v), 3) for c, v in times.items()}}
-            rows.append(row)
-            print("\t".join(str(v) for v in row.values()), flush=True)
-    sc.set_num_threads(None)
+                times.setdefault(f"{o}_{t}", []).append(best(lambda: k(A=T, B=T), reps))
+            times.setdefault("mkl", []).append(best(lambda: mkl.dot_product_mkl(A, A), reps))
+        row = {"matrix": name, "threads": th, "products_per_entry": round(
+            int(np.diff(A.indptr)[A.indices].sum()) / max(1, ref.nnz), 2),
+            **{c: round(min(v), 3) for c, v in times.items()}}
+        rows.append(row)
+        print("\t".join(str(v) for v in row.values()), flush=True)
     return rows
 
 
