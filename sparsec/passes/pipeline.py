@@ -133,8 +133,7 @@ def _tensor_level(schedule, main_vars: set[str], used: set[int]) -> tuple[tuple[
             spec = replace(spec, var=spec.var or c.args[0], balance_tensor=c.args[1], segment=c.args[2])
             used.add(n)
         elif c.op == "workspace" and c.args[0] in main_vars:
-            spec = replace(spec, workspace_var=c.args[0], workspace=c.args[1],
-                           workspace_touch=c.args[2] if len(c.args) > 2 else "select")
+            spec = replace(spec, workspace_var=c.args[0], workspace=c.args[1], workspace_touch=c.args[2])
             used.add(n)
     return forced, spec
 
