@@ -7,7 +7,7 @@ In sparsec it is one line of the DSL::
 
 On the GPU the Triton backend runs it as the row-parallel template of
 ``sparsec/backends/triton/spgemm.py`` (rows expanded, sorted and summed in registers,
-a chunk of short rows or one long row per program, very long rows on a dense row). The
+a chunk of short rows or one long row per program, rows of many products on dense rows). The
 work that depends only on the operands' structure (products per row, C's row pointers) is
 memoized by the index buffers, so the example times two sparsec variants: the same
 operands again (as in an iteration with a fixed pattern and new values) and a one-shot

@@ -105,7 +105,7 @@ def test_does_not_match(why, monkeypatch):
 def test_dump_shows_the_template():
     text = compile_spgemm().dump("triton")
     assert "program template: row-parallel SpGEMM (A=A, B=B, C=C, float32)" in text
-    assert "def spgemm_chunks(" in text and "def spgemm_dense(" in text
+    assert "def spgemm_chunks(" in text and "def spgemm_wide_compact(" in text
 
 
 # ------------------------------------------------------------------------------------------- results
@@ -142,11 +142,13 @@ def test_square_through_one_operand():
     np.testing.assert_allclose(got.to_numpy(), A.toarray().astype(np.float64) @ A.toarray(), atol=1e-5)
 
 
-@pytest.mark.parametrize("half,pmax", [(4, 16), (8, 32), (16, 64)])
-def test_every_row_path(half, pmax, monkeypatch):
-    """Small limits send rows through the chunks, one-row programs at each size, and the dense rows."""
+@pytest.mark.parametrize("half,pmax,wide", [(4, 16, 16), (8, 32, 32), (16, 64, 64), (4, 32, 8)])
+def test_every_row_path(half, pmax, wide, monkeypatch):
+    """Small limits send rows through the chunks, one-row programs at each size, and the dense rows (from
+    ``wide`` products on: below PMAX, the one-row programs leave the rows over it to the dense rows)."""
     monkeypatch.setattr(spgemm, "HALF", half)
     monkeypatch.setattr(spgemm, "PMAX", pmax)
+    monkeypatch.setattr(spgemm, "WIDE_FROM", wide)
     A = rand((30, 25), 0.08, 7, row_lengths={3: 12, 10: 25, 17: 5, 29: 20})
     B = rand((25, 40), 0.1, 8, row_lengths={1: 30, 4: 9})
     ub = np.diff(B.indptr)[A.indices]
@@ -170,14 +172,33 @@ def test_wide_b_takes_64_bit_sort_keys():
     np.testing.assert_allclose(got.data, want.data, rtol=1e-5, atol=1e-6)
 
 
-def test_dense_rows_with_few_programs(monkeypatch):
-    """Programs of the dense-row path each take several rows (their workspace reset in between)."""
+@pytest.mark.parametrize("parts,step,segments", [(1, 64, 1024), (3, 4, 3), (8, 8, 2)])
+def test_dense_rows_in_batches_segments_and_parts(parts, step, segments, monkeypatch):
+    """The dense-row kernels with three dense rows at a time (the compaction leaves them cleared for the
+    next batch), each row accumulated by ``parts`` programs taking every ``parts``-th pair of its entries,
+    counted and compacted in segments of a whole number of ``step`` columns (at most ``segments`` of them:
+    40 columns in 1 to 10 segments)."""
     monkeypatch.setattr(spgemm, "PMAX", 8)
     monkeypatch.setattr(spgemm, "HALF", 4)
-    monkeypatch.setattr(spgemm, "DENSE_BYTES", 3 * 40 * 5)    # three programs' dense rows
+    monkeypatch.setattr(spgemm, "WIDE_FROM", 4)
+    monkeypatch.setattr(spgemm, "DENSE_BYTES", 3 * 40 * 5)    # three float32 dense rows of 40 columns
+    monkeypatch.setattr(spgemm, "WIDE_PARTS", parts)
+    monkeypatch.setattr(spgemm, "WIDE_ENTRIES", 2)
+    monkeypatch.setattr(spgemm, "WIDE_STEP", step)
+    monkeypatch.setattr(spgemm, "WIDE_SEGMENTS", segments)
     A = rand((12, 10), 0.5, 11)
+    A[4] = 0
+    A.eliminate_zeros()
     B = rand((10, 40), 0.4, 12)
     check(A, B)
+
+
+def test_wide_rows_follow_the_width_of_b(monkeypatch):
+    """Rows go to the dense-row kernels from n_j / 16 products on (where scanning the dense row costs less
+    than sorting), never below HALF nor above PMAX; a fixed WIDE_FROM overrides the rule."""
+    assert [spgemm.wide_from(n) for n in (100, 8297, 23133, 10**6)] == [spgemm.HALF, 518, 1445, spgemm.PMAX]
+    monkeypatch.setattr(spgemm, "WIDE_FROM", 700)
+    assert spgemm.wide_from(100) == 700
 
 
 def test_dense_rows_over_power_law_rows_of_b(monkeypatch):
@@ -253,6 +274,7 @@ def test_rows_with_many_entries_take_several_entry_tiles(monkeypatch):
     """Rows of A longer than one tile of entries (16 in chunks, 32 in the long-row and dense kernels) on every path."""
     monkeypatch.setattr(spgemm, "HALF", 64)
     monkeypatch.setattr(spgemm, "PMAX", 128)
+    monkeypatch.setattr(spgemm, "WIDE_FROM", 128)
     n = 120
     rng = np.random.default_rng(21)
     B = sp.lil_matrix((n, n))
@@ -308,6 +330,7 @@ def test_structure_plan_matches_numpy(half, placed_by, monkeypatch):
 
     monkeypatch.setattr(spgemm, "HALF", half)
     monkeypatch.setattr(spgemm, "PMAX", 2 * half)
+    monkeypatch.setattr(spgemm, "WIDE_FROM", 2 * half)
     monkeypatch.setattr(spgemm, "COUNT_ROWS", 8)
     monkeypatch.setattr(spgemm, "SCAN_ENTRIES", 8)
     monkeypatch.setattr(spgemm, "LOOK", 2)
@@ -328,6 +351,7 @@ def test_structure_plan_matches_numpy(half, placed_by, monkeypatch):
         np.testing.assert_array_equal(plan.starts.cpu().numpy(), want, err_msg=str(ub))
         n_i, lists = len(ub), plan.lists.cpu().numpy()
         long_rows = [r for r, n in enumerate(ub) if n > half]
+        assert plan.wide == 2 * half
         assert (plan.total, plan.n_large, plan.n_big) == (ub_off[-1], len(long_rows), sum(n > 2 * half for n in ub))
         assert sorted(lists[:plan.n_large]) == long_rows
         assert sorted(lists[n_i:n_i + plan.n_big]) == [r for r, n in enumerate(ub) if n > 2 * half]
@@ -337,7 +361,7 @@ def test_small_tiles_on_every_kernel(monkeypatch):
     """Every kernel with tiles far smaller than a GPU's: look-back scans over many tiles (the product
     offsets by entry and C's row pointers), chunk expansion steps of 4 entries x 2 columns (entries of several rows
     a step, rows of B longer than a step, empty rows)."""
-    for name, value in (("HALF", 8), ("PMAX", 16), ("COUNT_ROWS", 4), ("SCAN_ENTRIES", 4), ("POS_ROWS", 4), ("LOOK", 2),
+    for name, value in (("HALF", 8), ("PMAX", 16), ("WIDE_FROM", 16), ("COUNT_ROWS", 4), ("SCAN_ENTRIES", 4), ("POS_ROWS", 4), ("LOOK", 2),
                         ("CHUNK_ENTRIES", 4), ("CHUNK_BLK", 2)):
         monkeypatch.setattr(spgemm, name, value)
     A = rand((45, 30), 0.08, 31, row_lengths={3: 12, 7: 1, 20: 25, 44: 4})

@@ -14,7 +14,7 @@ registers is not. This template computes each row *ESC* style (expand, sort, com
    running): balanced however the entries fall into rows. ``spgemm_count``, one lane per row:
    the row's product offsets from those of its first and last entries, each entry's row
    (``A_row``), the chunks' first rows (step 2), and the lists of *long* rows (``ub > HALF``
-   products) and *very long* rows (``ub > PMAX``), appended with atomics. One host
+   products) and *wide* rows (``ub > wide``, :func:`wide_from`), appended with atomics. One host
    synchronization reads the total product count and the list lengths.
 2. ``spgemm_chunks``: chunk ``c`` takes the rows whose products start in
    ``[c * HALF, (c + 1) * HALF)``; those of at most ``HALF`` products sit within ``2 * HALF``
@@ -28,14 +28,19 @@ registers is not. This template computes each row *ESC* style (expand, sort, com
    segmented scan (``tl.associative_scan``, which also counts each row's entries), and each
    row's entries written, in column order, to the start of the row's own slots.
    ``spgemm_rows`` does the same for one long row per program, at 512, 1024 or ``PMAX``
-   lanes. A row's result is its structural pattern (a cancellation to zero stays stored),
-   as in the generic lowering.
-3. ``spgemm_dense``, a persistent grid over the very long rows: each program accumulates
-   into its own dense row of ``n_j`` values and marks, ``ENTRIES x BLK`` products at a time
-   with atomic adds (entries of ``A`` that hit one column meet there, in no fixed order: the
-   last bits of such sums can differ between runs), then scans the row in ``SCAN`` column
-   steps, compacting marked columns in order and clearing them. The programs'
-   dense rows take at most ``DENSE_BYTES``; a very wide ``B`` gets fewer programs.
+   lanes, for the long rows of at most ``wide`` products. A row's result is its structural
+   pattern (a cancellation to zero stays stored), as in the generic lowering.
+3. The wide rows go on dense rows of ``n_j`` values and marks, as many rows at a time as
+   ``DENSE_BYTES`` holds: ``spgemm_wide_acc`` (``WIDE_PARTS`` programs a row, each taking every
+   ``WIDE_PARTS``-th tile of ``WIDE_ENTRIES`` entries of ``A``) adds the products with atomic adds
+   (entries of ``A`` that hit one column meet there, in no fixed order: the last bits of such sums
+   can differ between runs) and marks their columns; ``spgemm_wide_count`` counts the marks of each
+   segment of columns (a whole number of ``WIDE_STEP`` columns, at most ``WIDE_SEGMENTS`` segments
+   a row) and ``spgemm_wide_compact``, one program per segment, writes the segment's marked columns
+   in order after those of the segments before it, clearing them for the next batch. A sort costs
+   per product and a dense row per column, so rows go dense from ``n_j / 16`` products on
+   (measured on an H100: sorts at about 0.15 ns a product, the dense row at about 0.04 ns a product
+   plus 0.006 ns a column).
 4. ``spgemm_pos``: ``C.pos``, the prefix sum of the row counts (the same look-back), written
    once in int64 for the memo and once in the result's index width; a second host
    synchronization reads the entry count to allocate ``C``, and ``spgemm_compact`` copies each
@@ -79,7 +84,8 @@ from ...fastcall import FALLBACK
 from ...memo import OwnedMemo
 from .attention import _canonical, template_may_run
 from ...tensor import _needed_format
-from .device import _is, _nonempty, bind_operand, csr_result, index_dtype, pick_device, sm_count
+from .device import _is, _nonempty, bind_operand, csr_result, index_dtype, pick_device
+from .schedule import next_pow2
 
 HALF = 256           # a chunk holds the rows starting in HALF products (rows of at most HALF products)
 CHUNK_WARPS = 4
@@ -88,8 +94,14 @@ SCAN_ENTRIES = 1024  # entries of A a tile of spgemm_entry_scan
 COUNT_ROWS = 128     # rows a program of spgemm_count
 POS_ROWS = 1024      # rows a tile of spgemm_pos
 LOOK = 32            # tiles a look-back step reads
-PMAX = 2048          # longer rows run one per program up to PMAX products, in spgemm_dense beyond
-DENSE_BYTES = 1 << 29  # the dense rows of spgemm_dense's programs, all together
+PMAX = 2048          # longer rows run one per program (spgemm_rows) up to PMAX products
+ROWS_WARPS = 4
+WIDE_FROM = 0        # rows of more products go to the dense-row kernels; 0: by the width of B (wide_from)
+WIDE_PARTS = 8       # programs accumulating one dense row
+WIDE_ENTRIES, WIDE_BLK = 32, 32  # their step: entries of A x entries of their rows of B
+WIDE_STEP = 1024     # columns a step of the dense rows' count and compaction
+WIDE_SEGMENTS = 1024  # at most this many segments (programs) count and compact one dense row
+DENSE_BYTES = 1 << 29  # the dense rows in use at a time, all together
 _DTYPES = ("float32", "float64")
 _STATEMENTS = ("C[i,j] = A[i,k] * B[k,j]", "C[i,j] = A[i,k] * A[k,j]")
 
@@ -144,7 +156,7 @@ def match(kernel) -> Match | None:
 # ------------------------------------------------------------------------------------ source
 _SOURCE = '''# Generated by sparsec (Triton backend, program template: row-parallel SpGEMM C = A @ B over CSR
 # operands; rows expanded, sorted and compressed in registers, a chunk of short rows or one longer
-# row per program; very long rows on a dense row). Do not edit: see sparsec/backends/triton/spgemm.py.
+# row per program; wide rows on dense rows). Do not edit: see sparsec/backends/triton/spgemm.py.
 
 import triton
 import triton.language as tl
@@ -213,12 +225,12 @@ def spgemm_entry_scan(A_crd, B_pos, EP, state, nnz, ENT: tl.constexpr, LOOK: tl.
 
 
 @triton.jit
-def spgemm_count(A_pos, EP, A_row, ub_off, counts, lists, starts, n_i, cap, HALF: tl.constexpr,
-                 PMAX: tl.constexpr, ROWS: tl.constexpr):
+def spgemm_count(A_pos, EP, A_row, ub_off, counts, lists, starts, n_i, cap, wide, HALF: tl.constexpr,
+                 ROWS: tl.constexpr):
     # one lane per row: where its products start and end (ub_off[i + 1] = EP[A_pos[i + 1]]), the row of
     # each of its entries (A_row), the chunks' first rows (starts[c] = the first row whose products start
     # at or after c * HALF; rows past the last product excluded); rows over HALF products appended to
-    # lists[:n_i] (count in counts[0]), over PMAX to lists[n_i:] (count in counts[1])
+    # lists[:n_i] (count in counts[0]), over wide to lists[n_i:] (count in counts[1])
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     inb = rows < n_i
     a0 = tl.load(A_pos + rows, mask=inb, other=0).to(tl.int64)
@@ -230,7 +242,7 @@ def spgemm_count(A_pos, EP, A_row, ub_off, counts, lists, starts, n_i, cap, HALF
     large = inb & (total > HALF)
     slot = tl.atomic_add(counts + tl.zeros([ROWS], tl.int32), 1, mask=large)
     tl.store(lists + slot, rows, mask=large)
-    big = inb & (total > PMAX)
+    big = inb & (total > wide)
     slot = tl.atomic_add(counts + 1 + tl.zeros([ROWS], tl.int32), 1, mask=big)
     tl.store(lists + n_i + slot, rows, mask=big)
     _write_starts(starts, rows, ex, incl, inb, cap, HALF)
@@ -328,12 +340,14 @@ def spgemm_chunks(starts, A_pos, A_crd, A_vals, A_row, B_pos, B_crd, B_vals, ub_
 
 
 @triton.jit
-def spgemm_rows(rows, A_pos, A_crd, A_vals, A_row, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j,
+def spgemm_rows(rows, A_pos, A_crd, A_vals, A_row, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, wide,
                 PMAX: tl.constexpr, LOGP: tl.constexpr, ENTRIES: tl.constexpr, BLK: tl.constexpr):
-    # one listed row with more than a chunk's half and at most PMAX products
+    # one listed row with more than a chunk's half and at most wide (<= PMAX) products
     i = tl.load(rows + tl.program_id(0)).to(tl.int64)
     ub = tl.load(ub_off + i + 1) - tl.load(ub_off + i)
-    if ub <= PMAX // 4:
+    if ub > wide:
+        pass
+    elif ub <= PMAX // 4:
         _esc(i, i + 1, A_pos, A_crd, A_vals, A_row, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt, n_j, PMAX,
              PMAX // 4, LOGP - 2, ENTRIES, BLK)
     elif ub <= PMAX // 2:
@@ -345,41 +359,71 @@ def spgemm_rows(rows, A_pos, A_crd, A_vals, A_row, B_pos, B_crd, B_vals, ub_off,
 
 
 @triton.jit
-def spgemm_dense(rows, n_rows, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, ub_off, X_key, X_vals, cnt,
-                 W_vals, W_mark, n_j, ENTRIES: tl.constexpr, BLK: tl.constexpr, SCAN: tl.constexpr):
-    # persistent over the listed rows: accumulate a row on this program's dense row of n_j values
-    # and marks, then compact the marked columns in order (clearing them)
-    pid = tl.program_id(0)
-    wv = W_vals + pid.to(tl.int64) * n_j
-    wm = W_mark + pid.to(tl.int64) * n_j
+def spgemm_wide_acc(rows, r_lo, A_pos, A_crd, A_vals, B_pos, B_crd, B_vals, W_vals, W_mark, n_j,
+                    PARTS: tl.constexpr, ENTRIES: tl.constexpr, BLK: tl.constexpr):
+    # listed row r_lo + s (s = program_id(0)) on dense row s of the workspace: program_id(1) of PARTS takes
+    # every PARTS-th tile of ENTRIES entries of the row of A, adding their products to the row's values
+    # and marking their columns
+    s = tl.program_id(0).to(tl.int64)
+    i = tl.load(rows + r_lo + s).to(tl.int64)
+    wv = W_vals + s * n_j
+    wm = W_mark + s * n_j
     lane = tl.arange(0, BLK)[None, :]
-    for r in range(pid, n_rows, tl.num_programs(0)):
-        i = tl.load(rows + r).to(tl.int64)
-        base = tl.load(ub_off + i)
-        a1 = tl.load(A_pos + i + 1).to(tl.int64)
-        for e0 in range(tl.load(A_pos + i).to(tl.int64), a1, ENTRIES):
-            av, b0, bl = _entry_tile(e0, a1, A_crd, A_vals, B_pos, ENTRIES)
-            for t in range(0, tl.max(bl, 0), BLK):
-                m = t + lane < bl[:, None]
-                c = tl.load(B_crd + b0[:, None] + t + lane, mask=m, other=0).to(tl.int64)
-                v = tl.load(B_vals + b0[:, None] + t + lane, mask=m, other=0)
-                # entries of A hitting one column meet here: atomic adds (their order is not fixed)
-                tl.atomic_add(wv + c, av[:, None] * v, mask=m, sem="relaxed")
-                tl.store(wm + c, tl.full([ENTRIES, BLK], 1, tl.int8), mask=m)
-        tl.debug_barrier()                       # every add and mark lands before the scan
-        w = tl.zeros([], tl.int64)
-        for j0 in range(0, n_j, SCAN):
-            jj = j0 + tl.arange(0, SCAN)
-            mk = tl.load(wm + jj, mask=jj < n_j, other=0) != 0
-            vv = tl.load(wv + jj, mask=mk)
-            dst = base + w + tl.cumsum(mk.to(tl.int32), 0) - 1
-            tl.store(X_key + dst, jj.to(tl.int64), mask=mk)
-            tl.store(X_vals + dst, vv, mask=mk)
-            tl.store(wm + jj, tl.zeros([SCAN], tl.int8), mask=mk)
-            tl.store(wv + jj, tl.zeros([SCAN], vv.dtype), mask=mk)
-            w += tl.sum(mk.to(tl.int32), 0)
-        tl.store(cnt + i, w)
-        tl.debug_barrier()
+    a1 = tl.load(A_pos + i + 1).to(tl.int64)
+    for e0 in range(tl.load(A_pos + i).to(tl.int64) + tl.program_id(1) * ENTRIES, a1, PARTS * ENTRIES):
+        av, b0, bl = _entry_tile(e0, a1, A_crd, A_vals, B_pos, ENTRIES)
+        for t in range(0, tl.max(bl, 0), BLK):
+            m = t + lane < bl[:, None]
+            c = tl.load(B_crd + b0[:, None] + t + lane, mask=m, other=0).to(tl.int64)
+            v = tl.load(B_vals + b0[:, None] + t + lane, mask=m, other=0)
+            # entries of A hitting one column meet here: atomic adds (their order is not fixed)
+            tl.atomic_add(wv + c, av[:, None] * v, mask=m, sem="relaxed")
+            tl.store(wm + c, tl.full([ENTRIES, BLK], 1, tl.int8), mask=m)
+
+
+@triton.jit
+def _segment_marks(wm, g, seg, n_j, t, STEP: tl.constexpr):
+    # the columns of step t of segment g of a dense row, and which are marked
+    jj = g * seg + t + tl.arange(0, STEP)
+    return jj, tl.load(wm + jj, mask=(jj < n_j) & (t + tl.arange(0, STEP) < seg), other=0) != 0
+
+
+@triton.jit
+def spgemm_wide_count(W_mark, seg_cnt, n_j, n_seg, seg, STEP: tl.constexpr):
+    # seg_cnt[s, g]: the marked columns of segment g (seg columns) of dense row s
+    s = tl.program_id(0).to(tl.int64)
+    g = tl.program_id(1)
+    n = tl.zeros([], tl.int32)
+    for t in range(0, seg, STEP):
+        _, mk = _segment_marks(W_mark + s * n_j, g, seg, n_j, t, STEP)
+        n += tl.sum(mk.to(tl.int32), 0)
+    tl.store(seg_cnt + s * n_seg + g, n)
+
+
+@triton.jit
+def spgemm_wide_compact(rows, r_lo, ub_off, W_vals, W_mark, seg_cnt, X_key, X_vals, cnt, n_j, n_seg, seg,
+                        STEP: tl.constexpr, SEGS: tl.constexpr):
+    # segment g of dense row s (listed row i = rows[r_lo + s]): its marked columns, in order, to the row's
+    # slice of X after those of the segments before it, clearing them; the last segment writes cnt[i]
+    s = tl.program_id(0).to(tl.int64)
+    g = tl.program_id(1)
+    i = tl.load(rows + r_lo + s).to(tl.int64)
+    q = tl.arange(0, SEGS)
+    counts = tl.load(seg_cnt + s * n_seg + q, mask=q < n_seg, other=0)
+    w = tl.load(ub_off + i) + tl.sum(tl.where(q < g, counts, 0), 0).to(tl.int64)
+    wv = W_vals + s * n_j
+    wm = W_mark + s * n_j
+    for t in range(0, seg, STEP):
+        jj, mk = _segment_marks(wm, g, seg, n_j, t, STEP)
+        vv = tl.load(wv + jj, mask=mk)
+        dst = w + tl.cumsum(mk.to(tl.int32), 0) - 1
+        tl.store(X_key + dst, jj.to(tl.int64), mask=mk)
+        tl.store(X_vals + dst, vv, mask=mk)
+        tl.store(wm + jj, tl.zeros([STEP], tl.int8), mask=mk)
+        tl.store(wv + jj, tl.zeros([STEP], vv.dtype), mask=mk)
+        w += tl.sum(mk.to(tl.int32), 0)
+    if g == n_seg - 1:
+        tl.store(cnt + i, tl.sum(counts, 0))
 
 
 @triton.jit
@@ -461,7 +505,8 @@ _SORT_AND_SUM = {False: _SORTED_COMPILED, True: _SORTED_INTERPRETED}
 
 _FNS: dict[bool, dict[str, Any]] = {}     # loaded kernels by interpreter flavour
 
-_KERNELS = ("spgemm_entry_scan", "spgemm_count", "spgemm_starts", "spgemm_chunks", "spgemm_rows", "spgemm_dense",
+_KERNELS = ("spgemm_entry_scan", "spgemm_count", "spgemm_starts", "spgemm_chunks", "spgemm_rows", "spgemm_wide_acc",
+            "spgemm_wide_count", "spgemm_wide_compact",
             "spgemm_pos", "spgemm_compact")
 _LAUNCHERS: dict[tuple, Any] = {}        # SpecializedLaunches by (flavour, kernel, warps, constexprs)
 
@@ -558,16 +603,10 @@ class SpgemmTemplate:
             _launcher("spgemm_chunks", CHUNK_WARPS, HALF=HALF, LOGP=(2 * HALF).bit_length() - 1,
                       ENTRIES=CHUNK_ENTRIES, BLK=CHUNK_BLK)((plan.starts.numel() - 1,), plan.starts, *args)
         if plan.n_large:
-            _launcher("spgemm_rows", 4, PMAX=PMAX, LOGP=PMAX.bit_length() - 1, ENTRIES=32,
-                      BLK=16)((plan.n_large,), plan.lists, *args)
+            _launcher("spgemm_rows", ROWS_WARPS, PMAX=PMAX, LOGP=PMAX.bit_length() - 1, ENTRIES=32,
+                      BLK=16)((plan.n_large,), plan.lists, *args, plan.wide)
         if plan.n_big:
-            progs = max(1, min(plan.n_big, 2 * sm_count(device, 4),
-                               DENSE_BYTES // max(1, n_j * (1 + vals_dtype.itemsize))))
-            w_vals = torch.zeros(progs * n_j, dtype=vals_dtype, device=device)
-            w_mark = torch.zeros(progs * n_j, dtype=torch.int8, device=device)
-            _launcher("spgemm_dense", 4, ENTRIES=32, BLK=32, SCAN=1024)(
-                (progs,), plan.lists[n_i:], plan.n_big, ap, ac, av, bp, bc, bv, plan.ub_off, x_key, x_vals,
-                plan.cnt, w_vals, w_mark, n_j)
+            _wide_rows(torch, plan.lists[n_i:], plan.n_big, args, device)
         pos = plan.c_pos
         fresh = plan.nnz is None
         if fresh:                         # the first call on this structure: C's row counts -> pos, nnz
@@ -589,7 +628,8 @@ class SpgemmTemplate:
         import torch
 
         bufs = (a.levels[1]["pos"], a.levels[1]["crd"], b.levels[1]["pos"], b.levels[1]["crd"])
-        key = tuple((t.data_ptr(), t.numel(), t._version) for t in bufs) + (a.shape, b.shape, HALF, PMAX)
+        wide = wide_from(b.shape[1])
+        key = tuple((t.data_ptr(), t.numel(), t._version) for t in bufs) + (a.shape, b.shape, HALF, PMAX, wide)
         hit = self._plans.get(bufs, key)
         if hit is not None:
             return hit
@@ -611,9 +651,9 @@ class SpgemmTemplate:
             _launcher("spgemm_entry_scan", 4, ENT=SCAN_ENTRIES, LOOK=LOOK)(
                 (-(-nnz_a // SCAN_ENTRIES),), ac, bp, at["entry_offsets"], at["scan_state"], nnz_a)
         if n_i:
-            _launcher("spgemm_count", 4, HALF=HALF, PMAX=PMAX, ROWS=COUNT_ROWS)(
+            _launcher("spgemm_count", 4, HALF=HALF, ROWS=COUNT_ROWS)(
                 (-(-n_i // COUNT_ROWS),), ap, at["entry_offsets"], a_row, at["ub_off"], at["counts"], at["lists"],
-                at["starts"], n_i, cap)
+                at["starts"], n_i, cap, wide)
         lo = at["ub_off"].storage_offset() + n_i
         head = meta[lo:at["counts"].storage_offset() + 2].tolist()   # this step's one synchronization
         total, n_large, n_big = head[0], head[-2], head[-1]
@@ -624,7 +664,34 @@ class SpgemmTemplate:
             _launcher("spgemm_starts", 4, HALF=HALF, ROWS=COUNT_ROWS)(
                 (-(-n_i // COUNT_ROWS),), at["ub_off"], starts, n_i, chunks + 1)
         return self._plans.put(bufs, key, _Plan(at["ub_off"], a_row, at["lists"], starts, total, n_large, n_big,
-                                                 at["cnt"], at["c_pos"], at["pos_state"]))
+                                                 wide, at["cnt"], at["c_pos"], at["pos_state"]))
+
+
+def wide_from(n_j: int) -> int:
+    """Rows of more products than this go to the dense-row kernels (``spgemm_wide_*``), the rest over
+    ``HALF`` to ``spgemm_rows``'s sorts."""
+    return max(HALF, min(PMAX, WIDE_FROM if WIDE_FROM else n_j // 16))
+
+
+def _wide_rows(torch, rows, n_rows: int, args: tuple, device) -> None:
+    """Launch the dense-row kernels over the listed ``rows``: as many at a time as ``DENSE_BYTES`` of dense
+    rows hold (the compaction leaves each dense row cleared for the next batch). ``args``: those of
+    ``spgemm_chunks`` after ``starts``."""
+    ap, ac, av, _, bp, bc, bv, ub_off, x_key, x_vals, cnt, n_j = args
+    slots = max(1, min(n_rows, DENSE_BYTES // max(1, n_j * (1 + av.element_size()))))
+    seg = WIDE_STEP * max(1, -(-n_j // (WIDE_STEP * WIDE_SEGMENTS)))
+    n_seg = max(1, -(-n_j // seg))
+    w_vals = torch.zeros(slots * n_j, dtype=av.dtype, device=device)
+    w_mark = torch.zeros(slots * n_j, dtype=torch.int8, device=device)
+    seg_cnt = torch.empty(slots * n_seg, dtype=torch.int32, device=device)
+    acc = _launcher("spgemm_wide_acc", 4, PARTS=WIDE_PARTS, ENTRIES=WIDE_ENTRIES, BLK=WIDE_BLK)
+    count = _launcher("spgemm_wide_count", 4, STEP=WIDE_STEP)
+    compact = _launcher("spgemm_wide_compact", 4, STEP=WIDE_STEP, SEGS=next_pow2(n_seg))
+    for r_lo in range(0, n_rows, slots):
+        batch = min(slots, n_rows - r_lo)
+        acc((batch, WIDE_PARTS), rows, r_lo, ap, ac, av, bp, bc, bv, w_vals, w_mark, n_j)
+        count((batch, n_seg), w_mark, seg_cnt, n_j, n_seg, seg)
+        compact((batch, n_seg), rows, r_lo, ub_off, w_vals, w_mark, seg_cnt, x_key, x_vals, cnt, n_j, n_seg, seg)
 
 
 def _starts_capacity(n_i: int, nnz_a: int) -> int:
@@ -656,6 +723,7 @@ class _Plan:
     total: int
     n_large: int
     n_big: int
+    wide: int
     cnt: Any
     c_pos: Any
     pos_state: Any
