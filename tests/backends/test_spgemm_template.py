@@ -142,6 +142,17 @@ def test_square_through_one_operand():
     np.testing.assert_allclose(got.to_numpy(), A.toarray().astype(np.float64) @ A.toarray(), atol=1e-5)
 
 
+@pytest.mark.parametrize("b_format", ["csr", "csr[pos64,crd64]"])
+def test_one_tensor_passed_as_both_operands(b_format):
+    """One object given as A and B is bound once when both are declared alike, and as each declares
+    otherwise (B's 64-bit indices)."""
+    M = sc.Tensor.from_scipy(rand((20, 20), 0.15, 16), format="csr")
+    k = compile_spgemm(formats={"A": "csr", "B": b_format, "C": "csr"})
+    assert isinstance(program_template(k), spgemm.SpgemmTemplate)
+    want = M.to_numpy().astype(np.float64) @ M.to_numpy()
+    np.testing.assert_allclose(k(A=M, B=M).to_numpy(), want, atol=1e-5)
+
+
 @pytest.mark.parametrize("half,pmax,wide", [(4, 16, 16), (8, 32, 32), (16, 64, 64), (4, 32, 8)])
 def test_every_row_path(half, pmax, wide, monkeypatch):
     """Small limits send rows through the chunks, one-row programs at each size, and the dense rows (from

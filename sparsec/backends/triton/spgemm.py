@@ -562,7 +562,8 @@ class SpgemmTemplate:
         try:
             device = pick_device(given.values())
             a = bind_operand(given[mt.a], mt.a, decl(mt.a).format, mt.dtype, device)
-            b = a if mt.b == mt.a else bind_operand(given[mt.b], mt.b, decl(mt.b).format, mt.dtype, device)
+            same = mt.b == mt.a or (given[mt.b] is given[mt.a] and decl(mt.b).format == decl(mt.a).format)
+            b = a if same else bind_operand(given[mt.b], mt.b, decl(mt.b).format, mt.dtype, device)
         except Exception:   # the general path binds again and reports what is wrong
             return FALLBACK
         if not (_is(a.format, "csr") and _is(b.format, "csr")) or a.shape[1] != b.shape[0] or \
