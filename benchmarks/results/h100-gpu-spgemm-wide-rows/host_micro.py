@@ -1,0 +1,55 @@
+"""Host cost of the pieces of a cold SpGEMM call on the GPU host (device idle, per call)."""
+import time, torch
+from sparsec.backends.triton import spgemm
+from sparsec.backends.triton.device import csr_result, bind_operand
+from sparsec.backends.triton.launch import SpecializedLaunches, specialization, _current_device
+from sparsec.formats import parse_format
+dev = torch.device("cuda")
+def t(label, f, n=300):
+    for _ in range(5): f()
+    torch.cuda.synchronize(); t0 = time.perf_counter()
+    for _ in range(n): f()
+    dt = (time.perf_counter() - t0) / n * 1e6; torch.cuda.synchronize()
+    print(f"{label:<40}{dt:8.2f} us", flush=True)
+meta = torch.zeros(200000, dtype=torch.int64, device=dev)
+t("cuda slice", lambda: meta[10:1000])
+t("cpu slice", lambda: meta.cpu()[10:1000] if False else None)
+cm = torch.zeros(200000, dtype=torch.int64)
+t("cpu-tensor slice", lambda: cm[10:1000])
+t("9 cuda slices", lambda: [meta[i * 10:i * 10 + 5] for i in range(9)])
+sizes = [1001, 1, 2, 0, 1000, 0, 1001, 1, 20000, 0, 20, 0, 2, 0, 2000, 0, 2500, 0]
+sizes[-1] = 200000 - sum(sizes)
+t("split_with_sizes (18)", lambda: meta.split_with_sizes(sizes))
+t("torch.zeros 200k int64", lambda: torch.zeros(200000, dtype=torch.int64, device=dev))
+t("torch.empty 50k int32", lambda: torch.empty(50000, dtype=torch.int32, device=dev))
+t("torch.cuda.current_device", torch.cuda.current_device)
+t("_current_device", _current_device)
+fmt = parse_format("csr", 2)
+pos = torch.zeros(1001, dtype=torch.int32, device=dev); crd = torch.zeros(5000, dtype=torch.int32, device=dev)
+vals = torch.zeros(5000, device=dev)
+t("csr_result", lambda: csr_result(fmt, (1000, 1000), pos, crd, vals, "C"))
+d = csr_result(fmt, (1000, 1000), pos, crd, vals, "C")
+t("bind_operand (DeviceTensor csr)", lambda: bind_operand(d, "A", fmt, "float32", dev))
+fns = spgemm.SpgemmTemplate.fns()
+L = SpecializedLaunches(fns["spgemm_wide_count"], {"STEP": 1024}, num_warps=4)
+wm = torch.zeros(4096, dtype=torch.int8, device=dev); sc_ = torch.zeros(16, dtype=torch.int32, device=dev)
+args = (wm, sc_, 4096, 4, 1024)
+t("specialization (5 args)", lambda: specialization(args))
+t("SpecializedLaunches, 5 args", lambda: L((1, 4), *args))
+direct = next(iter(L._compiled.values()))
+t("DirectLaunch, 5 args", lambda: direct(list(args), (1, 4)))
+from triton.runtime import driver
+t("get_current_stream", lambda: driver.active.get_current_stream(0))
+ck = direct.ck
+st = driver.active.get_current_stream(0)
+t("ck.run raw, 5 args", lambda: ck.run(1, 4, 1, st, ck.function, ck.packed_metadata, None, None, None, *args, 1024))
+L12 = SpecializedLaunches(fns["spgemm_wide_compact"], {"STEP": 1024, "SEGS": 4}, num_warps=4)
+rows = torch.zeros(4, dtype=torch.int32, device=dev); ub = torch.zeros(10, dtype=torch.int64, device=dev)
+wv = torch.zeros(4096, device=dev); xk = torch.zeros(100, dtype=torch.int64, device=dev); xv = torch.zeros(100, device=dev)
+cnt = torch.zeros(10, dtype=torch.int64, device=dev)
+a12 = (rows, 0, ub, wv, wm, sc_, xk, xv, cnt, 4096, 4, 1024)
+t("SpecializedLaunches, 12 args", lambda: L12((1, 4), *a12))
+t("fn[grid] 12 args", lambda: fns["spgemm_wide_compact"][(1, 4)](*a12, STEP=1024, SEGS=4, num_warps=4))
+x = torch.zeros(3, dtype=torch.int64, device=dev)
+t("tolist of 3 (idle)", lambda: x.tolist())
+t("int(x[-1]) (idle)", lambda: int(x[-1]))
