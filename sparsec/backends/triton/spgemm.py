@@ -392,7 +392,7 @@ def _segment_marks(wm, g, seg, n_j, t, STEP: tl.constexpr):
 def spgemm_wide_count(W_mark, seg_cnt, n_j, n_seg, seg, STEP: tl.constexpr):
     # seg_cnt[s, g]: the marked columns of segment g (seg columns) of dense row s
     s = tl.program_id(0).to(tl.int64)
-    g = tl.program_id(1)
+    g = tl.program_id(1).to(tl.int64)             # g * seg may pass 2^31 near the widest B
     n = tl.zeros([], tl.int32)
     for t in range(0, seg, STEP):
         _, mk = _segment_marks(W_mark + s * n_j, g, seg, n_j, t, STEP)
@@ -406,7 +406,7 @@ def spgemm_wide_compact(rows, r_lo, ub_off, W_vals, W_mark, seg_cnt, X_key, X_va
     # segment g of dense row s (listed row i = rows[r_lo + s]): its marked columns, in order, to the row's
     # slice of X after those of the segments before it, clearing them; the last segment writes cnt[i]
     s = tl.program_id(0).to(tl.int64)
-    g = tl.program_id(1)
+    g = tl.program_id(1).to(tl.int64)             # g * seg may pass 2^31 near the widest B
     i = tl.load(rows + r_lo + s).to(tl.int64)
     q = tl.arange(0, SEGS)
     counts = tl.load(seg_cnt + s * n_seg + q, mask=q < n_seg, other=0)
