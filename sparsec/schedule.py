@@ -145,8 +145,8 @@ class Schedule:
         benchmarks/results/cpu-2core-spgemm-touch), ``"select"`` was 1.18x faster in geometric mean,
         up to 1.6x on graphs and meshes (whether a column is new is a coin toss there, so the branch
         mispredicts), and up to 1.5x slower on matrices whose rows repeat regular column patterns
-        (bcsstk13, memplus). ``sc.autotune`` tries both. Under max/min reductions the numeric kernel keeps the branch (a new column also resets its
-        value there).
+        (bcsstk13, memplus). ``sc.autotune`` tries both. Under max/min reductions the numeric kernel
+        keeps the branch (a new column also resets its value there).
         """
         from .passes.sparsify import WORKSPACE_KINDS, WORKSPACE_TOUCH
 

@@ -372,8 +372,8 @@ def test_small_tiles_on_every_kernel(monkeypatch):
     """Every kernel with tiles far smaller than a GPU's: look-back scans over many tiles (the product
     offsets by entry and C's row pointers), chunk expansion steps of 4 entries x 2 columns (entries of several rows
     a step, rows of B longer than a step, empty rows)."""
-    for name, value in (("HALF", 8), ("PMAX", 16), ("WIDE_FROM", 16), ("COUNT_ROWS", 4), ("SCAN_ENTRIES", 4), ("POS_ROWS", 4), ("LOOK", 2),
-                        ("CHUNK_ENTRIES", 4), ("CHUNK_BLK", 2)):
+    for name, value in (("HALF", 8), ("PMAX", 16), ("WIDE_FROM", 16), ("COUNT_ROWS", 4), ("SCAN_ENTRIES", 4),
+                        ("POS_ROWS", 4), ("LOOK", 2), ("CHUNK_ENTRIES", 4), ("CHUNK_BLK", 2)):
         monkeypatch.setattr(spgemm, name, value)
     A = rand((45, 30), 0.08, 31, row_lengths={3: 12, 7: 1, 20: 25, 44: 4})
     A[[0, 8, 11, 12, 40]] = 0
