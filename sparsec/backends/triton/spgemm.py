@@ -603,7 +603,7 @@ class SpgemmTemplate:
         if plan.total:
             _launcher("spgemm_chunks", CHUNK_WARPS, HALF=HALF, LOGP=(2 * HALF).bit_length() - 1,
                       ENTRIES=CHUNK_ENTRIES, BLK=CHUNK_BLK)((plan.starts.numel() - 1,), plan.starts, *args)
-        if plan.n_large:
+        if plan.n_large > plan.n_big:      # the wide rows are listed among the long ones (wide >= HALF)
             _launcher("spgemm_rows", ROWS_WARPS, PMAX=PMAX, LOGP=PMAX.bit_length() - 1, ENTRIES=32,
                       BLK=16)((plan.n_large,), plan.lists, *args, plan.wide)
         if plan.n_big:
