@@ -30,7 +30,8 @@ entries with ``|a| <= t`` are skipped like zeros (no ``torch.where`` pass, no ex
 All are timed per call *including* the thresholding (and, for the CSR form, the compression)
 of ``x``, next to the dense GEMV with the same thresholding, ``torch.mv(W, torch.where(...))``
 (the baseline), ``torch.mv`` alone on a given ``x`` (for reference) and torch's
-gather-then-GEMV (``x[idx] @ Wt[idx]``).
+gather-then-GEMV (``x[idx] @ Wt[idx]``). On a GPU a last row times the memory floor: a plain
+read (``torch.sum``) of as many bytes as the live rows of ``Wt``, which no kernel here can beat.
 Without CUDA it runs the CPU backend in float32 at smaller sizes (where ``skip_zeros``
 computes every term). ``--quick``: tiny sizes (CI).
 """
@@ -54,6 +55,8 @@ ITEM = "5 activation sparsity"
 DSL = "Y[r,i] = X[r,k] * Wt[k,i]"
 DSL_THRESHOLD = "Y[r,i] = where(abs(X[r,k]) > t, X[r,k], 0) * Wt[k,i]"   # x thresholded in the kernel
 CSR = parse_format("csr", 2)
+#: the variant that times a plain read of the live weight rows' bytes (a lower bound for any kernel here)
+FLOOR = "floor: read the live Wt rows"
 _ZERO_ONE: dict = {}   # per device: tensor([0, 1]); pos = it * nnz needs no host-to-device copy
 
 
@@ -140,6 +143,9 @@ def run(env: dl.Env, shapes: Sequence[tuple[int, int]], zero_fractions: Sequence
             rows.append(dl.measure(ITEM, case, "sparsec fused threshold", fused, ref, env, **p))
             rows.append(dl.measure(ITEM, case, "sparsec kernel only", lambda Wt=Wt_op, xs=xs: k(X=xs, Wt=Wt), ref, env,
                                    **p))
+            if env.gpu:   # the memory floor: reading the live rows of Wt (as many bytes) and nothing else
+                live_bytes = Wt[: p["active"]]
+                rows.append(dl.measure(ITEM, case, FLOOR, lambda w=live_bytes: w.sum(), None, env, **p))
     return rows
 
 
