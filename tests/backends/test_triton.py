@@ -296,6 +296,28 @@ def test_bsr_dot_source_and_precision():
         tb.set_options(precision="fp8")
 
 
+@pytest.mark.parametrize("n", [1, 16, 80])
+def test_bsr_dot_grid_is_block_major(n):
+    # A tl.dot tile split across programs by its column blocks runs block-major (program p takes block
+    # p // rows, row p % rows: consecutive programs share their columns of X); other tiles stay row-major.
+    # Several blocks and block rows (empty ones too), a block count of 1, and the row-split grid (whose
+    # "rows" are segments) must each cover every output element once: outputs are poisoned (NaN) here.
+    k = einsum_kernel("ik,kj->ij", ["bsr(16, 16)", "dense"], dtype="float32")
+    src = k.dump("triton")
+    assert "consecutive programs share a block" in src and "_t_tile = tl.program_id(0) // _t_nrow" in src
+    assert "consecutive programs share a row" in einsum_kernel("ik,kj->ij", ["csr", "dense"]).dump("triton")
+    A = RNG.standard_normal((83, 70)).astype(np.float32)
+    A[16:48] = 0                          # two empty block rows
+    A[:, 32:48] = 0
+    A[64:, :16] = 0
+    B = RNG.standard_normal((70, n)).astype(np.float32)
+    want = A.astype(np.float64) @ B
+    for opts in (dict(block_n=16), dict(), dict(block_n=16, split_rows=True, split_segments=3)):
+        with tb.options(**opts):
+            got = dense(k(A=tensor(A, "bsr(16, 16)"), B=B))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_small_bsr_uses_sum_not_dot():
     src = einsum_kernel("ik,kj->ij", ["bsr(2, 2)", "dense"]).dump("triton")
     assert "acc-tile sum" in src and "tl.sum(" in src and "tl.dot(" not in src
