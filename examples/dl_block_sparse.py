@@ -6,9 +6,11 @@ on the tensor cores::
     k = sc.compile("Y[i,j] = W[i,k] * X[k,j]", formats={"W": "bsr(64,64)"}, dtype="float16", target="triton")
 
 Checked against ``W @ X`` in float64 and timed next to dense ``torch.matmul`` (the
-baseline) and torch's BSR matmul (``W.to_sparse_bsr((b, b)) @ X``). GPU: 4096x4096
-weights, N = 4096 (the issue's setting). Without CUDA it runs the CPU backend in float32
-at smaller sizes. ``--quick``: tiny sizes (CI).
+baseline), torch's BSR matmul (``W.to_sparse_bsr((b, b)) @ X``), and, for reference, a dense
+``torch.matmul`` of the same work: ``K`` cut to the kept share of the blocks, to a multiple of 16
+(416 of 4096 at 90 %), so about the same multiply-adds, the same output and no sparsity at all (not
+checked: another product). GPU: 4096x4096 weights, N = 4096 (the issue's setting). Without CUDA it
+runs the CPU backend in float32 at smaller sizes. ``--quick``: tiny sizes (CI).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from sparsec.nn import block_prune  # noqa: E402
 
 ITEM = "3 block-sparse W"
 DSL = "Y[i,j] = W[i,k] * X[k,j]"
+#: dense torch.matmul with K cut to the kept share of the blocks: the same multiply-adds and output (reference)
+SAME_WORK = "dense, same work (K x kept share)"
 
 
 def default_sizes(env: dl.Env) -> dict:
@@ -68,6 +72,11 @@ def run(env: dl.Env, shape: tuple[int, int], blocks: Sequence[int], sparsities: 
                         raise NotImplementedError(f"to_sparse_bsr: {Wt}")
                     return Wt @ X
                 rows.append(dl.measure(ITEM, case, "torch BSR", torch_bsr, ref, env, **p))
+                # dense product of the same work: K cut to the kept share, to a multiple of 16 (rows of 32-byte
+                # multiples, as cuBLAS's fast kernels want)
+                k_kept = max(16, 16 * round(K * (1 - s) / 16))
+                Wc, Xc = W0[:, :k_kept].contiguous(), X[:k_kept].contiguous()
+                rows.append(dl.measure(ITEM, case, SAME_WORK, lambda Wc=Wc, Xc=Xc: Wc @ Xc, None, env, **p))
                 Xo = dl.dense(X, env)
                 rows.append(dl.measure(ITEM, case, f"sparsec bsr({b},{b})", lambda k=k, Wb=Wb, X=Xo: k(W=Wb, X=X),
                                        ref, env, fmt=fmt, **p))
