@@ -318,6 +318,19 @@ def test_bsr_dot_grid_is_block_major(n):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+def test_dot_block_n_rule():
+    # 256 columns for tl.dot tiles of 16, 32 and 128 rows when the columns reach 256; 64 rows keep the heuristic's
+    from sparsec.backends.triton.codegen import Codegen
+
+    cg = Codegen.__new__(Codegen)
+    for m, want in ((16, 256), (32, 256), (64, None), (128, 256)):
+        cg.dot_shape = (m, "BLOCK_N")
+        assert cg.dot_block_n({}, {"BLOCK_N": 4096}).get("BLOCK_N") == want, m
+        assert cg.dot_block_n({}, {"BLOCK_N": 200}) == {}      # too few columns
+    cg.dot_shape = None
+    assert cg.dot_block_n({}, {"BLOCK_N": 4096}) == {}
+
+
 def test_small_bsr_uses_sum_not_dot():
     src = einsum_kernel("ik,kj->ij", ["bsr(2, 2)", "dense"]).dump("triton")
     assert "acc-tile sum" in src and "tl.sum(" in src and "tl.dot(" not in src

@@ -987,16 +987,17 @@ class Codegen:
         """A wider ``BLOCK_N`` for a ``tl.dot`` tile with few or many rows, when the columns allow it.
 
         Measured on an H100 (Triton 3.6, float16 BSR SpMM, 4096 x 4096 weights with 90 % of the
-        blocks zero, N = 4096; ``benchmarks/tune_bsr.py``, results in benchmarks/results/h100-dl-item3):
-        256 columns beat 128 for 16-row blocks (130 vs 151 us) and 128-row blocks (58 vs 67 us),
-        and lost for 32- and 64-row blocks (97 vs 92, 64 vs 61 us), where 128 stays.
+        blocks zero, N = 4096; ``benchmarks/tune_bsr.py``) with the block-major grid (``tile_grid``;
+        benchmarks/results/h100-dl-item3-tile-order/tune_bsr.txt): 256 columns beat 128 for 16-,
+        32- and 128-row blocks (123 vs 133, 75 vs 80, 57 vs 62 us at Triton's default 3 stages)
+        and tie for 64-row blocks (52 vs 52 us), where 128 stays.
         """
         if self.dot_shape is None:
             return {}
         m, n = self.dot_shape
         if not isinstance(n, str) or isinstance(m, str) or (estimates.get(n) or 0) < 256:
             return {}
-        return {n: 256} if m <= 16 or m >= 128 else {}
+        return {n: 256} if m != 64 else {}
 
     def tile_count(self, bufs, scal, consts) -> int:
         """Blocks of the grid-tiled axis for a launch, as the generated ``_t_ntile`` computes them."""
