@@ -1,6 +1,7 @@
 """Sweep the launch configuration of sparsec's BSR SpMM (issue 8, item 3) on a GPU, next to dense cuBLAS.
 
     python benchmarks/tune_bsr.py            # one line per (block size, BLOCK_N, warps, stages); needs CUDA
+    python benchmarks/tune_bsr.py 64,128     # only these block sizes
 
 ``Y = W X`` in float16 with ``W`` 4096 x 4096 in ``bsr(b, b)``, 90 % of its blocks zero, and
 ``X`` 4096 x 4096 (the issue's setting). Each configuration is forced through
@@ -69,7 +70,8 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("tune_bsr.py needs a CUDA GPU")
         return 1
-    lines = sweep()
+    blocks = tuple(int(b) for b in sys.argv[1].split(",")) if len(sys.argv) > 1 else (16, 32, 64, 128)
+    lines = sweep(blocks=blocks)
     out = os.environ.get("OUT")
     if out:
         with open(os.path.join(out, "tune_bsr.txt"), "w") as f:

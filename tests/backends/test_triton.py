@@ -323,12 +323,36 @@ def test_dot_block_n_rule():
     from sparsec.backends.triton.codegen import Codegen
 
     cg = Codegen.__new__(Codegen)
+    cg.dot_k_step = None
     for m, want in ((16, 256), (32, 256), (64, None), (128, 256)):
         cg.dot_shape = (m, "BLOCK_N")
         assert cg.dot_block_n({}, {"BLOCK_N": 4096}).get("BLOCK_N") == want, m
         assert cg.dot_block_n({}, {"BLOCK_N": 200}) == {}      # too few columns
+    cg.dot_k_step = 64                                         # blocks run in 64-deep steps keep theirs
+    assert cg.dot_block_n({}, {"BLOCK_N": 4096}) == {}
+    assert cg.dot_warps({"BLOCK_N": 128}) == 4 and cg.dot_warps({"BLOCK_N": 256}) == 8
     cg.dot_shape = None
     assert cg.dot_block_n({}, {"BLOCK_N": 4096}) == {}
+
+
+@pytest.mark.parametrize("fmt", ["bsr(128, 128)", "bsr(64, 128)"])
+def test_bsr_dot_runs_deep_blocks_in_k_steps(fmt):
+    # Blocks 128 deep along the reduction run as two tl.dot steps of 64 in one flattened loop. Partial
+    # blocks at both edges (the last block column has 72 of its 128 columns: its second step only 8),
+    # empty block rows, and a block row with one block must all come out right.
+    k = einsum_kernel("ik,kj->ij", [fmt, "dense"], dtype="float32")
+    src = k.dump("triton")
+    assert "tl.dot steps of 64 per position" in src and "% 2) * 64) + tl.arange(0, 64)" in src
+    assert "tl.dot steps" not in einsum_kernel("ik,kj->ij", ["bsr(128, 64)", "dense"]).dump("triton")
+    A = RNG.standard_normal((300, 200)).astype(np.float32)
+    A[128:256] = 0                              # an empty block row (of 128 or 64 rows)
+    A[:64, 128:] = 0                            # a block row with one block
+    B = RNG.standard_normal((200, 24)).astype(np.float32)
+    want = A.astype(np.float64) @ B
+    for opts in (dict(block_n=16), dict()):
+        with tb.options(**opts):
+            got = dense(k(A=tensor(A, fmt), B=B))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_small_bsr_uses_sum_not_dot():

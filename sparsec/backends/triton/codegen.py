@@ -421,6 +421,8 @@ class Codegen:
         self.grid_tiles = None
         #: (m, n) sizes (ints or constexpr names) of the largest tl.dot accumulator, for the warp count
         self.dot_shape: tuple | None = None
+        #: depth of one tl.dot step when a block's reduction axis is split into sub-steps (see dot_k_steps)
+        self.dot_k_step: int | None = None
 
     # -- small helpers -----------------------------------------------------------------------
     def T(self, dtype: str, promote: bool = True) -> str:
@@ -767,18 +769,22 @@ class Codegen:
         self.out(ind, f"# register tile over {desc}: {t.store.buffer}[...] {op}= ... accumulated over "
                       f"{', '.join(f.var.name for f in t.rloops)}")
 
-        def axis_vectors(roles: tuple[str, ...], at: int) -> None:
+        def axis_vectors(roles: tuple[str, ...], at: int, steps: dict[int, int] | None = None) -> None:
             for q, ax in enumerate(axes):
                 if ax.role not in roles:
                     continue
-                if ax.static is None:
+                if steps and q in steps:   # this sub-step's slice of a block's reduction axis (lo is 0)
+                    start = f"(_t_q{n} % {steps[q]}) * {DOT_K_STEP}"
+                    rng = f"tl.arange(0, {DOT_K_STEP})"
+                elif ax.static is None:
                     start = f"_t_jb{n}"
+                    rng = f"tl.arange(0, {ax.size})"
                 else:
                     lo = E.emit(ax.lo)
                     start = "" if lo.weak and lo.py == 0 else E.typed(lo, "index")
-                rng = f"tl.arange(0, {ax.size})"
+                    rng = f"tl.arange(0, {ax.size})"
                 self.out(at, f"{names[q]} = {_paren(start) + ' + ' + rng if start else rng}")
-                hi = E.typed(E.emit(ax.hi), "index")
+                hi = E.typed(E.emit(lane_bound(ax)), "index")
                 self.out(at, f"{mnames[q]} = {names[q]} < {_paren(hi)}")
 
         def ctx(dims: list[int], promote: bool = True) -> Emitter:
@@ -791,10 +797,15 @@ class Codegen:
             return Emitter(self, env, masks, promote)
 
         axis_vectors(("out",), ind)
+        k_steps = 1
         if t.variant == "dot":
             x, y, m_ax, k_ax, n_ax = t.dot
             qm, qk, qn = axes.index(m_ax), axes.index(k_ax), axes.index(n_ax)
             self.dot_shape = (m_ax.size, n_ax.size)
+            if t.rloops and t.block_k is None:
+                k_steps = dot_k_steps(k_ax)
+            if k_steps > 1:
+                self.dot_k_step = DOT_K_STEP
             shape = f"[{m_ax.size}, {n_ax.size}]"
         else:
             shape = "[" + ", ".join(str(a.size) if a.role == "out" else "1" for a in axes) + "]"
@@ -808,13 +819,16 @@ class Codegen:
         scalar_loops = list(zip(t.rloops, t.raassigns))
         if blocked:
             scalar_loops = scalar_loops[:-1]
-        for f, asg in scalar_loops:
+        for q, (f, asg) in enumerate(scalar_loops):
             lo, hi = self.loop_bounds(E, f)
-            inner = self.loop_header(f, cur, inner, lo, hi)
+            if k_steps > 1 and q == len(scalar_loops) - 1:
+                inner = self.sub_step_header(f, n, k_steps, cur, inner, lo, hi)
+            else:
+                inner = self.loop_header(f, cur, inner, lo, hi)
             cur += 1
             for a in asg:
                 self.stmt(a, cur, inner)
-        axis_vectors(("red",), cur)
+        axis_vectors(("red",), cur, {qk: k_steps} if k_steps > 1 else None)
         if blocked:
             self.blocked_reduction(t, n, axes, names, mnames, cur, inner, acc_dt, work_dt, op)
         elif t.variant == "dot":
@@ -867,6 +881,16 @@ class Codegen:
             old += ".to(tl.float32)"
         new = self.stored(self.combine(op, old, f"_t_acc{n}", work_dt), acc_dt)
         self.out(ind, f"tl.store(_t_p{n}, {new}, mask={mask})")
+
+    def sub_step_header(self, f: L.For, n: int, steps: int, ind: int, defined: set[str], lo: str,
+                        hi: str) -> set[str]:
+        """The innermost reduction loop of a tl.dot tile, flattened with the ``steps`` sub-steps of each
+        block: ``_t_q`` runs over ``steps`` values per position and the position is ``_t_q // steps``
+        (one loop, so Triton's pipeliner overlaps the loads of the next sub-step or block)."""
+        self.out(ind, loop_comment(f, f"  [{steps} tl.dot steps of {DOT_K_STEP} per position]"))
+        self.out(ind, f"for _t_q{n} in range({_paren(lo)} * {steps}, {_paren(hi)} * {steps}):")
+        self.out(ind + 1, f"{self.scalar_name(f.var.name)} = _t_q{n} // {steps}")
+        return set(defined) | {f.var.name}
 
     def _sole_store(self, t: AccTile) -> bool:
         """True when the tile's store is the only write of its elements in the whole launch: the
@@ -975,12 +999,16 @@ class Codegen:
         """Warps for the tl.dot accumulator: about 64 float32 registers per thread (4..8).
 
         A BSR(128, 128) tile with BLOCK_N = 128 is a 128 x 128 accumulator: with 4 warps that is
-        128 registers per thread before the operands, and the kernel spills (measured 0.46x of
-        dense at 90 % zero blocks on an H100, below the smaller blocks).
+        128 registers per thread before the operands, and multiplied as whole blocks the kernel
+        spilled (measured 0.46x of dense at 90 % zero blocks on an H100, below the smaller blocks).
+        In 64-deep steps (:func:`dot_k_steps`) the operands are half as large and 4 warps won
+        (50.2 against 54.0 us, ``benchmarks/tune_bsr.py``).
         """
         if self.dot_shape is None:
             return 1
         m, n = (consts[v] if isinstance(v, str) else int(v) for v in self.dot_shape)
+        if self.dot_k_step is not None:   # operands of 64-deep steps: 128 x 128 ran faster on 4 warps
+            return 8 if m * n > 128 * 128 else 4
         return 8 if m * n >= 128 * 128 else 4
 
     def dot_block_n(self, consts: dict[str, int], estimates: dict[str, float | None]) -> dict[str, int]:
@@ -990,14 +1018,15 @@ class Codegen:
         blocks zero, N = 4096; ``benchmarks/tune_bsr.py``) with the block-major grid (``tile_grid``;
         benchmarks/results/h100-dl-item3-tile-order/tune_bsr.txt): 256 columns beat 128 for 16-,
         32- and 128-row blocks (123 vs 133, 75 vs 80, 57 vs 62 us at Triton's default 3 stages)
-        and tie for 64-row blocks (52 vs 52 us), where 128 stays.
+        and tie for 64-row blocks (52 vs 52 us), where 128 stays. Blocks run in 64-deep steps
+        (:func:`dot_k_steps`) keep 128 too (50.2 us against 56.9 at 256 for 128 x 128 blocks).
         """
         if self.dot_shape is None:
             return {}
         m, n = self.dot_shape
         if not isinstance(n, str) or isinstance(m, str) or (estimates.get(n) or 0) < 256:
             return {}
-        return {n: 256} if m != 64 else {}
+        return {n: 256} if m != 64 and self.dot_k_step is None else {}
 
     def tile_count(self, bufs, scal, consts) -> int:
         """Blocks of the grid-tiled axis for a launch, as the generated ``_t_ntile`` computes them."""
@@ -1105,6 +1134,48 @@ class Codegen:
             out.append(f'    """{k.doc}"""')
         out += body_lines
         return "\n".join(out) + "\n"
+
+
+def lane_bound(ax) -> L.LExpr:
+    """The bound that a tile axis's lanes are masked by: ``hi``, or ``x`` for ``hi = min(x, c)`` when the
+    axis has exactly ``c`` lanes (they stop at ``c`` already).
+
+    Triton vectorizes a masked load only where it can prove the mask constant over the vector; it
+    follows divisibility through ``x = n_k - k_blk * 128`` but not through ``min``. For BSR blocks the
+    ``min`` form made every load of a block a 2-byte load (measured on an H100, see
+    :data:`DOT_K_STEP`).
+    """
+    hi = ax.hi
+    if ax.static is None or ax.size != ax.static or not (isinstance(hi, L.BinOp) and hi.op == "min"):
+        return hi
+    for side, other in ((hi.a, hi.b), (hi.b, hi.a)):
+        if isinstance(side, L.Const) and side.value == ax.static:
+            return other
+    return hi
+
+
+#: depth of one tl.dot step over a stored block's reduction axis (see :func:`dot_k_steps`)
+DOT_K_STEP = 64
+
+
+def dot_k_steps(k_ax) -> int:
+    """Sub-steps that a ``tl.dot`` tile's block reduction axis is split into (1: none).
+
+    A ``bsr(128, 128)`` block multiplied whole is a ``[128, 128] x [128, BLOCK_N]`` step: its
+    operands take 96 KB of shared memory per pipeline stage at 256 columns, so one program fits
+    per SM and the loads of the next block wait for this one. In steps of :data:`DOT_K_STEP`
+    rows each stage is half that, and 128 columns on 4 warps beat 256 on 8. Measured on an H100
+    (float16 4096^3, 90 % of the blocks zero; ``benchmarks/results/h100-dl-item3-k-steps``): the
+    generated kernel 57.1 -> 51.1 us in one process (49.5 with :func:`lane_bound`); a hand-written
+    probe of the loop found steps of 64 best (47.9 us, against 58.9 in steps of 32). Blocks of at
+    most 64 along the reduction run whole.
+    """
+    size = k_ax.size
+    if k_ax.static is None or not isinstance(size, int) or size <= DOT_K_STEP or size % DOT_K_STEP:
+        return 1
+    if not (isinstance(k_ax.lo, L.Const) and k_ax.lo.value == 0):   # the sub-step vectors start at 0
+        return 1
+    return size // DOT_K_STEP
 
 
 def generate(plan: Plan, idx64: bool, constexprs: list[str], internal: list[str],
