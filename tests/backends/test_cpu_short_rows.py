@@ -21,6 +21,36 @@ from grid import csr_tensor
 PRED = "@llvm.masked.load"
 
 
+@pytest.fixture(autouse=True)
+def masked_loop_on_every_host(monkeypatch):
+    """The masked loop is tested on every host, also where :func:`shortrows.pays_off` keeps it off."""
+    monkeypatch.setattr(shortrows, "FORCE", True)
+
+
+def test_masked_loop_only_where_it_pays_off(monkeypatch):
+    """AVX-512 hosts other than AMD Zen get the masked loop; the choice is part of the kernel's cache key."""
+    from sparsec.backends.cpu import cache, jit
+
+    monkeypatch.setattr(shortrows, "FORCE", None)
+    for cpu, feats, want in (("skylake-avx512", "+avx2,+avx512f", True), ("znver3", "+avx2,-avx512f", False),
+                             ("znver4", "+avx2,+avx512f", False), ("haswell", "+avx2,-avx512f", False),
+                             ("neoverse-v1", "+neon,+sve", False)):
+        fake = jit.Host("", cpu, feats, "", "", None, None)
+        monkeypatch.setattr(jit, "host", lambda fake=fake: fake)
+        assert shortrows.pays_off() is want, cpu
+    monkeypatch.undo()
+    text = "y[i] = A[i,j] * x[j]"
+    monkeypatch.setattr(shortrows, "FORCE", True)
+    on = sc.compile(text, formats={"A": "csr"}, dtype="float32", target="cpu", name="spmv_short_on")
+    assert PRED in on.dump("llvm")
+    numeric = on.lowered.statements[0].numeric
+    key_on = cache.kernel_key(numeric, jit.host())
+    monkeypatch.setattr(shortrows, "FORCE", False)
+    off = sc.compile(text, formats={"A": "csr"}, dtype="float32", target="cpu", name="spmv_short_off")
+    assert PRED not in off.dump("llvm")
+    assert cache.kernel_key(numeric, jit.host()) != key_on     # the same kernel IR, keyed apart by the choice
+
+
 def _rows_of_every_length(max_len: int, ncols: int, dtype, seed: int, repeat: int = 2) -> sp.csr_matrix:
     """Rows with 0, 1, ..., max_len nonzeros (each length ``repeat`` times, shuffled), random columns."""
     rng = np.random.default_rng(seed)

@@ -47,6 +47,7 @@ from typing import Any
 
 from ...ir import loop_ir as L
 from ...ir.loop_printer import kernel_text
+from . import shortrows
 from .codegen import CODEGEN_VERSION
 from .jit import Compiled, Host
 
@@ -118,6 +119,7 @@ def kernel_key(kernel: L.Kernel, host: Host) -> str:
 
     h = hashlib.sha256()
     for part in (f"sparsec {sparsec.__version__}", f"codegen {CODEGEN_VERSION} {source_digest()}",
+                 f"short rows {shortrows.pays_off()}",
                  f"cache {CACHE_FORMAT}", host.identity(), kernel_text(kernel), repr(kernel.params),
                  repr(kernel.body)):
         h.update(part.encode("utf-8"))

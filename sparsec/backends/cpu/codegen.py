@@ -577,7 +577,7 @@ class _FunctionBuilder:
         bld = self.b
         lo = self.index(s.lo)
         hi = self.index(s.hi)
-        if not shortrows.is_short_row_sum(s):
+        if not (shortrows.is_short_row_sum(s) and shortrows.pays_off()):
             self.counted_loop(s, lo, hi, _loop_hints(s.kind))
             return
         # versioned on the trip count: short rows as masked vectors, long ones as LLVM vectorizes them

@@ -30,6 +30,12 @@ and 5-12 % on matrices of long rows (the compare per row); also on rows of one c
 whose branches LLVM's loop predicts (the benchmark's synthetic uniform 20k x 8: 79 -> 87 µs, banded
 50k x 11: 231 -> 284). Eight lanes beat four and sixteen for float32 and float64 alike (a gather's
 cost goes by its lanes), and a threshold of 32 beat 8, 16 and 64.
+
+Only on hosts that gather well (:func:`pays_off`). Without AVX-512, or on AMD Zen, LLVM does not
+emit gathers at all (its cost model calls them slow there) and scalarizes the masked loop into
+one branch and one insert per lane: on a 2-vCPU AMD EPYC (Zen 3, AVX2) the band of 17 nonzeros
+per row above ran 14.5 ms masked against 3.0 ms with LLVM's loop alone (scipy 3.7 ms), uniform
+random rows of 16 18.1 against 7.0 ms (``benchmarks/results/cpu-2core-amd-short-rows``).
 """
 
 from __future__ import annotations
@@ -42,6 +48,24 @@ LANES = 8
 LONG_ROW = 32
 
 _FLOATS = ("float16", "float32", "float64")
+
+
+#: force the masked loop on (True) or off (False) on every host; None lets :func:`pays_off` decide by host
+FORCE: bool | None = None
+
+
+def pays_off() -> bool:
+    """Whether this host gets the masked short-row loop: AVX-512 hosts other than AMD Zen (see the module docs).
+
+    Measured faster on an AVX-512 Intel Xeon, 3-5x slower on an AVX2 AMD Zen 3; other hosts
+    (AVX2 Intel, AVX-512 Zen 4, ARM) are unmeasured and keep LLVM's loop.
+    """
+    if FORCE is not None:
+        return FORCE
+    from .jit import host
+
+    h = host()
+    return "+avx512f" in h.features.split(",") and not h.cpu.startswith("znver")
 
 
 def is_short_row_sum(s: L.For) -> bool:
