@@ -773,16 +773,15 @@ class Codegen:
             for q, ax in enumerate(axes):
                 if ax.role not in roles:
                     continue
+                rng = f"tl.arange(0, {ax.size})"
                 if steps and q in steps:   # this sub-step's slice of a block's reduction axis (lo is 0)
                     start = f"(_t_q{n} % {steps[q]}) * {DOT_K_STEP}"
                     rng = f"tl.arange(0, {DOT_K_STEP})"
                 elif ax.static is None:
                     start = f"_t_jb{n}"
-                    rng = f"tl.arange(0, {ax.size})"
                 else:
                     lo = E.emit(ax.lo)
                     start = "" if lo.weak and lo.py == 0 else E.typed(lo, "index")
-                    rng = f"tl.arange(0, {ax.size})"
                 self.out(at, f"{names[q]} = {_paren(start) + ' + ' + rng if start else rng}")
                 hi = E.typed(E.emit(lane_bound(ax)), "index")
                 self.out(at, f"{mnames[q]} = {names[q]} < {_paren(hi)}")
