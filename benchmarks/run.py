@@ -32,6 +32,11 @@ from benchmarks import timing as T  # noqa: E402
 from benchmarks.peer import Peer, classify  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+#: seconds a CPU peer on several threads is left to settle before the next peer runs: OpenMP runtimes keep
+#: their workers spinning after a parallel region (Intel's, under MKL: 200 ms by default), and a spinning
+#: worker takes the core that the next peer's second thread needs (2-vCPU AMD VM, wiki-Vote SpMV: sparsec on
+#: 2 threads 61 us median right after MKL on 2 threads, 37 us in a run where it was not)
+SETTLE_S = 0.3
 _SHORT = {"wrong": "WRONG", "failed": "FAIL", "unsupported": "unsup", "missing": "miss", "skipped": "skip"}
 
 
@@ -169,6 +174,8 @@ def run_peer(peer: Peer, data: C.CaseData, row: dict, ctx: dict) -> dict:
         fns.clear()
         if peer.device == "gpu":
             _gpu_free()
+        elif peer.threaded and peer.threads > 1:
+            time.sleep(SETTLE_S)
     nbytes, flops = F.least_cost(data)
     floor_s, bound = ctx["floor"].seconds(nbytes, flops, case.dtype)
     return dict(row, status="ok", reason="", time_s=t.median_s, min_s=t.min_s, reps=t.reps,
