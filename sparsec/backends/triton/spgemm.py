@@ -96,6 +96,7 @@ POS_ROWS = 1024      # rows a tile of spgemm_pos
 LOOK = 32            # tiles a look-back step reads
 PMAX = 2048          # longer rows run one per program (spgemm_rows) up to PMAX products
 ROWS_WARPS = 4
+ROWS_ENTRIES, ROWS_BLK = 32, 16  # a long row's expansion step (spgemm_rows)
 WIDE_FROM = 0        # rows of more products go to the dense-row kernels; 0: by the width of B (wide_from)
 WIDE_PARTS = 8       # programs accumulating one dense row
 WIDE_ENTRIES, WIDE_BLK = 32, 32  # their step: entries of A x entries of their rows of B
@@ -604,8 +605,8 @@ class SpgemmTemplate:
             _launcher("spgemm_chunks", CHUNK_WARPS, HALF=HALF, LOGP=(2 * HALF).bit_length() - 1,
                       ENTRIES=CHUNK_ENTRIES, BLK=CHUNK_BLK)((plan.starts.numel() - 1,), plan.starts, *args)
         if plan.n_large > plan.n_big:      # the wide rows are listed among the long ones (wide >= HALF)
-            _launcher("spgemm_rows", ROWS_WARPS, PMAX=PMAX, LOGP=PMAX.bit_length() - 1, ENTRIES=32,
-                      BLK=16)((plan.n_large,), plan.lists, *args, plan.wide)
+            _launcher("spgemm_rows", ROWS_WARPS, PMAX=PMAX, LOGP=PMAX.bit_length() - 1, ENTRIES=ROWS_ENTRIES,
+                      BLK=ROWS_BLK)((plan.n_large,), plan.lists, *args, plan.wide)
         if plan.n_big:
             _wide_rows(torch, plan.lists[n_i:], plan.n_big, args, device)
         pos = plan.c_pos
