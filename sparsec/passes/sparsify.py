@@ -610,9 +610,10 @@ class Sparsifier:
         if self.parallel_info is not None:
             params += [L.ScalarParam("sc_lo"), L.ScalarParam("sc_hi")]
         doc = f"{'symbolic (counts) ' if symbolic else ''}kernel for: output {self.out.tensor} ({self.strategy})"
-        hints: tuple = ()
+        # which scalar is the extent of each index variable (a backend may size its loops by them)
+        hints: tuple = (("extents", tuple(sorted(self.dim_param.items()))),)
         if self.spec.balance_tensor is not None and self.parallel_info is not None:
-            hints = (("split_rows", True),) + ((("segment", self.spec.segment),) if self.spec.segment else ())
+            hints += (("split_rows", True),) + ((("segment", self.spec.segment),) if self.spec.segment else ())
         return L.Kernel(name, tuple(params), L.Block(tuple(stmts)), doc, hints)
 
     def _declare_output_buffers(self) -> None:

@@ -356,6 +356,38 @@ def test_rows_with_definitions_that_move_are_not_cut_into_panels() -> None:
     assert panels.find_panels(spmv.lowered.statements[-1].numeric, 512)[1] == {}
 
 
+def test_panels_know_the_dense_rows_they_read() -> None:
+    """A panel sizes its block of the dense operand by the extent of the index its rows are strided by."""
+    spmm = sc.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr"}, dtype="float32")
+    (pn,) = panels.find_panels(spmm.lowered.statements[-1].numeric, 512)[1].values()
+    assert pn.dense_rows == ("n_k",)
+    conv = sc.compile("Y[o,p] = W[o,c] * X[c,p]", formats={"W": "csr"}, dtype="float32")
+    (pn,) = panels.find_panels(conv.lowered.statements[-1].numeric, 512)[1].values()
+    assert pn.dense_rows == ("n_c",)
+    (pn,) = panels.find_panels(_hand_kernel("rt_panel_rows", "float64"), 512)[1].values()
+    assert pn.dense_rows == ()      # no extents known: the columns alone decide
+
+
+@pytest.mark.parametrize("slab", [0, 19 * 512, 1 << 40])
+def test_panels_or_one_panel_by_the_dense_block_match_numpy(monkeypatch: pytest.MonkeyPatch, slab: int) -> None:
+    """Whether the dense block of a panel fits (19 dense rows: at the limit, over it, under it), the result is
+    numpy's, on one thread and two."""
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", "")
+    monkeypatch.setattr(panels, "PANEL_SLAB_BYTES", slab)
+    k = sc.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr"}, dtype="float64", name=f"rt_slab_{slab}")
+    a = _csr(40, 19, 0.4, SEED + 26)
+    rng = np.random.default_rng(SEED + 27)
+    before = sc.get_num_threads()
+    try:
+        for n in (256, 700):
+            b = np.round(rng.uniform(-3, 3, (19, n)))
+            for threads in (1, 2):
+                sc.set_num_threads(threads)
+                np.testing.assert_array_equal(k(A=a, B=b), a.toarray() @ b, err_msg=f"n={n} {threads} threads")
+    finally:
+        sc.set_num_threads(before)
+
+
 # ------------------------------------------------------------------------------------ packed rows (cpu/pack.py)
 @pytest.fixture
 def pack_knobs(monkeypatch: pytest.MonkeyPatch):

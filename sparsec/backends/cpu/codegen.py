@@ -1124,6 +1124,12 @@ class _FunctionBuilder:
             hi = bld.select(bld.icmp_signed("<", hi, lo), lo, hi)
         cols = bld.sub(hi, lo, flags=("nsw",))
         short = bld.icmp_signed("<", cols, ir.Constant(_I64, panels.MIN_COLUMNS))
+        if pn.dense_rows:   # a panel's block of the dense operands would stay in no cache: one panel
+            rows = self.index(L.Var(pn.dense_rows[0], L.INDEX))
+            for name in pn.dense_rows[1:]:
+                rows = bld.add(rows, self.index(L.Var(name, L.INDEX)))
+            slab = bld.mul(rows, ir.Constant(_I64, panels.PANEL_BYTES))
+            short = bld.or_(short, bld.icmp_signed(">", slab, ir.Constant(_I64, panels.PANEL_SLAB_BYTES)))
         width = bld.select(short, cols, ir.Constant(_I64, max(panels.PANEL_BYTES // _SIZES[pn.dtype], 1)))
         lo_slot, hi_slot = self.slots[pn.lo_var][0], self.slots[pn.hi_var][0]
         pk = self.packs.get(id(pn.rows))

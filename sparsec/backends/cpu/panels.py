@@ -37,7 +37,12 @@ of all of it for every chunk of rows (see ``FastCall._column_chunks``).
 A panel is taken (see :func:`find_panels`) where the row loop is such a nest and the
 column range does not depend on the row; its width is chosen at run time by
 :meth:`.codegen._FunctionBuilder.panel_loop`: rows of fewer than :data:`MIN_COLUMNS` columns stay
-one panel (the plain register-tiled nest), longer ones are cut every :data:`PANEL_BYTES` bytes.
+one panel (the plain register-tiled nest), longer ones are cut every :data:`PANEL_BYTES` bytes,
+unless the dense rows a panel reads take more than :data:`PANEL_SLAB_BYTES` (the panel's block
+of the dense operand, ``rows x PANEL_BYTES``, then stays in no cache across the rows, and the
+panels only cut each dense row into short runs: more TLB misses, shorter prefetch streams).
+The dense operand's rows are the extent of the index variable its loads are strided by
+(:attr:`Panel.dense_rows`); where that is not known, only the columns decide.
 """
 
 from __future__ import annotations
@@ -56,6 +61,15 @@ MIN_COLUMNS = 256
 PANEL_BYTES = 512
 
 
+#: a panel's block of the dense operand (its rows x :data:`PANEL_BYTES`) larger than this: one panel.
+#: Measured on a 2-vCPU AMD EPYC (Zen 3, 32 MiB L3; float32, one thread, one process, calls
+#: alternated; panels / one panel): rows of 11 (banded 500k), 14 (cage11) and 5 (ct2010) nonzeros
+#: against 39k-500k dense rows (20-256 MiB blocks): 2.44x / 1.48x / 1.40x slower with panels at
+#: 256 columns, 1.93x / 1.99x at 3136; a 4096x4096 weight 90 % pruned (2 MiB block) 0.41x at 3136
+#: columns (panels faster), 80 % pruned 1x1 convolutions (64-512 channels) 0.86-0.98x at 784-3136
+#: (``benchmarks/results/cpu-2core-amd-spmv-spmm``)
+PANEL_SLAB_BYTES = 4 << 20
+
 #: the column window a call over every column passes to a kernel that takes one (see :func:`column_window`)
 WHOLE_WINDOW = (0, (1 << 63) - 1)
 
@@ -70,6 +84,9 @@ class Panel:
     lo_var: str
     hi_var: str
     dtype: str           # element dtype of the output row
+    #: scalars whose sum is the number of dense rows the nest reads (one per dense operand), or ()
+    #: where some dense operand's row extent is not known
+    dense_rows: tuple[str, ...] = ()
 
 
 def _body(s: L.For) -> list[L.Stmt]:
@@ -95,6 +112,24 @@ def _candidate(rows: L.For, plans: dict[int, regtile.TilePlan]) -> regtile.TileP
         if set(L.var_reads(b)) & (inside | {rows.var.name}) or L.expr_loads(b) & stored:
             return None
     return plan
+
+
+def dense_rows(plan: regtile.TilePlan, extents: dict[str, str]) -> tuple[str, ...]:
+    """The extents (scalar names) of the rows of the dense operands that ``plan``'s vector loads read, or ()
+    when one of them is not a row ``v * S`` of an index variable ``v`` with a known extent."""
+    iv = plan.inner.var.name
+    found = []
+    for load in plan.vector_loads():
+        split = regtile.affine(load.index, iv)
+        rows = None
+        if split is not None:
+            for v in L.var_reads(split[0]):
+                if v in extents and regtile._row_stride(split[0], v) is not None:
+                    rows = extents[v]
+        if rows is None:
+            return ()
+        found.append(rows)
+    return tuple(found)
 
 
 def column_window(kernel: L.Kernel, panels: dict[int, Panel]) -> Panel | None:
@@ -131,6 +166,8 @@ def find_panels(kernel: L.Kernel, vector_bits: int,
     if plans is None:
         plans = regtile.find_plans(kernel, vector_bits)
     panels: dict[int, Panel] = {}
+    scalars = {p.name for p in kernel.scalars}
+    extents = {v: n for v, n in dict(kernel.hints).get("extents", ()) if n in scalars}
 
     def rewrite(s: L.Stmt) -> L.Stmt:
         if isinstance(s, L.For):
@@ -142,7 +179,8 @@ def find_panels(kernel: L.Kernel, vector_bits: int,
                 nz = replace(plan.outer, body=L.Block(tuple(
                     inner if c is plan.inner else c for c in plan.outer.body.stmts)))
                 rows = replace(s, body=L.Block(tuple(nz if c is plan.outer else c for c in s.body.stmts)))
-                panels[id(rows)] = Panel(rows, plan.inner.lo, plan.inner.hi, lo_var, hi_var, plan.dtype)
+                panels[id(rows)] = Panel(rows, plan.inner.lo, plan.inner.hi, lo_var, hi_var, plan.dtype,
+                                         dense_rows(plan, extents))
                 return rows
             return replace(s, body=rewrite(s.body))
         if isinstance(s, L.Block):
