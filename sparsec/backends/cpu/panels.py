@@ -124,7 +124,7 @@ def dense_rows(plan: regtile.TilePlan, extents: dict[str, str]) -> tuple[str, ..
         rows = None
         if split is not None:
             for v in L.var_reads(split[0]):
-                if v in extents and regtile._row_stride(split[0], v) is not None:
+                if v in extents and regtile.row_stride(split[0], v) is not None:
                     rows = extents[v]
         if rows is None:
             return ()

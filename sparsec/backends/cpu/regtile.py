@@ -367,7 +367,7 @@ def _strip(e: L.LExpr) -> L.LExpr:
     return e
 
 
-def _row_stride(base: L.LExpr, var: str) -> L.LExpr | None:
+def row_stride(base: L.LExpr, var: str) -> L.LExpr | None:
     """``S`` when ``base`` is ``var * S`` (``S`` free of ``var``), else None."""
     base = _strip(base)
     if isinstance(base, L.BinOp) and base.op == "mul":
@@ -407,7 +407,7 @@ def fresh_rows(kernel: L.Kernel, plans: dict[int, TilePlan]) -> list[FreshRows]:
         if plan is None or plan.reduce != "add" or plan.store.buffer not in outputs or \
                 stores.get(plan.store.buffer) != 1:
             continue
-        stride = _row_stride(plan.out_base, row.var.name)
+        stride = row_stride(plan.out_base, row.var.name)
         lo = _strip(plan.inner.lo)
         if stride is None or not (isinstance(lo, L.Const) and lo.value == 0) or stride != _strip(plan.inner.hi):
             continue
