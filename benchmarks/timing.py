@@ -5,9 +5,9 @@ rotated copy of the inputs, so a problem that fits in the last-level cache is
 not timed hot), with the garbage collector off, until it has ``min_reps`` calls
 and ``budget_s`` seconds, or ``max_reps`` calls. A very slow first call lowers
 ``min_reps`` (a 20 s SpGEMM is not run 20 times). The full mode allows up to 1000
-calls: capped at 50, a 30 µs SpMV was sampled over 1.5 ms, and on the 2-vCPU VM a
-stall in that window moved a case's median by up to 50 % between identical runs
-(wiki-Vote, scipy: 94 then 183 µs).
+calls: capped at 50, a 30 µs SpMV was sampled over 1.5 ms, where one stall of the
+2-vCPU VM can move the median (wiki-Vote's scipy SpMV read 94 µs, then 183 µs in an
+identical run).
 
 GPU: ``gpu_time`` uses ``triton.testing.do_bench`` (which flushes L2 between
 calls) with ``return_mode="median"`` when that Triton has it, else its 0.5
