@@ -10,7 +10,8 @@ the dimension itself, ``dim floordiv b`` (the block coordinate) or ``dim mod b``
     parse_format("csr")
 
 Short names: ``dense``, ``csr``, ``csc``, ``coo``, ``dcsr``, ``dcsc``, ``csf`` and
-``csf(2, 0, 1)`` (any level order), ``bsr(bm, bn)``, ``ell``, ``nm(n, m)``, ``bitmap``,
+``csf(2, 0, 1)`` (any level order), ``bsr(bm, bn)``, ``ell``, ``nm(n, m)`` and
+``nm(n, m, packed)`` (in-block coordinates packed at 1-4 bits, see :mod:`sparsec.levels.n_out_of_m`), ``bitmap``,
 and ``csr_unsorted`` / ``csc_unsorted`` (the compressed level ``nonordered``: each row's
 columns in any order, as scipy's and MKL's sparse products leave them).
 ``dense``, ``coo`` and ``csf`` take their number of dimensions from ``ndim=`` (or
@@ -271,7 +272,7 @@ def _check_format(fmt: Format) -> None:
 
 # -- short names ---------------------------------------------------------------
 
-_SHORT_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\(\s*([-0-9,\s]*)\)\s*)?$")
+_SHORT_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\(\s*([-0-9,\s]*?)\s*(,\s*packed)?\s*\)\s*)?$")
 _SHORT_NAMES = ("dense", "csr", "csc", "coo", "dcsr", "dcsc", "csf", "bsr", "ell", "nm", "bitmap", "csr_unsorted",
                 "csc_unsorted")
 
@@ -290,7 +291,7 @@ def _candidate_names(fmt: Format) -> Iterable[str]:
             yield f"bsr({blocks[0]}, {blocks[1]})"
         for lvl in fmt.levels:
             if isinstance(lvl, NOutOfM):
-                yield f"nm({lvl.n}, {lvl.m})"
+                yield f"nm({lvl.n}, {lvl.m}{', packed' if lvl.packed else ''})"
     yield "dense"
     yield "coo"
     yield "csf"
@@ -302,7 +303,9 @@ def _build_short(text: str, ndim: int | None) -> Format:
     m = _SHORT_RE.match(text)
     if not m:
         raise FormatError(f"not a format name: {text!r}")
-    name, args_text = m.group(1).lower(), m.group(2)
+    name, args_text, packed = m.group(1).lower(), m.group(2), m.group(3) is not None
+    if packed and name != "nm":
+        raise FormatError(f"format {text!r}: only nm(n, m, packed) takes 'packed'")
     try:
         args = [int(a) for a in args_text.split(",") if a.strip()] if args_text else []
     except ValueError:
@@ -359,15 +362,15 @@ def _build_short(text: str, ndim: int | None) -> Format:
             2,
             name=f"bsr({bm}, {bn})",
         )
-    # nm(n, m)
+    # nm(n, m) or nm(n, m, packed)
     if len(args) != 2:
-        raise FormatError(f"nm takes two integers, nm(n, m); got {text!r}")
+        raise FormatError(f"nm takes two integers, nm(n, m) or nm(n, m, packed); got {text!r}")
     n, m_ = args
     return Format(
-        (Dense(), Dense(), NOutOfM(n, m_)),
+        (Dense(), Dense(), NOutOfM(n, m_, packed)),
         (LevelExpr(0), LevelExpr(1, "floordiv", m_), LevelExpr(1, "mod", m_)),
         2,
-        name=f"nm({n}, {m_})",
+        name=f"nm({n}, {m_}{', packed' if packed else ''})",
     )
 
 
@@ -394,8 +397,8 @@ level_expr: NAME                    -> expr_id
           | NAME "floordiv" INT     -> expr_floordiv
           | NAME "mod" INT          -> expr_mod
 level_type: NAME ("(" NAME ("," NAME)* ")")?      -> named_level
-          | "structured" "[" INT "," INT "]"      -> structured_level
-          | "n_out_of_m" "(" INT "," INT ")"      -> structured_level
+          | "structured" "[" INT "," INT ["," NAME] "]"      -> structured_level
+          | "n_out_of_m" "(" INT "," INT ["," NAME] ")"      -> structured_level
 
 NAME: /(?!floordiv\b|mod\b)[A-Za-z_][A-Za-z0-9_]*/
 %import common.INT
@@ -446,8 +449,10 @@ class _Build(Transformer):
         return cls(is_unique=unique, is_ordered=ordered)
 
     def structured_level(self, c):
+        if c[2] is not None and str(c[2]) != "packed":
+            raise self._err(f"unknown structured level option {str(c[2])!r} (packed)", c[2])
         try:
-            return NOutOfM(int(c[0]), int(c[1]))
+            return NOutOfM(int(c[0]), int(c[1]), c[2] is not None)
         except FormatError as e:
             raise self._err(str(e), c[0]) from None
 

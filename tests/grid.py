@@ -187,6 +187,8 @@ def grid(scale: int = 1) -> list[Case]:
     for f in ALL_2D:
         add("spmv", "ij,j->i", [Operand(f, "ij"), Operand("dense", "j", 1.0)])
     add("spmv", "ij,j->i", [Operand("nm(2,4)", "ij", pattern="nm24"), Operand("dense", "j", 1.0)])
+    add("spmv", "ij,j->i", [Operand("nm(2,4,packed)", "ij", pattern="nm24"), Operand("dense", "j", 1.0)])
+    add("spmm", "ik,kj->ij", [Operand("nm(2,4,packed)", "ik", pattern="nm24"), Operand("dense", "kj", 1.0)])
     for f in ALL_2D:
         add("spmm", "ik,kj->ij", [Operand(f, "ik"), Operand("dense", "kj", 1.0)])
     for f in SPARSE_2D:

@@ -40,6 +40,7 @@ FORMATS_2D = [
     "bsr(2, 3)",
     "ell",
     "nm(2, 4)",
+    "nm(2, 4, packed)",
     "(i, j) -> (j : dense, i : dense)",
     "(i, j) -> (i floordiv 2 : dense, j floordiv 3 : dense, i mod 2 : dense, j mod 3 : dense)",
     "(i, j) -> (j floordiv 2 : dense, i floordiv 3 : compressed, j mod 2 : dense, i mod 3 : dense)",

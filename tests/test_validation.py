@@ -87,6 +87,18 @@ CASES = [
      "tensor 'A', level 2 (structured[2, 4]): crd[3]=4 is out of range [0, 4)"),
     ("nm-not-increasing", "nm(2, 4)", (1, 8), nm([0, 3, 2, 2]), np.ones(4),
      "tensor 'A', level 2 (structured[2, 4]): crd is not strictly increasing within block 1: crd[2]=2, crd[3]=2"),
+    # n_out_of_m, packed: 2:4 coordinates at 2 bits, 4 to a byte (slot 0 in the lowest bits)
+    ("nm-packed-length", "nm(2, 4, packed)", (1, 9), nm(np.array([0b11100100], np.uint8)), np.ones(6),
+     "tensor 'A', level 2 (structured[2, 4, packed]): crd has 1 bytes, expected 2 (2 per block, "
+     "4 packed 2-bit coordinates per byte)"),
+    ("nm-packed-not-increasing", "nm(2, 4, packed)", (1, 8), nm(np.array([0b10110100], np.uint8)), np.ones(4),
+     "tensor 'A', level 2 (structured[2, 4, packed]): crd is not strictly increasing within block 1: "
+     "crd[2]=3, crd[3]=2"),
+    ("nm-packed-range", "nm(2, 3, packed)", (1, 6), nm(np.array([0b11010100], np.uint8)), np.ones(4),
+     "tensor 'A', level 2 (structured[2, 3, packed]): crd[3]=3 is out of range [0, 3)"),
+    ("nm-packed-tail-bits", "nm(2, 4, packed)", (1, 4), nm(np.array([0b01000100], np.uint8)), np.ones(2),
+     "tensor 'A', level 2 (structured[2, 4, packed]): the unused bits after the last coordinate of crd are "
+     "not zero"),
     # values and padding
     ("values-length", "csr", (3, 4), csr([0, 2, 2, 3], [0, 1, 2]), np.ones(4),
      "tensor 'A': values has 4 entries, but level 1 (compressed) has 3 positions"),

@@ -9,6 +9,14 @@ than n nonzeros are padded with explicit zeros at unused in-block coordinates
 of m, a padding coordinate may lie past the dimension's extent; kernels guard
 against it and the tensor layer drops such entries when enumerating.
 MLIR spells it ``structured[n, m]``.
+
+``packed=True`` (``nm(2, 4, packed)``; encoding text ``structured[2, 4, packed]``, which
+MLIR does not have) stores each in-block coordinate in the fewest of 1, 2 or 4 bits
+that hold ``m - 1``, several to a byte: slot ``p``'s coordinate is bits
+``(p % per) * bits ..`` of byte ``p // per`` (``per = 8 // bits``; unused bits of the
+last byte are zero). The ``crd`` buffer is then int8 whatever the format's
+``crdWidth``, and a 2:4 float16 weight moves 1.25 bytes per weight (values 1, the
+coordinates 0.25) instead of 1.5 with 8-bit coordinates. It needs ``m <= 16``.
 """
 
 from __future__ import annotations
@@ -36,19 +44,75 @@ class NOutOfM(Level):
     fills: ClassVar[bool] = True
     n: int = 2
     m: int = 4
+    #: coordinates packed at :attr:`crd_bits` bits each, several to an int8 byte
+    packed: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.n, int) and isinstance(self.m, int)) or not 0 < self.n <= self.m:
             raise FormatError(f"n_out_of_m needs integers 0 < n <= m, got n={self.n!r}, m={self.m!r}")
+        if self.packed and self.m > 16:
+            raise FormatError(f"structured[{self.n}, {self.m}, packed] needs m <= 16: packed in-block coordinates "
+                              f"take 1, 2 or 4 bits, and {self.m - 1} needs more")
+
+    @property
+    def crd_bits(self) -> int:
+        """Bits per stored coordinate when :attr:`packed` (1, 2 or 4: the fewest that hold ``m - 1``)."""
+        return next(b for b in (1, 2, 4) if self.m <= 1 << b)
+
+    @property
+    def per_byte(self) -> int:
+        """Packed coordinates per byte of ``crd``."""
+        return 8 // self.crd_bits
 
     def mlir(self) -> str:
-        return f"structured[{self.n}, {self.m}]"
+        return f"structured[{self.n}, {self.m}{', packed' if self.packed else ''}]"
+
+    def buffer_width(self, part: str, pos_width: int, crd_width: int) -> int:
+        """Packed coordinates live in bytes (int8) whatever the format's ``crdWidth``."""
+        if self.packed and part == "crd":
+            return 8
+        return super().buffer_width(part, pos_width, crd_width)
+
+    def num_positions(self, buffers: Mapping[str, np.ndarray], num_parents: int, size: int) -> int:
+        """n slots per block."""
+        return num_parents * self.n
 
     def position_range(self, cg, parent, parent_segment_end):
         from ..ir.loop_ir import binop
 
         lo = binop("mul", parent, self.n)
         return lo, binop("add", lo, self.n)
+
+    def coordinate(self, cg, position):
+        """``crd[position]``, or when packed: the ``crd_bits`` bits of slot ``position`` in its byte.
+
+        The byte loads sign-extended (int8), but the bits read lie inside it, so the sign does not reach them."""
+        if not self.packed:
+            return super().coordinate(cg, position)
+        from ..ir.loop_ir import binop
+
+        shift = self.per_byte.bit_length() - 1
+        byte = cg.load_index(cg.buffer("crd"), binop("shr", position, shift))
+        at = binop("mul", binop("bitand", position, self.per_byte - 1), self.crd_bits)
+        return binop("bitand", binop("shr", byte, at), (1 << self.crd_bits) - 1)
+
+    def pack(self, crd: np.ndarray) -> np.ndarray:
+        """Unpacked coordinates (one per slot) as the packed int8 ``crd`` buffer."""
+        per, bits = self.per_byte, self.crd_bits
+        c = np.asarray(crd, dtype=np.uint8)
+        padded = np.zeros(-(-len(c) // per) * per, dtype=np.uint8)
+        padded[: len(c)] = c
+        shifts = (np.arange(per, dtype=np.uint8) * bits)[None, :]
+        return np.bitwise_or.reduce(padded.reshape(-1, per) << shifts, axis=1).astype(np.uint8).view(np.int8)
+
+    def unpack(self, crd: np.ndarray, slots: int) -> np.ndarray:
+        """The first ``slots`` coordinates of a packed ``crd`` buffer, as int64."""
+        per, bits = self.per_byte, self.crd_bits
+        raw = np.asarray(crd).view(np.uint8) if np.asarray(crd).dtype.itemsize == 1 else \
+            np.asarray(crd).astype(np.uint8)
+        shifts = (np.arange(per, dtype=np.uint8) * bits)[None, :]
+        out = (raw[:, None] >> shifts) & ((1 << bits) - 1)
+        return out.reshape(-1)[:slots].astype(_I64)
 
     def assemble(
         self, parent_pos: np.ndarray, coords: np.ndarray, num_parents: int, size: int, index_dtype: np.dtype
@@ -78,7 +142,7 @@ class NOutOfM(Level):
         crd = np.nonzero(chosen)[1].astype(index_dtype)
         slot_rank = np.cumsum(chosen, axis=1, dtype=rank_dtype)[seg_parent, seg_coords].astype(_I64) - 1
         slots = seg_parent * n + slot_rank
-        return {"crd": crd}, slots[child], num_parents * n
+        return {"crd": self.pack(crd) if self.packed else crd}, slots[child], num_parents * n
 
     def expand(
         self, buffers: Mapping[str, np.ndarray], parent_pos: np.ndarray, size: int
@@ -87,13 +151,28 @@ class NOutOfM(Level):
         parent_pos = np.asarray(parent_pos, dtype=_I64)
         positions = (parent_pos[:, None] * self.n + np.arange(self.n, dtype=_I64)).ravel()
         parent_index = np.repeat(np.arange(len(parent_pos), dtype=_I64), self.n)
-        return parent_index, buffers["crd"][positions].astype(_I64), positions
+        crd = buffers["crd"]
+        if self.packed:
+            crd = self.unpack(crd, int(positions.max()) + 1 if len(positions) else 0)
+        return parent_index, crd[positions].astype(_I64), positions
 
     def validate(self, buffers: Mapping[str, np.ndarray], num_parents: int, size: int, where: str) -> int:
-        """len(crd) == n * num_parents, crd in [0, m), strictly increasing within a block."""
+        """len(crd) == n * num_parents, crd in [0, m), strictly increasing within a block.
+
+        Packed: ``crd`` holds ``ceil(n * num_parents / per_byte)`` bytes whose unused last bits are zero."""
         crd = buffers["crd"]
         n = self.n
-        if len(crd) != num_parents * n:
+        if self.packed:
+            per, slots = self.per_byte, num_parents * n
+            nbytes = -(-slots // per)
+            if len(crd) != nbytes:
+                raise FormatError(f"{where}: crd has {len(crd)} bytes, expected {nbytes} ({n} per block, "
+                                  f"{per} packed {self.crd_bits}-bit coordinates per byte)")
+            tail = self.unpack(crd, nbytes * per)[slots:]
+            if tail.any():
+                raise FormatError(f"{where}: the unused bits after the last coordinate of crd are not zero")
+            crd = self.unpack(crd, slots)
+        elif len(crd) != num_parents * n:
             raise FormatError(f"{where}: crd has {len(crd)} entries, expected {num_parents * n} ({n} per block)")
         check_coords_in_range(crd, min(size, self.m), where)
         if n > 1 and len(crd):
