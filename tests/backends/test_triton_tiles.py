@@ -28,7 +28,7 @@ def _weight(fmt: str, M: int, K: int) -> np.ndarray:
         w[RNG.random((M, K)) < 0.75] = 0
         w[M // 2] = 0                                   # an empty row
     else:
-        n, m = (int(v) for v in fmt[3:fmt.index(")")].split(","))
+        n, m = (int(v) for v in fmt[3:fmt.index(")")].split(",")[:2])
         pad = (-K) % m
         g = np.pad(w, ((0, 0), (0, pad))).reshape(M, -1, m)
         order = np.argsort(-np.abs(g), axis=2)
@@ -52,6 +52,12 @@ CASES += [(fmt, dt, shape) for fmt in ("nm(2,4)[pos32,crd8]", "nm(4,8)[pos32,crd
                                        "nm(3,8)[pos32,crd16]")
           for dt, shape in ((("float16", "float32"), (70, 100, 16)), (("float32", "float32"), (33, 250, 5)),
                             (("bfloat16", "bfloat16"), (64, 64, 32)))]
+# packed coordinates: rows starting on a byte (K = 256: whole steps, K = 40: a partial step) or not (K = 100 for 2:4,
+# 50 slots a row; K = 6 for 1:2); slots split in registers (n = 1, 2, 4) or loaded one by one (n = 3)
+CASES += [(fmt, ("float16", "float32"), shape) for fmt in ("nm(2,4,packed)", "nm(1,4,packed)", "nm(4,8,packed)",
+                                                          "nm(3,8,packed)", "nm(1,2,packed)", "nm(5,16,packed)")
+          for shape in ((70, 256, 16), (33, 100, 5), (9, 40, 24), (3, 6, 2))]
+CASES += [("nm(2,4,packed)", dt, (64, 128, 32)) for dt in (("float32", "float32"), ("bfloat16", "bfloat16"))]
 
 
 @pytest.mark.parametrize("fmt,dtypes,shape", CASES, ids=lambda c: str(c).replace(" ", ""))
@@ -88,6 +94,24 @@ def test_split_k_and_fixed_configuration(monkeypatch):
     monkeypatch.delenv("SPARSEC_TRITON_TILE")
 
 
+@pytest.mark.parametrize("fmt", ["nm(2,4)[pos32,crd8]", "nm(2,4,packed)"])
+@pytest.mark.parametrize("K", [512, 520])
+def test_nm_split_k_whole_and_partial_steps(monkeypatch, fmt, K):
+    """N:M with several K splits: K = 512 gives whole 128-column steps in every split (the mask-free EVEN
+    loads), K = 520 a partial last step; the float32 output adds the splits atomically."""
+    k = sc.compile(TEXT, formats={"W": fmt}, dtype={"W": "float16", "X": "float16", "Y": "float32"},
+                   target="triton")
+    W = torch.from_numpy(_weight(fmt, 48, K)).to(DEV, torch.float16)
+    X = torch.randn(K, 16).to(DEV, torch.float16)
+    ref = W.double() @ X.double()
+    for cfg in ("16,16,4,4", "32,16,2,4", "64,16,1,4"):
+        monkeypatch.setenv("SPARSEC_TRITON_TILE", cfg)
+        k._compiled[next(iter(k._compiled))]._launch_memo.clear()
+        Y = k(W=W, X=X)
+        assert float((Y.double() - ref).norm() / ref.norm()) < 2e-3, cfg
+    monkeypatch.delenv("SPARSEC_TRITON_TILE")
+
+
 def test_other_forms_keep_the_generic_code(monkeypatch):
     both = {"W": "float16", "X": "float16", "Y": "float16"}
     assert _tile_of(sc.compile("Y[i,j] = X[k,j] * W[i,k]", formats={"W": "bitmap"}, dtype=both,
@@ -116,13 +140,28 @@ def test_nm_template_source_shape(n, m):
     k = sc.compile(TEXT, formats={"W": f"nm({n},{m})[pos32,crd8]"},
                    dtype={"W": "float16", "X": "float16", "Y": "float32"}, target="triton")
     mt = tiles.match(next(iter(k._compiled.values())).kernel)
-    assert mt is not None and (mt.n, mt.m) == (n, m)
+    assert mt is not None and (mt.n, mt.m) == (n, m) and not mt.packed
     text = k.dump("triton")
     pow2 = n & (n - 1) == 0
     assert ("tl.split" in text) == (pow2 and n > 1)
     assert text.count("tl.load(W_vals") == (1 if pow2 else n)
     assert text.count("tl.join(") == 7 and "d7 = " in text and "d8 = " not in text
     assert text.count(" = tl.where(") == m and "d7 = zero" in text if m < 8 else text.count(" = tl.where(") == 8
+
+
+@pytest.mark.parametrize("n,m,bits", [(2, 4, 2), (1, 4, 2), (1, 2, 1), (4, 8, 4), (2, 8, 4), (4, 16, 4)])
+def test_packed_nm_template_reads_whole_bytes(n, m, bits):
+    """Packed coordinates, rows on a byte: one contiguous load of the step's bytes, each spread into its 8 / bits
+    coordinates in registers; other rows read each slot's byte."""
+    k = sc.compile(TEXT, formats={"W": f"nm({n},{m},packed)"},
+                   dtype={"W": "float16", "X": "float16", "Y": "float32"}, target="triton")
+    mt = tiles.match(next(iter(k._compiled.values())).kernel)
+    assert mt is not None and (mt.n, mt.m, mt.packed, mt.crd_bits) == (n, m, True, bits)
+    text = k.dump("triton")
+    aligned, other = text.split("        else:\n            sl = ", 1)
+    assert "if ALIGNED:" in aligned and aligned.count("tl.load(W_crd2") == 1 and "sb[None, :]" in aligned
+    assert f"tl.arange(0, {8 // bits}) * {bits}" in aligned
+    assert other.count("tl.load(W_crd2 + at // ") == 1
 
 
 @pytest.mark.parametrize("fmt", ["csr", "bitmap"])
