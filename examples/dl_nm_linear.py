@@ -12,8 +12,9 @@ slots of a step load as one contiguous block, are split apart in registers, and 
 its value at its in-block coordinate) and multiplies it with ``tl.dot``. The weight is
 declared ``nm(n,m)[pos32,crd8]``: 8-bit in-block coordinates, so a 2:4 float16 weight
 moves 1.5 bytes per weight against dense's 2 (with the default 32-bit coordinates, 3).
-The same weights stored as ``bitmap`` (1 bit per weight + the values: 1.1 bytes) are
-timed beside it.
+The same weights stored as ``nm(n,m,packed)`` (coordinates packed at 2 or 4 bits: 1.25
+bytes for 2:4) and as ``bitmap`` (1 bit per weight + the values: 1.1 bytes) are timed
+beside it.
 
 Checked against ``W @ X`` in float64 and timed next to dense ``torch.matmul`` (the
 baseline) and, for 2:4 on the GPU, torch's ``to_sparse_semi_structured`` matmul
@@ -70,6 +71,10 @@ def run(env: dl.Env, shapes: Sequence[tuple[int, int]], patterns: Sequence[tuple
             W = nm_prune(W0, n, m)
             k = sc.compile(DSL, formats={"W": fmt}, dtype=dl.spmm_dtypes(env), target=env.target, name="nm_spmm")
             Wb = dl.bind(W, fmt, env)
+            packed = f"nm({n},{m},packed)"
+            kp = sc.compile(DSL, formats={"W": packed}, dtype=dl.spmm_dtypes(env), target=env.target,
+                            name="nm_packed_spmm")
+            Wp = dl.bind(W, packed, env)
             kb = sc.compile(DSL, formats={"W": "bitmap"}, dtype=dl.spmm_dtypes(env), target=env.target,
                             name="nm_as_bitmap") if env.gpu else None
             Wbm = dl.bind(W, "bitmap", env) if kb is not None else None
@@ -95,6 +100,8 @@ def run(env: dl.Env, shapes: Sequence[tuple[int, int]], patterns: Sequence[tuple
                 Xo = dl.dense(X, env)
                 rows.append(dl.measure(ITEM, case, f"sparsec nm({n},{m})", lambda k=k, Wb=Wb, X=Xo: k(W=Wb, X=X),
                                        ref, env, fmt=fmt, **p))
+                rows.append(dl.measure(ITEM, case, f"sparsec nm({n},{m}) packed",
+                                       lambda k=kp, Wb=Wp, X=Xo: k(W=Wb, X=X), ref, env, fmt=packed, **p))
                 if kb is not None:
                     rows.append(dl.measure(ITEM, case, "sparsec bitmap (same weights)",
                                            lambda k=kb, Wb=Wbm, X=X: k(W=Wb, X=X), ref, env, fmt="bitmap", **p))
