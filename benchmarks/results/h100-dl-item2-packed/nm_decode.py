@@ -1,10 +1,8 @@
 """Which decode of packed N:M coordinates is fastest in sparsec's template? (monkeypatched variants)"""
 import os
 import sys
-import time
 
 import torch
-import triton
 
 sys.path.insert(0, os.getcwd())
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
