@@ -107,6 +107,7 @@ def test_other_formats_and_shapes(target):
     lin = make_linear(13, 22, torch.float32, dev)
     cases = [
         snn.SparseLinear.from_dense(lin, pattern="2:4", target=target),          # 22 = 5 groups of 4 + 2
+        snn.SparseLinear.from_dense(lin, pattern="2:4", format="nm(2,4,packed)", target=target),
         snn.SparseLinear.from_dense(lin, block=(4, 8), sparsity=0.6, target=target),
         snn.SparseLinear.from_dense(lin, sparsity=0.7, format="bitmap", target=target),
         snn.SparseLinear.from_dense(lin, sparsity=0.7, format="csc", target=target),
