@@ -384,6 +384,9 @@ def _fold_un(op: str, a):
 _IDENT = {"add": 0, "max": float("-inf"), "min": float("inf")}
 #: extents (n_*) specialized by Triton (divisibility by 16): SPARSEC_TRITON_SPECIALIZE_DIMS=0 passes them unspecialized
 SPECIALIZE_DIMS = os.environ.get("SPARSEC_TRITON_SPECIALIZE_DIMS", "1") != "0"
+#: memory order of the atomic adds / max / min that combine partial results into the output: nothing reads the
+#: output inside the kernel, so their order does not matter ("relaxed"); Triton's default is "acq_rel"
+ATOMIC_SEM = os.environ.get("SPARSEC_TRITON_ATOMIC_SEM", "relaxed")
 
 
 def identity(op: str, dtype: str):
@@ -559,14 +562,15 @@ class Codegen:
         m = f", mask={mask}" if mask else ""
         v = self.stored(E.typed(val, bdt), bdt)
         if s.reduce is None and self._map_split() and id(s) == self.plan.split.store_id:
-            self.out(ind, f"tl.atomic_add({ptr}, {v}{m})  # a segment's partial sum (the output was zeroed)")
+            self.out(ind, f"tl.atomic_add({ptr}, {v}{m}, sem={ATOMIC_SEM!r})  # a segment's partial sum (the output "
+                          "was zeroed)")
             return
         if s.reduce is None:
             self.out(ind, f"tl.store({ptr}, {v}{m})")
             return
         if self.atomic:
             fn = {"add": "atomic_add", "max": "atomic_max", "min": "atomic_min"}[s.reduce]
-            self.out(ind, f"tl.{fn}({ptr}, {v}{m})")
+            self.out(ind, f"tl.{fn}({ptr}, {v}{m}, sem={ATOMIC_SEM!r})")
             return
         old = f"tl.load({ptr}{m}{', other=0' if mask else ''})"
         if bdt in _SMALL_FLOATS:
@@ -869,7 +873,7 @@ class Codegen:
             self.grid_tiles = tiled_ax
         if self.atomic:
             fn = {"add": "atomic_add", "max": "atomic_max", "min": "atomic_min"}[op]
-            self.out(ind, f"tl.{fn}(_t_p{n}, {self.stored(f'_t_acc{n}', acc_dt)}, mask={mask})")
+            self.out(ind, f"tl.{fn}(_t_p{n}, {self.stored(f'_t_acc{n}', acc_dt)}, mask={mask}, sem={ATOMIC_SEM!r})")
             return
         if op == "add" and self._sole_store(t):
             self.out(ind, f"tl.store(_t_p{n}, {self.stored(f'_t_acc{n}', acc_dt)}, mask={mask})  "
