@@ -642,3 +642,17 @@ def test_launch_memo_entries_belong_to_the_sparse_inputs():
     assert tk._launch_memo.get(owners, key) is launch
     assert tk._launch_memo.get(tuple(o.clone() for o in owners), key) is None   # same key, other tensors
     np.testing.assert_allclose(dense(tb.call(k, A=At, x=torch.from_numpy(x).to(dev))), A @ x, rtol=1e-10, atol=1e-12)
+
+
+def test_atomic_order_setting_is_checked() -> None:
+    """SPARSEC_TRITON_ATOMIC_SEM reaches generated source, so anything but a Triton memory order is refused at import."""
+    import subprocess
+    import sys
+
+    env = dict(__import__("os").environ, SPARSEC_TRITON_ATOMIC_SEM="relaxed'); import os #")
+    done = subprocess.run([sys.executable, "-c", "import sparsec.backends.triton.codegen"], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "expected relaxed, acquire, release or acq_rel" in done.stderr
+    from sparsec.backends.triton import codegen
+
+    assert codegen.ATOMIC_SEM in ("relaxed", "acquire", "release", "acq_rel")

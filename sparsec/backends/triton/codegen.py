@@ -387,6 +387,8 @@ SPECIALIZE_DIMS = os.environ.get("SPARSEC_TRITON_SPECIALIZE_DIMS", "1") != "0"
 #: memory order of the atomic adds / max / min that combine partial results into the output: nothing reads the
 #: output inside the kernel, so their order does not matter ("relaxed"); Triton's default is "acq_rel"
 ATOMIC_SEM = os.environ.get("SPARSEC_TRITON_ATOMIC_SEM", "relaxed")
+if ATOMIC_SEM not in ("relaxed", "acquire", "release", "acq_rel"):
+    raise ValueError(f"SPARSEC_TRITON_ATOMIC_SEM={ATOMIC_SEM!r}: expected relaxed, acquire, release or acq_rel")
 
 
 def identity(op: str, dtype: str):
