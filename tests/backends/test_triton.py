@@ -649,7 +649,7 @@ def test_atomic_order_setting_is_checked() -> None:
     import subprocess
     import sys
 
-    env = dict(__import__("os").environ, SPARSEC_TRITON_ATOMIC_SEM="relaxed'); import os #")
+    env = dict(os.environ, SPARSEC_TRITON_ATOMIC_SEM="relaxed'); import os #")
     done = subprocess.run([sys.executable, "-c", "import sparsec.backends.triton.codegen"], env=env,
                           capture_output=True, text=True)
     assert done.returncode != 0 and "expected relaxed, acquire, release or acq_rel" in done.stderr
