@@ -108,8 +108,8 @@ class NOutOfM(Level):
     def unpack(self, crd: np.ndarray, slots: int) -> np.ndarray:
         """The first ``slots`` coordinates of a packed ``crd`` buffer, as int64."""
         per, bits = self.per_byte, self.crd_bits
-        raw = np.asarray(crd).view(np.uint8) if np.asarray(crd).dtype.itemsize == 1 else \
-            np.asarray(crd).astype(np.uint8)
+        arr = np.asarray(crd)
+        raw = arr.view(np.uint8) if arr.dtype.itemsize == 1 else arr.astype(np.uint8)
         shifts = (np.arange(per, dtype=np.uint8) * bits)[None, :]
         out = (raw[:, None] >> shifts) & ((1 << bits) - 1)
         return out.reshape(-1)[:slots].astype(_I64)
@@ -168,10 +168,10 @@ class NOutOfM(Level):
             if len(crd) != nbytes:
                 raise FormatError(f"{where}: crd has {len(crd)} bytes, expected {nbytes} ({n} per block, "
                                   f"{per} packed {self.crd_bits}-bit coordinates per byte)")
-            tail = self.unpack(crd, nbytes * per)[slots:]
-            if tail.any():
+            every = self.unpack(crd, nbytes * per)
+            if every[slots:].any():
                 raise FormatError(f"{where}: the unused bits after the last coordinate of crd are not zero")
-            crd = self.unpack(crd, slots)
+            crd = every[:slots]
         elif len(crd) != num_parents * n:
             raise FormatError(f"{where}: crd has {len(crd)} entries, expected {num_parents * n} ({n} per block)")
         check_coords_in_range(crd, min(size, self.m), where)

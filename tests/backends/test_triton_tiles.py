@@ -156,7 +156,7 @@ def test_packed_nm_template_reads_whole_bytes(n, m, bits):
     k = sc.compile(TEXT, formats={"W": f"nm({n},{m},packed)"},
                    dtype={"W": "float16", "X": "float16", "Y": "float32"}, target="triton")
     mt = tiles.match(next(iter(k._compiled.values())).kernel)
-    assert mt is not None and (mt.n, mt.m, mt.packed, mt.crd_bits) == (n, m, True, bits)
+    assert mt is not None and (mt.n, mt.m, mt.packed, mt.level.crd_bits) == (n, m, True, bits)
     text = k.dump("triton")
     aligned, other = text.split("        else:\n            sl = ", 1)
     assert "if ALIGNED:" in aligned and aligned.count("tl.load(W_crd2") == 1 and "sb[None, :]" in aligned

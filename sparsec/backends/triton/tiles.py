@@ -131,11 +131,11 @@ class Match:
     packed: bool = False
 
     @property
-    def crd_bits(self) -> int:
-        """Bits per packed N:M coordinate (see :class:`sparsec.levels.NOutOfM`)."""
+    def level(self):
+        """The N:M level (:class:`sparsec.levels.NOutOfM`): its packing (``crd_bits``, ``per_byte``)."""
         from ...levels import NOutOfM
 
-        return NOutOfM(self.n, self.m, True).crd_bits
+        return NOutOfM(self.n, self.m, self.packed)
 
     def param(self, role: str) -> str:
         return dict(self.roles)[role]
@@ -521,7 +521,7 @@ def source(mt: Match, kernel_name: str, params: tuple[str, ...], libdevice: bool
         body = _nm_body(mt.n, mt.m, mt.packed)
         roles.update({"N_": str(mt.n), "M_": str(mt.m), "MP": str(next_pow2(mt.m))})
         if mt.packed:
-            roles.update({"BITS": str(mt.crd_bits), "PER": str(8 // mt.crd_bits)})
+            roles.update({"BITS": str(mt.level.crd_bits), "PER": str(mt.level.per_byte)})
         consts = ["BM", "BN", "BG", "GPS", "SPLIT", "EVEN"] + (["ALIGNED"] if mt.packed else [])
         internal = []
     dot = "tl.dot(a, b, input_precision=PREC)" if mt.a_dtype == "float32" else "tl.dot(a, b)"
@@ -704,11 +704,11 @@ class TileKernel:
             groups = max(1, -(-n_k // mt.m))
             bg = max(1, min(next_pow2(max(1, 128 // mt.m)), next_pow2(groups)))   # 128 columns a step: the probes' best
             # tl.dot needs 16 rows of B a step; a packed step reads whole bytes of coordinates
-            bg = max(bg, 16 // next_pow2(mt.m), (8 // mt.crd_bits) // mt.n if mt.packed else 1)
+            bg = max(bg, 16 // next_pow2(mt.m), mt.level.per_byte // mt.n if mt.packed else 1)
             per, split = _steps_per_split(groups, cfg.split, bg)
             kwargs.update(BG=bg, GPS=per, SPLIT=split, EVEN=groups % bg == 0)
             if mt.packed:   # rows start on a byte: their coordinates load as whole bytes
-                kwargs["ALIGNED"] = (groups * mt.n) % (8 // mt.crd_bits) == 0
+                kwargs["ALIGNED"] = (groups * mt.n) % mt.level.per_byte == 0
         if mt.a_dtype == "float32":
             kwargs["PREC"] = precision
         tiles = -(-rows // cfg.bm) * -(-n_j // cfg.bn)
