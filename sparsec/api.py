@@ -159,7 +159,7 @@ class Kernel:
         self.lowered: LoweredProgram = lower_program(program, self.compute_dtype, name, parallel=parallel,
                                                      debug=debug, stmt_text=statement_text,
                                                      outputs=set(outputs) if outputs is not None else None,
-                                                     schedule=self.schedule)
+                                                     schedule=self.schedule, one_pass=self.backend.threads)
         self._compiled: dict[str, Any] = {}
         self._runner = ProgramRunner(self.lowered, self._compile_one, self.backend.threads,
                                      getattr(self.backend, "runner_class", None) or StatementRunner)

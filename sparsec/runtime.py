@@ -10,7 +10,8 @@ the runtime does everything around it:
 3. allocates the output: dense (filled with the reduction's identity), same
    pattern as an input (index buffers shared, values new), or *entries*: a
    symbolic kernel counts entries per outer iteration, the counts become offsets,
-   a numeric kernel writes coordinates and values;
+   a numeric kernel writes coordinates and values (on CPU threads a workspace output
+   takes one pass instead: bounds, rows written per chunk, chunks moved down);
 4. on backends that run on CPU threads, splits the outer parallel loop into chunks
    balanced by nonzeros (from a ``pos`` array) and runs them on a thread pool —
    ctypes calls release the GIL — with private workspaces per chunk;
@@ -19,6 +20,7 @@ the runtime does everything around it:
 
 from __future__ import annotations
 
+import ctypes
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
@@ -30,7 +32,7 @@ from .formats import Format, fit_width, parse_format
 from .ir import loop_ir as L
 from .ir.interp import _Interp
 from .passes.pipeline import LoweredProgram
-from .passes.sparsify import TMAX_PARAM, Lowered, identity_value
+from .passes.sparsify import ONE_PASS_MAX_BYTES, TMAX_PARAM, Lowered, identity_value
 from .tensor import VALUE_DTYPES, Tensor, needed_crd_width, with_index_widths
 from .threads import TEAM
 
@@ -234,11 +236,14 @@ class StatementRunner:
     device backend can subclass this and keep its buffers on the device.
     """
 
-    def __init__(self, low: Lowered, numeric: KernelFn, symbolic: KernelFn | None, threads: bool):
+    def __init__(self, low: Lowered, numeric: KernelFn, symbolic: KernelFn | None, threads: bool,
+                 one_pass: tuple[KernelFn, KernelFn] | None = None):
         self.low = low
         self.numeric = numeric
         self.symbolic = symbolic
         self.threads = threads
+        #: the compiled (bound, numeric) kernels of ``low.one_pass``, when the backend runs them
+        self.one_pass = one_pass
         self._other_operands: list | None = None  # see _other_operand_work, built on first use
         self._outer_lv: Any = None  # the outer loop's level variable, for _count_slots
 
@@ -313,7 +318,10 @@ class StatementRunner:
             level_coords.append(c // e.factor if e.op == "floordiv" else c % e.factor if e.op == "mod" else c)
         return Tensor.from_level_coords(fmt, shape, level_coords, vals, name=name, presorted=presorted)
 
-    def _launch(self, fn: KernelFn, kernel: L.Kernel, buffers: dict[str, Any], scalars: dict[str, int]) -> None:
+    def _launch(self, fn: KernelFn, kernel: L.Kernel, buffers: dict[str, Any],
+                scalars: dict[str, int]) -> list[tuple[int, int]] | None:
+        """Run ``fn`` over the buffers; returns the chunks of the parallel loop it ran (``[lo, hi)`` each,
+        in order), or None for one call over the whole kernel."""
         low = self.low
         names = {p.name for p in kernel.params}
         bufs = {k: v for k, v in buffers.items() if k in names}
@@ -321,7 +329,7 @@ class StatementRunner:
         if par is None or "sc_lo" not in names:
             ws = self._workspaces(scalars, names)
             fn({**bufs, **ws}, scalars)
-            return
+            return None
         ev = _Interp(kernel, bufs, scalars)
         lo, hi = int(ev.ev(par.lo)), int(ev.ev(par.hi))
         balance = bufs.get(par.balance) if par.balance else None
@@ -333,7 +341,7 @@ class StatementRunner:
         nthreads = get_num_threads() if self.threads else 1
         chunks = chunk_bounds(lo, hi, nthreads if work >= MIN_PARALLEL_WORK else 1, balance)
         if not chunks:
-            return
+            return chunks
 
         private = par.private and len(chunks) > 1
         out_name = f"{low.space.output.prefix}_vals"
@@ -349,6 +357,7 @@ class StatementRunner:
         TEAM.run([task(c) for c in chunks])
         for c in copies:  # summed in chunk order: deterministic
             bufs[out_name] += c
+        return chunks
 
     def _other_operand_work(self, bufs: Mapping[str, Any], scalars: Mapping[str, int], lo: int, hi: int,
                             balanced: int) -> int:
@@ -462,7 +471,12 @@ class StatementRunner:
         top = low.numeric
         if self._outer_lv is None and low.count_slots.by == "coordinate" and low.order.order:
             self._outer_lv = low.space.level_vars()[low.order.order[0]]
-        counts = self.full(_count_slots(low, buffers, scalars, self._outer_lv) + 1, 0, np.dtype(np.int64))
+        slots = _count_slots(low, buffers, scalars, self._outer_lv)
+        if self.one_pass is not None and low.one_pass is not None:
+            result = self._run_one_pass(buffers, scalars, shape, cdt, slots)
+            if result is not None:
+                return result
+        counts = self.full(slots + 1, 0, np.dtype(np.int64))
         buffers[f"{out.prefix}_cnt"] = counts
         assert self.symbolic is not None and low.symbolic is not None
         self._launch(self.symbolic, low.symbolic, buffers, scalars)
@@ -484,6 +498,49 @@ class StatementRunner:
             buffers[f"{out.prefix}_crd{d}"] = c
         self._launch(self.numeric, top, buffers, scalars)
         return self.entries_result(out.fmt, shape, crds, vals, out.tensor, low.presorted)
+
+
+    def _run_one_pass(self, buffers: dict[str, Any], scalars: dict[str, int], shape: tuple[int, ...],
+                      cdt: np.dtype, slots: int) -> Tensor | None:
+        """A workspace output in one pass (:class:`~sparsec.passes.sparsify.OnePass`); None when the rows'
+        bounds would take more than ``ONE_PASS_MAX_BYTES`` (the caller then runs the two passes).
+
+        The bound kernel's counts become offsets; the numeric kernel writes each chunk's rows one
+        after another from the bound offset of its first row and stores each row's exact count;
+        each chunk's entries then move down to their final offsets (the first chunk's stay).
+        """
+        low = self.low
+        out = low.space.output
+        bound_fn, numeric_fn = self.one_pass
+        counts = self.full(slots + 1, 0, np.dtype(np.int64))
+        buffers[f"{out.prefix}_cnt"] = counts
+        self._launch(bound_fn, low.one_pass.bound, buffers, scalars)
+        offsets, total = self.exclusive_cumsum(counts)
+        crd_dtype = np.dtype(f"int{out.fmt.crd_width}")
+        if total * (cdt.itemsize + crd_dtype.itemsize) > ONE_PASS_MAX_BYTES:
+            return None
+        if any(isinstance(p, L.ScalarParam) and p.name == TMAX_PARAM for p in low.one_pass.numeric.params):
+            # hash tables sized by the bound: at least the exact count, as the kernel's own sizing assumes
+            scalars = {**scalars, TMAX_PARAM: hash_table_size(int(counts.max()) if counts.shape[0] else 0)}
+        _check_output_crd_width(out.fmt, shape, out.tensor)
+        crd, vals = self.empty(total, crd_dtype), self.empty(total, cdt)
+        rows = self.full(slots + 1, 0, np.dtype(np.int64))
+        buffers.update({f"{out.prefix}_off": offsets, f"{out.prefix}_cnt": rows, f"{out.prefix}_crd1": crd,
+                        f"{out.prefix}_vals": vals})
+        chunks = self._launch(numeric_fn, low.one_pass.numeric, buffers, scalars)
+        final, nnz = self.exclusive_cumsum(rows)
+        for lo, hi in chunks or [(0, slots)]:
+            src, dst, n = int(offsets[lo]), int(final[lo]), int(final[hi] - final[lo])
+            if src != dst and n:
+                move_down(crd, src, dst, n)
+                move_down(vals, src, dst, n)
+        return self.compressed_result(out.fmt, shape, final, crd[:nnz], vals[:nnz], out.tensor)
+
+
+def move_down(a: np.ndarray, src: int, dst: int, n: int) -> None:
+    """``a[dst:dst + n] = a[src:src + n]`` for ``dst < src``, in place (memmove: the ranges may overlap)."""
+    size = a.itemsize
+    ctypes.memmove(a.ctypes.data + dst * size, a.ctypes.data + src * size, n * size)
 
 
 def hash_table_size(count: int) -> int:
@@ -557,11 +614,7 @@ class ProgramRunner:
     def __init__(self, lowered: LoweredProgram, compile_kernel: Callable[[L.Kernel], KernelFn], threads: bool,
                  runner_class: type[StatementRunner] = StatementRunner):
         self.lowered = lowered
-        self.runners = [
-            runner_class(low, compile_kernel(low.numeric),
-                         compile_kernel(low.symbolic) if low.symbolic is not None else None, threads)
-            for low in lowered.statements
-        ]
+        self.runners = [_statement_runner(low, compile_kernel, threads, runner_class) for low in lowered.statements]
 
     def run(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
         tensors = dict(inputs)
@@ -572,3 +625,28 @@ class ProgramRunner:
             tensors[name] = t
             results[name] = t
         return results
+
+
+def _statement_runner(low: Lowered, compile_kernel: Callable[[L.Kernel], KernelFn], threads: bool,
+                      runner_class: type[StatementRunner]) -> StatementRunner:
+    """The runner of one statement. With one-pass kernels those are compiled now and the two-pass ones
+    on first use (only outputs whose bounds are too large run them)."""
+    symbolic = low.symbolic
+    if low.one_pass is None:
+        return runner_class(low, compile_kernel(low.numeric),
+                            compile_kernel(symbolic) if symbolic is not None else None, threads)
+    one_pass = (compile_kernel(low.one_pass.bound), compile_kernel(low.one_pass.numeric))
+    return runner_class(low, _OnFirstCall(compile_kernel, low.numeric),
+                        _OnFirstCall(compile_kernel, symbolic) if symbolic is not None else None, threads, one_pass)
+
+
+class _OnFirstCall:
+    """A kernel compiled when it is first run."""
+
+    def __init__(self, compile_kernel: Callable[[L.Kernel], KernelFn], kernel: L.Kernel):
+        self._compile, self._kernel, self._fn = compile_kernel, kernel, None
+
+    def __call__(self, buffers: Mapping[str, Any], scalars: Mapping[str, int]) -> None:
+        if self._fn is None:
+            self._fn = self._compile(self._kernel)
+        self._fn(buffers, scalars)

@@ -28,7 +28,7 @@ from .normalize import (
     split_repeated_indices, unsplit_repeated_indices,
 )
 from .schedule_loops import LOOP_PASSES, apply_loop_schedule, loop_names
-from .sparsify import Lowered, Namer, NeedsOrdered, NotFusable, ParallelSpec, Sparsifier
+from .sparsify import ONE_PASS_MAX_BYTES, Lowered, Namer, NeedsOrdered, NotFusable, ParallelSpec, Sparsifier
 
 
 @dataclass
@@ -48,6 +48,11 @@ class LoweredProgram:
             for c in low.space.conversions:
                 parts.append(c.text())
             parts.append(f"// {order_text(low.order)}; output strategy: {low.strategy}")
+            if low.one_pass is not None:
+                parts.append("// one pass (rows in chunks on threads): a bound per row, then the rows written in order")
+                parts += [kernel_text(low.one_pass.bound), kernel_text(low.one_pass.numeric)]
+                parts.append(f"// two passes (exact counts, then the rows) where the bound's entries would take more "
+                             f"than {ONE_PASS_MAX_BYTES >> 20} MiB")
             if low.symbolic is not None:
                 parts.append(kernel_text(low.symbolic))
             parts.append(kernel_text(low.numeric))
@@ -63,8 +68,11 @@ def _debug_enabled(debug: bool | None) -> bool:
 def lower_program(program: Program, compute_dtype: str, kernel_name: str = "kernel",
                   parallel: bool = True, debug: bool | None = None,
                   stmt_text: Callable[[Assignment], str] | None = None,
-                  outputs: set[str] | None = None, schedule=None) -> LoweredProgram:
+                  outputs: set[str] | None = None, schedule=None, one_pass: bool = False) -> LoweredProgram:
     """Run all passes over ``program`` (declarations must carry formats and dtypes).
+
+    ``one_pass``: the backend runs a parallel loop as chunks of consecutive rows (CPU threads), so
+    workspace outputs also get :class:`~sparsec.passes.sparsify.OnePass` kernels.
 
     ``outputs`` names the tensors the caller wants back; any other written tensor
     is an intermediate and is inlined into its consumers (fused). ``None`` keeps all.
@@ -97,7 +105,7 @@ def lower_program(program: Program, compute_dtype: str, kernel_name: str = "kern
         s = stmts[idx]
         try:
             low = _lower_statement(s, idx, len(stmts), decls, taken, namer, compute_dtype, kernel_name, parallel,
-                                   record, schedule, used)
+                                   record, schedule, used, one_pass)
         except NotFusable as nf:
             # Materialize that reduction in a dense temporary and lower both statements again.
             stmts[idx: idx + 1] = extract_reduction(s, nf.reduce, decls, namer.fresh, compute_dtype)
@@ -203,7 +211,7 @@ def _skip_zeros(low: Lowered, s: Assignment, decls: dict, schedule, used: set[in
 
 def _lower_statement(s: Assignment, idx: int, count: int, decls: dict, taken: set, namer: Namer,
                      compute_dtype: str, kernel_name: str, parallel: bool, record, schedule=None,
-                     used: set[int] | None = None) -> Lowered:
+                     used: set[int] | None = None, one_pass: bool = False) -> Lowered:
     """Lower one statement (nested reductions fused as scalars; raises NotFusable otherwise)."""
     used = set() if used is None else used
     fix = split_repeated_indices(s, decls, namer.fresh)
@@ -228,7 +236,7 @@ def _lower_statement(s: Assignment, idx: int, count: int, decls: dict, taken: se
         choice = choose_loop_order(space, reduction_vars, first_seen, main_dims, nested_free, forced)
         try:
             low = Sparsifier(s, space, choice, compute_dtype, dim_params, namer, fix.filters, name,
-                             parallel, spec).run()
+                             parallel, spec, one_pass).run()
             break
         except NeedsOrdered as need:
             o = space.operand(need.key)
@@ -241,7 +249,8 @@ def _lower_statement(s: Assignment, idx: int, count: int, decls: dict, taken: se
     record(f"level-space + loop-order [{name}]", "\n".join(
         [c.text() for c in space.conversions] + [order_text(choice)]))
     record(f"sparsify [{name}]", "\n".join(
-        ([kernel_text(low.symbolic)] if low.symbolic else []) + [kernel_text(low.numeric)]))
+        ([kernel_text(low.one_pass.bound), kernel_text(low.one_pass.numeric)] if low.one_pass else [])
+        + ([kernel_text(low.symbolic)] if low.symbolic else []) + [kernel_text(low.numeric)]))
     _check_parallel(low, spec, choice.order)
     if schedule is not None:
         low = _skip_zeros(low, s, decls, schedule, used)

@@ -1,7 +1,8 @@
 """Loop-IR scheduling passes: split, fuse, and loop annotations (vectorize, unroll, block).
 
 Each pass is a function ``Lowered -> Lowered`` over the statement's kernels (the
-numeric one and, for sparse outputs, the symbolic one). A loop is named by its
+numeric one and, for sparse outputs, the symbolic one and the one-pass pair; a pass
+that rewrites the parallel outer loop drops the one-pass pair). A loop is named by its
 index variable (``For.index_var``) or its own variable. The parallel outer loop
 runs over ``[sc_lo, sc_hi)`` chunks the host computes from ``Lowered.parallel``;
 splitting or fusing it rewrites that range too (the new outer loop stays parallel,
@@ -71,7 +72,19 @@ def _apply_to_kernels(low: Lowered, cmd: Command, fn: Callable[[L.For], L.Stmt |
     symbolic = low.symbolic
     if symbolic is not None:
         symbolic = replace(symbolic, body=_rewrite(symbolic.body, fn))
-    return replace(low, numeric=numeric, symbolic=symbolic)
+    one_pass = low.one_pass
+    if one_pass is not None:
+        moved = {"top": False}
+
+        def watched(f: L.For) -> L.Stmt | None:
+            out = fn(f)
+            moved["top"] |= out is not None and _is_top_parallel(f)
+            return out
+        one_pass = replace(one_pass, bound=replace(one_pass.bound, body=_rewrite(one_pass.bound.body, watched)),
+                           numeric=replace(one_pass.numeric, body=_rewrite(one_pass.numeric.body, watched)))
+        if moved["top"]:   # its cursor starts at the chunk's first row, which a rewritten outer loop no longer is
+            one_pass = None
+    return replace(low, numeric=numeric, symbolic=symbolic, one_pass=one_pass)
 
 
 def _is_top_parallel(f: L.For) -> bool:

@@ -31,7 +31,10 @@ The algorithm is TACO's, over MLIR-style levels:
   as in SpGEMM: a dense row workspace with a touched list, sorted per row; under
   max/min it also counts the terms of each coordinate, so that skipped implicit
   zeros still count), and ``dense_then_convert`` (anything else: compute densely,
-  convert on the host).
+  convert on the host). A workspace output stored as (dense, compressed) may also get
+  :class:`OnePass` kernels (asked for by backends that run row chunks on threads): a
+  cheap bound per row instead of the exact symbolic count, and a numeric kernel that
+  writes each chunk's rows one after another.
 """
 
 from __future__ import annotations
@@ -69,6 +72,10 @@ WORKSPACE_TOUCH = ("branch", "select")
 #: (0.71-0.91x, T/n <= 1/4096).
 HASH_RATIO = 16
 HASH_MIN_BYTES = 8 << 20
+#: a :class:`OnePass` output allocates its entries for the rows' bounds; beyond this many bytes of them the
+#: host runs the two passes instead (only the pages written are touched, but the bound can exceed the
+#: exact count many times over: a dense-ish product's terms per entry)
+ONE_PASS_MAX_BYTES = 1 << 30
 #: multiplicative hash of a column, kept in 31 bits: ((j mod 2**31) * A mod 2**31) >> (31 - log2 T),
 #: A ~ 2**31 / golden ratio, odd (Knuth); all operands non-negative and no product overflows 63 bits
 _HASH_MUL = 1327217885
@@ -165,6 +172,22 @@ class CountSlots:
     level: int = 0
 
 
+@dataclass(frozen=True)
+class OnePass:
+    """A workspace output's rows assembled in one pass, for backends that run a parallel loop as chunks of
+    consecutive rows (CPU threads), in place of the symbolic pass's exact counts.
+
+    ``bound`` counts per row an upper bound of its entries: the terms that reach the row's workspace, at
+    most its extent (no marks: far cheaper than the exact count). ``numeric`` starts each chunk at the
+    bound offset of its first row, writes the chunk's rows one after another (the cursor carries over),
+    and stores each row's exact count in ``<out>_cnt``; the host then moves every chunk's entries down
+    to their final offsets.
+    """
+
+    bound: L.Kernel
+    numeric: L.Kernel
+
+
 @dataclass
 class Lowered:
     """Result of lowering one statement: kernels plus what the host must do around them."""
@@ -199,6 +222,8 @@ class Lowered:
     covers_output: bool = False
     #: the variable a workspace output's rows accumulate along (``Schedule.workspace``'s), else None
     workspace_var: str | None = None
+    #: the one-pass kernels of a workspace output, when the caller asked for them (see :class:`OnePass`)
+    one_pass: OnePass | None = None
 
 
 class _LevelCG:
@@ -312,8 +337,11 @@ class Sparsifier:
 
     def __init__(self, stmt: Assignment, space: LevelSpace, order: OrderChoice, compute_dtype: str,
                  dim_extent: Mapping[str, str], namer: Namer, filters: Sequence[tuple[str, str]] = (),
-                 kernel_name: str = "kernel", parallel: bool = True, spec: ParallelSpec | None = None):
+                 kernel_name: str = "kernel", parallel: bool = True, spec: ParallelSpec | None = None,
+                 one_pass: bool = False):
         self.stmt = stmt
+        self.want_one_pass = one_pass
+        self.one_pass_mode = False   # generating OnePass kernels (see _kernel)
         self.space = space
         self.choice = order
         self.cdt = compute_dtype
@@ -524,6 +552,7 @@ class Sparsifier:
         symbolic = self._kernel(symbolic=True) if self.strategy in ("entries", "workspace") else None
         for part, name in self.ws_names.items():   # the symbolic kernel's (the dense marks of a hash-only one)
             ws_names.setdefault(part, name)
+        one_pass = self._one_pass()
         workspaces: tuple[Workspace, ...] = ()
         if self.strategy == "workspace":
             n = L.Var(self.dim_param[self.lvars[self.ws_var].dim_var])
@@ -542,7 +571,24 @@ class Sparsifier:
                        tuple(self.filters), self.reduce_op in ("max", "min") and self.hoist_at is not None,
                        self.direct, self._writes_all(), self.count_slots,
                        covers_output=self._covers_output(),
-                       workspace_var=self.ws_var if self.strategy == "workspace" else None)
+                       workspace_var=self.ws_var if self.strategy == "workspace" else None, one_pass=one_pass)
+
+    def _one_pass(self) -> OnePass | None:
+        """The :class:`OnePass` kernels, when asked for and the output fits: a workspace output stored as
+        (dense, compressed) directly, counted per row, whose rows are the outer dense loop."""
+        if not (self.want_one_pass and self.strategy == "workspace" and self.direct
+                and self.count_slots.by == "coordinate"):
+            return None
+        keep = (self.parallel_info, self.count_slots, self.ws_names)
+        self.one_pass_mode, self._cursor_started = True, False
+        try:
+            numeric = self._kernel(symbolic=False)
+            started = self._cursor_started   # the outer loop was a dense one over the rows
+            bound = self._kernel(symbolic=True)
+        finally:
+            self.one_pass_mode = False
+            self.parallel_info, self.count_slots, self.ws_names = keep
+        return OnePass(bound, numeric) if started else None
 
     def _check_workspace_request(self) -> None:
         from ..errors import ScheduleError
@@ -579,7 +625,7 @@ class Sparsifier:
         self._buffers = {}
         self.parallel_info: ParallelInfo | None = None
         self.ws_names: dict[str, str] = {}
-        if self.strategy == "workspace":
+        if self.strategy == "workspace" and not (symbolic and self.one_pass_mode):
             for part, dtype in self._ws_dtypes(symbolic).items():
                 self.ws_names[part] = self._buf(f"{self.out.tensor}_ws_{part}", dtype, "work")
         # Declare input buffers first so parameter order is stable and readable.
@@ -602,14 +648,17 @@ class Sparsifier:
             # One run of entries: it starts at off[0].
             stmts.insert(0, L.Assign(self.count_var, L.Cast(L.Load(f"{self.out.prefix}_off", const(0), "int64"),
                                                             INDEX)))
-        name = self.kernel_name + ("_symbolic" if symbolic else "")
+        suffix = {(True, False): "_symbolic", (True, True): "_bound", (False, True): "_one_pass"}
+        name = self.kernel_name + suffix.get((symbolic, self.one_pass_mode), "")
         dims = sorted(set(self.dim_param.values()))
         params: list[L.Param] = list(self._buffers.values()) + [L.ScalarParam(d) for d in dims]
         if "hkey" in self.ws_names:
             params.append(L.ScalarParam(TMAX_PARAM))
         if self.parallel_info is not None:
             params += [L.ScalarParam("sc_lo"), L.ScalarParam("sc_hi")]
-        doc = f"{'symbolic (counts) ' if symbolic else ''}kernel for: output {self.out.tensor} ({self.strategy})"
+        role = ("one-pass bound (entries per row, at most) " if symbolic else "one-pass ") if self.one_pass_mode else \
+            "symbolic (counts) " if symbolic else ""
+        doc = f"{role}kernel for: output {self.out.tensor} ({self.strategy})"
         # which scalar is the extent of each index variable (a backend may size its loops by them)
         hints: tuple = (("extents", tuple(sorted(self.dim_param.items()))),)
         if self.spec.balance_tensor is not None and self.parallel_info is not None:
@@ -626,6 +675,8 @@ class Sparsifier:
             self._buf(f"{out.prefix}_cnt", "int64", "out", out.prefix, "cnt")
         else:
             self._buf(f"{out.prefix}_off", "int64", "in", out.prefix, "off")
+            if self.one_pass_mode:
+                self._buf(f"{out.prefix}_cnt", "int64", "out", out.prefix, "cnt")
             if self.direct:
                 self._buf(f"{out.prefix}_crd1", f"int{out.fmt.crd_width}", "out", out.prefix, "crd1")
             else:
@@ -831,7 +882,8 @@ class Sparsifier:
             stmts.append(L.Assign(v, value))
         st.bound[var] = v
         stmts += self._materialize(st)
-        if self.nest.top and k == 0 and self.count_var is not None and self._outer_count is not None:
+        if self.nest.top and k == 0 and self.count_var is not None and self._outer_count is not None \
+                and not self.one_pass_mode:
             # Numeric pass of a sparse output: entries of this outer iteration start at its offset.
             stmts.append(L.Assign(self.count_var, L.Cast(L.Load(f"{self.out.prefix}_off", self._outer_count, "int64"),
                                                          INDEX)))
@@ -916,7 +968,13 @@ class Sparsifier:
             kind = self._parallel_kind(var, None)
             self.parallel_info = ParallelInfo(var, lo, hi, kind.balance, self.spec.reduction == "private")
             lo, hi = L.Var("sc_lo"), L.Var("sc_hi")
-        return [L.For(L.Var(var), lo, hi, L.Block(tuple(body)), kind, comment, var)]
+        loop = L.For(L.Var(var), lo, hi, L.Block(tuple(body)), kind, comment, var)
+        if k == 0 and self.nest.top and self.one_pass_mode and self.count_var is not None:
+            # one pass: the chunk's rows follow one another from the bound offset of its first row
+            self._cursor_started = True
+            start = L.Assign(self.count_var, L.Cast(L.Load(f"{self.out.prefix}_off", lo, "int64"), INDEX))
+            return [start, loop]
+        return [loop]
 
     def _parallel_ok(self, k: int) -> bool:
         if not self.want_parallel or k != 0 or not self.nest.top:
@@ -1199,6 +1257,8 @@ class Sparsifier:
         if self.symbolic:
             if st.hit is not None:
                 return [L.Assign(st.hit, const(True, BOOL))]
+            if self.strategy == "workspace" and self.one_pass_mode:
+                return [L.Assign(st.row_count, binop("add", st.row_count, 1))]   # a term: at most one new entry
             if self.strategy == "workspace":
                 return self.ws_touch(st)
             return self.emit(st, None)
@@ -1360,7 +1420,7 @@ class Sparsifier:
         order = " in touch order" if self.touch_order else ", sorted"
         stmts.append(L.For(t, const(0), cnt, L.Block(tuple(drain)),
                            comment=f"{self.ws_var}: touched coordinates{order}, looked up in the hash table"))
-        return stmts
+        return stmts + self._row_count_store(cnt)
 
     def hash_accumulate(self, st: _State, value: L.LExpr) -> list[L.Stmt]:
         """Find (or insert) the column's slot, then combine one term into it (and count it under max/min)."""
@@ -1388,7 +1448,12 @@ class Sparsifier:
         inner.row_count = L.Var(self.namer.fresh("nrow"))
         stmts: list[L.Stmt] = [L.Assign(inner.row_count, const(0))]
         stmts += self.lower_var(k, inner, expr)
-        cnt, lst, mark = inner.row_count, self.ws_names["list"], self.ws_names["mark"]
+        cnt = inner.row_count
+        n = L.Var(self.dim_param[self.lvars[self.ws_var].dim_var])
+        if self.symbolic and self.one_pass_mode:   # the bound: the row's terms, at most n columns
+            at_most = L.Select(binop("lt", cnt, n), cnt, n, INDEX)
+            return stmts + [L.Store(f"{self.out.prefix}_cnt", self._count_slot(), L.Cast(at_most, "int64"), "add")]
+        lst, mark = self.ws_names["list"], self.ws_names["mark"]
         t = L.Var(self.namer.fresh("t"))
         jv = L.Var(self.ws_var)
         clear = [L.Store(mark, jv, const(0, "int8"))]
@@ -1408,8 +1473,7 @@ class Sparsifier:
         order = " in touch order" if self.touch_order else ", sorted"
         drain_loop = L.For(t, const(0), cnt, L.Block(tuple(drain)), comment=f"{self.ws_var}: touched coordinates{order}")
         if self.touch_order:
-            return stmts + [drain_loop]
-        n = L.Var(self.dim_param[self.lvars[self.ws_var].dim_var])
+            return stmts + [drain_loop] + self._row_count_store(cnt)
         # Emitting the row in column order, whichever is cheapest for its length: scanning the whole
         # workspace (n byte tests), an insertion sort of the touched list (~cnt^2/4 moves: short
         # rows), or a radix sort of it (~2 passes of 512 + 4 cnt branch-free steps).
@@ -1419,7 +1483,13 @@ class Sparsifier:
         sort = self._sort_list(cnt, n)
         scan_wins = binop("lt", n, binop("add", binop("mul", cnt, 8), const(2 * _RADIX)))
         stmts.append(L.If(scan_wins, L.Block(tuple(scan)), L.Block((sort, drain_loop))))
-        return stmts
+        return stmts + self._row_count_store(cnt)
+
+    def _row_count_store(self, cnt: L.Var) -> list[L.Stmt]:
+        """One pass (:class:`OnePass`): store the row's exact entry count, from which the host finds its offset."""
+        if not self.one_pass_mode:
+            return []
+        return [L.Store(f"{self.out.prefix}_cnt", self._count_slot(), L.Cast(cnt, "int64"))]
 
     def _ws_dtypes(self, symbolic: bool = False) -> dict[str, str]:
         """The row workspace's buffers. The symbolic kernel counts a row's columns with the dense marks
