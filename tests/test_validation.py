@@ -93,9 +93,13 @@ CASES = [
      "4 packed 2-bit coordinates per byte)"),
     ("nm-packed-not-increasing", "nm(2, 4, packed)", (1, 8), nm(np.array([0b10110100], np.uint8)), np.ones(4),
      "tensor 'A', level 2 (structured[2, 4, packed]): crd is not strictly increasing within block 1: "
-     "crd[2]=3, crd[3]=2"),
+     "coordinate 2 (byte 0 of crd)=3, coordinate 3 (byte 0 of crd)=2"),
+    ("nm-packed-not-increasing-byte-1", "nm(2, 4, packed)", (1, 12),
+     nm(np.array([0b11100100, 0b0111], np.uint8)), np.ones(6),
+     "tensor 'A', level 2 (structured[2, 4, packed]): crd is not strictly increasing within block 2: "
+     "coordinate 4 (byte 1 of crd)=3, coordinate 5 (byte 1 of crd)=1"),
     ("nm-packed-range", "nm(2, 3, packed)", (1, 6), nm(np.array([0b11010100], np.uint8)), np.ones(4),
-     "tensor 'A', level 2 (structured[2, 3, packed]): crd[3]=3 is out of range [0, 3)"),
+     "tensor 'A', level 2 (structured[2, 3, packed]): coordinate 3 (byte 0 of crd)=3 is out of range [0, 3)"),
     ("nm-packed-tail-bits", "nm(2, 4, packed)", (1, 4), nm(np.array([0b01000100], np.uint8)), np.ones(2),
      "tensor 'A', level 2 (structured[2, 4, packed]): the unused bits after the last coordinate of crd are "
      "not zero"),

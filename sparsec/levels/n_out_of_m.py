@@ -174,15 +174,22 @@ class NOutOfM(Level):
             crd = every[:slots]
         elif len(crd) != num_parents * n:
             raise FormatError(f"{where}: crd has {len(crd)} entries, expected {num_parents * n} ({n} per block)")
-        check_coords_in_range(crd, min(size, self.m), where)
+
+        def named(k: int) -> str:   # a packed coordinate by its slot and the byte that holds it
+            if not self.packed:
+                return f"crd[{k}]={int(crd[k])}"
+            return f"coordinate {k} (byte {k // self.per_byte} of crd)={int(crd[k])}"
+        if not self.packed:
+            check_coords_in_range(crd, min(size, self.m), where)
+        elif (crd >= min(size, self.m)).any():   # unpacked bits: never negative
+            k = int(np.argmax(crd >= min(size, self.m)))
+            raise FormatError(f"{where}: {named(k)} is out of range [0, {min(size, self.m)})")
         if n > 1 and len(crd):
             blocks = crd.reshape(num_parents, n)
             bad = blocks[:, 1:] <= blocks[:, :-1]
             if bad.any():
                 p, k = np.unravel_index(int(np.argmax(bad)), bad.shape)
                 a = int(p) * n + int(k)
-                raise FormatError(
-                    f"{where}: crd is not strictly increasing within block {int(p)}: "
-                    f"crd[{a}]={int(crd[a])}, crd[{a + 1}]={int(crd[a + 1])}"
-                )
+                raise FormatError(f"{where}: crd is not strictly increasing within block {int(p)}: "
+                                  f"{named(a)}, {named(a + 1)}")
         return num_parents * n
