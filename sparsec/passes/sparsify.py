@@ -574,9 +574,9 @@ class Sparsifier:
                        workspace_var=self.ws_var if self.strategy == "workspace" else None, one_pass=one_pass)
 
     def _one_pass(self) -> OnePass | None:
-        """The :class:`OnePass` kernels, when asked for and the output fits: a workspace output stored as
-        (dense, compressed) directly, counted per row, whose rows are the outer dense loop."""
-        if not (self.want_one_pass and self.strategy == "workspace" and self.direct
+        """The :class:`OnePass` kernels, when asked for and the output fits: an entries or workspace output
+        stored as (dense, compressed) directly, counted per row, whose rows are the outer dense loop."""
+        if not (self.want_one_pass and self.strategy in ("workspace", "entries") and self.direct
                 and self.count_slots.by == "coordinate"):
             return None
         keep = (self.parallel_info, self.count_slots, self.ws_names)
@@ -848,6 +848,8 @@ class Sparsifier:
         if not points:
             return []
         universe = any(p.is_universe for p in points)
+        if self.symbolic and self.one_pass_mode and self.strategy == "entries" and self.nest.top and k == 1:
+            return self._bound_row(var, st, its, universe)
         comment = self._comment(var, its, universe)
         if not its:
             return self._dense_loop(k, st, expr, comment)
@@ -859,6 +861,22 @@ class Sparsifier:
         if len(points) == 1 and len(its) == 1:
             return self._position_loop(k, st, its[0], points[0].expr, comment)
         return self._coiterate(k, st, its, points, comment)
+
+    def _bound_row(self, var: str, st: _State, its, universe: bool) -> list[L.Stmt]:
+        """One pass (:class:`OnePass`), entries output: bound a row's entries without walking it. Each entry
+        sits at a stored coordinate of some iterator of the row's loop (unless the loop visits every
+        coordinate), so the iterators' position counts, at most the row's extent, bound it."""
+        n = self.extent(self.lvars[var])
+        if not its or universe or not all(o.levels[l].positions_iterable for o, l in its):
+            return [L.Store(f"{self.out.prefix}_cnt", self._count_slot(), L.Cast(n, "int64"), "add")]
+        stored = L.Var(self.namer.fresh("stored"))
+        total: L.LExpr | None = None
+        for o, l in its:
+            lo, hi = self._iter_range(o, l, st)
+            total = binop("sub", hi, lo) if total is None else binop("add", total, binop("sub", hi, lo))
+        at_most = L.Select(binop("lt", stored, n), stored, n, INDEX)
+        return [L.Assign(stored, total),
+                L.Store(f"{self.out.prefix}_cnt", self._count_slot(), L.Cast(at_most, "int64"), "add")]
 
     def _comment(self, var: str, its, universe: bool = False) -> str:
         """``i: compressed level 1 of A`` -- ties a loop to its index variable and the levels it walks."""
@@ -968,13 +986,16 @@ class Sparsifier:
             kind = self._parallel_kind(var, None)
             self.parallel_info = ParallelInfo(var, lo, hi, kind.balance, self.spec.reduction == "private")
             lo, hi = L.Var("sc_lo"), L.Var("sc_hi")
-        loop = L.For(L.Var(var), lo, hi, L.Block(tuple(body)), kind, comment, var)
-        if k == 0 and self.nest.top and self.one_pass_mode and self.count_var is not None:
-            # one pass: the chunk's rows follow one another from the bound offset of its first row
-            self._cursor_started = True
-            start = L.Assign(self.count_var, L.Cast(L.Load(f"{self.out.prefix}_off", lo, "int64"), INDEX))
-            return [start, loop]
-        return [loop]
+        if not (k == 0 and self.nest.top and self.one_pass_mode and self.count_var is not None):
+            return [L.For(L.Var(var), lo, hi, L.Block(tuple(body)), kind, comment, var)]
+        # one pass: the chunk's rows follow one another from the bound offset of its first row, and each
+        # row's exact count is stored for the host
+        self._cursor_started = True
+        w, row_start = self.count_var, L.Var(self.namer.fresh("wrow"))
+        count = L.Store(f"{self.out.prefix}_cnt", self._count_slot(), L.Cast(binop("sub", w, row_start), "int64"))
+        body = [L.Assign(row_start, w)] + body + [count]
+        start = L.Assign(w, L.Cast(L.Load(f"{self.out.prefix}_off", lo, "int64"), INDEX))
+        return [start, L.For(L.Var(var), lo, hi, L.Block(tuple(body)), kind, comment, var)]
 
     def _parallel_ok(self, k: int) -> bool:
         if not self.want_parallel or k != 0 or not self.nest.top:
@@ -1420,7 +1441,7 @@ class Sparsifier:
         order = " in touch order" if self.touch_order else ", sorted"
         stmts.append(L.For(t, const(0), cnt, L.Block(tuple(drain)),
                            comment=f"{self.ws_var}: touched coordinates{order}, looked up in the hash table"))
-        return stmts + self._row_count_store(cnt)
+        return stmts
 
     def hash_accumulate(self, st: _State, value: L.LExpr) -> list[L.Stmt]:
         """Find (or insert) the column's slot, then combine one term into it (and count it under max/min)."""
@@ -1473,7 +1494,7 @@ class Sparsifier:
         order = " in touch order" if self.touch_order else ", sorted"
         drain_loop = L.For(t, const(0), cnt, L.Block(tuple(drain)), comment=f"{self.ws_var}: touched coordinates{order}")
         if self.touch_order:
-            return stmts + [drain_loop] + self._row_count_store(cnt)
+            return stmts + [drain_loop]
         # Emitting the row in column order, whichever is cheapest for its length: scanning the whole
         # workspace (n byte tests), an insertion sort of the touched list (~cnt^2/4 moves: short
         # rows), or a radix sort of it (~2 passes of 512 + 4 cnt branch-free steps).
@@ -1483,13 +1504,7 @@ class Sparsifier:
         sort = self._sort_list(cnt, n)
         scan_wins = binop("lt", n, binop("add", binop("mul", cnt, 8), const(2 * _RADIX)))
         stmts.append(L.If(scan_wins, L.Block(tuple(scan)), L.Block((sort, drain_loop))))
-        return stmts + self._row_count_store(cnt)
-
-    def _row_count_store(self, cnt: L.Var) -> list[L.Stmt]:
-        """One pass (:class:`OnePass`): store the row's exact entry count, from which the host finds its offset."""
-        if not self.one_pass_mode:
-            return []
-        return [L.Store(f"{self.out.prefix}_cnt", self._count_slot(), L.Cast(cnt, "int64"))]
+        return stmts
 
     def _ws_dtypes(self, symbolic: bool = False) -> dict[str, str]:
         """The row workspace's buffers. The symbolic kernel counts a row's columns with the dense marks

@@ -165,3 +165,39 @@ def test_other_backends_keep_two_passes():
     """The interpreter (and Triton: one program per row) cannot carry a cursor across rows."""
     kern = sc.compile(SPGEMM, formats={"A": "csr", "B": "csr", "C": "csr"}, target="interp")
     assert kern.lowered.statements[0].one_pass is None
+
+
+ELEMENTWISE = {   # index notation -> numpy on dense operands
+    "C[i,j] = A[i,j] + B[i,j]": lambda a, b: a + b,
+    "C[i,j] = A[i,j] * B[i,j]": lambda a, b: a * b,
+    "C[i,j] = 2 * A[i,j] - B[i,j] * B[i,j]": lambda a, b: 2 * a - b * b,
+    "C[i,j] = A[i,j] + 1": lambda a, b: a + 1,
+}
+
+
+@pytest.mark.parametrize("out", ["csr", "csr_unsorted"])
+@pytest.mark.parametrize("text", list(ELEMENTWISE))
+@pytest.mark.parametrize("m,n", [(0, 6), (7, 0), (1, 1), (45, 31), (3000, 257)])
+def test_one_pass_entries_outputs(monkeypatch, text, out, m, n):
+    """Elementwise sparse outputs (union, intersection, every coordinate) in one pass: the bound is the rows'
+    stored positions (or the width); numpy oracle, 1 and 2 threads, bitwise equal to the two passes."""
+    monkeypatch.setattr(runtime, "MIN_PARALLEL_WORK", 64)
+    rng = np.random.default_rng(SEED + m + n)
+    A, B = _csr(rng, m, n, 0.2), _csr(rng, m, n, 0.3)
+    ref = ELEMENTWISE[text](A.toarray(), B.toarray())
+    ops = {"A": A, "B": B} if "B[" in text else {"A": A}
+    kern = sc.compile(text, formats={**{name: "csr" for name in ops}, "C": out}, target="cpu")
+    assert kern.lowered.statements[0].one_pass is not None
+    try:
+        results = {}
+        for threads in (1, 2):
+            sc.set_num_threads(threads)
+            results[threads] = kern(**ops)
+            _check(results[threads], ref, True)
+        monkeypatch.setattr(runtime, "ONE_PASS_MAX_BYTES", -1)
+        two = kern(**ops)
+    finally:
+        sc.set_num_threads(None)
+    for got in (results[2], two):
+        for a, b in zip(_buffers(results[1]), _buffers(got)):
+            assert np.array_equal(a, b)
