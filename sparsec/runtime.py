@@ -165,11 +165,22 @@ def as_tensor(x: Any, name: str, fmt: Format | None = None, dtype: str | None = 
         if t.format != fmt:
             # same structure, other index widths: the kernel reads exactly fmt's widths
             t = with_index_widths(t, fmt, name)
-    if dtype is not None and str(t.dtype) != dtype:
+    if dtype is not None and _dtype_name(t.dtype) != dtype:
         t = t.astype(dtype)
     if t.name != name:
         t = _renamed(t, name)
     return t
+
+
+_DTYPE_NAMES: dict[Any, str] = {}
+
+
+def _dtype_name(dtype: Any) -> str:
+    """``str(dtype)``, memoized (numpy computes a dtype's name in Python on every call)."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype)
+    return name
 
 
 def _scalar_tensor(arr: np.ndarray, name: str) -> Tensor:
@@ -246,6 +257,7 @@ class StatementRunner:
         self.one_pass = one_pass
         self._other_operands: list | None = None  # see _other_operand_work, built on first use
         self._outer_lv: Any = None  # the outer loop's level variable, for _count_slots
+        self._names: dict[str, frozenset[str]] = {}   # see _param_names
 
     # -- array hooks (numpy here) -------------------------------------------------------
     def full(self, n: int, value: Any, dtype: np.dtype) -> Any:
@@ -323,7 +335,7 @@ class StatementRunner:
         """Run ``fn`` over the buffers; returns the chunks of the parallel loop it ran (``[lo, hi)`` each,
         in order), or None for one call over the whole kernel."""
         low = self.low
-        names = {p.name for p in kernel.params}
+        names = self._param_names(kernel)
         bufs = {k: v for k, v in buffers.items() if k in names}
         par = low.parallel
         if par is None or "sc_lo" not in names:
@@ -411,7 +423,14 @@ class StatementRunner:
             return 0
         return identity_value(low.reduce_op, low.compute_dtype)
 
-    def _workspaces(self, scalars: Mapping[str, int], names: set[str]) -> dict[str, Any]:
+    def _param_names(self, kernel: L.Kernel) -> frozenset[str]:
+        """The names of a kernel's parameters (memoized: every launch filters its buffers by them)."""
+        names = self._names.get(kernel.name)
+        if names is None:
+            names = self._names[kernel.name] = frozenset(p.name for p in kernel.params)
+        return names
+
+    def _workspaces(self, scalars: Mapping[str, int], names: frozenset[str]) -> dict[str, Any]:
         """Scratch buffers of the workspaces the kernel declares (``names``: its parameters), filled."""
         out = {}
         for w in self.low.workspaces:
@@ -480,7 +499,7 @@ class StatementRunner:
         buffers[f"{out.prefix}_cnt"] = counts
         assert self.symbolic is not None and low.symbolic is not None
         self._launch(self.symbolic, low.symbolic, buffers, scalars)
-        if any(isinstance(p, L.ScalarParam) and p.name == TMAX_PARAM for p in top.params):
+        if TMAX_PARAM in self._param_names(top):
             # the hash-table workspace: slots for the largest row (the counts are an upper bound per row)
             scalars = {**scalars, TMAX_PARAM: hash_table_size(int(counts.max()) if counts.shape[0] else 0)}
         offsets, total = self.exclusive_cumsum(counts)
@@ -519,7 +538,7 @@ class StatementRunner:
         crd_dtype = np.dtype(f"int{out.fmt.crd_width}")
         if total * (cdt.itemsize + crd_dtype.itemsize) > ONE_PASS_MAX_BYTES:
             return None
-        if any(isinstance(p, L.ScalarParam) and p.name == TMAX_PARAM for p in low.one_pass.numeric.params):
+        if TMAX_PARAM in self._param_names(low.one_pass.numeric):
             # hash tables sized by the bound: at least the exact count, as the kernel's own sizing assumes
             scalars = {**scalars, TMAX_PARAM: hash_table_size(int(counts.max()) if counts.shape[0] else 0)}
         _check_output_crd_width(out.fmt, shape, out.tensor)
