@@ -40,6 +40,7 @@ The algorithm is TACO's, over MLIR-style levels:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Mapping, Sequence
 
 from ..errors import VerificationError
@@ -50,6 +51,9 @@ from .lattice import LatticePoint, Opaque, is_zero, lattice, operand_key, operan
 from .level_space import LevelSpace, LevelVar, Operand
 from .loop_order import OrderChoice
 
+#: co-iterating up to this many sparse levels, each combination of them present gets its own case (2**n - 1),
+#: which also advances their cursors; beyond, the lattice points' cases, then one advance per level
+_STEP_IN_CASES_MAX = 3
 #: a SpGEMM row's touched list is insertion-sorted up to this length, radix-sorted beyond
 _INSERTION_MAX = 48
 #: buckets of a radix-sort pass (8 bits of the column index)
@@ -1117,6 +1121,36 @@ class Sparsifier:
             init += [L.Assign(cur[o.key], lo), L.Assign(end[o.key], hi)]
         return init, cur, end
 
+    def _presence_chain(self, k: int, st: _State, subs: list[LatticePoint], members, its, present: dict,
+                        cur: dict, segs: dict) -> list[L.Stmt]:
+        """One case per set of members present at the coordinate (largest sets first; the last, a single
+        member, is the ``else``: the coordinate is the least of theirs, so one is present). Each case runs
+        the body of the first lattice point among ``subs`` whose iterators it holds, if any, then advances
+        its members. Advancing inside the cases makes each cursor depend on the branch taken, which the
+        CPU predicts, rather than on the coordinate just loaded: a merge of like patterns (A + Aᵀ of a
+        symmetric A) ran ~1.4x faster on the AMD host than with the advances after the chain."""
+        chain: list[L.Stmt] = []
+        subsets = [c for r in range(len(members), 0, -1) for c in combinations(members, r)]
+        for combo in reversed(subsets):
+            keys = frozenset(o.key for o, _ in combo)
+            point = next((p for p in subs if p.iterators <= keys), None)
+            body: list[L.Stmt] = []
+            if point is not None:
+                inner = st.copy()
+                for o, l in its:
+                    if o.key in point.iterators:
+                        self._enter(inner, o, l, cur[o.key], segs.get(o.key))
+                body = self._guarded(k, inner, point.expr, self._materialize(inner))
+            body += [L.Assign(cur[o.key], segs.get(o.key, binop("add", cur[o.key], 1))) for o, _ in combo]
+            if not chain:
+                chain = body
+                continue
+            cond = None
+            for o, _ in combo:
+                cond = present[o.key] if cond is None else binop("and", cond, present[o.key])
+            chain = [L.If(cond, L.Block(tuple(body)), L.Block(tuple(chain)))]
+        return chain
+
     def _case_chain(self, k: int, st: _State, cases: list[tuple[L.LExpr | None, LatticePoint]], its,
                     cur: dict, segs: dict) -> list[L.Stmt]:
         """``if c1 {body(P1)} else if c2 {...}`` where each body sees only P's operands."""
@@ -1204,19 +1238,21 @@ class Sparsifier:
                     seg_stmts, seg = self._segment(o, l, cur[o.key], end[o.key], coords[o.key])
                     body += seg_stmts
                     segs[o.key] = seg
-            cases = []
-            for p in sub_points(points, point):
-                if p.is_universe:
-                    continue
-                cond = None
-                for o, _ in members:
-                    if o.key in p.iterators:
-                        cond = present[o.key] if cond is None else binop("and", cond, present[o.key])
-                cases.append((cond, p))
-            body += self._case_chain(k, inner, cases, its, cur, segs)
-            for o, l in members:
-                step = segs.get(o.key, binop("add", cur[o.key], 1))
-                body.append(L.If(present[o.key], L.Block((L.Assign(cur[o.key], step),))))
+            subs = [p for p in sub_points(points, point) if not p.is_universe]
+            if len(members) <= _STEP_IN_CASES_MAX:
+                body += self._presence_chain(k, inner, subs, members, its, present, cur, segs)
+            else:
+                cases = []
+                for p in subs:
+                    cond = None
+                    for o, _ in members:
+                        if o.key in p.iterators:
+                            cond = present[o.key] if cond is None else binop("and", cond, present[o.key])
+                    cases.append((cond, p))
+                body += self._case_chain(k, inner, cases, its, cur, segs)
+                for o, l in members:
+                    step = segs.get(o.key, binop("add", cur[o.key], 1))
+                    body.append(L.If(present[o.key], L.Block((L.Assign(cur[o.key], step),))))
             cond = None
             for o, _ in members:
                 c = binop("lt", cur[o.key], end[o.key])
