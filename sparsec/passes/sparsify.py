@@ -1121,6 +1121,23 @@ class Sparsifier:
             init += [L.Assign(cur[o.key], lo), L.Assign(end[o.key], hi)]
         return init, cur, end
 
+    def _point_cases(self, k: int, st: _State, points: list[LatticePoint], members, its, present: dict,
+                     cur: dict, segs: dict) -> list[L.Stmt]:
+        """The lattice points' cases (the first whose members are all present runs), then an advance of each
+        present member (members in operand order, so the generated code is deterministic)."""
+        cases = []
+        for p in points:
+            cond = None
+            for o, _ in members:
+                if o.key in p.iterators:
+                    cond = present[o.key] if cond is None else binop("and", cond, present[o.key])
+            cases.append((cond, p))
+        stmts = self._case_chain(k, st, cases, its, cur, segs)
+        for o, _ in members:
+            step = segs.get(o.key, binop("add", cur[o.key], 1))
+            stmts.append(L.If(present[o.key], L.Block((L.Assign(cur[o.key], step),))))
+        return stmts
+
     def _presence_chain(self, k: int, st: _State, subs: list[LatticePoint], members, its, present: dict,
                         cur: dict, segs: dict) -> list[L.Stmt]:
         """One case per set of members present at the coordinate (largest sets first; the last, a single
@@ -1194,17 +1211,7 @@ class Sparsifier:
                 seg_stmts, seg = self._segment(o, l, cur[o.key], end[o.key], c)
                 body += [L.Assign(seg, binop("add", cur[o.key], 1)), L.If(present[o.key], L.Block(tuple(seg_stmts)))]
                 segs[o.key] = seg
-        cases = []
-        for p in points:
-            cond = None
-            for o, _ in its:  # operand order, so the generated code is deterministic
-                if o.key in p.iterators:
-                    cond = present[o.key] if cond is None else binop("and", cond, present[o.key])
-            cases.append((cond, p))
-        body += self._case_chain(k, inner, cases, its, cur, segs)
-        for o, l in its:
-            step = segs.get(o.key, binop("add", cur[o.key], 1))
-            body.append(L.If(present[o.key], L.Block((L.Assign(cur[o.key], step),))))
+        body += self._point_cases(k, inner, points, its, its, present, cur, segs)
         loop = L.For(L.Var(var), const(0), self.dense_hi(lv, st), L.Block(tuple(body)), L.SERIAL, comment, var)
         return init + [loop]
 
@@ -1242,17 +1249,7 @@ class Sparsifier:
             if len(members) <= _STEP_IN_CASES_MAX:
                 body += self._presence_chain(k, inner, subs, members, its, present, cur, segs)
             else:
-                cases = []
-                for p in subs:
-                    cond = None
-                    for o, _ in members:
-                        if o.key in p.iterators:
-                            cond = present[o.key] if cond is None else binop("and", cond, present[o.key])
-                    cases.append((cond, p))
-                body += self._case_chain(k, inner, cases, its, cur, segs)
-                for o, l in members:
-                    step = segs.get(o.key, binop("add", cur[o.key], 1))
-                    body.append(L.If(present[o.key], L.Block((L.Assign(cur[o.key], step),))))
+                body += self._point_cases(k, inner, subs, members, its, present, cur, segs)
             cond = None
             for o, _ in members:
                 c = binop("lt", cur[o.key], end[o.key])

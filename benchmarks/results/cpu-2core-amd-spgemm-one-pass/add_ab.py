@@ -11,22 +11,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # benchmarks/
+sys.path.insert(0, str(Path(__file__).resolve().parent))       # one_pass_ab.py, beside this script
 import sparsec as sc
 from hash_workspace import load
+from one_pass_ab import best
 from spgemm_cpu import DEFAULT
-
-
-def best(fn, reps):
-    out = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return min(out) * 1e3
 
 
 def main():
