@@ -10,8 +10,8 @@ the runtime does everything around it:
 3. allocates the output: dense (filled with the reduction's identity), same
    pattern as an input (index buffers shared, values new), or *entries*: a
    symbolic kernel counts entries per outer iteration, the counts become offsets,
-   a numeric kernel writes coordinates and values (on CPU threads a workspace output
-   takes one pass instead: bounds, rows written per chunk, chunks moved down);
+   a numeric kernel writes coordinates and values (on CPU threads a (dense, compressed)
+   output takes one pass instead: bounds, rows written per chunk, chunks moved down);
 4. on backends that run on CPU threads, splits the outer parallel loop into chunks
    balanced by nonzeros (from a ``pos`` array) and runs them on a thread pool —
    ctypes calls release the GIL — with private workspaces per chunk;
@@ -518,11 +518,10 @@ class StatementRunner:
         self._launch(self.numeric, top, buffers, scalars)
         return self.entries_result(out.fmt, shape, crds, vals, out.tensor, low.presorted)
 
-
     def _run_one_pass(self, buffers: dict[str, Any], scalars: dict[str, int], shape: tuple[int, ...],
                       cdt: np.dtype, slots: int) -> Tensor | None:
-        """A workspace output in one pass (:class:`~sparsec.passes.sparsify.OnePass`); None when the rows'
-        bounds would take more than ``ONE_PASS_MAX_BYTES`` (the caller then runs the two passes).
+        """A sparse output in one pass (:class:`~sparsec.passes.sparsify.OnePass`); None when the rows'
+        bounds would take more than ``ONE_PASS_MAX_BYTES`` of entries (the caller then runs the two passes).
 
         The bound kernel's counts become offsets; the numeric kernel writes each chunk's rows one
         after another from the bound offset of its first row and stores each row's exact count;

@@ -31,10 +31,10 @@ The algorithm is TACO's, over MLIR-style levels:
   as in SpGEMM: a dense row workspace with a touched list, sorted per row; under
   max/min it also counts the terms of each coordinate, so that skipped implicit
   zeros still count), and ``dense_then_convert`` (anything else: compute densely,
-  convert on the host). A workspace output stored as (dense, compressed) may also get
-  :class:`OnePass` kernels (asked for by backends that run row chunks on threads): a
-  cheap bound per row instead of the exact symbolic count, and a numeric kernel that
-  writes each chunk's rows one after another.
+  convert on the host). An entries or workspace output stored as (dense, compressed)
+  may also get :class:`OnePass` kernels (asked for by backends that run row chunks on
+  threads): a cheap bound per row instead of the exact symbolic count, and a numeric
+  kernel that writes each chunk's rows one after another.
 """
 
 from __future__ import annotations
@@ -178,11 +178,12 @@ class CountSlots:
 
 @dataclass(frozen=True)
 class OnePass:
-    """A workspace output's rows assembled in one pass, for backends that run a parallel loop as chunks of
+    """A sparse output's rows assembled in one pass, for backends that run a parallel loop as chunks of
     consecutive rows (CPU threads), in place of the symbolic pass's exact counts.
 
-    ``bound`` counts per row an upper bound of its entries: the terms that reach the row's workspace, at
-    most its extent (no marks: far cheaper than the exact count). ``numeric`` starts each chunk at the
+    ``bound`` counts per row an upper bound of its entries, at most its extent: for a workspace output the
+    terms that reach the row's workspace (no marks), for an entries output its operands' stored positions
+    (no walk); either is far cheaper than the exact count. ``numeric`` starts each chunk at the
     bound offset of its first row, writes the chunk's rows one after another (the cursor carries over),
     and stores each row's exact count in ``<out>_cnt``; the host then moves every chunk's entries down
     to their final offsets.
@@ -226,7 +227,7 @@ class Lowered:
     covers_output: bool = False
     #: the variable a workspace output's rows accumulate along (``Schedule.workspace``'s), else None
     workspace_var: str | None = None
-    #: the one-pass kernels of a workspace output, when the caller asked for them (see :class:`OnePass`)
+    #: the one-pass kernels of an entries or workspace output, when the caller asked for them (:class:`OnePass`)
     one_pass: OnePass | None = None
 
 
