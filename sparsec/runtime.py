@@ -552,7 +552,16 @@ class StatementRunner:
             if src != dst and n:
                 move_down(crd, src, dst, n)
                 move_down(vals, src, dst, n)
-        return self.compressed_result(out.fmt, shape, final, crd[:nnz], vals[:nnz], out.tensor)
+        crd, vals = crd[:nnz], vals[:nnz]
+        if total - nnz > max(nnz, ONE_PASS_KEEP_SLACK):
+            # a bound far above the entries (many terms per entry): a view would keep the whole bounded
+            # allocation alive with the result, so the entries move to arrays of their own size
+            crd, vals = crd.copy(), vals.copy()
+        return self.compressed_result(out.fmt, shape, final, crd, vals, out.tensor)
+
+
+#: unused bounded entries a one-pass result may keep behind its own (beyond as many as it has, it is copied)
+ONE_PASS_KEEP_SLACK = 1 << 17
 
 
 def move_down(a: np.ndarray, src: int, dst: int, n: int) -> None:

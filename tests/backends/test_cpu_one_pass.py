@@ -201,3 +201,22 @@ def test_one_pass_entries_outputs(monkeypatch, text, out, m, n):
     for got in (results[2], two):
         for a, b in zip(_buffers(results[1]), _buffers(got)):
             assert np.array_equal(a, b)
+
+
+def test_a_far_bound_does_not_stay_allocated_with_the_result(monkeypatch):
+    """Many terms per entry: the result's arrays are its own size, not views of the bounded allocation;
+    a bound close to the count keeps the views (no copy)."""
+    rng = np.random.default_rng(SEED + 4)
+    monkeypatch.setattr(runtime, "ONE_PASS_KEEP_SLACK", 0)
+    kern = sc.compile(SPGEMM, formats={"A": "csr", "B": "csr", "C": "csr"}, target="cpu")
+    A = _csr(rng, 40, 400, 0.05, empty_rows=0.0)                 # ~20 terms a row ...
+    B = sps.csr_matrix((rng.standard_normal(4000), np.tile(np.arange(10), 400), np.arange(0, 4001, 10)),
+                       shape=(400, 1000))                        # ... into 10 of 1000 columns
+    C = kern(A=A, B=B)
+    _check(C, A.toarray() @ B.toarray(), True)
+    for a in (C.levels[1]["crd"], C.values):
+        assert a.base is None or a.base.nbytes == a.nbytes
+    diag = sps.identity(40, format="csr")                        # one term per entry: bound == count
+    C = kern(A=diag, B=diag)
+    np.testing.assert_array_equal(C.to_scipy().toarray(), np.eye(40))
+    assert C.values.base is not None   # the kernel's own buffer, not a copy
