@@ -48,6 +48,24 @@ def _buffers(C: Tensor) -> tuple[np.ndarray, ...]:
     return C.levels[1]["pos"], C.levels[1]["crd"], C.values
 
 
+def _one_and_two_threads_then_two_passes(monkeypatch, kern, ops: dict, ref: np.ndarray, sorted_rows: bool) -> None:
+    """``kern(**ops)`` in one pass on 1 and 2 threads, checked against ``ref``, then forced through the two
+    passes: all three bit for bit equal."""
+    try:
+        results = {}
+        for threads in (1, 2):
+            sc.set_num_threads(threads)
+            results[threads] = kern(**ops)
+            _check(results[threads], ref, sorted_rows)
+        monkeypatch.setattr(runtime, "ONE_PASS_MAX_BYTES", -1)   # every output: the two passes
+        two = kern(**ops)
+    finally:
+        sc.set_num_threads(None)
+    for got in (results[2], two):
+        for a, b in zip(_buffers(results[1]), _buffers(got)):
+            assert np.array_equal(a, b)
+
+
 @pytest.mark.parametrize("out", ["csr", "csr_unsorted"])
 @pytest.mark.parametrize("m,k,n,da,db", [(0, 5, 7, 0.3, 0.3), (9, 0, 4, 0.3, 0.3), (13, 11, 0, 0.3, 0.3),
                                          (1, 1, 1, 1.0, 1.0), (37, 23, 41, 0.15, 0.2), (300, 64, 129, 0.05, 0.3),
@@ -60,19 +78,7 @@ def test_one_pass_matches_numpy_and_two_passes(monkeypatch, out, m, k, n, da, db
     ref = A.toarray() @ B.toarray()
     kern = sc.compile(SPGEMM, formats={"A": "csr", "B": "csr", "C": out}, target="cpu")
     assert kern.lowered.statements[0].one_pass is not None
-    try:
-        results = {}
-        for threads in (1, 2):
-            sc.set_num_threads(threads)
-            results[threads] = kern(A=A, B=B)
-            _check(results[threads], ref, out == "csr")
-        monkeypatch.setattr(runtime, "ONE_PASS_MAX_BYTES", -1)   # every output: the two passes
-        two = kern(A=A, B=B)
-    finally:
-        sc.set_num_threads(None)
-    for got in (results[2], two):
-        for a, b in zip(_buffers(results[1]), _buffers(got)):
-            assert np.array_equal(a, b)
+    _one_and_two_threads_then_two_passes(monkeypatch, kern, {"A": A, "B": B}, ref, out == "csr")
 
 
 def test_one_pass_runs_instead_of_the_symbolic_kernel(monkeypatch):
@@ -188,19 +194,7 @@ def test_one_pass_entries_outputs(monkeypatch, text, out, m, n):
     ops = {"A": A, "B": B} if "B[" in text else {"A": A}
     kern = sc.compile(text, formats={**{name: "csr" for name in ops}, "C": out}, target="cpu")
     assert kern.lowered.statements[0].one_pass is not None
-    try:
-        results = {}
-        for threads in (1, 2):
-            sc.set_num_threads(threads)
-            results[threads] = kern(**ops)
-            _check(results[threads], ref, True)
-        monkeypatch.setattr(runtime, "ONE_PASS_MAX_BYTES", -1)
-        two = kern(**ops)
-    finally:
-        sc.set_num_threads(None)
-    for got in (results[2], two):
-        for a, b in zip(_buffers(results[1]), _buffers(got)):
-            assert np.array_equal(a, b)
+    _one_and_two_threads_then_two_passes(monkeypatch, kern, ops, ref, True)
 
 
 def test_a_far_bound_does_not_stay_allocated_with_the_result(monkeypatch):
