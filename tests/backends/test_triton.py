@@ -644,6 +644,23 @@ def test_launch_memo_entries_belong_to_the_sparse_inputs():
     np.testing.assert_allclose(dense(tb.call(k, A=At, x=torch.from_numpy(x).to(dev))), A @ x, rtol=1e-10, atol=1e-12)
 
 
+def test_sparse_output_launches_are_memoized_and_follow_new_offsets():
+    # the general device path (a sparse output: symbolic counts, offsets, numeric kernel) replays a memoized
+    # launch for the same operands; the output offsets, new on every call, are keyed by length only, so a
+    # repeated call with edited values, and calls with other patterns, still read their own offsets
+    dev = "cpu" if INTERPRETING else "cuda"
+    k = api.compile("C[i,j] = A[i,j] + B[i,j]", formats={"A": "csr", "B": "csr", "C": "csr"}, target="triton")
+    numeric = k._runner.runners[0].numeric
+    assert "C_off" in numeric._dense_inputs
+    A, B = rand((40, 30), 0.2), rand((40, 30), 0.3)
+    dA = sc.Tensor.from_numpy(A, format="csr").to_device(dev)
+    for B_now in (B, 2 * B, rand((40, 30), 0.5)):   # the same pattern twice, then another with other row counts
+        dB = sc.Tensor.from_numpy(B_now, format="csr").to_device(dev)
+        for _ in range(2):   # the second call takes the memoized launch
+            np.testing.assert_allclose(tb.call(k, A=dA, B=dB).to_scipy().toarray(), A + B_now, rtol=1e-12)
+    assert 1 <= len(numeric._launch_memo) <= 3
+
+
 def test_atomic_order_setting_is_checked() -> None:
     """SPARSEC_TRITON_ATOMIC_SEM reaches generated source, so anything but a Triton memory order is refused at import."""
     import subprocess

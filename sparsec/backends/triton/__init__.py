@@ -107,8 +107,15 @@ class TritonKernel:
         # inputs that are a dense operand's values: the launch set-up depends only on their length and
         # alignment, so a fresh tensor each call (a layer's activations) reuses it (see launch())
         sparse = {p.tensor for p in kernel.buffers if p.part != "vals"}
-        self._dense_inputs = frozenset(p.name for p in kernel.buffers
-                                       if p.role == "in" and p.part == "vals" and p.tensor not in sparse)
+        dense = {p.name for p in kernel.buffers if p.role == "in" and p.part == "vals" and p.tensor not in sparse}
+        # ... and so do the offsets of a sparse output (computed afresh on every call by the symbolic pass),
+        # unless a launch estimate or the row split reads them
+        outputs = {p.tensor for p in kernel.buffers if p.role == "out"}
+        read = {c.est.buffer for c in self.plan.constexprs if c.est.kind == "pos"}
+        if self.plan.split is not None:
+            read.add(self.plan.split.pos)
+        dense |= {p.name for p in kernel.buffers if p.role == "in" and p.tensor in outputs and p.name not in read}
+        self._dense_inputs = frozenset(dense)
         #: block(var, size) annotations of the schedule, by loop name
         self.block_hints = {(s.index_var or s.var.name): s.kind.width for s in kernel.body.walk()
                             if isinstance(s, L.For) and s.kind.kind == "block" and s.kind.width}
