@@ -495,13 +495,9 @@ class StatementRunner:
             result = self._run_one_pass(buffers, scalars, shape, cdt, slots)
             if result is not None:
                 return result
-        counts = self.full(slots + 1, 0, np.dtype(np.int64))
-        buffers[f"{out.prefix}_cnt"] = counts
         assert self.symbolic is not None and low.symbolic is not None
-        self._launch(self.symbolic, low.symbolic, buffers, scalars)
-        if TMAX_PARAM in self._param_names(top):
-            # the hash-table workspace: slots for the largest row (the counts are an upper bound per row)
-            scalars = {**scalars, TMAX_PARAM: hash_table_size(int(counts.max()) if counts.shape[0] else 0)}
+        counts = self._row_counts(self.symbolic, low.symbolic, buffers, scalars, slots)
+        scalars = self._with_table_size(top, scalars, counts)
         offsets, total = self.exclusive_cumsum(counts)
         buffers[f"{out.prefix}_off"] = offsets
         vals = self.empty(total, cdt)
@@ -518,6 +514,21 @@ class StatementRunner:
         self._launch(self.numeric, top, buffers, scalars)
         return self.entries_result(out.fmt, shape, crds, vals, out.tensor, low.presorted)
 
+    def _row_counts(self, fn: KernelFn, kernel: L.Kernel, buffers: dict[str, Any], scalars: dict[str, int],
+                    slots: int) -> Any:
+        """Run a counting kernel (symbolic: exact; one-pass bound: at most) into fresh zeroed counts."""
+        counts = self.full(slots + 1, 0, np.dtype(np.int64))
+        buffers[f"{self.low.space.output.prefix}_cnt"] = counts
+        self._launch(fn, kernel, buffers, scalars)
+        return counts
+
+    def _with_table_size(self, kernel: L.Kernel, scalars: dict[str, int], counts: Any) -> dict[str, int]:
+        """``scalars`` plus the hash-table workspace's slots when ``kernel`` has one: enough for the largest
+        row (its count is exact or an upper bound; either is at least what the kernel's own sizing assumes)."""
+        if TMAX_PARAM not in self._param_names(kernel):
+            return scalars
+        return {**scalars, TMAX_PARAM: hash_table_size(int(counts.max()) if counts.shape[0] else 0)}
+
     def _run_one_pass(self, buffers: dict[str, Any], scalars: dict[str, int], shape: tuple[int, ...],
                       cdt: np.dtype, slots: int) -> Tensor | None:
         """A sparse output in one pass (:class:`~sparsec.passes.sparsify.OnePass`); None when the rows'
@@ -530,16 +541,12 @@ class StatementRunner:
         low = self.low
         out = low.space.output
         bound_fn, numeric_fn = self.one_pass
-        counts = self.full(slots + 1, 0, np.dtype(np.int64))
-        buffers[f"{out.prefix}_cnt"] = counts
-        self._launch(bound_fn, low.one_pass.bound, buffers, scalars)
+        counts = self._row_counts(bound_fn, low.one_pass.bound, buffers, scalars, slots)
         offsets, total = self.exclusive_cumsum(counts)
         crd_dtype = np.dtype(f"int{out.fmt.crd_width}")
         if total * (cdt.itemsize + crd_dtype.itemsize) > ONE_PASS_MAX_BYTES:
             return None
-        if TMAX_PARAM in self._param_names(low.one_pass.numeric):
-            # hash tables sized by the bound: at least the exact count, as the kernel's own sizing assumes
-            scalars = {**scalars, TMAX_PARAM: hash_table_size(int(counts.max()) if counts.shape[0] else 0)}
+        scalars = self._with_table_size(low.one_pass.numeric, scalars, counts)
         _check_output_crd_width(out.fmt, shape, out.tensor)
         crd, vals = self.empty(total, crd_dtype), self.empty(total, cdt)
         rows = self.full(slots + 1, 0, np.dtype(np.int64))

@@ -879,9 +879,8 @@ class Sparsifier:
         for o, l in its:
             lo, hi = self._iter_range(o, l, st)
             total = binop("sub", hi, lo) if total is None else binop("add", total, binop("sub", hi, lo))
-        at_most = L.Select(binop("lt", stored, n), stored, n, INDEX)
         return [L.Assign(stored, total),
-                L.Store(f"{self.out.prefix}_cnt", self._count_slot(), L.Cast(at_most, "int64"), "add")]
+                L.Store(f"{self.out.prefix}_cnt", self._count_slot(), L.Cast(binop("min", stored, n), "int64"), "add")]
 
     def _comment(self, var: str, its, universe: bool = False) -> str:
         """``i: compressed level 1 of A`` -- ties a loop to its index variable and the levels it walks."""
@@ -1506,8 +1505,8 @@ class Sparsifier:
         cnt = inner.row_count
         n = L.Var(self.dim_param[self.lvars[self.ws_var].dim_var])
         if self.symbolic and self.one_pass_mode:   # the bound: the row's terms, at most n columns
-            at_most = L.Select(binop("lt", cnt, n), cnt, n, INDEX)
-            return stmts + [L.Store(f"{self.out.prefix}_cnt", self._count_slot(), L.Cast(at_most, "int64"), "add")]
+            return stmts + [L.Store(f"{self.out.prefix}_cnt", self._count_slot(), L.Cast(binop("min", cnt, n), "int64"),
+                                    "add")]
         lst, mark = self.ws_names["list"], self.ws_names["mark"]
         t = L.Var(self.namer.fresh("t"))
         jv = L.Var(self.ws_var)

@@ -116,6 +116,7 @@ class TritonKernel:
             read.add(self.plan.split.pos)
         dense |= {p.name for p in kernel.buffers if p.role == "in" and p.tensor in outputs and p.name not in read}
         self._dense_inputs = frozenset(dense)
+        self._buffer_dtypes: tuple | None = None   # (name, torch dtype) of each buffer, see launchable_as_is
         #: block(var, size) annotations of the schedule, by loop name
         self.block_hints = {(s.index_var or s.var.name): s.kind.width for s in kernel.body.walk()
                             if isinstance(s, L.For) and s.kind.kind == "block" and s.kind.width}
@@ -243,6 +244,19 @@ class TritonKernel:
         if cap is None:
             cap = 4 * sm_count(device, 0) or 2
         return max(1, min(int(n_iter), int(cap)))
+
+    def launchable_as_is(self, buffers: Mapping[str, Any]) -> bool:
+        """Whether every buffer is a torch tensor of its parameter's dtype within 32-bit indexing, so that
+        :meth:`launch` may replay a memoized set-up with them (a replay casts nothing; ``__call__`` does)."""
+        if self._buffer_dtypes is None:
+            from .device import torch_dtype
+
+            self._buffer_dtypes = tuple((p.name, torch_dtype(p.dtype)) for p in self.kernel.buffers)
+        for name, dtype in self._buffer_dtypes:
+            t = buffers.get(name)
+            if t is None or getattr(t, "dtype", None) != dtype or t.numel() > INDEX32_LIMIT:
+                return False
+        return True
 
     def __call__(self, buffers: Mapping[str, Any], scalars: Mapping[str, int]) -> tuple | None:
         """Launch; returns the launch set-up (for :meth:`launch`'s memo) or None when nothing ran."""

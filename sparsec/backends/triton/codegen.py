@@ -389,6 +389,8 @@ SPECIALIZE_DIMS = os.environ.get("SPARSEC_TRITON_SPECIALIZE_DIMS", "1") != "0"
 ATOMIC_SEM = os.environ.get("SPARSEC_TRITON_ATOMIC_SEM", "relaxed")
 if ATOMIC_SEM not in ("relaxed", "acquire", "release", "acq_rel"):
     raise ValueError(f"SPARSEC_TRITON_ATOMIC_SEM={ATOMIC_SEM!r}: expected relaxed, acquire, release or acq_rel")
+#: the Triton atomic that combines a partial result into the output, by reduction
+_ATOMIC_FN = {"add": "atomic_add", "max": "atomic_max", "min": "atomic_min"}
 
 
 def identity(op: str, dtype: str):
@@ -571,7 +573,7 @@ class Codegen:
             self.out(ind, f"tl.store({ptr}, {v}{m})")
             return
         if self.atomic:
-            fn = {"add": "atomic_add", "max": "atomic_max", "min": "atomic_min"}[s.reduce]
+            fn = _ATOMIC_FN[s.reduce]
             self.out(ind, f"tl.{fn}({ptr}, {v}{m}, sem={ATOMIC_SEM!r})")
             return
         old = f"tl.load({ptr}{m}{', other=0' if mask else ''})"
@@ -874,7 +876,7 @@ class Codegen:
         if tiled_ax is not None:  # emitted in full: the launcher splits the grid by this axis
             self.grid_tiles = tiled_ax
         if self.atomic:
-            fn = {"add": "atomic_add", "max": "atomic_max", "min": "atomic_min"}[op]
+            fn = _ATOMIC_FN[op]
             self.out(ind, f"tl.{fn}(_t_p{n}, {self.stored(f'_t_acc{n}', acc_dt)}, mask={mask}, sem={ATOMIC_SEM!r})")
             return
         if op == "add" and self._sole_store(t):

@@ -542,7 +542,7 @@ class DeviceRunner(StatementRunner):
 
     # -- launching ----------------------------------------------------------------------------
     def _launch(self, fn, kernel: L.Kernel, buffers: dict[str, Any], scalars: dict[str, int]) -> None:
-        names = {p.name for p in kernel.params}
+        names = self._param_names(kernel)
         bufs = {k: v for k, v in buffers.items() if k in names}
         scal = dict(scalars)
         par = self.low.parallel
@@ -560,25 +560,10 @@ class DeviceRunner(StatementRunner):
             size = max(host_eval(w.size, {}, scalars), 1)
             bufs[w.name] = self.full(programs * size, w.fill, np.dtype(w.dtype))
             scal[f"_t_ws:{w.name}"] = size
-        if hasattr(fn, "launch") and self._launchable_as_is(kernel, bufs):
+        if hasattr(fn, "launchable_as_is") and fn.launchable_as_is(bufs):
             fn.launch(bufs, scal)   # the launch set-up memoized across calls on the same operands
         else:
             fn(bufs, scal)
-
-    def _launchable_as_is(self, kernel: L.Kernel, bufs: Mapping[str, Any]) -> bool:
-        """Whether every buffer already has its parameter's dtype and all fit 32-bit indexing: then
-        ``TritonKernel.launch`` may replay a memoized set-up with them (it casts nothing)."""
-        from . import INDEX32_LIMIT
-
-        memo = self.__dict__.setdefault("_buffer_dtypes", {})
-        dtypes = memo.get(kernel.name)
-        if dtypes is None:   # (name, torch dtype) of each buffer parameter
-            dtypes = memo[kernel.name] = tuple((p.name, torch_dtype(p.dtype)) for p in kernel.buffers)
-        for name, dtype in dtypes:
-            t = bufs.get(name)
-            if t is None or t.dtype != dtype or t.numel() > INDEX32_LIMIT:
-                return False
-        return True
 
 
 def _nonempty(t):

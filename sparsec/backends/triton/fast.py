@@ -25,6 +25,7 @@ conversions or workspaces; anything else returns :data:`~sparsec.fastcall.FALLBA
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 from ...fastcall import FALLBACK
@@ -206,10 +207,7 @@ class TritonFastCall:
             vals = self._torch.empty(alloc, dtype=self.tdt, device=device)
         elif self.writes_all:
             self.runner.device = device
-            size = 1
-            for n in alloc:
-                size *= n
-            vals = self.runner.empty(size, self.cdt).reshape(alloc)
+            vals = self.runner.empty(math.prod(alloc), self.cdt).reshape(alloc)
         else:
             vals = self._torch.zeros(alloc, dtype=self.tdt, device=device)
         buffers[self.out_prefix + "_vals"] = vals
