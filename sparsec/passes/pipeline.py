@@ -61,6 +61,13 @@ class LoweredProgram:
         return "\n".join(parts)
 
 
+def _kernels_text(low: Lowered) -> str:
+    """Every kernel of a lowered statement, as the pass log shows it: the one-pass pair, then the two passes."""
+    kernels = [low.one_pass.bound, low.one_pass.numeric] if low.one_pass is not None else []
+    kernels += [low.symbolic] if low.symbolic is not None else []
+    return "\n".join(kernel_text(k) for k in kernels + [low.numeric])
+
+
 def _debug_enabled(debug: bool | None) -> bool:
     return bool(debug) if debug is not None else os.environ.get("SPARSEC_DEBUG", "") not in ("", "0")
 
@@ -248,9 +255,7 @@ def _lower_statement(s: Assignment, idx: int, count: int, decls: dict, taken: se
         raise VerificationError("could not order the operands for co-iteration")
     record(f"level-space + loop-order [{name}]", "\n".join(
         [c.text() for c in space.conversions] + [order_text(choice)]))
-    record(f"sparsify [{name}]", "\n".join(
-        ([kernel_text(low.one_pass.bound), kernel_text(low.one_pass.numeric)] if low.one_pass else [])
-        + ([kernel_text(low.symbolic)] if low.symbolic else []) + [kernel_text(low.numeric)]))
+    record(f"sparsify [{name}]", _kernels_text(low))
     _check_parallel(low, spec, choice.order)
     if schedule is not None:
         low = _skip_zeros(low, s, decls, schedule, used)
@@ -263,6 +268,5 @@ def _lower_statement(s: Assignment, idx: int, count: int, decls: dict, taken: se
                 names |= {a for a in c.args[1:] if isinstance(a, str)}  # names a split/fuse created
         if loop_cmds:
             low = apply_loop_schedule(low, loop_cmds)
-            record(f"schedule [{name}]: {', '.join(map(str, loop_cmds))}", "\n".join(
-                ([kernel_text(low.symbolic)] if low.symbolic else []) + [kernel_text(low.numeric)]))
+            record(f"schedule [{name}]: {', '.join(map(str, loop_cmds))}", _kernels_text(low))
     return low

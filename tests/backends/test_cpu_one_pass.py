@@ -214,3 +214,11 @@ def test_a_far_bound_does_not_stay_allocated_with_the_result(monkeypatch):
     C = kern(A=diag, B=diag)
     np.testing.assert_array_equal(C.to_scipy().toarray(), np.eye(40))
     assert C.values.base is not None   # the kernel's own buffer, not a copy
+
+
+def test_the_pass_log_shows_the_scheduled_one_pass_kernels():
+    """After a loop schedule, the pass log's entry for it lists the rewritten one-pass kernels too."""
+    kern = sc.compile(SPGEMM, formats={"A": "csr", "B": "csr", "C": "csr"}, target="cpu",
+                      schedule=sc.Schedule().unroll("k", 2))
+    scheduled = [text for name, text in kern.lowered.log if name.startswith("schedule")]
+    assert len(scheduled) == 1 and "kernel_bound" in scheduled[0] and "kernel_one_pass" in scheduled[0]
