@@ -147,6 +147,8 @@ def test_nm_template_source_shape(n, m):
     assert text.count("tl.load(W_vals") == (1 if pow2 else n)
     assert text.count("tl.join(") == 7 and "d7 = " in text and "d8 = " not in text
     assert text.count(" = tl.where(") == m and "d7 = zero" in text if m < 8 else text.count(" = tl.where(") == 8
+    from sparsec.backends.triton.codegen import ATOMIC_SEM   # the split-K adds follow SPARSEC_TRITON_ATOMIC_SEM
+    assert f"tl.atomic_add(out, acc, mask=omask, sem={ATOMIC_SEM!r})" in text and "sem=SEM" not in text
 
 
 @pytest.mark.parametrize("n,m,bits", [(2, 4, 2), (1, 4, 2), (1, 2, 1), (4, 8, 4), (2, 8, 4), (4, 16, 4)])

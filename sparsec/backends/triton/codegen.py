@@ -384,8 +384,9 @@ def _fold_un(op: str, a):
 _IDENT = {"add": 0, "max": float("-inf"), "min": float("inf")}
 #: extents (n_*) specialized by Triton (divisibility by 16): SPARSEC_TRITON_SPECIALIZE_DIMS=0 passes them unspecialized
 SPECIALIZE_DIMS = os.environ.get("SPARSEC_TRITON_SPECIALIZE_DIMS", "1") != "0"
-#: memory order of the atomic adds / max / min that combine partial results into the output: nothing reads the
-#: output inside the kernel, so their order does not matter ("relaxed"); Triton's default is "acq_rel"
+#: memory order of the atomic adds / max / min that combine partial results into the output (here and in the
+#: tile templates' split-K adds): nothing reads the output inside the kernel, so their order does not matter
+#: ("relaxed"); Triton's default is "acq_rel"
 ATOMIC_SEM = os.environ.get("SPARSEC_TRITON_ATOMIC_SEM", "relaxed")
 if ATOMIC_SEM not in ("relaxed", "acquire", "release", "acq_rel"):
     raise ValueError(f"SPARSEC_TRITON_ATOMIC_SEM={ATOMIC_SEM!r}: expected relaxed, acquire, release or acq_rel")

@@ -268,7 +268,7 @@ _TAIL = '''
     out = C + rows[:, None].to(tl.int64) * N + cols[None, :]
     omask = rm[:, None] & cm[None, :]
     if SPLIT > 1:
-        tl.atomic_add(out, acc, mask=omask, sem="relaxed")   # the splits' order does not matter
+        tl.atomic_add(out, acc, mask=omask, sem=SEM)   # the splits' order does not matter
     else:
         tl.store(out, (tl.load(out, mask=omask, other=0).to(tl.float32) + acc).to(C.dtype.element_ty), mask=omask)
 '''
@@ -527,7 +527,10 @@ def source(mt: Match, kernel_name: str, params: tuple[str, ...], libdevice: bool
     dot = "tl.dot(a, b, input_precision=PREC)" if mt.a_dtype == "float32" else "tl.dot(a, b)"
     if mt.a_dtype == "bfloat16" and not libdevice:  # Triton's interpreter gets bfloat16 tl.dot wrong
         dot = "tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision='ieee')"
-    roles.update({"B": bvals, "C": cvals, "N": n_j, "K": n_k, "LO": lo, "HI": hi, "MTOT": n_i, "DOT": dot})
+    from .codegen import ATOMIC_SEM   # the split-K adds take the memory order of the general lowering's atomics
+
+    roles.update({"B": bvals, "C": cvals, "N": n_j, "K": n_k, "LO": lo, "HI": hi, "MTOT": n_i, "DOT": dot,
+                  "SEM": repr(ATOMIC_SEM)})
     text = re.sub(r"\b(" + "|".join(sorted(roles, key=len, reverse=True)) + r")\b", lambda g: roles[g.group(1)],
                   _HEAD + body + _TAIL)
     params = p + internal + [f"{c}: tl.constexpr" for c in consts] + \
