@@ -554,11 +554,9 @@ class StatementRunner:
                         f"{out.prefix}_vals": vals})
         chunks = self._launch(numeric_fn, low.one_pass.numeric, buffers, scalars)
         final, nnz = self.exclusive_cumsum(rows)
-        for lo, hi in chunks or [(0, slots)]:
-            src, dst, n = int(offsets[lo]), int(final[lo]), int(final[hi] - final[lo])
-            if src != dst and n:
-                move_down(crd, src, dst, n)
-                move_down(vals, src, dst, n)
+        moves = [(int(offsets[lo]), int(final[lo]), int(final[hi] - final[lo]))
+                 for lo, hi in chunks or [(0, slots)]]
+        move_down((crd, vals), [m for m in moves if m[0] != m[1] and m[2]])
         crd, vals = crd[:nnz], vals[:nnz]
         if total - nnz > max(nnz, ONE_PASS_KEEP_SLACK):
             # a bound far above the entries (many terms per entry): a view would keep the whole bounded
@@ -571,10 +569,19 @@ class StatementRunner:
 ONE_PASS_KEEP_SLACK = 1 << 17
 
 
-def move_down(a: np.ndarray, src: int, dst: int, n: int) -> None:
-    """``a[dst:dst + n] = a[src:src + n]`` for ``dst < src``, in place (memmove: the ranges may overlap)."""
-    size = a.itemsize
-    ctypes.memmove(a.ctypes.data + dst * size, a.ctypes.data + src * size, n * size)
+def move_down(arrays: tuple[np.ndarray, ...], moves: list[tuple[int, int, int]]) -> None:
+    """``a[dst:dst + n] = a[src:src + n]`` for every array ``a`` and every ``(src, dst, n)`` (``dst < src``),
+    in place and in order (memmove: the ranges may overlap).
+
+    Each array's address is read once, through ``__array_interface__``: numpy's ``a.ctypes.data``
+    costs ~3 µs a read, which the loop paid twice per move and array.
+    """
+    for a in arrays:
+        if not moves:
+            return
+        base, size = a.__array_interface__["data"][0], a.itemsize
+        for src, dst, n in moves:
+            ctypes.memmove(base + dst * size, base + src * size, n * size)
 
 
 def hash_table_size(count: int) -> int:
