@@ -209,4 +209,5 @@ def main():
                 lines.append(f"{M}x{K} {n}:{m} N={N} {name}: dense {dense_t:.1f} us, best {best[0]:.1f} us ({dense_t/best[0]:.2f}x) BM={best[1]} BG={best[2]} w={best[3]} st={best[4]} s={best[5]}")
     print("\n".join(lines))
 
-main()
+if __name__ == "__main__":
+    main()
