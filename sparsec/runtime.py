@@ -358,17 +358,23 @@ class StatementRunner:
         private = par.private and len(chunks) > 1
         out_name = f"{low.space.output.prefix}_vals"
         copies: list[Any] = []
+        if private:
+            # the chunks write only their copies, each starting where the output would (its fill); the
+            # output itself may have been allocated uninitialized (a kernel that writes every entry)
+            fill = self.fill_value(scalars)
+            bufs[out_name].fill(fill)
 
         def task(chunk: tuple[int, int]) -> Callable[[], None]:
             ws = self._workspaces(scalars, names)  # each chunk gets its own scratch space
-            if private:  # ... and, for a parallel reduction loop, its own zeroed output
-                ws[out_name] = self.full(bufs[out_name].shape[0], 0, bufs[out_name].dtype)
+            if private:  # ... and, for a parallel reduction loop, its own copy of the output
+                ws[out_name] = self.full(bufs[out_name].shape[0], fill, bufs[out_name].dtype)
                 copies.append(ws[out_name])
             return lambda: fn({**bufs, **ws}, {**scalars, "sc_lo": chunk[0], "sc_hi": chunk[1]})
 
         TEAM.run([task(c) for c in chunks])
-        for c in copies:  # summed in chunk order: deterministic
-            bufs[out_name] += c
+        combine = _COMBINE.get(low.reduce_op, np.add)
+        for c in copies:  # combined in chunk order: deterministic
+            combine(bufs[out_name], c, out=bufs[out_name])
         return chunks
 
     def _other_operand_work(self, bufs: Mapping[str, Any], scalars: Mapping[str, int], lo: int, hi: int,
@@ -564,6 +570,9 @@ class StatementRunner:
             crd, vals = crd.copy(), vals.copy()
         return self.compressed_result(out.fmt, shape, final, crd, vals, out.tensor)
 
+
+#: how private copies of a dense output (see ``ParallelInfo.private``) combine, by the statement's reduction
+_COMBINE = {"max": np.maximum, "min": np.minimum}
 
 #: unused bounded entries a one-pass result may keep behind its own (beyond as many as it has, it is copied)
 ONE_PASS_KEEP_SLACK = 1 << 17

@@ -161,3 +161,90 @@ def test_schedule_builder_validates_its_arguments():
     assert str(S().split("i", 4).vectorize("i_i", 8)) == "split(i, 4, i_o, i_i).vectorize(i_i, 8)"
     with pytest.raises(ScheduleError, match="must be a sparsec.Schedule"):
         sc.compile("y[i] = A[i,j] * x[j]", schedule="fast")
+
+
+def _two_chunks(monkeypatch):
+    """Every parallel loop of this test runs in two chunks on two threads (reset after the test)."""
+    monkeypatch.setattr(runtime, "MIN_PARALLEL_WORK", 1)
+    monkeypatch.setattr(runtime, "_NUM_THREADS", 2)   # sc.set_num_threads(2), undone after the test
+
+
+def test_private_max_reduction_combines_by_max(monkeypatch):
+    """A private max over a parallel reduction loop: copies start at the output's fill and combine by max."""
+    _two_chunks(monkeypatch)
+    A = np.array([[-1.0, -2.0, 3.0, 4.0], [-5.0, -6.0, -7.0, -8.0], [0.0, 0.0, 0.0, 0.0]])
+    k = sc.compile("y[i] = max[j](A[i,j])", formats={"A": "csc"}, target="cpu",
+                   schedule=S().parallelize("j", "threads", "private"))
+    assert "parallel balance=A_pos1 private" in k.dump("loops")
+    np.testing.assert_array_equal(k(A=sc.Tensor.from_numpy(A, "csc")), [4.0, -5.0, 0.0])
+
+
+def test_private_copies_of_an_uninitialized_output(monkeypatch):
+    """Private copies with an output the runtime allocates uninitialized (poisoned here): every call right."""
+    _two_chunks(monkeypatch)
+    monkeypatch.setattr(runtime, "POISON", True)
+    A, x = sparse((41, 30), 0.2), RNG.uniform(-1, 1, 30)
+    T = sc.Tensor.from_numpy(A, "csc")
+    k = sc.compile("y[i] = A[i,j] * x[j]", formats={"A": "csc"}, target="cpu",
+                   schedule=S().parallelize("j", "threads", "private"))
+    for _ in range(3):
+        np.testing.assert_allclose(k(A=T, x=x), A @ x, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(k.run(A=T, x=x)["y"].to_numpy(), A @ x, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("text,formats,out", [
+    ("C[i,j] = A[i,k] * B[k,j]", {"A": "csr", "B": "csr"}, "csr"),   # a sparse output
+    ("y[i] = A[i,j] * x[j]", {"A": "csr"}, None),                    # rows: disjoint entries
+])
+def test_private_on_a_loop_over_output_rows_takes_no_copies(monkeypatch, text, formats, out):
+    """``private`` on a loop whose iterations write disjoint entries needs no copies and takes none."""
+    _two_chunks(monkeypatch)
+    monkeypatch.setattr(runtime, "POISON", True)
+    k = sc.compile(text, formats=formats, out_format=out, target="cpu",
+                   schedule=S().parallelize("i", "threads", "private"))
+    assert not any(line.lstrip().startswith("for") and line.rstrip().endswith("private {")
+               for line in k.dump("loops").splitlines())
+    assert "parallel" in k.dump("loops")
+    A = sparse((13, 13), 0.3)
+    if "B" in formats:
+        got, ref = result(k(A=sc.Tensor.from_numpy(A, "csr"), B=sc.Tensor.from_numpy(A.T.copy(), "csr"))), A @ A.T
+    else:
+        x = RNG.uniform(-1, 1, 13)
+        got, ref = k(A=sc.Tensor.from_numpy(A, "csr"), x=x), A @ x
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["private", "atomic"])
+@pytest.mark.parametrize("split", [S().split("j", 3), S().split("j", 3).split("j_o", 2)])
+def test_splitting_a_parallel_reduction_loop_keeps_its_reduction(monkeypatch, reduction, split):
+    """The parallel loop over blocks that a split of a parallel reduction loop makes keeps its atomics or copies."""
+    _two_chunks(monkeypatch)
+    schedule = S(S().parallelize("j", "threads", reduction).commands + split.commands)
+    A, x = sparse((60, 50), 0.2), RNG.uniform(-1, 1, 50)
+    k = sc.compile("y[i] = A[i,j] * x[j]", formats={"A": "csc"}, target="cpu", schedule=schedule)
+    assert f"parallel {reduction}" in k.dump("loops")
+    np.testing.assert_allclose(k(A=sc.Tensor.from_numpy(A, "csc"), x=x), A @ x, rtol=1e-12, atol=1e-12)
+
+
+def test_triton_private_reduction_combines_with_atomics():
+    """GPU programs have no private copies: a private parallel reduction adds into the output atomically
+    (plain load-add-store from several programs would race; Triton's interpreter would not show it)."""
+    k = sc.compile("y[i] = A[i,j] * x[j]", formats={"A": "csc"}, target="triton",
+                   schedule=S().parallelize("j", "grid", "private"))
+    src = k.dump("triton")
+    assert "tl.atomic_add(" in src and "tl.store(y_vals" not in src
+    A, x = sparse((20, 15), 0.3), RNG.uniform(-1, 1, 15)
+    np.testing.assert_allclose(result(k(A=sc.Tensor.from_numpy(A, "csc"), x=x)), A @ x, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("schedule,name", [
+    (S().split("j", 2, "i"), "i"),          # the row loop
+    (S().split("j", 2, None, "i"), "i"),    # the same, as the inner loop
+    (S().split("i", 2, "n_i"), "n_i"),      # an extent parameter
+    (S().split("i", 2, "pA1"), "pA1"),      # the position loop over A's columns
+    (S().fuse("i", "j", "x_vals"), "x_vals"),
+])
+def test_new_loop_names_must_be_fresh(schedule, name):
+    """A split or fuse whose new loop would shadow a name of the kernel is refused (it read the wrong value)."""
+    with pytest.raises(ScheduleError, match=f"new loop name '{name}' is already used"):
+        sc.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"}, target="cpu", schedule=schedule)

@@ -335,6 +335,9 @@ class LoopKind:
     width: int | None = None
     balance: str | None = None
     atomic: bool = False
+    #: a parallel reduction loop whose chunks accumulate into private copies of the output (CPU: the host
+    #: combines them; the GPU's programs have no copies and combine with atomics instead)
+    private: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in LOOP_KINDS:
@@ -348,6 +351,8 @@ class LoopKind:
             parts.append(f"balance={self.balance}")
         if self.atomic:
             parts.append("atomic")
+        if self.private:
+            parts.append("private")
         return " ".join(parts)
 
 

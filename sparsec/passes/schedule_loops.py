@@ -11,7 +11,7 @@ over blocks, without nonzero balancing).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Callable
 
 from ..errors import ScheduleError
@@ -87,13 +87,43 @@ def _apply_to_kernels(low: Lowered, cmd: Command, fn: Callable[[L.For], L.Stmt |
     return replace(low, numeric=numeric, symbolic=symbolic, one_pass=one_pass)
 
 
+def _names_in(k: L.Kernel) -> set[str]:
+    """Every name a kernel uses: its parameters and the variables its statements assign or read."""
+    names = {p.name for p in k.params}
+    for s in k.body.walk():
+        for f in fields(s):
+            value = getattr(s, f.name)
+            for e in value if isinstance(value, tuple) else (value,):
+                if isinstance(e, L.LExpr):
+                    names.update(x.name for x in e.walk() if isinstance(x, L.Var))
+    return names
+
+
+def _check_new_names(low: Lowered, cmd: Command, new: tuple[str, ...]) -> None:
+    """ScheduleError when a loop name a split or fuse would create already names something in the statement's
+    kernels (a loop or position variable, an extent): the new loop would shadow it and read the wrong value."""
+    kernels = [low.numeric, low.symbolic] + ([low.one_pass.bound, low.one_pass.numeric] if low.one_pass else [])
+    taken = set().union(*(_names_in(k) for k in kernels if k is not None))
+    for name in new:
+        if name in taken:
+            raise ScheduleError(f"{cmd}: the new loop name {name!r} is already used in this kernel (a loop, "
+                                "position or extent variable); choose another name")
+
+
 def _is_top_parallel(f: L.For) -> bool:
     return f.kind.kind == "parallel" and isinstance(f.lo, L.Var) and f.lo.name == "sc_lo"
+
+
+def _blocks_kind(top: L.For) -> L.LoopKind:
+    """The kind of the parallel loop over blocks that replaces the parallel ``top`` loop: its reduction
+    (atomic updates or private copies) stays, its nonzero balancing does not (the chunks are blocks)."""
+    return L.LoopKind("parallel", atomic=top.kind.atomic, private=top.kind.private)
 
 
 def split_loop(low: Lowered, cmd: Command) -> Lowered:
     """``for v in [lo, hi)`` -> ``for v_o in [0, ceil((hi-lo)/f)) { for v_i in [0, min(f, ...)) { v = ... } }``."""
     var, factor, outer, inner = cmd.args
+    _check_new_names(low, cmd, (outer, inner))
     new_par: list[ParallelInfo] = []
 
     def fn(f: L.For) -> L.Stmt | None:
@@ -110,8 +140,8 @@ def split_loop(low: Lowered, cmd: Command) -> Lowered:
         inner_loop = L.For(vi, const(0), inner_hi, body, L.SERIAL, f"{f.comment} (inner of split by {factor})".strip(),
                            inner)
         if top:
-            new_par.append(ParallelInfo(outer, const(0), nblocks, None))
-            return L.For(vo, L.Var("sc_lo"), L.Var("sc_hi"), L.Block((inner_loop,)), L.LoopKind("parallel"),
+            new_par.append(ParallelInfo(outer, const(0), nblocks, None, f.kind.private))
+            return L.For(vo, L.Var("sc_lo"), L.Var("sc_hi"), L.Block((inner_loop,)), _blocks_kind(f),
                          f"blocks of {factor} of {var}", outer)
         return L.For(vo, const(0), nblocks, L.Block((inner_loop,)), f.kind, f"blocks of {factor} of {var}", outer)
 
@@ -124,6 +154,7 @@ def split_loop(low: Lowered, cmd: Command) -> Lowered:
 def fuse_loops(low: Lowered, cmd: Command) -> Lowered:
     """Two perfectly nested dense loops -> one loop over their product."""
     outer, inner, name = cmd.args
+    _check_new_names(low, cmd, (name,))
     new_par: list[ParallelInfo] = []
     found = {"outer": False}
 
@@ -149,8 +180,8 @@ def fuse_loops(low: Lowered, cmd: Command) -> Lowered:
                    L.Assign(g.var, binop("add", g.lo, binop("mod", fv, nb))))
         body2 = L.Block(assigns + g.body.stmts)
         if top:
-            new_par.append(ParallelInfo(name, const(0), total, None))
-            return L.For(fv, L.Var("sc_lo"), L.Var("sc_hi"), body2, L.LoopKind("parallel"),
+            new_par.append(ParallelInfo(name, const(0), total, None, f.kind.private))
+            return L.For(fv, L.Var("sc_lo"), L.Var("sc_hi"), body2, _blocks_kind(f),
                          f"{outer} x {inner} fused", name)
         return L.For(fv, const(0), total, body2, f.kind, f"{outer} x {inner} fused", name)
 

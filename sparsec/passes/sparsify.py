@@ -988,7 +988,7 @@ class Sparsifier:
         kind = L.SERIAL
         if k == 0 and self._parallel_ok(k):
             kind = self._parallel_kind(var, None)
-            self.parallel_info = ParallelInfo(var, lo, hi, kind.balance, self.spec.reduction == "private")
+            self.parallel_info = ParallelInfo(var, lo, hi, kind.balance, kind.private)
             lo, hi = L.Var("sc_lo"), L.Var("sc_hi")
         if not (k == 0 and self.nest.top and self.one_pass_mode and self.count_var is not None):
             return [L.For(L.Var(var), lo, hi, L.Block(tuple(body)), kind, comment, var)]
@@ -1016,7 +1016,14 @@ class Sparsifier:
         balance = self._balance_for(var, it)
         if self.spec.balance_tensor is not None:
             balance = self._balance_of(self.spec.balance_tensor, var) or balance
-        return L.LoopKind("parallel", balance=balance, atomic=self.spec.reduction == "atomic")
+        return L.LoopKind("parallel", balance=balance, atomic=self.spec.reduction == "atomic",
+                          private=self._private(var))
+
+    def _private(self, var: str) -> bool:
+        """Whether the parallel loop ``var`` takes private copies of the output: asked for, and a loop whose
+        iterations may update the same output entries (``var`` is summed over). A loop over output
+        coordinates writes disjoint entries: copies would only cost time, so it takes none."""
+        return self.spec.reduction == "private" and self.lvars[var].dim_var not in set(self.space.output.dim_vars)
 
     def _balance_of(self, tensor: str, var: str) -> str | None:
         for o in self.space.operands:
@@ -1107,7 +1114,7 @@ class Sparsifier:
         kind = L.SERIAL
         if k == 0 and self._parallel_ok(k):
             kind = self._parallel_kind(var, it)
-            self.parallel_info = ParallelInfo(p.name, lo, hi, kind.balance, self.spec.reduction == "private")
+            self.parallel_info = ParallelInfo(p.name, lo, hi, kind.balance, kind.private)
             lo, hi = L.Var("sc_lo"), L.Var("sc_hi")
         return [L.For(p, lo, hi, L.Block(tuple(body)), kind, comment, var)]
 

@@ -222,7 +222,8 @@ class Plan:
 
     @property
     def atomic(self) -> bool:
-        return self.mode == "atomic" or (self.top is not None and self.top.kind.atomic)
+        # a private reduction (CPU: a copy of the output per chunk) has no copies on the GPU: atomics
+        return self.mode == "atomic" or (self.top is not None and (self.top.kind.atomic or self.top.kind.private))
 
 
 # ------------------------------------------------------------------------------------ the pass
