@@ -243,8 +243,22 @@ def test_triton_private_reduction_combines_with_atomics():
     (S().split("i", 2, "n_i"), "n_i"),      # an extent parameter
     (S().split("i", 2, "pA1"), "pA1"),      # the position loop over A's columns
     (S().fuse("i", "j", "x_vals"), "x_vals"),
+    (S().split("i", 2, "A_vals"), "A_vals"),  # a buffer (Triton: the loop shadowed the pointer)
 ])
 def test_new_loop_names_must_be_fresh(schedule, name):
     """A split or fuse whose new loop would shadow a name of the kernel is refused (it read the wrong value)."""
     with pytest.raises(ScheduleError, match=f"new loop name '{name}' is already used"):
         sc.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"}, target="cpu", schedule=schedule)
+
+
+@pytest.mark.parametrize("fmt", [None, "csf(2,0,1)"])
+def test_triton_split_reduction_under_atomic_programs(fmt):
+    """Triton runs an outer reduction loop over programs with atomic adds; a split inner reduction loop's
+    register tile is then a scalar sum (it was a vector of copies of the sum, which Triton refused to add)."""
+    rng = np.random.default_rng(5)
+    A, b, c = sparse((5, 7, 3), 0.5, rng), rng.uniform(-1, 1, 7), rng.uniform(-1, 1, 3)
+    text = "Y[i] = A[i,j,k] * b[j] * c[k]"
+    k = sc.compile(text, formats={"A": fmt} if fmt else {}, target="triton",
+                   schedule=S().reorder("k", "i", "j").split("j", 2))
+    got = result(k(A=sc.Tensor.from_numpy(A, fmt) if fmt else A, b=b, c=c))
+    np.testing.assert_allclose(got, np.einsum("ijk,j,k->i", A, b, c), rtol=1e-12, atol=1e-12)

@@ -107,7 +107,7 @@ def _check_new_names(low: Lowered, cmd: Command, new: tuple[str, ...]) -> None:
     for name in new:
         if name in taken:
             raise ScheduleError(f"{cmd}: the new loop name {name!r} is already used in this kernel (a loop, "
-                                "position or extent variable); choose another name")
+                                "position, extent or buffer name); choose another name")
 
 
 def _is_top_parallel(f: L.For) -> bool:

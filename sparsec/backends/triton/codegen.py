@@ -817,8 +817,8 @@ class Codegen:
             shape = f"[{m_ax.size}, {n_ax.size}]"
         else:
             shape = "[" + ", ".join(str(a.size) if a.role == "out" else "1" for a in axes) + "]"
-            if d == 1:
-                shape = f"[{axes[0].size}]"
+            if d == 1:   # one axis: a vector over output lanes, or a scalar summed over reduction lanes
+                shape = f"[{axes[0].size}]" if axes[0].role == "out" else "[]"
         ident = identity(op, work_dt)
         self.out(ind, f"_t_acc{n} = tl.full({shape}, {_lit(ident, work_dt)}, {self.T(work_dt)})")
         inner = set(defined)
