@@ -18,7 +18,10 @@ saying why:
   backend maps it). When its iterations may update the same output (``var`` is a
   reduction variable, as in CSC SpMV), a ``reduction`` is required: ``atomic``
   (atomic updates; float sums lose bitwise determinism) or ``private`` (CPU: each
-  chunk accumulates into its own copy of the output, summed in chunk order).
+  chunk accumulates into its own copy of the output, the copies combined in chunk
+  order by the statement's reduction, sum, max or min; GPU programs combine with
+  atomics instead). A loop over output coordinates writes disjoint entries and
+  takes no copies.
 * ``pos(var, tensor, segment=None)`` -- split the parallel work by the nonzeros of
   ``tensor``'s level below ``var`` instead of by iterations (CPU: chunks of equal
   nonzeros; GPU: rows cut into segments of at most ``segment`` positions, each
