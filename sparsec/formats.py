@@ -263,6 +263,10 @@ def _check_format(fmt: Format) -> None:
         )
     if fmt.levels and isinstance(fmt.levels[0], Singleton):
         raise FormatError("a singleton level needs a parent level; it cannot be level 0")
+    for k, lvl in enumerate(fmt.levels[:-1]):
+        if lvl.kind == "bitmap":
+            raise FormatError(f"level {k} (bitmap) must be the innermost level: its set bits index the packed "
+                              "values, not a level below it")
     for k, (lvl, e) in enumerate(zip(fmt.levels, fmt.exprs)):
         if isinstance(lvl, NOutOfM) and (e.op != "mod" or e.factor != lvl.m):
             raise FormatError(

@@ -65,9 +65,9 @@ def read_mtx(
     if isinstance(m, np.ndarray):
         arr = m if dtype is None else m.astype(dtype)
         return Tensor.from_numpy(arr, "dense" if format is None else format, name)
-    if dtype is not None:
-        m = m.astype(dtype)
-    return Tensor.from_scipy(m, "csr" if format is None else format, name)
+    t = Tensor.from_scipy(m, "csr" if format is None else format, name)
+    # cast after the conversion: scipy.sparse holds no float16 (nor bfloat16), which Tensors do
+    return t if dtype is None else t.astype(dtype)
 
 
 def write_mtx(path: PathOrFile, tensor: Tensor, comment: str = "") -> None:

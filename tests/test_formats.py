@@ -256,3 +256,10 @@ def test_parse_format_is_cached_and_still_raises_each_time() -> None:
             parse_format("csr", 3)
         with pytest.raises(FormatError, match="a format is a Format or a string"):
             parse_format(["csr"], 2)  # type: ignore[arg-type]
+
+
+def test_bitmap_must_be_the_innermost_level():
+    """A bitmap's set bits index the packed values: a level under it was stored wrongly, so it is refused."""
+    with pytest.raises(FormatError, match=r"level 0 \(bitmap\) must be the innermost level"):
+        parse_format("(i, j) -> (i : bitmap, j : compressed)")
+    assert parse_format("(i, j, k) -> (i : compressed, j : dense, k : bitmap)").levels[-1].kind == "bitmap"

@@ -165,3 +165,15 @@ def test_write_errors(tmp_path):
         sc.write_mtx(tmp_path / "v.mtx", Tensor.from_numpy(np.ones(3), "coo"))
     with pytest.raises(FormatError, match="needs a sparsec.Tensor"):
         sc.write_mtx(tmp_path / "v.mtx", np.ones((2, 2)))
+
+
+def test_read_mtx_casts_to_float16_after_the_conversion(tmp_path):
+    """scipy.sparse holds no float16; read_mtx(dtype=float16) casts the Tensor, not the scipy matrix."""
+    t = sc.Tensor.from_numpy(np.array([[1.5, 0], [0, -2.25]], np.float16), "csr")
+    path = tmp_path / "h.mtx"
+    sc.write_mtx(path, t)
+    r = sc.read_mtx(path, dtype=np.float16)
+    assert r.dtype == np.float16 and r.format == t.format
+    np.testing.assert_array_equal(r.to_numpy(), t.to_numpy())
+    with pytest.raises(FormatError):
+        sc.read_mtx(path, dtype=np.complex64)

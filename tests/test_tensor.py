@@ -581,3 +581,13 @@ def test_medium_conversion_matches_scipy():
 def test_public_exports():
     assert sc.Tensor is Tensor and callable(sc.read_mtx) and callable(sc.write_mtx)
     assert {"Tensor", "read_mtx", "write_mtx"} <= set(sc.__all__)
+
+
+def test_singleton_under_dense_with_an_empty_dimension():
+    """Each parent of a singleton level keeps a coordinate (0 where it has no entry), which a dimension of
+    extent 0 does not have: a FormatError naming the level, not an out-of-range coordinate."""
+    fmt = "(i, j) -> (i : dense, j : singleton)"
+    with pytest.raises(FormatError, match=r"level 1 \(singleton\): 2 parent positions need a coordinate"):
+        Tensor.from_numpy(np.zeros((2, 0)), fmt)
+    assert Tensor.from_numpy(np.zeros((0, 3)), fmt).to_numpy().shape == (0, 3)
+    np.testing.assert_array_equal(Tensor.from_numpy(np.diag([1.0, 2.0]), fmt).to_numpy(), np.diag([1.0, 2.0]))

@@ -60,6 +60,10 @@ class Singleton(Level):
                     "but a singleton level stores one coordinate per parent",
                     int(parent_pos[k]),
                 )
+        if size == 0 and num_parents > 0:
+            # a parent without a child keeps the filler coordinate 0, which an empty dimension does not have
+            raise FormatError(f"{num_parents} parent positions need a coordinate each (a singleton level stores one "
+                              "per parent position), but the dimension has extent 0")
         crd = np.zeros(num_parents, dtype=index_dtype)
         crd[parent_pos] = coords
         return {"crd": crd}, parent_pos, num_parents
