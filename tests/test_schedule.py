@@ -262,3 +262,22 @@ def test_triton_split_reduction_under_atomic_programs(fmt):
                    schedule=S().reorder("k", "i", "j").split("j", 2))
     got = result(k(A=sc.Tensor.from_numpy(A, fmt) if fmt else A, b=b, c=c))
     np.testing.assert_allclose(got, np.einsum("ijk,j,k->i", A, b, c), rtol=1e-12, atol=1e-12)
+
+
+def test_fusing_a_reduction_loop_into_the_parallel_loop(monkeypatch):
+    """fuse(i, j) with j summed over: the fused parallel loop's chunks would update the same output rows.
+    Refused without a parallel reduction; with atomic updates it runs (threads, and Triton programs)."""
+    text = "Y[i,l] = A[i,j] * B[j,l]"
+    rng = np.random.default_rng(9)
+    A, B = rng.uniform(-1, 1, (7, 13)), rng.uniform(-1, 1, (13, 5))
+    with pytest.raises(ScheduleError, match="loop 'j' is not over an output coordinate"):
+        sc.compile(text, target="cpu", schedule=S().reorder("i", "j", "l").fuse("i", "j"))
+    _two_chunks(monkeypatch)
+    atomic = S().reorder("i", "j", "l").parallelize("i", "threads", "atomic").fuse("i", "j")
+    for target in ("cpu", "triton"):
+        k = sc.compile(text, target=target, schedule=atomic)
+        assert "parallel atomic" in k.dump("loops")
+        np.testing.assert_allclose(result(k(A=A, B=B)), A @ B, rtol=1e-12, atol=1e-12)
+    k = sc.compile("C[i,j] = A[i,j] * 2", target="cpu", schedule=S().fuse("i", "j"))   # both output loops
+    assert "parallel" in k.dump("loops")
+    np.testing.assert_array_equal(k(A=A), A * 2)

@@ -110,6 +110,13 @@ def _check_new_names(low: Lowered, cmd: Command, new: tuple[str, ...]) -> None:
                                 "position, extent or buffer name); choose another name")
 
 
+def _over_output(low: Lowered, f: L.For) -> bool:
+    """Whether loop ``f`` runs over an output coordinate (its iterations write disjoint output entries). A loop
+    a split created answers no: its name is not a level variable's (a conservative answer)."""
+    lv = low.space.level_vars().get(f.index_var)
+    return lv is not None and lv.dim_var in set(low.space.output.dim_vars)
+
+
 def _is_top_parallel(f: L.For) -> bool:
     return f.kind.kind == "parallel" and isinstance(f.lo, L.Var) and f.lo.name == "sc_lo"
 
@@ -172,6 +179,12 @@ def fuse_loops(low: Lowered, cmd: Command) -> Lowered:
             raise ScheduleError(f"{cmd}: the bounds of {inner!r} depend on {outer!r} (a sparse or blocked loop); "
                                 "only loops over fixed ranges can be fused")
         top = _is_top_parallel(f)
+        if top and not (f.kind.atomic or f.kind.private) and not _over_output(low, g):
+            # fused, the parallel loop's chunks would split runs of g's iterations, which update the same outputs
+            raise ScheduleError(f"{cmd}: the fused loop runs in parallel, and loop {inner!r} is not over an "
+                                f"output coordinate (it is summed over): its iterations update the same output "
+                                f"entries; parallelize({outer!r}, reduction='atomic') first, or keep {outer!r} "
+                                "serial (parallelize(..., 'none'))")
         lo_a, hi_a = (low.parallel.lo, low.parallel.hi) if top and low.parallel is not None else (f.lo, f.hi)
         nb = binop("sub", g.hi, g.lo)
         total = binop("mul", binop("sub", hi_a, lo_a), nb)
