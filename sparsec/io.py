@@ -36,12 +36,41 @@ def _stem(path: Any) -> str:
 
 
 def _mmread(source: PathOrFile) -> Any:
-    import scipy.io
-
     if _is_path(source) and os.fspath(source).endswith(".gz"):
         with gzip.open(source, "rb") as f:
-            return scipy.io.mmread(f)
-    return scipy.io.mmread(source)
+            return _mmread_file(f)
+    if _is_path(source):
+        with open(source, "rb") as f:
+            return _mmread_file(f)
+    return _mmread_file(source)
+
+
+def _mmread_file(f: Any) -> Any:
+    """``scipy.io.mmread`` of a binary file object, except for an ``array`` file without rows.
+
+    scipy's reader (fast_matrix_market) kills the process with SIGFPE on an array file of
+    0 rows (and its ``mminfo`` aborts on a gzip stream), so the header is read here first
+    and such a file becomes an empty array.
+    """
+    import io as _io
+
+    import scipy.io
+
+    if not (hasattr(f, "seekable") and f.seekable()):
+        f = _io.BytesIO(f.read())
+    start = f.tell()
+    banner = f.readline().split()
+    line = f.readline()
+    while line.startswith(b"%") or (line and not line.strip()):
+        line = f.readline()
+    f.seek(start)
+    size = line.split()
+    if len(banner) >= 4 and banner[2].lower() == b"array" and len(size) >= 2 and size[0] == b"0":
+        field = banner[3].lower()
+        if field == b"complex":
+            return np.zeros((0, int(size[1])), dtype=np.complex128)   # refused by the caller
+        return np.zeros((0, int(size[1])), dtype=np.int64 if field == b"integer" else np.float64)
+    return scipy.io.mmread(f)
 
 
 def read_mtx(

@@ -464,6 +464,7 @@ class Tensor:
         counts = t._validate_levels() if validate else t._position_counts()
         t._check_values_length(counts[-1])
         if validate:
+            t._check_tuple_order()
             t._check_padding()
         t.format = _needed_format(fmt, t.level_sizes, counts)
         t.levels = _cast_levels(bufs, t.format)
@@ -861,7 +862,37 @@ class Tensor:
         _check_values(self.values, self.name, copy=False)
         counts = self._validate_levels()
         self._check_values_length(counts[-1])
+        self._check_tuple_order()
         self._check_padding()
+
+    def _check_tuple_order(self) -> None:
+        """Singleton levels (COO's trailing levels) that say ordered: within each run of entries with equal
+        coordinates in the levels above, their coordinates do not decrease. (Equal ones, duplicate
+        entries, are accepted and summed by conversions, as COO input is everywhere.)
+
+        A level's own hook cannot see its parents' coordinates, so this runs on the entries, after
+        the levels validated. Only trailing singleton levels are checked: there entries and positions
+        are one to one.
+        """
+        levels = self.format.levels
+        checked = [k for k, lvl in enumerate(levels) if lvl.kind == "singleton" and lvl.ordered
+                   and all(x.kind == "singleton" for x in levels[k + 1:])]
+        if not checked:
+            return
+        coords = self.level_coords()
+        if len(coords[0]) < 2:
+            return
+        same = np.ones(len(coords[0]) - 1, dtype=bool)
+        for k, c in enumerate(coords):
+            if k in checked:
+                bad = same & (c[1:] < c[:-1])
+                if bad.any():
+                    e = int(np.argmax(bad))
+                    raise FormatError(
+                        f"{_where(self.name, self.format, k)}: entries {e} and {e + 1} share their coordinates in "
+                        f"the levels above but have coordinates {int(c[e])}, {int(c[e + 1])} here: the level is "
+                        "ordered, so they must not decrease")
+            same &= c[1:] == c[:-1]
 
     def _validate_levels(self) -> list[int]:
         """Run each level's validate hook; return the position count per level."""

@@ -177,3 +177,17 @@ def test_read_mtx_casts_to_float16_after_the_conversion(tmp_path):
     np.testing.assert_array_equal(r.to_numpy(), t.to_numpy())
     with pytest.raises(FormatError):
         sc.read_mtx(path, dtype=np.complex64)
+
+
+@pytest.mark.parametrize("suffix", [".mtx", ".mtx.gz"])
+def test_array_files_without_rows_read_back(tmp_path, suffix):
+    """scipy's reader dies with SIGFPE on an array file of 0 rows: read_mtx answers it from the header."""
+    for shape in ((0, 3), (0, 0), (3, 0)):
+        t = sc.Tensor.from_numpy(np.zeros(shape), "dense")
+        path = tmp_path / f"e{shape[0]}x{shape[1]}{suffix}"
+        sc.write_mtx(path, t)
+        r = sc.read_mtx(path)
+        assert r.shape == shape and r.dtype == np.float64
+    raw = b"%%MatrixMarket matrix array integer general\n% no rows\n0 4\n"
+    r = sc.read_mtx(io.BytesIO(raw))
+    assert r.shape == (0, 4) and r.dtype == np.int64

@@ -218,3 +218,28 @@ def test_assemble_errors_name_tensor_level_and_place():
         "tensor 'N', level 2 (structured[1, 2]): row 0, column block 2 (columns 4..5) has 2 nonzeros"
     )):
         Tensor.from_numpy(np.array([[1.0, 0, 0, 1, 1, 1]]), "nm(1, 2)", name="N")
+
+
+def test_coo_tuples_out_of_order_within_a_row_are_refused():
+    """COO's singleton level is ordered: within a row its columns must not decrease (kernels merge COO as
+    sorted); duplicates stay accepted (summed), and an unordered COO format takes any order."""
+    with pytest.raises(FormatError, match=r"level 1 \(singleton\): entries 0 and 1 share .* 2, 1 here"):
+        Tensor.from_buffers("coo", (2, 3), [{"pos": [0, 2], "crd": [0, 0]}, {"crd": [2, 1]}], [1.0, 2.0], name="A")
+    t = Tensor.from_buffers("coo", (2, 3), [{"pos": [0, 2], "crd": [0, 0]}, {"crd": [2, 1]}], [1.0, 2.0],
+                            validate=False)
+    with pytest.raises(FormatError, match="must not decrease"):
+        t.validate()
+    ok = Tensor.from_buffers("coo", (2, 3), [{"pos": [0, 3], "crd": [0, 0, 1]}, {"crd": [1, 2, 0]}], [1.0, 2.0, 3.0])
+    assert ok.to_numpy().tolist() == [[0, 1.0, 2.0], [3.0, 0, 0]]
+    assert Tensor.from_buffers(COO_UNORDERED, (2, 3), [{"pos": [0, 2], "crd": [0, 0]}, {"crd": [2, 1]}],
+                               [1.0, 2.0]).to_numpy().tolist() == [[0, 2.0, 1.0], [0, 0, 0]]
+
+
+def test_packed_nm_bytes_given_wide_must_be_bytes():
+    """Packed N:M coordinates in a wider integer array: int8 or uint8 values, not taken modulo 256."""
+    fmt, lv = "nm(2, 4, packed)", [{}, {}]
+    with pytest.raises(FormatError, match=r"crd\[0\]=260 is not a byte"):
+        Tensor.from_buffers(fmt, (1, 4), lv + [{"crd": np.array([256 + 0b0100])}], np.ones(2), name="A")
+    a = Tensor.from_buffers(fmt, (1, 4), lv + [{"crd": np.array([0b1100], dtype=np.int64)}], np.ones(2))
+    b = Tensor.from_buffers(fmt, (1, 4), lv + [{"crd": np.array([0b1100], dtype=np.uint8)}], np.ones(2))
+    assert a.to_numpy().tolist() == b.to_numpy().tolist() == [[1.0, 0, 0, 1.0]]

@@ -168,6 +168,15 @@ class NOutOfM(Level):
             if len(crd) != nbytes:
                 raise FormatError(f"{where}: crd has {len(crd)} bytes, expected {nbytes} ({n} per block, "
                                   f"{per} packed {self.crd_bits}-bit coordinates per byte)")
+            if crd.dtype.itemsize > 1 and len(crd):
+                # a byte given in a wider integer: int8 (-128..127) or uint8 (0..255) values only, else
+                # the cast to the int8 buffer would keep its low 8 bits and drop the rest silently
+                wide = np.asarray(crd, dtype=_I64) if crd.dtype.kind in "iu" else crd
+                off = (wide < -128) | (wide > 255)
+                if off.any():
+                    k = int(np.argmax(off))
+                    raise FormatError(f"{where}: crd[{k}]={int(wide[k])} is not a byte (packed coordinates come "
+                                      "as int8 or uint8 values)")
             every = self.unpack(crd, nbytes * per)
             if every[slots:].any():
                 raise FormatError(f"{where}: the unused bits after the last coordinate of crd are not zero")
