@@ -143,6 +143,10 @@ def test_private_reduction_is_deterministic(monkeypatch):
     ("C[i,j] = A[i,j] * 2", {"A": "csr"}, S().fuse("i", "j"), "depend on 'i'"),
     ("C[i,j] = A[i,k] * B[k,j]", {"A": "csr"}, S().fuse("i", "j"), "only statement"),
     ("y[i] = A[i,j] * x[j]", {"A": "csr"}, S().pos("i", "x"), "no compressed level"),
+    ("y[i] = A[i,j] * x[j]", {"A": "csr"}, S().reorder("i"), "names every loop of its statement"),
+    ("y[i] = A[i,j] * x[j]", {"A": "csr"}, S().parallelize("i").parallelize("i", "none"),
+     "already has parallelize(i, threads); give one parallelize per statement"),
+    ("y[i] = A[i,j] * x[j]", {"A": "csr"}, S().reorder("i", "j").reorder("i", "j"), "give one reorder"),
 ])
 def test_illegal_schedules_are_refused_with_a_reason(text, formats, schedule, message):
     with pytest.raises(ScheduleError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ..errors import ScheduleError, VerificationError
+from ..schedule import Command
 from ..ir.loop_printer import kernel_text
 from ..ir.tensor_ir import Access, Assignment, Binary, Literal, Program, Reduce, TensorDecl, Where
 from .level_space import build_level_space
@@ -124,6 +125,11 @@ def lower_program(program: Program, compute_dtype: str, kernel_name: str = "kern
         unread = [str(c) for n, c in enumerate(schedule.commands) if n not in used and c.op == "skip_zeros"]
         if unread:
             raise ScheduleError(f"{', '.join(unread)}: no statement reads that tensor as an input")
+        for n, c in enumerate(schedule.commands):
+            loops = [low.order.order for low in lowered if c.op == "reorder" and set(c.args) < set(low.order.order)]
+            if n not in used and loops:
+                raise ScheduleError(f"{c}: a reorder names every loop of its statement, in the new order; this "
+                                    f"statement's loops are {', '.join(loops[0])}")
         unused = [str(c) for n, c in enumerate(schedule.commands) if n not in used]
         if unused:
             raise ScheduleError(f"{', '.join(unused)}: no statement has that loop; the loops are "
@@ -138,10 +144,19 @@ def _tensor_level(schedule, main_vars: set[str], used: set[int]) -> tuple[tuple[
     spec = ParallelSpec()
     if schedule is None:
         return forced, spec
+    earlier: dict[str, Command] = {}
+
+    def once(c: Command) -> None:   # a second command of the same kind for this statement is a conflict
+        if c.op in earlier:
+            raise ScheduleError(f"{c}: this statement already has {earlier[c.op]}; give one {c.op} per statement")
+        earlier[c.op] = c
+
     for n, c in enumerate(schedule.commands):
         if c.op == "reorder" and set(c.args) == main_vars:
+            once(c)
             forced, _ = c.args, used.add(n)
         elif c.op == "parallelize" and c.args[0] in main_vars:
+            once(c)
             spec = replace(spec, var=c.args[0], enabled=c.args[1] != "none", reduction=c.args[2])
             used.add(n)
         elif c.op == "pos" and c.args[0] in main_vars:
