@@ -712,7 +712,8 @@ class Tensor:
     def to_scipy(self) -> Any:
         """The tensor as a scipy.sparse matrix (2-D only).
 
-        csr -> csr_matrix and csc -> csc_matrix sharing the index arrays (also with a
+        csr -> csr_matrix and csc -> csc_matrix sharing the index arrays where they are 32 or 64 bits wide
+        (scipy widens narrower ones to int32, a copy; also with a
         ``compressed(nonordered)`` level: scipy then finds its indices unsorted), bsr(R, C)
         -> bsr_matrix (when the shape is a multiple of the block), coo ->
         coo_matrix, anything else -> csr_matrix. float16 values become float32

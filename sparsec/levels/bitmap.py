@@ -22,7 +22,7 @@ from typing import ClassVar, Mapping
 import numpy as np
 
 from ..errors import FormatError
-from ._helpers import check_pos_array, located_error
+from ._helpers import check_pos_array
 from .base import Level, register
 
 _I64 = np.dtype(np.int64)
@@ -125,6 +125,6 @@ class Bitmap(Level):
         bad = np.flatnonzero(per_parent != counts)
         if bad.size:
             p = int(bad[0])
-            raise located_error(f"has {int(per_parent[p])} bits set but pos says {int(counts[p])} entries "
-                                f"({where})", p)
+            raise FormatError(f"{where}: parent position {p} has {int(per_parent[p])} bits set but pos says "
+                              f"{int(counts[p])} entries")
         return int(np.asarray(pos)[-1]) if num_parents else 0
