@@ -63,8 +63,10 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import HealthCheck, Phase, assume, event, given, note, seed, settings
+from hypothesis import assume, event, given, note, settings
 from hypothesis import strategies as st
+
+from fuzzing import FuzzEnv
 
 import sparsec as sc
 from sparsec import FormatError, Tensor, parse_format
@@ -75,27 +77,15 @@ from sparsec.tensor import with_index_widths
 torch = pytest.importorskip("torch")
 
 # ------------------------------------------------------------------------------------ settings
-EXAMPLES = int(os.environ.get("SPARSEC_CONVERSION_FUZZ_EXAMPLES", "0") or 0)
-FUZZ_SEED = os.environ.get("SPARSEC_CONVERSION_FUZZ_SEED", "")
-STRICT = os.environ.get("SPARSEC_CONVERSION_FUZZ_STRICT", "") not in ("", "0")
+ENV = FuzzEnv.read("SPARSEC_CONVERSION_FUZZ")
+EXAMPLES, FUZZ_SEED, STRICT = ENV.examples, ENV.seed, ENV.strict
 CI_CHAIN_EXAMPLES = 250
 CI_HOSTILE_EXAMPLES = 500
+_seeded = ENV.seeded
 
 
 def _settings(default: int) -> settings:
-    return settings(
-        max_examples=EXAMPLES or default,
-        deadline=None,
-        derandomize=not FUZZ_SEED,
-        database=None,
-        print_blob=True,
-        suppress_health_check=list(HealthCheck),
-        phases=(Phase.explicit, Phase.generate, Phase.shrink),
-    )
-
-
-def _seeded(fn: Callable) -> Callable:
-    return seed(int(FUZZ_SEED))(fn) if FUZZ_SEED else fn
+    return ENV.settings(EXAMPLES or default)
 
 
 VALUE_DTYPES = ("float16", "float32", "float64", "int32", "int64")

@@ -54,33 +54,19 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
+from fuzzing import FuzzEnv
+
 import sparsec as sc
 from grid import _nm24, check
 from sparsec.frontend import parse_statement
 from sparsec.ir.tensor_eval import evaluate
 
 # ------------------------------------------------------------------------------------ settings
-FUZZ_EXAMPLES = int(os.environ.get("SPARSEC_FUZZ_EXAMPLES", "0") or 0)
-FUZZ_SEED = os.environ.get("SPARSEC_FUZZ_SEED", "")
-FUZZ_STRICT = os.environ.get("SPARSEC_FUZZ_STRICT", "") not in ("", "0")
+ENV = FuzzEnv.read("SPARSEC_FUZZ")
+FUZZ_EXAMPLES, FUZZ_SEED, FUZZ_STRICT = ENV.examples, ENV.seed, ENV.strict
 CI_EXAMPLES = 60
 CI_TRITON_EXAMPLES = 8
-
-
-def _settings(examples: int) -> settings:
-    return settings(
-        max_examples=examples,
-        deadline=None,
-        derandomize=not FUZZ_SEED,
-        database=None,
-        print_blob=True,
-        suppress_health_check=list(HealthCheck),
-        phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink),
-    )
-
-
-def _seeded(test: Callable) -> Callable:
-    return seed(int(FUZZ_SEED))(test) if FUZZ_SEED else test
+_settings, _seeded = ENV.settings, ENV.seeded
 
 
 # ------------------------------------------------------------------------------------ cases

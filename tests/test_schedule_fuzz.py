@@ -57,6 +57,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
+from fuzzing import FuzzEnv
+
 # before sparsec is imported (the runtime reads it once): also when this file runs as a script
 os.environ.setdefault("SPARSEC_POISON_OUTPUTS", "1")
 import sparsec as sc  # noqa: E402
@@ -67,27 +69,11 @@ from sparsec.frontend import parse_statement
 from sparsec.ir.tensor_eval import evaluate
 
 # ------------------------------------------------------------------------------------ settings
-FUZZ_EXAMPLES = int(os.environ.get("SPARSEC_SCHEDULE_FUZZ_EXAMPLES", "0") or 0)
-FUZZ_SEED = os.environ.get("SPARSEC_SCHEDULE_FUZZ_SEED", "")
-FUZZ_STRICT = os.environ.get("SPARSEC_SCHEDULE_FUZZ_STRICT", "") not in ("", "0")
+ENV = FuzzEnv.read("SPARSEC_SCHEDULE_FUZZ")
+FUZZ_EXAMPLES, FUZZ_SEED, FUZZ_STRICT = ENV.examples, ENV.seed, ENV.strict
 CI_EXAMPLES = 150
 CI_TRITON_EXAMPLES = 12
-
-
-def _settings(examples: int) -> settings:
-    return settings(
-        max_examples=examples,
-        deadline=None,
-        derandomize=not FUZZ_SEED,
-        database=None,
-        print_blob=True,
-        suppress_health_check=list(HealthCheck),
-        phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink),
-    )
-
-
-def _seeded(test: Callable) -> Callable:
-    return seed(int(FUZZ_SEED))(test) if FUZZ_SEED else test
+_settings, _seeded = ENV.settings, ENV.seeded
 
 
 # ------------------------------------------------------------------------------------ cases
