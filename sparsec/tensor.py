@@ -1077,16 +1077,22 @@ def _check_level_buffers(fmt: Format, k: int, bufs: Any, name: str | None) -> di
         missing = [b for b in want if b not in bufs]
         extra = [b for b in bufs if b not in want]
         raise FormatError(f"{where}: expected buffers {list(want)}, missing {missing}, unexpected {extra}")
-    return {part: _index_array(bufs[part], f"{where}: {part}") for part in want}
+    return {part: _index_array(bufs[part], f"{where}: {part}", bit_words=part == "bits") for part in want}
 
 
-def _index_array(arr: Any, what: str) -> np.ndarray:
-    """A 1-D integer index array, not copied (FormatError for floats, bools, other shapes)."""
+def _index_array(arr: Any, what: str, bit_words: bool = False) -> np.ndarray:
+    """A 1-D integer index array, not copied (FormatError for floats, bools, other shapes).
+
+    ``bit_words``: a bitmap's words, bit patterns: uint64 words are taken as the int64 words with the
+    same bits (bit 63 included) instead of being refused past 2**63 - 1.
+    """
     arr = np.asarray(arr)
     if arr.ndim != 1:
         raise FormatError(f"{what} must be a 1-D array, got shape {arr.shape}")
     if arr.dtype.kind not in "iu" and not (arr.size == 0 and arr.dtype.kind == "f"):  # [] is float64
         raise FormatError(f"{what} must have an integer dtype, got {arr.dtype}")
+    if bit_words and arr.dtype == np.uint64:
+        return arr.astype(_I64)   # the same 64 bits (numpy's unsigned-to-signed cast keeps them)
     if arr.dtype == np.uint64 and len(arr) and int(arr.max()) > 2**63 - 1:
         k = int(np.argmax(arr > 2**63 - 1))
         raise FormatError(f"{what}[{k}]={int(arr[k])} does not fit in int64")

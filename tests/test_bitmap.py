@@ -74,3 +74,12 @@ def test_kernels_on_bitmaps(target):
     add = sc.compile("C[i,j] = A[i,j] + B[i,j]", formats={"A": "bitmap", "B": "csr"}, out_format="csr", target=target)
     np.testing.assert_allclose(dense(add(A=TA, B=sc.Tensor.from_numpy(B, "csr"))), A + B, rtol=1e-12)
     assert "bitmap level 1 of A" in spmv.dump("loops")
+
+
+def test_bitmap_words_may_come_as_uint64():
+    """Bitmap words are bit patterns: a uint64 word with bit 63 set is that int64 word, not an overflow."""
+    bits = np.array([(1 << 63) | 1], dtype=np.uint64)
+    t = sc.Tensor.from_buffers("bitmap", (1, 64), [{}, {"pos": [0, 2], "bits": bits}], [1.0, 2.0], name="A")
+    dense = t.to_numpy()
+    assert dense[0, 0] == 1.0 and dense[0, 63] == 2.0 and dense.sum() == 3.0
+    assert t.levels[1]["bits"].dtype == np.int64 and t.levels[1]["bits"][0] == np.int64(-(2**63) + 1)
