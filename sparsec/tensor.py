@@ -159,6 +159,15 @@ def _cast_levels(levels: Sequence[Mapping[str, np.ndarray]], fmt: Format) -> tup
                  for lvl, bufs in zip(fmt.levels, levels))
 
 
+def _last_level_fills(fmt: Format) -> bool:
+    """Whether the format's entries may include zeros its levels filled in: a filling last level (dense,
+    N:M), or a singleton under a dense level (a parent without an entry keeps coordinate 0 and a zero)."""
+    levels = fmt.levels
+    if not levels:
+        return False
+    return _fills(levels[-1]) or (len(levels) > 1 and levels[-1].kind == "singleton" and levels[-2].kind == "dense")
+
+
 def _fills(level: Level) -> bool:
     """Whether a level creates positions that hold zeros which are not real entries."""
     return bool(getattr(level, "fills", False))
@@ -682,7 +691,7 @@ class Tensor:
             keep = np.ones(n, dtype=bool)
             for d, extent in zip(dims, self.shape):
                 keep &= d < extent
-        if drop_fill_zeros and self.format.levels and _fills(self.format.levels[-1]):
+        if drop_fill_zeros and _last_level_fills(self.format):
             nz = vals != 0
             keep = nz if keep is None else keep & nz
         if keep is not None:
@@ -807,8 +816,8 @@ class Tensor:
 
         When only the index widths differ the result shares the values array. Works
         between any two formats. Explicit zeros stored by sparse levels are
-        kept; zeros that dense levels or N:M padding merely fill in are not carried
-        over. Converting to ``nm(n, m)`` raises FormatError naming the first block
+        kept; zeros that dense levels, N:M padding or a singleton under a dense level
+        (an empty parent's filler) merely fill in are not carried over. Converting to ``nm(n, m)`` raises FormatError naming the first block
         with more than n nonzeros.
         """
         target = _resolve_format(format, self.ndim, self.name)

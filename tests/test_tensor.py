@@ -591,3 +591,12 @@ def test_singleton_under_dense_with_an_empty_dimension():
         Tensor.from_numpy(np.zeros((2, 0)), fmt)
     assert Tensor.from_numpy(np.zeros((0, 3)), fmt).to_numpy().shape == (0, 3)
     np.testing.assert_array_equal(Tensor.from_numpy(np.diag([1.0, 2.0]), fmt).to_numpy(), np.diag([1.0, 2.0]))
+
+
+def test_singleton_fillers_under_a_dense_level_are_not_carried_over():
+    """A row without an entry keeps coordinate 0 and a zero in (dense, singleton); converting drops that filler
+    like a dense level's zeros (it is not an explicit entry)."""
+    t = Tensor.from_numpy(np.array([[0.0, 0.0], [0.0, 5.0]]), "(i, j) -> (i : dense, j : singleton)")
+    assert t.nse == 2
+    c = t.to("csr")
+    assert c.nse == 1 and c.to_numpy().tolist() == [[0.0, 0.0], [0.0, 5.0]]
