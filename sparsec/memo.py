@@ -68,3 +68,17 @@ def _same(refs: Any, owner: Any) -> bool:
     if type(owner) is not tuple:
         return type(refs) is weakref.ref and refs() is owner
     return type(refs) is tuple and len(refs) == len(owner) and all(r() is o for r, o in zip(refs, owner))
+
+
+def tensor_version(t: Any) -> Any:
+    """torch's in-place write counter of ``t`` (0 for an object without one).
+
+    An inference tensor (made under ``torch.inference_mode()``) keeps no counter: it gets a new object at
+    every call, so a memo key holding it never matches and nothing memoized for it is reused.
+    """
+    try:
+        return t._version
+    except AttributeError:
+        return 0
+    except RuntimeError:
+        return object()

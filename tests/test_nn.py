@@ -355,3 +355,23 @@ def test_custom_op_fake_shape():
     with FakeTensorMode():
         y = torch.ops.sparsec.sparse_linear(torch.empty(7, 16, dtype=torch.float16), layer._handle, 8)
     assert y.shape == (7, 8) and y.dtype == torch.float16
+
+
+def test_triton_target_under_inference_mode():
+    """Inference tensors keep no version counter: the Triton call path must not read one (it raised), and a
+    memoized binding of one must not be reused after an in-place write."""
+    import sparsec as sc
+
+    layer = snn.SparseLinear.from_dense(torch.nn.Linear(16, 6), sparsity=0.5, target="triton")
+    x = torch.randn(3, 16)
+    with torch.no_grad():
+        ref = layer(x.clone())
+    with torch.inference_mode():
+        y = layer(x.clone())
+        k = sc.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr"}, dtype="float32", target="triton")
+        A = sc.Tensor.from_numpy(__import__("numpy").eye(5, dtype="float32"), "csr")
+        B = torch.ones(5, 3)
+        assert float(k(A=A, B=B).sum()) == 15.0
+        B.mul_(2)
+        assert float(k(A=A, B=B).sum()) == 30.0
+    torch.testing.assert_close(y, ref)

@@ -43,7 +43,7 @@ from typing import Any, Mapping
 
 from ...errors import BackendError
 from ...ir import loop_ir as L
-from ...memo import OwnedMemo
+from ...memo import OwnedMemo, tensor_version
 from .codegen import generate
 from .device import DeviceRunner, DeviceTensor, bind_operand, host_eval, pick_device, sm_count
 from .launch import DirectLaunch, constexpr_values, interpreting, load_kernel
@@ -198,7 +198,7 @@ class TritonKernel:
 
         # Memo entries are checked against a weak reference to the very pos tensor they came from:
         # torch's caching allocator gives a freed matrix's address to the next one of the same size.
-        key = (pos.data_ptr(), pos.numel(), getattr(pos, "_version", 0), str(device), idx64, options_generation())
+        key = (pos.data_ptr(), pos.numel(), tensor_version(pos), str(device), idx64, options_generation())
         hit = self._split_memo.get(pos, key, _MISS)
         if hit is not _MISS:
             return hit
@@ -424,7 +424,7 @@ class TritonKernel:
                     if e.buffer not in cache:
                         b = bufs[e.buffer]
                         n = b.numel()
-                        key = (b.data_ptr(), n, getattr(b, "_version", 0), str(b.device))
+                        key = (b.data_ptr(), n, tensor_version(b), str(b.device))
                         hit = memo.get(b, key)
                         if hit is None:
                             if n > 1:

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ...fastcall import FALLBACK
-from ...memo import OwnedMemo
+from ...memo import OwnedMemo, tensor_version
 from .launch import DirectLaunch, constexpr_values
 from .options import options_generation
 from .schedule import next_pow2
@@ -337,7 +337,7 @@ def _mask_key(m: Any) -> tuple | None:
     if type(m) is not DeviceTensor:
         return None
     arrays = [m.values] + [a for level in m.levels for a in level.values()]
-    return tuple((id(a), a._version) for a in arrays)
+    return tuple((id(a), tensor_version(a)) for a in arrays)
 
 
 def _plain(torch: Any, x: Any) -> bool:
@@ -391,7 +391,7 @@ class AttentionTemplate:
         Memoized by storage and version (device reductions and one read per mask)."""
         import torch
 
-        key = (vals.data_ptr(), vals.numel(), getattr(vals, "_version", 0), blocks)
+        key = (vals.data_ptr(), vals.numel(), tensor_version(vals), blocks)
         hit = self._full_memo.get(vals, key)
         if hit is not None:
             return hit

@@ -29,6 +29,7 @@ import math
 from typing import Any, Mapping
 
 from ...fastcall import FALLBACK
+from ...memo import tensor_version
 from .device import DeviceTensor, _fitting, _torch, bind_operand, torch_dtype
 
 
@@ -106,7 +107,7 @@ class TritonFastCall:
     def _key(self, x: Any) -> tuple:
         """What must not change for a torch tensor's binding to stay valid (in-place writes bump _version)."""
         torch = self._torch
-        return (x._version, x.data_ptr() if x.layout == torch.strided else None, x.device)
+        return (tensor_version(x), x.data_ptr() if x.layout == torch.strided else None, x.device)
 
     def _bind_flat(self, name: str, x: Any) -> "_Flat | None":
         """``x`` as a flat view if it is a contiguous strided tensor of the operand's dtype and rank, else None."""

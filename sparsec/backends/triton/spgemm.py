@@ -81,7 +81,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ...fastcall import FALLBACK
-from ...memo import OwnedMemo
+from ...memo import OwnedMemo, tensor_version
 from .attention import _canonical, template_may_run
 from ...tensor import _needed_format
 from .device import _is, _nonempty, bind_operand, csr_result, index_dtype, pick_device
@@ -631,7 +631,7 @@ class SpgemmTemplate:
 
         bufs = (a.levels[1]["pos"], a.levels[1]["crd"], b.levels[1]["pos"], b.levels[1]["crd"])
         wide = wide_from(b.shape[1])
-        key = tuple((t.data_ptr(), t.numel(), t._version) for t in bufs) + (a.shape, b.shape, HALF, PMAX, wide)
+        key = tuple((t.data_ptr(), t.numel(), tensor_version(t)) for t in bufs) + (a.shape, b.shape, HALF, PMAX, wide)
         hit = self._plans.get(bufs, key)
         if hit is not None:
             return hit

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ...ir import loop_ir as L
-from ...memo import OwnedMemo
+from ...memo import OwnedMemo, tensor_version
 from .schedule import next_pow2
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z_0-9]*|\S")
@@ -662,7 +662,7 @@ class TileKernel:
         """Per row and split, the offset of the split's first value (pos[row] + bits set before it)."""
         import torch
 
-        key = (bits.data_ptr(), bits.numel(), getattr(bits, "_version", 0), pos.data_ptr(), rows, k, kps, split)
+        key = (bits.data_ptr(), bits.numel(), tensor_version(bits), pos.data_ptr(), rows, k, kps, split)
         hit = self._base_memo.get(bits, key)
         if hit is not None:
             return hit
