@@ -210,7 +210,9 @@ class Kernel:
         fast = self._fast
         if fast is not None and self._call_hook is None:
             given = kwargs if not args else {**dict(zip(self.inputs, args)), **kwargs}
-            if len(given) == len(self._input_set):
+            # an operand given twice (by position and by name) or too many positional ones: the general
+            # path raises TypeError, as run() does
+            if len(given) == len(self._input_set) == len(args) + len(kwargs):
                 try:
                     result = fast(given)   # a misnamed operand: KeyError, and the general path explains
                     if result is FALLBACK:

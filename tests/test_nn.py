@@ -363,14 +363,17 @@ def test_triton_target_under_inference_mode():
     import sparsec as sc
 
     layer = snn.SparseLinear.from_dense(torch.nn.Linear(16, 6), sparsity=0.5, target="triton")
-    x = torch.randn(3, 16)
+    dev = "cuda" if ON_GPU else "cpu"
+    layer = layer.to(dev)
+    x = torch.randn(3, 16, device=dev)
     with torch.no_grad():
         ref = layer(x.clone())
     with torch.inference_mode():
         y = layer(x.clone())
         k = sc.compile("C[i,j] = A[i,k] * B[k,j]", formats={"A": "csr"}, dtype="float32", target="triton")
         A = sc.Tensor.from_numpy(__import__("numpy").eye(5, dtype="float32"), "csr")
-        B = torch.ones(5, 3)
+        A = A.to_device(dev) if ON_GPU else A
+        B = torch.ones(5, 3, device=dev)
         assert float(k(A=A, B=B).sum()) == 15.0
         B.mul_(2)
         assert float(k(A=A, B=B).sum()) == 30.0

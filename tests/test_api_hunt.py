@@ -1,0 +1,118 @@
+"""Regression tests for bugs found by the API/frontend hunt (probe/hunt2/bugN.py). Failing cases are strict xfails."""
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import sparsec as sc
+from sparsec.errors import SparsecError
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
+
+
+@pytest.mark.xfail(strict=True, reason="bug1: 0-d operand to einsum is bound as shape (1,) -> ParseError")
+def test_einsum_0d_operand():
+    got = sc.einsum(",i->i", np.array(2.0), np.ones(3))
+    np.testing.assert_allclose(got, np.einsum(",i->i", np.array(2.0), np.ones(3)))
+
+
+def test_kernel_0d_input_as_0d_array_works():
+    k = sc.compile("y[i] = s*x[i]")
+    np.testing.assert_allclose(k(s=np.array(2.0), x=np.ones(3)), 2 * np.ones(3))
+
+
+@pytest.mark.xfail(strict=True, reason="bug2: python/numpy scalar for a 0-d input -> FormatError (as_tensor makes shape (1,))")
+@pytest.mark.parametrize("s", [2.0, np.float64(2.0)])
+def test_kernel_0d_input_scalar(s):
+    k = sc.compile("y[i] = s*x[i]")
+    np.testing.assert_allclose(k(s=s, x=np.ones(3)), 2 * np.ones(3))
+
+
+def _spmv():
+    return sc.compile("y[i] = A[i,j]*x[j]", formats={"A": "csr"}), sp.csr_matrix(np.eye(3)), np.arange(3.0)
+
+
+def test_run_checks_duplicate_and_extra_operands():
+    k, A, x = _spmv()
+    with pytest.raises(TypeError):
+        k.run(A, x, x=2 * x)
+    with pytest.raises(TypeError):
+        k.run(A, x, np.ones(3))
+
+
+def test_call_rejects_duplicate_operand():
+    k, A, x = _spmv()
+    with pytest.raises(TypeError):
+        k(A, x, x=2 * x)
+
+
+def test_call_rejects_extra_positional():
+    k, A, x = _spmv()
+    with pytest.raises(TypeError):
+        k(A, x, np.ones(3))
+
+
+@pytest.mark.xfail(strict=True, reason="bug4: tensor named 'self' accepted but Kernel.__call__(self, ...) cannot take it")
+def test_tensor_named_self():
+    try:
+        k = sc.compile("y[i] = self[i,j]*x[j]")
+    except SparsecError:
+        return  # refusing the name clearly is fine
+    np.testing.assert_allclose(k(self=np.ones((2, 2)), x=np.ones(2)), [2.0, 2.0])
+
+
+@pytest.mark.xfail(strict=True, reason="bug5: Triton: index named ROWS shadows the launch constexpr")
+def test_triton_index_named_rows():
+    A = sp.random(5, 4, density=0.5, format="csr", random_state=1)
+    try:
+        k = sc.compile("y[ROWS] = A[ROWS,j]*x[j]", formats={"A": "csr"}, target="triton")
+    except SparsecError:
+        return
+    got = k(A=A, x=np.ones(4))
+    np.testing.assert_allclose(np.asarray(got), A @ np.ones(4))
+
+
+@pytest.mark.xfail(strict=True, reason="bug6: integer literal out of the kernel dtype's range wraps silently")
+def test_int_literal_out_of_range():
+    try:
+        k = sc.compile("y[i] = 300 * A[i]", dtype="int8")
+        got = k(A=np.ones(3, np.int8))
+    except SparsecError:
+        return
+    assert (got == 300).all()
+
+
+@pytest.mark.xfail(strict=True, reason="bug6: float16 literal out of range -> raw OverflowError from llvmlite")
+def test_f16_literal_out_of_range():
+    try:
+        k = sc.compile("y[i] = 1e300 * A[i]", dtype="float16")
+    except SparsecError:
+        return
+    assert np.isinf(k(A=np.ones(3, np.float16))).all()
+
+
+@pytest.mark.xfail(strict=True, reason="bug7: float/NaN operand silently truncated into an int32 kernel")
+def test_lossy_operand_cast_is_not_silent():
+    k = sc.compile("y[i] = A[i,j]*x[j]", formats={"A": "csr"}, dtype="int32")
+    A = sp.csr_matrix(np.eye(2, dtype=np.int32))
+    with pytest.raises((SparsecError, TypeError)):
+        k(A=A, x=np.array([1.7, np.nan]))
+
+
+@pytest.mark.xfail(strict=True, reason="bug8: bool einsum returns float64 counts; numpy returns bool")
+def test_bool_einsum_dtype():
+    a = np.ones((3, 4), bool)
+    v = np.ones(4, bool)
+    got = sc.einsum("ij,j->i", a, v)
+    assert got.dtype == np.einsum("ij,j->i", a, v).dtype
+
+
+@pytest.mark.xfail(strict=True, reason="bug9: float16 reductions accumulate in float16 (numpy uses float32)")
+def test_f16_accumulation():
+    a = np.ones(3000, np.float16)
+    assert float(sc.einsum("i,i->", a, a)) == 3000.0
