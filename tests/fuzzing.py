@@ -8,8 +8,10 @@ bugs), ``<PREFIX>_SEED`` (random exploration from that seed instead of the fixed
 from __future__ import annotations
 
 import os
+import re
+import traceback
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from hypothesis import HealthCheck, Phase, seed, settings
 
@@ -44,3 +46,30 @@ class FuzzEnv:
     def seeded(self, test: Callable) -> Callable:
         """``test`` under ``hypothesis.seed`` when a seed is set."""
         return seed(int(self.seed))(test) if self.seed else test
+
+
+@dataclass(frozen=True)
+class KnownBug:
+    """A bug documented by an xfail regression; ``matches`` recognises it in a fuzz failure.
+
+    ``crashes``: the bug may kill the process (a segfault), so a case ``case`` accepts is not run at all
+    outside strict mode (the fuzzer is blind there until the fix; the regressions keep the evidence).
+    """
+
+    name: str
+    exc: type
+    message: str                   # regular expression searched in str(exception)
+    function: str = ""             # name of the innermost sparsec function that raised it ("" = any)
+    case: Callable[[Any], bool] | None = None   # for wrong results: which cases it can explain
+    crashes: bool = False
+
+    def matches(self, e: BaseException, case: Any = None) -> bool:
+        """Whether failure ``e`` (of ``case``) is this bug."""
+        if not isinstance(e, self.exc) or re.search(self.message, str(e)) is None:
+            return False
+        if self.case is not None and (case is None or not self.case(case)):
+            return False
+        if self.function:
+            frames = [f for f in traceback.extract_tb(e.__traceback__) if "/sparsec/" in f.filename]
+            return bool(frames) and frames[-1].name == self.function
+        return True

@@ -54,7 +54,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from fuzzing import FuzzEnv
+from fuzzing import FuzzEnv, KnownBug
 
 import sparsec as sc
 from grid import _nm24, check
@@ -484,29 +484,6 @@ def run_fuzz_case(case: FuzzCase, target: str) -> None:
 
 
 # ------------------------------------------------------------------------------------ known bugs
-@dataclass(frozen=True)
-class KnownBug:
-    """A bug documented by an xfail regression; ``matches`` recognises it in a fuzz failure."""
-
-    name: str
-    exc: type
-    message: str                   # regular expression searched in str(exception)
-    function: str = ""             # name of the innermost sparsec function that raised it ("" = any)
-    case: Callable[[FuzzCase], bool] | None = None   # for wrong results: which cases it can explain
-
-    def matches(self, e: BaseException, case: FuzzCase | None = None) -> bool:
-        if not isinstance(e, self.exc) or re.search(self.message, str(e)) is None:
-            return False
-        if self.case is not None and (case is None or not self.case(case)):
-            return False
-        if self.function:
-            import traceback
-
-            frames = [f for f in traceback.extract_tb(e.__traceback__) if "/sparsec/" in f.filename]
-            return bool(frames) and frames[-1].name == self.function
-        return True
-
-
 #: failures the fuzzer has found whose fix is outside this test's files (see REGRESSIONS).
 KNOWN_BUGS: list[KnownBug] = []
 

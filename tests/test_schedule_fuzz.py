@@ -57,7 +57,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from fuzzing import FuzzEnv
+from fuzzing import FuzzEnv, KnownBug
 
 # before sparsec is imported (the runtime reads it once): also when this file runs as a script
 os.environ.setdefault("SPARSEC_POISON_OUTPUTS", "1")
@@ -451,34 +451,6 @@ def run_sched_case(case: SchedCase, target: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ known bugs
-@dataclass(frozen=True)
-class KnownBug:
-    """A bug documented by an xfail regression; ``matches`` recognises it in a fuzz failure.
-
-    ``crashes``: the bug may kill the process (a segfault), so a case ``case`` accepts is not run at all
-    outside strict mode (the fuzzer is blind there until the fix; the regressions keep the evidence).
-    """
-
-    name: str
-    exc: type
-    message: str                   # regular expression searched in str(exception)
-    function: str = ""             # name of the innermost sparsec function that raised it ("" = any)
-    case: Callable[[SchedCase], bool] | None = None   # for wrong results: which cases it can explain
-    crashes: bool = False
-
-    def matches(self, e: BaseException, case: SchedCase | None = None) -> bool:
-        if not isinstance(e, self.exc) or re.search(self.message, str(e)) is None:
-            return False
-        if self.case is not None and (case is None or not self.case(case)):
-            return False
-        if self.function:
-            import traceback
-
-            frames = [f for f in traceback.extract_tb(e.__traceback__) if "/sparsec/" in f.filename]
-            return bool(frames) and frames[-1].name == self.function
-        return True
-
-
 #: open bugs the fuzzer found (their fix is in sparsec), recognised in the random tests; see REGRESSIONS. Empty:
 #: every bug found so far is fixed. One that can crash the process is entered as, e.g.,
 #: ``KnownBug("name", Exception, "", case=predicate, crashes=True)``: cases ``predicate`` accepts are not run.
