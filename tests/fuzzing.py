@@ -70,6 +70,62 @@ class KnownBug:
         if self.case is not None and (case is None or not self.case(case)):
             return False
         if self.function:
-            frames = [f for f in traceback.extract_tb(e.__traceback__) if "/sparsec/" in f.filename]
+            frames = sparsec_frames(e)
             return bool(frames) and frames[-1].name == self.function
         return True
+
+
+def sparsec_frames(e: BaseException) -> list[traceback.FrameSummary]:
+    """The traceback frames of ``e`` inside the sparsec package, outermost first."""
+    return [f for f in traceback.extract_tb(e.__traceback__) if "/sparsec/" in f.filename]
+
+
+def explore_failures(strategy: Any, probe: Callable[[Any], list[str]], examples: int, seed_: int,
+                     minimize: bool = True, minimize_examples: int = 300, show: Callable[[Any], str] = str,
+                     on_new: Callable[[Any], None] | None = None,
+                     summary: Callable[[], str] = lambda: "") -> dict[str, tuple[int, Any]]:
+    """Draw ``examples`` cases from ``strategy`` without stopping at failures (script mode of a fuzzer).
+
+    ``probe(case)`` returns the signatures of the case's failures (empty: it passed). Each new signature
+    is printed with its case (``on_new`` may add detail), then each is minimized (``hypothesis.find``) and
+    printed with ``show``. Returns ``{signature: (count, minimal case)}``.
+    """
+    import time
+
+    from hypothesis import find, given
+
+    found: dict[str, list] = {}
+    count = {"n": 0, "t": time.time()}
+
+    @seed(seed_)
+    @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck),
+              phases=(Phase.generate,))
+    @given(case=strategy)
+    def run(case: Any) -> None:
+        count["n"] += 1
+        for s in probe(case):
+            if s not in found:
+                print(f"[{count['n']}] NEW {s}\n    {case}", flush=True)
+                if on_new is not None:
+                    on_new(case)
+                found[s] = [0, case]
+            found[s][0] += 1
+        if count["n"] % 100 == 0:
+            print(f"  {count['n']} examples{summary()}, {time.time() - count['t']:.0f} s", flush=True)
+
+    run()
+    print(f"explored {count['n']} examples{summary()} in {time.time() - count['t']:.0f} s; {len(found)} signatures",
+          flush=True)
+    out = {}
+    for s, (n, case) in found.items():
+        small = case
+        if minimize:
+            try:
+                small = find(strategy, lambda c, s=s: s in probe(c),
+                             settings=settings(max_examples=minimize_examples, database=None, deadline=None,
+                                               suppress_health_check=list(HealthCheck)))
+            except Exception as e:  # noqa: BLE001 - flaky or not reproducible from scratch: keep the original
+                print(f"could not minimize {s}: {type(e).__name__}")
+        out[s] = (n, small)
+        print(f"== {n}x {s}\n   {show(small)}", flush=True)
+    return out

@@ -51,10 +51,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from fuzzing import FuzzEnv, KnownBug
+from fuzzing import FuzzEnv, KnownBug, explore_failures, sparsec_frames
 
 import sparsec as sc
 from grid import _nm24, check
@@ -634,14 +634,11 @@ def test_generator_covers_the_space() -> None:
 # ------------------------------------------------------------------------------------ exploration
 def failure_signature(e: BaseException, target: str) -> str:
     """A short key grouping failures by cause: exception type, where it was raised in sparsec, message shape."""
-    import traceback
-
-    frames = [f for f in traceback.extract_tb(e.__traceback__) if "/sparsec/" in f.filename]
-    where = f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else "tests"
-    if where != "tests":
-        return f"{type(e).__name__}|{where}"
+    frames = sparsec_frames(e)
+    if frames:
+        return f"{type(e).__name__}|{os.path.basename(frames[-1].filename)}:{frames[-1].lineno}"
     msg = re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "N", str(e).splitlines()[0] if str(e) else "")
-    return f"{target}|{type(e).__name__}|{where}|{msg[:60]}"
+    return f"{target}|{type(e).__name__}|tests|{msg[:60]}"
 
 
 def explore(examples: int, seed_: int, minimize: bool = True) -> dict[str, tuple[int, FuzzCase]]:
@@ -649,12 +646,6 @@ def explore(examples: int, seed_: int, minimize: bool = True) -> dict[str, tuple
 
     Returns ``{signature: (count, minimal case)}``. Run as ``python tests/test_fuzz.py EXAMPLES SEED``.
     """
-    import time
-    from hypothesis import find
-
-    found: dict[str, list] = {}
-    count = {"n": 0, "t": time.time()}
-
     def probe(case: FuzzCase) -> list[str]:
         sigs = []
         for target in ("cpu", "interp"):
@@ -666,33 +657,7 @@ def explore(examples: int, seed_: int, minimize: bool = True) -> dict[str, tuple
                     sigs.append(sig)
         return sigs
 
-    @seed(seed_)
-    @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck),
-              phases=(Phase.generate,))
-    @given(case=fuzz_cases())
-    def run(case: FuzzCase) -> None:
-        count["n"] += 1
-        for s in probe(case):
-            if s not in found:
-                print(f"[{count['n']}] NEW {s}\n    {case}", flush=True)
-                found[s] = [0, case]
-            found[s][0] += 1
-
-    run()
-    print(f"explored {count['n']} examples in {time.time() - count['t']:.0f} s; {len(found)} signatures", flush=True)
-    out = {}
-    for s, (n, case) in found.items():
-        small = case
-        if minimize:
-            try:
-                small = find(fuzz_cases(), lambda c, s=s: s in probe(c),
-                             settings=settings(max_examples=2000, database=None, deadline=None,
-                                               suppress_health_check=list(HealthCheck)))
-            except Exception as e:  # noqa: BLE001 - flaky or not reproducible from scratch: keep the original
-                print(f"could not minimize {s}: {type(e).__name__}")
-        out[s] = (n, small)
-        print(f"== {n}x {s}\n   {small}", flush=True)
-    return out
+    return explore_failures(fuzz_cases(), probe, examples, seed_, minimize, minimize_examples=2000)
 
 
 if __name__ == "__main__":

@@ -54,10 +54,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from fuzzing import FuzzEnv, KnownBug
+from fuzzing import FuzzEnv, KnownBug, explore_failures, sparsec_frames
 
 # before sparsec is imported (the runtime reads it once): also when this file runs as a script
 os.environ.setdefault("SPARSEC_POISON_OUTPUTS", "1")
@@ -660,9 +660,7 @@ def test_the_oracle_comparison_can_fail() -> None:
 # ------------------------------------------------------------------------------------ exploration
 def failure_signature(e: BaseException) -> str:
     """A short key grouping failures by cause: exception type and where sparsec raised it (or the message)."""
-    import traceback
-
-    frames = [f for f in traceback.extract_tb(e.__traceback__) if "/sparsec/" in f.filename]
+    frames = sparsec_frames(e)
     if frames:
         return f"{type(e).__name__}|{os.path.basename(frames[-1].filename)}:{frames[-1].name}"
     msg = re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "N", str(e).splitlines()[0] if str(e) else "")
@@ -685,58 +683,27 @@ def explore(examples: int, seed_: int, target: str = "cpu", minimize: bool = Tru
 
     Run as ``python tests/test_schedule_fuzz.py EXAMPLES SEED [cpu|triton] [minimize: 1|0]``.
     """
-    import time
     import traceback
-    from hypothesis import find
 
-    found: dict[str, list] = {}
-    count = {"n": 0, "refused": 0, "t": time.time()}
+    refused = {"n": 0}
     strat = sched_cases() if target == "cpu" else sched_cases(max_commands=3, small=True, threads=(1,))
 
-    def probe(case: SchedCase) -> str | None:
+    def probe(case: SchedCase) -> list[str]:
         try:
             if _run_or_known(case, target) == "refused":
-                count["refused"] += 1
+                refused["n"] += 1
         except Exception as e:  # noqa: BLE001 - everything is a finding here
-            return failure_signature(e)
-        return None
+            return [failure_signature(e)]
+        return []
 
-    @seed(seed_)
-    @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck),
-              phases=(Phase.generate,))
-    @given(case=strat)
-    def run(case: SchedCase) -> None:
-        count["n"] += 1
-        s = probe(case)
-        if s is not None:
-            if s not in found:
-                print(f"[{count['n']}] NEW {s}\n    {case}", flush=True)
-                try:
-                    run_sched_case(case, target)
-                except Exception:  # noqa: BLE001
-                    traceback.print_exc(limit=-4)
-                found[s] = [0, case]
-            found[s][0] += 1
-        if count["n"] % 100 == 0:
-            print(f"  {count['n']} examples, {count['refused']} refused, {time.time() - count['t']:.0f} s",
-                  flush=True)
+    def traced(case: SchedCase) -> None:
+        try:
+            run_sched_case(case, target)
+        except Exception:  # noqa: BLE001
+            traceback.print_exc(limit=-4)
 
-    run()
-    print(f"explored {count['n']} examples ({count['refused']} refused) in {time.time() - count['t']:.0f} s; "
-          f"{len(found)} signatures", flush=True)
-    out = {}
-    for s, (n, case) in found.items():
-        small = case
-        if minimize:
-            try:
-                small = find(strat, lambda c, s=s: probe(c) == s,
-                             settings=settings(max_examples=300, database=None, deadline=None,
-                                               suppress_health_check=list(HealthCheck)))
-            except Exception as e:  # noqa: BLE001 - not reproducible from scratch: keep the original
-                print(f"could not minimize {s}: {type(e).__name__}")
-        out[s] = (n, small)
-        print(f"== {n}x {s}\n   {small}\n   {small.schedule_code()}\n{repro_script(small, target)}", flush=True)
-    return out
+    return explore_failures(strat, probe, examples, seed_, minimize, show=lambda c: f"{c}\n   {c.schedule_code()}\n"
+                            f"{repro_script(c, target)}", on_new=traced, summary=lambda: f" ({refused['n']} refused)")
 
 
 if __name__ == "__main__":
