@@ -324,6 +324,13 @@ def promote(*dtypes: str) -> str:
     return name
 
 
+def accumulator_dtype(dtype: str) -> str:
+    """The dtype a reduction of ``dtype`` accumulates in: float16 and bfloat16 sums run in float32 (as
+    numpy's einsum does for float16), so that a long sum does not stall at float16's 11-bit precision;
+    the result is rounded once, when stored."""
+    return "float32" if dtype in ("float16", "bfloat16") else dtype
+
+
 def identity_value(op: str, dtype: str):
     """The identity of a reduction in ``dtype`` (integers use their extreme values)."""
     v = IDENTITY[op]
@@ -350,6 +357,7 @@ class Sparsifier:
         self.space = space
         self.choice = order
         self.cdt = compute_dtype
+        self.adt = accumulator_dtype(compute_dtype)   # scalar accumulators and workspace values
         self.namer = namer
         self.filters = list(filters)
         self.kernel_name = kernel_name
@@ -738,7 +746,7 @@ class Sparsifier:
         """
         if not any(isinstance(x, (Access, Reduce)) for x in r.body.walk()):
             return self._constant_reduce(r, st)
-        acc = L.Var(self.namer.fresh("red"), self.cdt)
+        acc = L.Var(self.namer.fresh("red"), self.adt)
         sub = Nest(self._sub_order(r), r.op, {v.name for v in r.vars}, top=False, acc=acc)
         outer, self.nest = self.nest, sub
         try:
@@ -746,7 +754,7 @@ class Sparsifier:
         finally:
             self.nest = outer
         self.opaque[acc.name] = acc
-        return [L.Assign(acc, const(identity_value(r.op, self.cdt), self.cdt))] + body, acc
+        return [L.Assign(acc, const(identity_value(r.op, self.adt), self.adt))] + body, acc
 
     def _constant_reduce(self, r: Reduce, st: _State) -> tuple[list[L.Stmt], L.Var]:
         """``r`` over a body that reads no operand (a lattice case replaced them by 0): closed form.
@@ -754,20 +762,20 @@ class Sparsifier:
         sum: body * (product of the extents); max/min: body, or the identity over an empty range.
         A repeated index's duplicate adds no terms: its filter keeps one value of it.
         """
-        value = self.emit_expr(r.body, st)
+        value = self._as(self.emit_expr(r.body, st), self.adt)
         dups = {d for _, d in self.filters}
         extents = [L.Var(self.dim_param[v.name]) for v in r.vars if v.name not in dups]
         if r.op == "sum":
             for n in extents:
-                value = binop("mul", value, self._as(n, self.cdt))
+                value = binop("mul", value, self._as(n, self.adt))
         else:
             nonempty = None
             for n in extents:
                 c = binop("gt", n, const(0))
                 nonempty = c if nonempty is None else binop("and", nonempty, c)
             if nonempty is not None:
-                value = L.Select(nonempty, value, const(identity_value(r.op, self.cdt), self.cdt), self.cdt)
-        acc = L.Var(self.namer.fresh("red"), self.cdt)
+                value = L.Select(nonempty, value, const(identity_value(r.op, self.adt), self.adt), self.adt)
+        acc = L.Var(self.namer.fresh("red"), self.adt)
         self.opaque[acc.name] = acc
         return [L.Assign(acc, value)], acc
 
@@ -1298,10 +1306,10 @@ class Sparsifier:
             inner.hit = L.Var(self.namer.fresh("hit"), BOOL)
             stmts.append(L.Assign(inner.hit, const(False, BOOL)))
         if self.symbolic:
-            inner.acc = L.Var("acc_unused", self.cdt)  # marks "inside the accumulation"; never emitted
+            inner.acc = L.Var("acc_unused", self.adt)  # marks "inside the accumulation"; never emitted
         else:
-            inner.acc = L.Var(self.namer.fresh("acc"), self.cdt)
-            stmts.append(L.Assign(inner.acc, const(identity_value(op, self.cdt), self.cdt)))
+            inner.acc = L.Var(self.namer.fresh("acc"), self.adt)
+            stmts.append(L.Assign(inner.acc, const(identity_value(op, self.adt), self.adt)))
         stmts += self.lower_var(k, inner, expr)
         if self.symbolic:
             return stmts + [L.If(inner.hit, L.Block(tuple(self.emit(st, None))))]
@@ -1314,7 +1322,7 @@ class Sparsifier:
         if not self.nest.top:
             value = self.emit_expr(expr, st)
             acc = self.nest.acc
-            return [L.Assign(acc, binop(STORE_OP[self.reduce_op], acc, value))]
+            return [L.Assign(acc, binop(STORE_OP[self.reduce_op], acc, self._as(value, acc.dtype)))]
         if self.symbolic:
             if st.hit is not None:
                 return [L.Assign(st.hit, const(True, BOOL))]
@@ -1330,7 +1338,7 @@ class Sparsifier:
             return self.ws_touch(st) + self.ws_accumulate(st, value)
         if st.acc is not None:
             op = self.reduce_op or "sum"
-            new = binop({"sum": "add", "max": "max", "min": "min"}[op], st.acc, value)
+            new = binop({"sum": "add", "max": "max", "min": "min"}[op], st.acc, self._as(value, st.acc.dtype))
             stmts = [L.Assign(st.acc, new)]
             if st.hit is not None:
                 stmts.append(L.Assign(st.hit, const(True, BOOL)))
@@ -1421,7 +1429,7 @@ class Sparsifier:
         hashed += self.hash_row(k, st, expr, (mask, sh))
         if kind == "hash":
             return size + hashed
-        item = {"float64": 8, "int64": 8, "float32": 4, "int32": 4, "float16": 2, "bfloat16": 2}.get(self.cdt, 1)
+        item = {"float64": 8, "int64": 8, "float32": 4, "int32": 4, "float16": 2, "bfloat16": 2}.get(self.adt, 1)
         min_n = -(-HASH_MIN_BYTES // (item + 1))
         # a dense row of >= HASH_MIN_BYTES, and the table's slots * HASH_RATIO <= n; the row's table size is
         # only computed where the first holds (narrower outputs, all of today's test matrices, pay nothing)
@@ -1467,7 +1475,7 @@ class Sparsifier:
         emit_st.bound[self.ws_var] = jv
         value = self.ws_value(h, "hvals", "hcount")   # the touched list holds column << 32 | slot
         clear: list[L.Stmt] = [L.Store(self.ws_names["hkey"], h, const(-1, "int64")),
-                               L.Store(self.ws_names["hvals"], h, const(0, self.cdt))]
+                               L.Store(self.ws_names["hvals"], h, const(0, self.adt))]
         if "hcount" in self.ws_names:
             clear.append(L.Store(self.ws_names["hcount"], h, const(0, "int64")))
         x = L.Var(self.namer.fresh("x"), "int64")
@@ -1493,7 +1501,7 @@ class Sparsifier:
         first: list[L.Stmt] = [L.Store(hkey, h, L.Cast(j, "int64")), L.Store(lst, cnt, packed),
                                L.Assign(cnt, binop("add", cnt, 1))]
         if "hcount" in self.ws_names:
-            first.append(L.Store(self.ws_names["hvals"], h, const(identity_value(self.reduce_op, self.cdt), self.cdt)))
+            first.append(L.Store(self.ws_names["hvals"], h, const(identity_value(self.reduce_op, self.adt), self.adt)))
         op = self.reduce_op or "sum"
         stmts: list[L.Stmt] = [
             L.Assign(h, self._hash_slot(j, sh)), self._probe(h, j, mask, True),
@@ -1530,7 +1538,7 @@ class Sparsifier:
         if "count" in self.ws_names:
             clear.append(L.Store(self.ws_names["count"], jv, const(0, "int64")))
         drain = [L.Assign(jv, L.Cast(L.Load(lst, t, "int64"), INDEX))] + self.emit(emit_st, value) + [
-            L.Store(vals, jv, const(0, self.cdt))] + clear
+            L.Store(vals, jv, const(0, self.adt))] + clear
         order = " in touch order" if self.touch_order else ", sorted"
         drain_loop = L.For(t, const(0), cnt, L.Block(tuple(drain)), comment=f"{self.ws_var}: touched coordinates{order}")
         if self.touch_order:
@@ -1539,7 +1547,7 @@ class Sparsifier:
         # workspace (n byte tests), an insertion sort of the touched list (~cnt^2/4 moves: short
         # rows), or a radix sort of it (~2 passes of 512 + 4 cnt branch-free steps).
         scan_body = [L.If(binop("ne", L.Load(mark, jv, "int8"), const(0, "int8")),
-                          L.Block(tuple(self.emit(emit_st, value) + [L.Store(vals, jv, const(0, self.cdt))] + clear)))]
+                          L.Block(tuple(self.emit(emit_st, value) + [L.Store(vals, jv, const(0, self.adt))] + clear)))]
         scan = [L.For(jv, const(0), n, L.Block(tuple(scan_body)), comment=f"{self.ws_var}: scan the dense workspace")]
         sort = self._sort_list(cnt, n)
         scan_wins = binop("lt", n, binop("add", binop("mul", cnt, 8), const(2 * _RADIX)))
@@ -1558,14 +1566,14 @@ class Sparsifier:
         minmax = self.main.reduce_op in ("max", "min")
         parts: dict[str, str] = {}
         if kind != "hash":
-            parts.update(vals=self.cdt, mark="int8")
+            parts.update(vals=self.adt, mark="int8")
         parts["list"] = "int64"
         if not self.touch_order:
             parts.update(tmp="int64", hist="int64")
         if minmax and kind != "hash":
             parts["count"] = "int64"
         if kind != "dense":
-            parts.update(hkey="int64", hvals=self.cdt)
+            parts.update(hkey="int64", hvals=self.adt)
             if minmax:
                 parts["hcount"] = "int64"
         return parts
@@ -1583,7 +1591,7 @@ class Sparsifier:
         first: list[L.Stmt] = [L.Store(mark, j, const(1, "int8")), L.Store(lst, cnt, L.Cast(j, "int64")),
                                L.Assign(cnt, binop("add", cnt, 1))]
         if "count" in self.ws_names and not self.symbolic:
-            first.append(L.Store(self.ws_names["vals"], j, const(identity_value(self.reduce_op, self.cdt), self.cdt)))
+            first.append(L.Store(self.ws_names["vals"], j, const(identity_value(self.reduce_op, self.adt), self.adt)))
         return [L.If(binop("eq", L.Load(mark, j, "int8"), const(0, "int8")), L.Block(tuple(first)))]
 
     def ws_accumulate(self, st: _State, value: L.LExpr) -> list[L.Stmt]:
@@ -1602,7 +1610,7 @@ class Sparsifier:
         reached by fewer terms than the reduced range holds (the product of its extents) had
         an implicit 0 among them.
         """
-        v = L.Load(self.ws_names[vals], j, self.cdt)
+        v = L.Load(self.ws_names[vals], j, self.adt)
         if count not in self.ws_names:
             return v
         terms = None
@@ -1612,7 +1620,7 @@ class Sparsifier:
             terms = n if terms is None else binop("mul", terms, n)
         seen = L.Cast(L.Load(self.ws_names[count], j, "int64"), INDEX)
         op = STORE_OP[self.main.reduce_op]
-        return L.Select(binop("lt", seen, terms), binop(op, v, const(0, self.cdt)), v, self.cdt)
+        return L.Select(binop("lt", seen, terms), binop(op, v, const(0, self.adt)), v, self.adt)
 
     def insertion_sort(self, buf: str, n: L.Var) -> list[L.Stmt]:
         """Sort ``buf[0:n]`` ascending in place (loop IR; ``and`` short-circuits)."""
