@@ -236,8 +236,20 @@ def const(value: Union[int, float, bool], dtype: str = INDEX) -> Const:
     if dtype == BOOL:
         return Const(bool(value), BOOL)
     if is_float(dtype):
-        return Const(float(value), dtype)
+        return Const(_rounded(float(value), dtype), dtype)
     return Const(int(value), dtype)
+
+
+def _rounded(value: float, dtype: str) -> float:
+    """``value`` as ``dtype`` holds it: float16/float32 round, and overflow to +-inf as numpy's casts do
+    (``1e300`` in a float16 kernel is inf, never a backend's overflow error). bfloat16 is left to the
+    backend (it has no numpy type)."""
+    if dtype in ("float16", "float32"):
+        import numpy as np
+
+        with np.errstate(over="ignore"):
+            return float(np.asarray(value, dtype=dtype))
+    return value
 
 
 def _lift(x: "LExpr | int", like: LExpr) -> LExpr:

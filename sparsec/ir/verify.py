@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from ..errors import ShapeError, VerificationError
 from .tensor_ir import Access, Assignment, Binary, Expr, IndexVar, Literal, Program, Reduce, Unary, Where
 from .tensor_printer import access_text, statement_text
@@ -91,6 +93,20 @@ def verify_statement(s: Assignment, program: Program, where: str | None = None) 
             f"{where}: the right-hand side is {kind} but {out.tensor!r} stores {out_dtype}; "
             f"declare {out.tensor!r} with a {kind} dtype"
         )
+    _check_int_literals(s, out_dtype, where)
+
+
+def _check_int_literals(s: Assignment, out_dtype: str, where: str) -> None:
+    """An integer literal of an integer statement must fit the output's dtype (numpy refuses
+    ``300 * int8_array`` too); it would otherwise wrap silently when the result is stored."""
+    if _dtype_kind(out_dtype) != "int":
+        return
+    info = np.iinfo(np.dtype(out_dtype))
+    for e in s.expr.walk():
+        v = e.value if isinstance(e, Literal) else None
+        if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and not info.min <= v <= info.max:
+            raise VerificationError(f"{where}: the literal {v} does not fit {out_dtype}, the dtype of "
+                                    f"{s.output.tensor!r} ({info.min} to {info.max}); declare a wider dtype")
 
 
 def _check_indices(s: Assignment, where: str) -> None:
