@@ -366,18 +366,21 @@ def einsum(subscripts: str, *operands: Any, out_format: FormatLike | None = None
     bound: list[Any] = []
     fmt_key: list[Any] = []
     for x, n in zip(operands, names):
-        if type(x) is np.ndarray and x.dtype != object and x.ndim:
+        if isinstance(x, (int, float, bool, np.generic)) and not isinstance(x, np.object_):
+            x = np.asarray(x)                                # a Python or numpy scalar: a 0-d operand
+        elif is_torch(x) and x.ndim == 0:                   # a 0-d torch tensor: its value, on the host
+            x = np.asarray(x.detach().cpu().float() if str(x.dtype) == "torch.bfloat16" else x.detach().cpu())
+        if type(x) is np.ndarray and x.dtype != object:
             bound.append(x)                                  # dense operands are used in place
             fmt_key.append(("dense", x.ndim))
         else:
             t = _scipy_view(x, n) if _is_scipy_sparse(x) else as_tensor(x, n)
             bound.append(t)
             fmt_key.append(t.format)
+    logical = False
     if dtype is None:
         try:
-            dts = [b.dtype for b in bound]
-            res = np.result_type(*dts) if dts else np.dtype("float64")
-            dtype = _normalize_dtype("float64" if res == np.bool_ else res, "einsum dtype")
+            dtype, logical = einsum_dtype([b.dtype for b in bound])
         except Exception:
             _check_dense_operands(bound, names)   # names the operand whose dtype is the cause
             raise
@@ -393,13 +396,47 @@ def einsum(subscripts: str, *operands: Any, out_format: FormatLike | None = None
         kernel = Kernel(build_program([stmt], fmts, dtype, out_fmt), target, schedule, "einsum")
         _EINSUM_CACHE.put(key, kernel)
     given = dict(zip(names, bound))
-    if kernel._fast is not None:
-        result = kernel._fast(given)
-        if result is not FALLBACK:
-            return result
-    torch_in = any(is_torch(x) for x in operands)
-    results = kernel.run(**given)
-    return _present(results["out"], kernel.program.decl("out"), torch_in)
+    result = kernel._fast(given) if kernel._fast is not None else FALLBACK
+    if result is FALLBACK:
+        torch_in = any(is_torch(x) for x in operands)
+        result = _present(kernel.run(**given)["out"], kernel.program.decl("out"), torch_in)
+    return as_logical(result) if logical else result
+
+
+def operand_rank(x: Any) -> int:
+    """How many dimensions an einsum operand has as given (a Python or numpy scalar, or a 0-d array: 0)."""
+    nd = getattr(x, "ndim", None)
+    if nd is None and hasattr(x, "shape"):
+        nd = len(x.shape)
+    return int(nd) if nd is not None else int(np.ndim(x))
+
+
+def einsum_dtype(dtypes: Sequence[Any]) -> tuple[str, bool]:
+    """The kernel dtype of an ``einsum`` over operands of ``dtypes`` (numpy's promotion; bfloat16 alone
+    stays bfloat16, with others it promotes as float32), and whether the result is logical.
+
+    numpy's einsum of bool operands is an "or" of "and"s and returns bool. Index notation sums bools as
+    integers, so such a kernel counts the terms in int64 and :func:`as_logical` turns the counts to bool.
+    """
+    if not dtypes:
+        return "float64", False
+    if all(str(d) == "bfloat16" for d in dtypes):
+        return "bfloat16", False
+    res = np.result_type(*[np.dtype("float32") if str(d) == "bfloat16" else d for d in dtypes])
+    if res == np.bool_:
+        return "int64", True
+    return _normalize_dtype(res, "einsum dtype"), False
+
+
+def as_logical(result: Any) -> Any:
+    """An einsum result of counts (numpy, torch, or a sparse tensor's values) as bool: count != 0."""
+    if isinstance(result, np.ndarray):
+        return result != 0
+    if is_torch(result):
+        return result != 0
+    if hasattr(result, "values") and hasattr(result, "levels"):   # Tensor / DeviceTensor: same pattern
+        return type(result)(result.format, result.shape, result.levels, result.values != 0, result.name)
+    return np.bool_(result != 0)
 
 
 def _einsum_out_format(out_format: FormatLike | None, ndim: int, operand_formats: Any) -> Any:

@@ -159,17 +159,50 @@ def as_tensor(x: Any, name: str, fmt: Format | None = None, dtype: str | None = 
         if arr.ndim == 0:
             arr = arr.reshape(())
         t = Tensor.from_numpy(arr if arr.ndim else arr.reshape(1), name=name) if arr.ndim else _scalar_tensor(arr, name)
-    if fmt is not None and t.format != fmt:
+    if fmt is not None and fmt.ndim == 0 and t.shape == (1,) and t.format.is_dense:
+        pass   # a 0-d operand travels as its one element (see infer_extents)
+    elif fmt is not None and t.format != fmt:
         if t.format.with_widths(fmt.pos_width, fmt.crd_width) != fmt:
             t = t.to(fmt)
         if t.format != fmt:
             # same structure, other index widths: the kernel reads exactly fmt's widths
             t = with_index_widths(t, fmt, name)
     if dtype is not None and _dtype_name(t.dtype) != dtype:
+        check_value_cast(_dtype_name(t.dtype), dtype, name, lambda: _value_bounds(t.values))
         t = t.astype(dtype)
     if t.name != name:
         t = _renamed(t, name)
     return t
+
+
+def check_value_cast(src: str, dst: str, name: str, bounds: Callable[[], tuple[Any, Any] | None]) -> None:
+    """Refuse to cast operand ``name``'s values from ``src`` to the kernel's ``dst`` where values would change.
+
+    Casts within a kind (float64 -> float32, int8 -> int64) and up a kind (bool -> int -> float) pass, as
+    numpy's ``same_kind`` rule has them; down a kind (float -> int, int -> bool) they would truncate, so a
+    TypeError asks for an explicit cast. An int narrowed to a smaller int is checked against its range:
+    ``bounds()`` gives the values' (min, max), or None for no values.
+    """
+    def kind(d: str) -> str:
+        return "f" if d == "bfloat16" else np.dtype(d).kind
+
+    order = {"b": 0, "u": 1, "i": 1, "f": 2}
+    ks, kd = kind(src), kind(dst)
+    if order.get(ks, 3) > order.get(kd, 3):
+        raise TypeError(f"operand {name!r}: its {src} values would be truncated to the kernel's {dst}; "
+                        f"cast them explicitly (.astype({dst!r})) or compile the kernel for {src}")
+    if ks in "iu" and kd in "iu":
+        info = np.iinfo(np.dtype(dst))
+        if np.iinfo(np.dtype(src)).min >= info.min and np.iinfo(np.dtype(src)).max <= info.max:
+            return
+        lo_hi = bounds()
+        if lo_hi is not None and (int(lo_hi[0]) < info.min or int(lo_hi[1]) > info.max):
+            raise OverflowError(f"operand {name!r}: its values span {int(lo_hi[0])} to {int(lo_hi[1])}, beyond the "
+                                f"kernel's {dst} ({info.min} to {info.max})")
+
+
+def _value_bounds(values: np.ndarray) -> tuple[Any, Any] | None:
+    return (values.min(), values.max()) if values.size else None
 
 
 _DTYPE_NAMES: dict[Any, str] = {}

@@ -15,10 +15,23 @@ def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
 
 
-@pytest.mark.xfail(strict=True, reason="bug1: 0-d operand to einsum is bound as shape (1,) -> ParseError")
-def test_einsum_0d_operand():
-    got = sc.einsum(",i->i", np.array(2.0), np.ones(3))
-    np.testing.assert_allclose(got, np.einsum(",i->i", np.array(2.0), np.ones(3)))
+@pytest.mark.parametrize("target", ["cpu", "triton"])
+@pytest.mark.parametrize("scalar", [np.array(2.0), 2.0, np.float32(2.0), 2], ids=["0d-array", "float", "np-float32", "int"])
+def test_einsum_0d_operand(scalar, target):
+    """bug1: a 0-d operand was bound as shape (1,) and its empty subscripts refused (ParseError)."""
+    x = np.arange(3.0)
+    got = sc.einsum(",i->i", scalar, x, target=target)
+    np.testing.assert_allclose(np.asarray(got.tolist()), np.einsum(",i->i", scalar, x))
+    got = sc.einsum("ij,->ij", sp.csr_matrix(np.eye(3)), scalar, out_format="csr", target=target)
+    got = got.to_host() if hasattr(got, "to_host") else got
+    np.testing.assert_allclose(got.to_numpy(), 2 * np.eye(3))
+    assert float(np.asarray(sc.einsum(",->", scalar, 3.0, target=target).tolist())) == 6.0
+
+
+def test_einsum_0d_torch_operand():
+    torch = pytest.importorskip("torch")
+    got = sc.einsum(",i->i", torch.tensor(2.0, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
+    np.testing.assert_allclose(np.asarray(got.tolist()), [2.0, 2.0, 2.0])
 
 
 def test_kernel_0d_input_as_0d_array_works():
@@ -26,11 +39,14 @@ def test_kernel_0d_input_as_0d_array_works():
     np.testing.assert_allclose(k(s=np.array(2.0), x=np.ones(3)), 2 * np.ones(3))
 
 
-@pytest.mark.xfail(strict=True, reason="bug2: python/numpy scalar for a 0-d input -> FormatError (as_tensor makes shape (1,))")
-@pytest.mark.parametrize("s", [2.0, np.float64(2.0)])
+@pytest.mark.parametrize("s", [2.0, np.float64(2.0), 2])
 def test_kernel_0d_input_scalar(s):
+    """bug2: a Python or numpy scalar for a 0-d input raised FormatError on the general path."""
     k = sc.compile("y[i] = s*x[i]")
     np.testing.assert_allclose(k(s=s, x=np.ones(3)), 2 * np.ones(3))
+    k = sc.compile("y[i] = s*A[i,j]*x[j]", formats={"A": "csr"})   # with a sparse operand: the general path
+    np.testing.assert_allclose(k(s=s, A=sp.eye(3, format="csr"), x=np.ones(3)), 2 * np.ones(3))
+    np.testing.assert_allclose(k.run(s=s, A=sp.eye(3, format="csr"), x=np.ones(3))["y"].to_numpy(), 2 * np.ones(3))
 
 
 def _spmv():
@@ -95,20 +111,41 @@ def test_float_literal_out_of_range_is_inf(dtype, literal, target):
     assert got.dtype == np.dtype(dtype) and np.isposinf(got).all()
 
 
-@pytest.mark.xfail(strict=True, reason="bug7: float/NaN operand silently truncated into an int32 kernel")
-def test_lossy_operand_cast_is_not_silent():
-    k = sc.compile("y[i] = A[i,j]*x[j]", formats={"A": "csr"}, dtype="int32")
+@pytest.mark.parametrize("target", ["cpu", "triton"])
+def test_lossy_operand_cast_is_not_silent(target):
+    """bug7: float (and NaN) operands were truncated into an int32 kernel, and int64 ones wrapped."""
+    k = sc.compile("y[i] = A[i,j]*x[j]", formats={"A": "csr"}, dtype="int32", target=target)
     A = sp.csr_matrix(np.eye(2, dtype=np.int32))
-    with pytest.raises((SparsecError, TypeError)):
+    with pytest.raises(TypeError, match="operand 'x': its float64 values would be truncated"):
         k(A=A, x=np.array([1.7, np.nan]))
+    with pytest.raises(OverflowError, match="operand 'x': its values span 1 to 1099511627776"):
+        k(A=A, x=np.array([1, 2**40]))
+    ok = k(A=A, x=np.array([1, -(2**31)]))           # int64 values that fit int32, and bools, pass
+    np.testing.assert_array_equal(np.asarray(ok.cpu() if hasattr(ok, "cpu") else ok), [1, -(2**31)])
+    np.testing.assert_array_equal(np.asarray(k(A=A, x=np.array([True, False])).tolist()), [1, 0])
+    f = sc.compile("y[i] = A[i,j]*x[j]", formats={"A": "csr"}, dtype="float32", target=target)
+    np.testing.assert_allclose(np.asarray(f(A=A, x=np.array([1.5, 2.5])).tolist()), [1.5, 2.5])  # float64 -> float32
 
 
-@pytest.mark.xfail(strict=True, reason="bug8: bool einsum returns float64 counts; numpy returns bool")
-def test_bool_einsum_dtype():
-    a = np.ones((3, 4), bool)
-    v = np.ones(4, bool)
-    got = sc.einsum("ij,j->i", a, v)
-    assert got.dtype == np.einsum("ij,j->i", a, v).dtype
+@pytest.mark.parametrize("target", ["cpu", "triton"])
+@pytest.mark.parametrize("subscripts", ["ij,j->i", "ij->", "ij,kj->ik", "j,j->"])
+def test_bool_einsum_is_logical_like_numpy(subscripts, target):
+    """bug8: einsum of bools returned float64 counts; numpy returns bool (an "or" of "and"s)."""
+    rng = np.random.default_rng(0)
+    a, v = rng.random((5, 6)) < 0.4, rng.random(6) < 0.5
+    ops = [a if len(term) == 2 else v for term in subscripts.split("->")[0].split(",")]
+    want = np.einsum(subscripts, *ops)
+    got = sc.einsum(subscripts, *ops, target=target)
+    got = got.cpu().numpy() if hasattr(got, "cpu") else got.to_numpy() if hasattr(got, "to_numpy") else np.asarray(got)
+    assert got.dtype == np.bool_
+    np.testing.assert_array_equal(got, want)
+
+
+def test_bool_einsum_sparse_output_is_bool():
+    a = np.random.default_rng(1).random((6, 5)) < 0.3
+    got = sc.einsum("ij,kj->ik", sp.csr_matrix(a), a, out_format="csr")
+    assert got.dtype == np.bool_
+    np.testing.assert_array_equal(got.to_numpy(), np.einsum("ij,kj->ik", a, a))
 
 
 _LONG_SUMS = [

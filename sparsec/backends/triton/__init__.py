@@ -566,28 +566,27 @@ _EINSUM = LRUCache()  # at most $SPARSEC_KERNEL_CACHE_SIZE kernels (sparsec.kern
 
 def einsum(subscripts: str, *operands: Any, out_format=None, dtype: Any = None) -> Any:
     """``sc.einsum(..., target="triton")`` with device-resident operands and results (see :func:`call`)."""
-    import numpy as np
-
-    from ...api import Kernel, _einsum_out_format, _normalize_dtype, _operand_name, build_program
+    from ...api import (Kernel, _einsum_out_format, _normalize_dtype, _operand_name, as_logical, build_program,
+                        einsum_dtype, operand_rank)
+    from ...formats import as_format
     from ...frontend import parse_einsum
 
     names = [_operand_name(k) for k in range(len(operands))]
     stmt = parse_einsum(subscripts, names, "out")
     device = pick_device(operands)
     bound = [bind_operand(x, n, None, None, device) for x, n in zip(operands, names)]
+    logical = False
     if dtype is None:
-        dts = [np.dtype("float32") if str(t.dtype) == "bfloat16" else t.dtype for t in bound]
-        res = np.result_type(*dts) if dts else np.dtype("float64")
-        dtype = "float64" if res == np.bool_ else res.name
-        if dts and all(str(t.dtype) == "bfloat16" for t in bound):
-            dtype = "bfloat16"
+        dtype, logical = einsum_dtype([t.dtype for t in bound])
     dtype = _normalize_dtype(dtype, "einsum dtype")
-    fmts = {n: t.format for n, t in zip(names, bound)}
+    ranks = [operand_rank(x) for x in operands]   # a scalar is bound as its one element, but is 0-d
+    fmts = {n: (t.format if r else as_format("dense", 0)) for n, t, r in zip(names, bound, ranks)}
     out_fmt = _einsum_out_format(out_format, len(stmt.output.indices), fmts.values())
     key = (subscripts.replace(" ", ""), tuple(fmts.values()), dtype, out_fmt)
     kernel = _EINSUM.get(key)
     if kernel is None:
-        stmt = parse_einsum(subscripts, names, "out", ranks=[len(t.shape) for t in bound])  # names the operand
+        stmt = parse_einsum(subscripts, names, "out", ranks=ranks)  # names the operand
         kernel = Kernel(build_program([stmt], fmts, dtype, out_fmt), "triton", None, "einsum")
         _EINSUM.put(key, kernel)
-    return call(kernel, *bound)
+    result = call(kernel, *bound)
+    return as_logical(result) if logical else result

@@ -36,7 +36,7 @@ import numpy as np
 from ...errors import BackendError, FormatError, PerformanceWarning
 from ...formats import Format, fit_width, parse_format
 from ...ir import loop_ir as L
-from ...runtime import StatementRunner, as_tensor
+from ...runtime import StatementRunner, as_tensor, check_value_cast
 from ...tensor import Tensor
 from .launch import interpreting
 
@@ -379,6 +379,8 @@ def bind_operand(x: Any, name: str, fmt: Format | None, dtype: str | None, devic
         if t.format != fmt:
             t = narrowed(t, fmt, name)
     if dtype is not None and dtype_name(t.values) != dtype:
+        check_value_cast(dtype_name(t.values), dtype, name,
+                         lambda: (t.values.min().item(), t.values.max().item()) if t.values.numel() else None)
         t = t.astype(dtype)
     if t.name != name:
         t = t.renamed(name)
