@@ -197,11 +197,11 @@ class Kernel:
             bound[n] = as_tensor(given[n], n, d.format, d.dtype)
         return bound
 
-    def run(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
+    def run(self, /, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
         """Run and return every output as a :class:`sparsec.Tensor`, by name."""
         return self._runner.run(self._bind(args, kwargs))
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         """Run; a dense output comes back as a numpy array, a sparse one as a Tensor.
 
         A backend may take over the call to keep operands on its device (the Triton

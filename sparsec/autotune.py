@@ -256,13 +256,24 @@ def run_candidate(kernel, cand: Candidate, operands: Mapping[str, Any], cache: d
             set_num_threads(prev)
 
 
-def autotune(kernel, repeat: int = 10, verbose: bool = True, stream=None, **operands: Any):
-    """Time candidate schedules of ``kernel`` on ``operands``; store and return the fastest.
+def autotune(kernel, given: Mapping[str, Any] | None = None, /, *, repeat: int = 10, verbose: bool = True,
+             stream=None, **operands: Any):
+    """Time candidate schedules of ``kernel`` on its operands; store and return the fastest.
 
-    Returns the winning kernel (a plain :class:`sparsec.Kernel`, or for Triton option
-    winners an :class:`AutoKernel` that applies them). Progress goes to ``stream``
-    (default stderr) when ``verbose``.
+    Operands come by name (``sc.autotune(k, A=A, x=x)``) or as a mapping (``sc.autotune(k, {"A": A, "x": x})``,
+    which any tensor name may use, ``repeat`` or ``stream`` included). Returns the winning kernel (a plain
+    :class:`sparsec.Kernel`, or for Triton option winners an :class:`AutoKernel` that applies them).
+    Progress goes to ``stream`` (default stderr) when ``verbose``.
     """
+    if given is not None:
+        if operands:
+            raise TypeError("autotune: give the operands either as a mapping or by name, not both")
+        operands = dict(given)
+    else:
+        shadowed = sorted(set(getattr(kernel, "inputs", ())) & {"repeat", "verbose", "stream"})
+        if shadowed:
+            raise TypeError(f"autotune: the kernel's tensor {shadowed[0]!r} has the name of an autotune option; "
+                            "pass the operands as a mapping: sc.autotune(kernel, {...})")
     out = stream or sys.stderr
     cands = candidates(kernel)
     sync = _sync(kernel)
@@ -369,7 +380,7 @@ class AutoKernel:
         return low.strategy == "dense" and low.reduce_op == "sum" and any(
             isinstance(s, L.Assign) and s.var.name.startswith("acc") for s in low.numeric.body.walk())
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         operands = {**dict(zip(self.base.inputs, args)), **kwargs}
         return run_candidate(self.base, self.choose(operands), operands, self._cache)
 
@@ -377,7 +388,7 @@ class AutoKernel:
         """The default variant's stages (a chosen variant shows its own through ``variant(...)``)."""
         return self.base.dump(stage)
 
-    def variant(self, **operands: Any) -> Any:
+    def variant(self, /, **operands: Any) -> Any:
         """The kernel that would run for these operands."""
         return _variant(self.base, self.choose(operands), self._cache)
 

@@ -73,24 +73,45 @@ def test_call_rejects_extra_positional():
         k(A, x, np.ones(3))
 
 
-@pytest.mark.xfail(strict=True, reason="bug4: tensor named 'self' accepted but Kernel.__call__(self, ...) cannot take it")
-def test_tensor_named_self():
-    try:
-        k = sc.compile("y[i] = self[i,j]*x[j]")
-    except SparsecError:
-        return  # refusing the name clearly is fine
-    np.testing.assert_allclose(k(self=np.ones((2, 2)), x=np.ones(2)), [2.0, 2.0])
+@pytest.mark.parametrize("target", ["cpu", "interp", "triton"])
+@pytest.mark.parametrize("name", ["self", "kernel", "args", "kwargs"])
+def test_tensor_named_like_a_call_parameter(name, target):
+    """bug4: a tensor named ``self`` could not be passed by name (``Kernel.__call__(self, ...)``)."""
+    k = sc.compile(f"y[i] = {name}[i,j]*x[j]", target=target)
+    ops = {name: np.ones((2, 2)), "x": np.ones(2)}
+    np.testing.assert_allclose(np.asarray(k(**ops).tolist()), [2.0, 2.0])
+    np.testing.assert_allclose(k.run(**ops)["y"].to_numpy() if target != "triton" else
+                               np.asarray(k.run(**ops)["y"].values.tolist()), [2.0, 2.0])
 
 
-@pytest.mark.xfail(strict=True, reason="bug5: Triton: index named ROWS shadows the launch constexpr")
-def test_triton_index_named_rows():
+def test_autotune_operand_names_that_are_option_names(capsys):
+    k = sc.compile("y[i] = repeat[i,j]*x[j]", formats={"repeat": "csr"})
+    with pytest.raises(TypeError, match="tensor 'repeat' has the name of an autotune option"):
+        sc.autotune(k, repeat=np.eye(2), x=np.ones(2))
+    best = sc.autotune(k, {"repeat": 2 * np.eye(2), "x": np.ones(2)}, repeat=1)
+    np.testing.assert_allclose(best(repeat=2 * np.eye(2), x=np.ones(2)), [2.0, 2.0])
+    with pytest.raises(TypeError, match="either as a mapping or by name"):
+        sc.autotune(k, {"repeat": np.eye(2)}, x=np.ones(2))
+    k2 = sc.compile("y[i] = kernel[i,j]*x[j]", formats={"kernel": "csr"})
+    np.testing.assert_allclose(sc.autotune(k2, kernel=np.eye(2), x=np.ones(2), repeat=1)(kernel=np.eye(2), x=np.ones(2)),
+                               [1.0, 1.0])
+
+
+_SPMV_SPMM = [("y[{n}] = A[{n},j]*x[j]", False), ("Y[{n},k] = A[{n},j]*X[j,k]", True),
+              ("Y[i,{n}] = A[i,j]*X[j,{n}]", True), ("y[i] = A[i,{n}]*x[{n}]", False)]
+
+
+@pytest.mark.parametrize("target", ["cpu", "triton"])
+@pytest.mark.parametrize("name", ["ROWS", "BLOCK", "BLOCK_N", "LANES", "A_vals", "A_pos1", "y_vals", "X_vals", "n_j"])
+def test_index_names_like_generated_names(name, target):
+    """bug5: on Triton an index named ``ROWS`` (a launch constant) or ``A_vals`` (a buffer) shadowed the
+    generated name and crashed; launch constants now avoid the kernel's names and clashing variables are renamed."""
     A = sp.random(5, 4, density=0.5, format="csr", random_state=1)
-    try:
-        k = sc.compile("y[ROWS] = A[ROWS,j]*x[j]", formats={"A": "csr"}, target="triton")
-    except SparsecError:
-        return
-    got = k(A=A, x=np.ones(4))
-    np.testing.assert_allclose(np.asarray(got), A @ np.ones(4))
+    for expr, matrix in _SPMV_SPMM:
+        k = sc.compile(expr.format(n=name), formats={"A": "csr"}, target=target)
+        x = np.arange(12.0).reshape(4, 3) if matrix else np.arange(4.0)
+        got = k(A=A, **{"X" if matrix else "x": x})
+        np.testing.assert_allclose(np.asarray(got.tolist()), A @ x, err_msg=expr.format(n=name))
 
 
 @pytest.mark.parametrize("target", ["cpu", "interp", "triton"])

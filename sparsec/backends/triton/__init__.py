@@ -510,7 +510,7 @@ def program_template(kernel) -> AttentionTemplate | SpgemmTemplate | None:
     return template
 
 
-def call(kernel, *args: Any, **kwargs: Any) -> Any:
+def call(kernel, /, *args: Any, **kwargs: Any) -> Any:
     """Run an ``sc.compile(..., target="triton")`` kernel keeping everything on the device.
 
     Operands are bound with :func:`~.device.bind_operand` (torch CUDA tensors stay where

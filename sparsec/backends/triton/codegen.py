@@ -403,6 +403,24 @@ def identity(op: str, dtype: str):
     return -(2 ** (bits - 1)) if op == "max" else 2 ** (bits - 1) - 1
 
 
+def _local_renames(k: L.Kernel) -> dict[str, str]:
+    """New names for the kernel's variables that would shadow one of its parameters in Python (an index
+    named ``A_vals`` beside the buffer ``A_vals``: both are one namespace in the generated function)."""
+    params = {py_name(p.name) for p in k.params} | {py_name(p.name) for p in k.scalars}
+    scalars = {p.name for p in k.scalars}
+    local = [v for v in L.assigned(k.body) if v not in scalars]
+    taken = params | {py_name(v) for v in local}
+    renames: dict[str, str] = {}
+    for v in local:
+        if py_name(v) in params:
+            n = 1
+            while f"{py_name(v)}_v{n}" in taken:
+                n += 1
+            renames[v] = f"{py_name(v)}_v{n}"
+            taken.add(renames[v])
+    return renames
+
+
 class Codegen:
     """Generates the Triton source of one planned kernel for one index width."""
 
@@ -420,7 +438,7 @@ class Codegen:
         self.uses_dot = False
         self.uses_prec = False
         self.notes: list[str] = []
-        self.renames: dict[str, str] = {}
+        self.renames: dict[str, str] = _local_renames(self.k)
         #: grid tiling of the top loop's accumulator tile: (id of its For, open Axis) when planned,
         #: and the Axis once emitted (the launcher multiplies the grid by that axis's tile count)
         self.tile_request: tuple[int, object] | None = None
@@ -601,7 +619,7 @@ class Codegen:
             raise NoFastPath(f"unknown template {type(t).__name__}")
 
     def vec_name(self, name: str, defined: set[str]) -> str:
-        base = py_name(name)
+        base = self.scalar_name(name)
         return f"{base}_v" if name in defined else base
 
     def map_tile(self, t: MapTile, ind: int, defined: set[str]) -> None:

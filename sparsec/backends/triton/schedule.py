@@ -238,14 +238,21 @@ class Scheduler:
         self.dot_min_block = dot_min_block
         self.total_reads = reads(kernel.body)
         self.used: dict[str, int] = {}
+        #: the kernel's own names (buffers, scalars, variables): a launch constant never takes one of them
+        self.kernel_names = {p.name for p in kernel.params} | {p.name for p in kernel.scalars} | \
+            set(L.assigned(kernel.body))
         self.plan = Plan(kernel, "single")
         self.dtypes = {p.name: p.dtype for p in kernel.buffers}
         self.out_buffers = {p.name for p in kernel.buffers if p.role == "out"}
 
     def fresh(self, base: str) -> str:
-        n = self.used.get(base, 0) + 1
-        self.used[base] = n
-        return base if n == 1 else f"{base}_{n}"
+        """A new launch-constant name (``ROWS``, ``BLOCK_N``, ...): a user's index named ``ROWS`` keeps its name."""
+        while True:
+            n = self.used.get(base, 0) + 1
+            self.used[base] = n
+            name = base if n == 1 else f"{base}_{n}"
+            if name not in self.kernel_names:
+                return name
 
     def read_outside(self, s: L.Stmt) -> set[str]:
         inside = reads(s)
