@@ -40,7 +40,8 @@ class ParseError(SparsecError, ValueError):
             return message
         lines = text.splitlines() or [""]
         src = lines[min(max(line, 1), len(lines)) - 1]
-        caret = " " * max(column - 1, 0) + "^"
+        # the caret's indent copies the line's tabs, so that it lands under the column however tabs expand
+        caret = "".join(c if c == "\t" else " " for c in src[:max(column - 1, 0)]) + "^"
         return f"{message}\n  line {line}, column {column}:\n    {src}\n    {caret}"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import sparsec as sc
 from sparsec.errors import FormatError, ParseError, ShapeError, VerificationError
 from sparsec.frontend import (
     abs_, exp, index_vars, log, logical_and, maximum, minimum, parse_einsum, parse_program,
@@ -606,3 +607,14 @@ def test_evaluate_program_and_errors():
         evaluate(prog.statements[0], {"A": A, "x": np.ones(4)})
     with pytest.raises(VerificationError, match="no array given for tensor 'x'"):
         evaluate(prog.statements[0], {"A": A})
+
+
+@pytest.mark.parametrize("text", ["y[i] =\tA[i,j] * x[j] +\t\t?", "\ty[i] = A[i] ?", "y[i] = A[i]\t\t\t?"])
+def test_caret_lands_under_the_column_through_tabs(text):
+    """The caret line copies the source line's tabs: expanded at any tab width it points at the bad column."""
+    with pytest.raises(ParseError) as ei:
+        sc.compile(text)
+    err = ei.value
+    src, caret = str(err).splitlines()[-2:]
+    for width in (2, 4, 8):
+        assert caret.expandtabs(width).index("^") == src.expandtabs(width).index("?")
