@@ -40,7 +40,7 @@ from __future__ import annotations
 import functools
 import operator
 import re
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -155,6 +155,8 @@ class FastCall:
             self.lo = host_value(self.parallel.lo)
             self.hi = host_value(self.parallel.hi)
             self.balance = self.parallel.balance
+            self.balance_chain = self.parallel.balance_chain
+            self._chain_js: tuple[int, ...] = ()   # their places in the generated plan's arrays
         # per input: (name, is_identity_dense, declared format, numpy dtype, ndim)
         self.checks = [(o.tensor, self.identity_dense[o.tensor], self.decls[o.tensor].format, self.np_dtype[o.tensor],
                         self.decls[o.tensor].ndim) for o in self.inputs]
@@ -257,7 +259,8 @@ class FastCall:
         hi = self.hi
         return sorted(p for p in self.params if p != hi)
 
-    def _work(self, balance: Any, lo: int, hi: int, scalars: Mapping[str, int], per_element: bool = False) -> int:
+    def _work(self, balance: Any, lo: int, hi: int, scalars: Mapping[str, int], per_element: bool = False,
+              chain: Sequence[Any] = ()) -> int:
         """Iterations plus nonzeros of ``[lo, hi)``, times the inner work per nonzero (memoized per pos array).
 
         The inner work counts 512-bit vector operations (``self.vector`` elements: 16 float32,
@@ -266,10 +269,10 @@ class FastCall:
         if balance is None:
             base = hi - lo
         else:
-            key = (id(balance), lo, hi)
+            key = (id(balance), lo, hi, *map(id, chain))
             base = self._work_memo.get(balance, key)
             if base is None:
-                base = self._work_memo.put(balance, key, (hi - lo) + int(balance[hi]) - int(balance[lo]))
+                base = self._work_memo.put(balance, key, (hi - lo) + runtime.balanced_entries(balance, chain, lo, hi))
         factor = 1
         for p in self._work_factor:
             factor *= scalars[p]
@@ -347,7 +350,8 @@ class FastCall:
             return
         balance = buffers[self.balance] if self.balance else None
         if not self.threads or (nthreads := get_num_threads()) == 1 or \
-                self._work(balance, lo, hi, scalars) < runtime.MIN_PARALLEL_WORK:
+                self._work(balance, lo, hi, scalars, chain=[buffers[n] for n in self.balance_chain]) < \
+                runtime.MIN_PARALLEL_WORK:
             scalars["sc_lo"], scalars["sc_hi"] = lo, hi
             fn(buffers, scalars)
             return
@@ -490,6 +494,10 @@ class FastCall:
             bal_j = None
             if self.balance:
                 bal_j = next((j for j, p in enumerate(ck.buffer_params) if p.name == self.balance), None)
+                js = {p.name: j for j, p in enumerate(ck.buffer_params)}
+                if any(n not in js for n in self.balance_chain):
+                    return None
+                self._chain_js = tuple(js[n] for n in self.balance_chain)
                 if bal_j is None:
                     return None
             bal = bufvar[bal_j] if bal_j is not None else "None"
@@ -606,7 +614,7 @@ class FastCall:
         entry = ck.entry
         sig = self._sig
         scalars = {n: svals[i] for n, i in self._param_of_slot}
-        work = self._work(balance, lo, hi, scalars)
+        work = self._work(balance, lo, hi, scalars, chain=[arrays[j] for j in self._chain_js])
         nthreads = get_num_threads()
         packed = ck.packed_entry
         native_min = runtime.MIN_PARALLEL_WORK * NATIVE_WORK_SHARE

@@ -55,6 +55,15 @@ MIN_PARALLEL_WORK = 600_000
 WORKSPACE_WORK_WEIGHT = 8
 
 
+def balanced_entries(balance: Any, chain: Any, lo: int, hi: int) -> int:
+    """Entries under rows ``[lo, hi)`` of a parallel loop: ``balance[hi] - balance[lo]``, followed down
+    ``chain`` (the pos arrays of the levels below, see ``ParallelInfo.balance_chain``)."""
+    a, b = int(balance[lo]), int(balance[hi])
+    for pos in chain:
+        a, b = int(pos[a]), int(pos[b])
+    return b - a
+
+
 def set_num_threads(n: int | None) -> None:
     """Use ``n`` threads for parallel loops on the CPU (``None``: all cores)."""
     global _NUM_THREADS
@@ -378,7 +387,8 @@ class StatementRunner:
         ev = _Interp(kernel, bufs, scalars)
         lo, hi = int(ev.ev(par.lo)), int(ev.ev(par.hi))
         balance = bufs.get(par.balance) if par.balance else None
-        work = (hi - lo) + (int(balance[hi] - balance[lo]) if balance is not None and hi > lo else 0)
+        chain = [bufs[n] for n in par.balance_chain]
+        work = (hi - lo) + (balanced_entries(balance, chain, lo, hi) if balance is not None and hi > lo else 0)
         if low.symbolic is not None and hi > lo and work < MIN_PARALLEL_WORK:
             work += self._other_operand_work(bufs, scalars, lo, hi, work - (hi - lo))
         if low.strategy == "workspace":

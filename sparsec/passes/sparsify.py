@@ -129,6 +129,9 @@ class ParallelInfo:
     hi: L.LExpr
     balance: str | None = None
     private: bool = False
+    #: pos buffers of the levels below ``balance``'s, in order: ``balance[i]`` indexes the first, and so on,
+    #: so that the host counts the entries at the bottom (blocked COO: tiles -> entries), not the level's
+    balance_chain: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -621,6 +624,18 @@ class Sparsifier:
                 return k
         return len(self.order)
 
+    def _duplicates_may_repeat(self, k: int) -> bool:
+        """Whether loop ``k`` may visit a non-unique level's equal coordinates one entry at a time, without
+        first finding each run of them (a loop over runs, and a scan per entry).
+
+        It may where every store below adds into a dense output: a sum whose scalar accumulator, if any,
+        wraps loop ``k`` (``hoist_at <= k``), so no store below writes with '=' once per coordinate. Loop 0
+        keeps the runs (a parallel top loop over entries would race on equal rows).
+        """
+        if k == 0 or not self.nest.top or self.strategy != "dense" or self.reduce_op != "sum":
+            return False
+        return self.hoist_at is None or self.hoist_at <= k
+
     def _hoist_point(self) -> int | None:
         """Index in the order where a scalar accumulator wraps the reduction loops, if any."""
         if self.reduce_op is None:
@@ -996,7 +1011,7 @@ class Sparsifier:
         kind = L.SERIAL
         if k == 0 and self._parallel_ok(k):
             kind = self._parallel_kind(var, None)
-            self.parallel_info = ParallelInfo(var, lo, hi, kind.balance, kind.private)
+            self.parallel_info = ParallelInfo(var, lo, hi, kind.balance, kind.private, self._balance_chain(kind.balance))
             lo, hi = L.Var("sc_lo"), L.Var("sc_hi")
         if not (k == 0 and self.nest.top and self.one_pass_mode and self.count_var is not None):
             return [L.For(L.Var(var), lo, hi, L.Block(tuple(body)), kind, comment, var)]
@@ -1044,6 +1059,23 @@ class Sparsifier:
 
         raise ScheduleError(f"pos({var}, {tensor}): {tensor} has no compressed level directly below {var} "
                             "whose positions could split the work")
+
+    def _balance_chain(self, balance: str | None) -> tuple[str, ...]:
+        """The pos buffers below the balancing one, while each level has positions (see ParallelInfo)."""
+        for o in self.space.operands:
+            if balance is None or not o.fmt.is_sparse:
+                continue
+            for l, lvl in enumerate(o.levels):
+                if lvl.balance_part is None or self.level_buffer(o, l, lvl.balance_part) != balance:
+                    continue
+                chain = []
+                for m in range(l + 1, len(o.levels)):
+                    part = o.levels[m].balance_part
+                    if part is None:
+                        break
+                    chain.append(self.level_buffer(o, m, part))
+                return tuple(chain)
+        return ()
 
     def _balance_for(self, var: str, it: tuple[Operand, int] | None) -> str | None:
         """A pos buffer indexed by this loop's iteration variable, to split work by nonzeros."""
@@ -1098,7 +1130,7 @@ class Sparsifier:
             self._count_per_iteration(k, p, CountSlots("position", o.prefix, l))
         else:
             self._count_per_iteration(k, L.Var(var), CountSlots("coordinate"))
-        if not lvl.unique:
+        if not lvl.unique and not self._duplicates_may_repeat(k):
             # Iterate runs of equal coordinates: each coordinate once, children get [p, seg).
             end = L.Var(self.namer.fresh(f"end{o.prefix}{l}"))
             coord = self._crd(o, l, p)
@@ -1110,6 +1142,12 @@ class Sparsifier:
                 return []
             loop = L.While(binop("lt", p, end), L.Block(tuple(body + [L.Assign(p, seg)])), comment, var)
             return [L.Assign(p, lo), L.Assign(end, hi), loop]
+        if not lvl.unique:   # each entry on its own (see _duplicates_may_repeat)
+            self._enter(inner, o, l, p, None)
+            pre, _ = self.bind(k, inner, self._crd(o, l, p), expr)
+            body = self._guarded(k, inner, expr, pre)
+            return [L.For(p, lo, hi, L.Block(tuple(body)), L.SERIAL, comment + " (entries one by one: they add)",
+                          var)] if body else []
         if one_child:  # no loop
             self._enter(inner, o, l, lo, None)
             pre, _ = self.bind(k, inner, self._crd(o, l, lo), expr)
@@ -1122,7 +1160,7 @@ class Sparsifier:
         kind = L.SERIAL
         if k == 0 and self._parallel_ok(k):
             kind = self._parallel_kind(var, it)
-            self.parallel_info = ParallelInfo(p.name, lo, hi, kind.balance, kind.private)
+            self.parallel_info = ParallelInfo(p.name, lo, hi, kind.balance, kind.private, self._balance_chain(kind.balance))
             lo, hi = L.Var("sc_lo"), L.Var("sc_hi")
         return [L.For(p, lo, hi, L.Block(tuple(body)), kind, comment, var)]
 
