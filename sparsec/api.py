@@ -149,7 +149,9 @@ class Kernel:
         out_dtypes = {program.decl(o).dtype for o in program.outputs()}
         self.compute_dtype = program.decl(program.outputs()[-1]).dtype
         if len(out_dtypes) > 1:
-            raise VerificationError(f"all outputs must share one dtype, got {sorted(out_dtypes)}")
+            # one compute dtype serves every statement, so an intermediate kept from outputs= counts too
+            raise VerificationError(f"all written tensors (outputs and intermediates) must share one dtype, got "
+                                    f"{sorted(out_dtypes)}")
         t0 = time.perf_counter()
         written = program.outputs()
         if outputs is not None:

@@ -111,12 +111,13 @@ def simplify(e: Expr, absent: frozenset) -> Expr:
         return Unary(e.op, a)
     if isinstance(e, Binary):
         a, b = simplify(e.lhs, absent), simplify(e.rhs, absent)
-        if isinstance(a, Literal) and isinstance(b, Literal):
-            return _lit(_fold_binary(e.op, a.value, b.value))
+        # annihilation before folding: 0 / 0 of an empty row (both sides absent) is 0, not a folded NaN
         if e.op == "mul" and (is_zero(a) or is_zero(b)):
             return ZERO
         if e.op == "div" and is_zero(a):
             return ZERO
+        if isinstance(a, Literal) and isinstance(b, Literal):
+            return _lit(_fold_binary(e.op, a.value, b.value))
         if e.op == "and" and (is_zero(a) or is_zero(b)):
             return Literal(False)
         if e.op == "add":

@@ -129,12 +129,18 @@ def nested_reductions(stmt: Assignment) -> list[Reduce]:
 
 def extract_reduction(stmt: Assignment, target: Reduce, decls: dict[str, TensorDecl], fresh: Callable[[str], str],
                       dtype: str) -> list[Assignment]:
-    """Move one nested reduction into its own statement writing a dense temporary."""
+    """Move one nested reduction into its own statement writing a temporary.
+
+    The temporary is dense, unless it has the sparse output's indices in the output's order: then it takes
+    the output's format (``C = A @ B + D`` into csr computes ``A @ B`` as a csr SpGEMM, not an n x n array).
+    """
     out_order = [v.name for v in stmt.output.indices]
     seen = free_vars(target)
     fv = sorted(seen, key=lambda v: (out_order.index(v) if v in out_order else len(out_order), seen.index(v)))
     name = fresh("tmp")
-    decls[name] = TensorDecl(name, len(fv), parse_format("dense", len(fv)), dtype)
+    out_fmt = decls[stmt.output.tensor].format
+    fmt = out_fmt if out_fmt.is_sparse and fv == out_order else parse_format("dense", len(fv))
+    decls[name] = TensorDecl(name, len(fv), fmt, dtype)
     acc = Access(name, tuple(IndexVar(v) for v in fv))
 
     def swap(e: Expr) -> Expr:
@@ -240,19 +246,25 @@ def inline_intermediates(stmts: list[Assignment], keep: set[str], fresh: Callabl
             if not readers or any(a.tensor == name for a in prod.accesses()):
                 continue
             for m in readers:
-                out[m] = Assignment(out[m].output, _substitute(out[m].expr, prod, fresh))
+                taken = {v.name for v in out[m].index_vars()}
+                out[m] = Assignment(out[m].output, _substitute(out[m].expr, prod, fresh, taken))
             del out[n]
             changed = True
             break
     return out
 
 
-def _substitute(e: Expr, prod: Assignment, fresh: Callable[[str], str]) -> Expr:
+def _substitute(e: Expr, prod: Assignment, fresh: Callable[[str], str], taken: set[str]) -> Expr:
+    """``e`` with each read of ``prod``'s output replaced by its right-hand side. A summed-over variable of
+    the producer keeps its name (a schedule may name the user's loop) unless the consumer already uses
+    that name (``taken``, updated with the names each copy takes): then it gets a fresh one."""
     if isinstance(e, Access) and e.tensor == prod.output.tensor:
         mapping = {v.name: u.name for v, u in zip(prod.output.indices, e.indices)}
         for r in prod.expr.walk():
             if isinstance(r, Reduce):
                 for v in r.vars:
-                    mapping.setdefault(v.name, fresh(v.name))
+                    if v.name not in mapping:
+                        mapping[v.name] = v.name if v.name not in taken else fresh(v.name)
+                        taken.add(mapping[v.name])
         return _rename_vars(prod.expr, mapping)
-    return _map_children(e, lambda c: _substitute(c, prod, fresh))
+    return _map_children(e, lambda c: _substitute(c, prod, fresh, taken))
