@@ -15,23 +15,32 @@ def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
 
 
+def host(x):
+    """A result as a numpy array: a (CUDA) torch tensor is copied to the host, a sparse tensor densified."""
+    if hasattr(x, "to_host"):
+        x = x.to_host()
+    if hasattr(x, "to_numpy"):
+        return x.to_numpy()
+    return x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
+
+
 @pytest.mark.parametrize("target", ["cpu", "triton"])
 @pytest.mark.parametrize("scalar", [np.array(2.0), 2.0, np.float32(2.0), 2], ids=["0d-array", "float", "np-float32", "int"])
 def test_einsum_0d_operand(scalar, target):
     """bug1: a 0-d operand was bound as shape (1,) and its empty subscripts refused (ParseError)."""
     x = np.arange(3.0)
     got = sc.einsum(",i->i", scalar, x, target=target)
-    np.testing.assert_allclose(np.asarray(got.tolist()), np.einsum(",i->i", scalar, x))
+    np.testing.assert_allclose(host(got), np.einsum(",i->i", scalar, x))
     got = sc.einsum("ij,->ij", sp.csr_matrix(np.eye(3)), scalar, out_format="csr", target=target)
     got = got.to_host() if hasattr(got, "to_host") else got
     np.testing.assert_allclose(got.to_numpy(), 2 * np.eye(3))
-    assert float(np.asarray(sc.einsum(",->", scalar, 3.0, target=target).tolist())) == 6.0
+    assert float(host(sc.einsum(",->", scalar, 3.0, target=target))) == 6.0
 
 
 def test_einsum_0d_torch_operand():
     torch = pytest.importorskip("torch")
     got = sc.einsum(",i->i", torch.tensor(2.0, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
-    np.testing.assert_allclose(np.asarray(got.tolist()), [2.0, 2.0, 2.0])
+    np.testing.assert_allclose(host(got), [2.0, 2.0, 2.0])
 
 
 def test_kernel_0d_input_as_0d_array_works():
@@ -79,9 +88,8 @@ def test_tensor_named_like_a_call_parameter(name, target):
     """bug4: a tensor named ``self`` could not be passed by name (``Kernel.__call__(self, ...)``)."""
     k = sc.compile(f"y[i] = {name}[i,j]*x[j]", target=target)
     ops = {name: np.ones((2, 2)), "x": np.ones(2)}
-    np.testing.assert_allclose(np.asarray(k(**ops).tolist()), [2.0, 2.0])
-    np.testing.assert_allclose(k.run(**ops)["y"].to_numpy() if target != "triton" else
-                               np.asarray(k.run(**ops)["y"].values.tolist()), [2.0, 2.0])
+    np.testing.assert_allclose(host(k(**ops)), [2.0, 2.0])
+    np.testing.assert_allclose(host(k.run(**ops)["y"]), [2.0, 2.0])
 
 
 def test_autotune_operand_names_that_are_option_names(capsys):
@@ -111,7 +119,7 @@ def test_index_names_like_generated_names(name, target):
         k = sc.compile(expr.format(n=name), formats={"A": "csr"}, target=target)
         x = np.arange(12.0).reshape(4, 3) if matrix else np.arange(4.0)
         got = k(A=A, **{"X" if matrix else "x": x})
-        np.testing.assert_allclose(np.asarray(got.tolist()), A @ x, err_msg=expr.format(n=name))
+        np.testing.assert_allclose(host(got), A @ x, err_msg=expr.format(n=name))
 
 
 @pytest.mark.parametrize("target", ["cpu", "interp", "triton"])
@@ -120,7 +128,7 @@ def test_int_literal_out_of_range_is_refused(target):
     with pytest.raises(SparsecError, match="literal 300 does not fit int8"):
         sc.compile("y[i] = 300 * A[i]", dtype="int8", target=target)
     k = sc.compile("y[i] = -128 + 100 * A[i]", dtype="int8", target=target)   # in range: accepted
-    np.testing.assert_array_equal(np.asarray(k(A=np.ones(3, np.int8))), [-28] * 3)
+    np.testing.assert_array_equal(host(k(A=np.ones(3, np.int8))), [-28] * 3)
 
 
 @pytest.mark.parametrize("target", ["cpu", "interp", "triton"])
@@ -128,7 +136,7 @@ def test_int_literal_out_of_range_is_refused(target):
 def test_float_literal_out_of_range_is_inf(dtype, literal, target):
     """bug6: ``1e300`` in a float16 kernel raised llvmlite's OverflowError; as numpy casts it, it is inf."""
     k = sc.compile(f"y[i] = {literal} * A[i]", dtype=dtype, target=target)
-    got = np.asarray(k(A=np.ones(3, dtype)).cpu() if target == "triton" else k(A=np.ones(3, dtype)))
+    got = host(k(A=np.ones(3, dtype)))
     assert got.dtype == np.dtype(dtype) and np.isposinf(got).all()
 
 
@@ -142,10 +150,10 @@ def test_lossy_operand_cast_is_not_silent(target):
     with pytest.raises(OverflowError, match="operand 'x': its values span 1 to 1099511627776"):
         k(A=A, x=np.array([1, 2**40]))
     ok = k(A=A, x=np.array([1, -(2**31)]))           # int64 values that fit int32, and bools, pass
-    np.testing.assert_array_equal(np.asarray(ok.cpu() if hasattr(ok, "cpu") else ok), [1, -(2**31)])
-    np.testing.assert_array_equal(np.asarray(k(A=A, x=np.array([True, False])).tolist()), [1, 0])
+    np.testing.assert_array_equal(host(ok), [1, -(2**31)])
+    np.testing.assert_array_equal(host(k(A=A, x=np.array([True, False]))), [1, 0])
     f = sc.compile("y[i] = A[i,j]*x[j]", formats={"A": "csr"}, dtype="float32", target=target)
-    np.testing.assert_allclose(np.asarray(f(A=A, x=np.array([1.5, 2.5])).tolist()), [1.5, 2.5])  # float64 -> float32
+    np.testing.assert_allclose(host(f(A=A, x=np.array([1.5, 2.5]))), [1.5, 2.5])  # float64 -> float32
 
 
 @pytest.mark.parametrize("target", ["cpu", "triton"])
@@ -157,7 +165,7 @@ def test_bool_einsum_is_logical_like_numpy(subscripts, target):
     ops = [a if len(term) == 2 else v for term in subscripts.split("->")[0].split(",")]
     want = np.einsum(subscripts, *ops)
     got = sc.einsum(subscripts, *ops, target=target)
-    got = got.cpu().numpy() if hasattr(got, "cpu") else got.to_numpy() if hasattr(got, "to_numpy") else np.asarray(got)
+    got = host(got)
     assert got.dtype == np.bool_
     np.testing.assert_array_equal(got, want)
 
@@ -185,7 +193,7 @@ def test_f16_sums_accumulate_in_float32(expr, formats, operands, want, target):
     """bug9: a float16 sum of 3000 ones stalled at 2048 + rounding (2994); numpy's einsum sums half in float."""
     k = sc.compile(expr, formats=formats, dtype="float16", target=target)
     got = k(**operands)
-    got = got.to_numpy() if hasattr(got, "to_numpy") else np.asarray(got)
+    got = host(got)
     assert got.dtype == np.float16
     np.testing.assert_array_equal(got.astype(np.float64), want)
 
