@@ -24,7 +24,17 @@ import numpy as np
 
 from ..ir.tensor_ir import Access, Binary, Expr, Literal, Reduce, Unary, Where
 
-ZERO = Literal(0)
+
+
+@dataclass(frozen=True, eq=False)
+class Implicit(Literal):
+    """A value computed from absent operands (implicit zeros) and constants alone, as ``exp(0)`` of an
+    absent ``A`` is 1. Such a zero is structural: it annihilates a product or a quotient (``0 * x`` is
+    0 even if x is NaN), as in every sparse compiler. A zero the user wrote is not: ``A[i,j] * 0`` of a
+    stored NaN is NaN, as in numpy."""
+
+
+ZERO = Implicit(0)
 
 OperandKey = tuple  # (tensor name, index var names) identifies one access instance
 
@@ -45,8 +55,19 @@ def operand_key(a: Access) -> OperandKey:
 
 
 def is_zero(e: Expr) -> bool:
-    """True when ``e`` is the literal zero (or false)."""
+    """True when ``e`` is the literal zero (or false), implicit or written."""
     return isinstance(e, Literal) and not isinstance(e.value, str) and e.value == 0
+
+
+def is_implicit_zero(e: Expr) -> bool:
+    """True when ``e`` is a structural zero (see :class:`Implicit`)."""
+    return isinstance(e, Implicit) and is_zero(e)
+
+
+def _folded(value, *inputs: Expr) -> Literal:
+    """A folded constant: implicit when any input was (see :class:`Implicit`)."""
+    lit = _lit(value)
+    return Implicit(lit.value) if any(isinstance(x, Implicit) for x in inputs) else lit
 
 
 def _lit(v) -> Literal:
@@ -97,8 +118,9 @@ def _fold_binary(op: str, a, b):
 def simplify(e: Expr, absent: frozenset) -> Expr:
     """Substitute 0 for the operand instances in ``absent`` and fold constants.
 
-    Structural zeros annihilate products and quotients (``0 * x = 0`` even if x
-    might be NaN), as in every sparse compiler: implicit zeros are not IEEE zeros.
+    Structural zeros (:class:`Implicit`) annihilate products and quotients (``0 * x = 0`` even if x
+    might be NaN), as in every sparse compiler: implicit zeros are not IEEE zeros. Zeros written in
+    the expression are: ``A[i,j] * 0`` of a stored NaN stays NaN.
     """
     if isinstance(e, Access):
         return ZERO if operand_key(e) in absent else e
@@ -107,19 +129,19 @@ def simplify(e: Expr, absent: frozenset) -> Expr:
     if isinstance(e, Unary):
         a = simplify(e.operand, absent)
         if isinstance(a, Literal):
-            return _lit(_fold_unary(e.op, a.value))
+            return _folded(_fold_unary(e.op, a.value), a)
         return Unary(e.op, a)
     if isinstance(e, Binary):
         a, b = simplify(e.lhs, absent), simplify(e.rhs, absent)
         # annihilation before folding: 0 / 0 of an empty row (both sides absent) is 0, not a folded NaN
-        if e.op == "mul" and (is_zero(a) or is_zero(b)):
+        if e.op == "mul" and (is_implicit_zero(a) or is_implicit_zero(b)):
             return ZERO
-        if e.op == "div" and is_zero(a):
+        if e.op == "div" and is_implicit_zero(a):
             return ZERO
         if isinstance(a, Literal) and isinstance(b, Literal):
-            return _lit(_fold_binary(e.op, a.value, b.value))
+            return _folded(_fold_binary(e.op, a.value, b.value), a, b)
         if e.op == "and" and (is_zero(a) or is_zero(b)):
-            return Literal(False)
+            return _folded(False, a if is_zero(a) else b)
         if e.op == "add":
             if is_zero(a):
                 return b
@@ -135,14 +157,16 @@ def simplify(e: Expr, absent: frozenset) -> Expr:
         c = simplify(e.cond, absent)
         t, o = simplify(e.then, absent), simplify(e.other, absent)
         if isinstance(c, Literal):
-            return t if c.value else o
+            chosen = t if c.value else o
+            # where(A > 0, A, 0) of an absent A: a constant chosen by implicit values is implicit too
+            return _folded(chosen.value, c, chosen) if isinstance(chosen, Literal) else chosen
         if is_zero(t) and is_zero(o):
-            return ZERO
+            return ZERO if is_implicit_zero(t) and is_implicit_zero(o) else _lit(0)
         return Where(c, t, o)
     if isinstance(e, Reduce):
         body = simplify(e.body, absent)
         if is_zero(body) and e.op == "sum":
-            return ZERO
+            return _folded(0, body)
         return Reduce(e.op, e.vars, body)
     raise TypeError(f"unexpected tensor-IR node {e!r}")
 

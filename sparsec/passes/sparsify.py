@@ -582,11 +582,15 @@ class Sparsifier:
                                for part, name in ws_names.items())
         out_lvl_vars = [lv.name for lv in self.out.level_vars if not lv.is_unit]
         presorted = [v for v in self.order if v in set(out_lvl_vars)] == out_lvl_vars and not self.out.fmt.is_blocked
+        # a kernel whose every lattice point simplified away stores nothing: its output needs its fill
+        stores = any(isinstance(s, L.Store) and s.buffer == f"{self.out.prefix}_vals" for s in numeric.body.walk())
+        if not stores and self.direct and self.order:
+            self.count_slots = CountSlots("coordinate")   # no loop set it: one (zero) count per row, a whole pos
         return Lowered(self.stmt, self.space, self.choice, self.cdt, self.reduce_op, self.strategy, numeric, symbolic,
                        self.pattern_source, self.parallel_info, workspaces, dict(self.dim_param), presorted,
                        tuple(self.filters), self.reduce_op in ("max", "min") and self.hoist_at is not None,
-                       self.direct, self._writes_all(), self.count_slots,
-                       covers_output=self._covers_output(),
+                       self.direct, stores and self._writes_all(), self.count_slots,
+                       covers_output=stores and self._covers_output(),
                        workspace_var=self.ws_var if self.strategy == "workspace" else None, one_pass=one_pass)
 
     def _one_pass(self) -> OnePass | None:
