@@ -232,7 +232,8 @@ class Kernel:
         return final[-1] if len(self.outputs) == 1 else dict(zip(self.outputs, final))
 
     def dump(self, stage: str = "all") -> str:
-        """Text of one stage: ``tensor``, ``loops``, ``llvm``, ``asm``, ``triton``, or ``all``."""
+        """Text of one stage: ``tensor``, ``passes`` (the program after each pass), ``loops``, ``llvm``, ``asm``,
+        ``triton``, or ``all``."""
         from .ir.tensor_printer import program_text
 
         stages = ("tensor", "passes", "loops") + tuple(self.backend.stages)
@@ -298,7 +299,7 @@ def _present(t: Tensor, decl: TensorDecl, torch_out: bool) -> Any:
 
 
 def compile(statement: Any, formats: Mapping[str, FormatLike] | None = None, dtype: Any = "float64",
-            target: str = "cpu", schedule: str | None = None, out_format: FormatLike | None = None,
+            target: str = "cpu", schedule: Any = None, out_format: FormatLike | None = None,
             name: str = "kernel", debug: bool | None = None, outputs: Sequence[str] | None = None) -> Kernel:
     """Compile index notation (``"C[i,j] = A[i,k] * B[k,j]"``) into a callable :class:`Kernel`.
 
@@ -311,6 +312,8 @@ def compile(statement: Any, formats: Mapping[str, FormatLike] | None = None, dty
     that is legal (``None``: return every written tensor, fuse nothing).
     ``schedule`` is None (the default schedule), a :class:`sparsec.Schedule`, or
     ``"auto"`` (an :class:`sparsec.autotune.AutoKernel` choosing per call).
+    ``name`` names the generated function (an identifier); ``debug=True`` prints every
+    stage as it is produced (default: ``$SPARSEC_DEBUG``).
     """
     from .ir.tensor_ir import check_identifier
 
@@ -353,7 +356,10 @@ def einsum(subscripts: str, *operands: Any, out_format: FormatLike | None = None
     (dense or sparse) or :class:`sparsec.Tensor` in any format; each keeps its own
     format. The result is dense unless ``out_format`` is given (its index widths are
     widened to the widest sparse operand's). The result dtype
-    follows numpy's promotion of the operand dtypes unless ``dtype`` is given.
+    follows numpy's promotion of the operand dtypes unless ``dtype`` is given (bool operands
+    give a bool result, as numpy's do). A Python or numpy scalar is a 0-d operand. ``target`` is
+    ``"cpu"``, ``"triton"`` (results stay on the operands' device) or ``"interp"``; ``schedule``
+    is None or ``"auto"`` (for a :class:`sparsec.Schedule`, use :func:`compile`).
     Compiled kernels are cached per (subscripts, formats, dtypes, target), at most
     ``$SPARSEC_KERNEL_CACHE_SIZE`` of them (see :mod:`sparsec.kernel_cache`).
     """

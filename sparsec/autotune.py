@@ -261,9 +261,10 @@ def autotune(kernel, given: Mapping[str, Any] | None = None, /, *, repeat: int =
     """Time candidate schedules of ``kernel`` on its operands; store and return the fastest.
 
     Operands come by name (``sc.autotune(k, A=A, x=x)``) or as a mapping (``sc.autotune(k, {"A": A, "x": x})``,
-    which any tensor name may use, ``repeat`` or ``stream`` included). Returns the winning kernel (a plain
-    :class:`sparsec.Kernel`, or for Triton option winners an :class:`AutoKernel` that applies them).
-    Progress goes to ``stream`` (default stderr) when ``verbose``.
+    which any tensor name may use, ``repeat`` or ``stream`` included). Returns ``kernel`` itself when its
+    default schedule wins, else an :class:`AutoKernel` fixed to the winner (a schedule, a thread count or
+    Triton launch options). ``repeat`` timed calls per candidate (their median counts). Progress goes to
+    ``stream`` (default stderr) when ``verbose``.
     """
     if given is not None:
         if operands:
