@@ -44,10 +44,12 @@ def run(text, ops, formats, target="cpu", **kw):
         return res(k(**args))
 
 
-def softmax_rows(A):
+def softmax_rows(A, mask=None):
+    """Softmax of each row over its entries where ``mask`` (default: A's nonzeros); rows without any: 0."""
+    mask = A != 0 if mask is None else mask
     P = np.zeros_like(A)
     for r in range(A.shape[0]):
-        nz = A[r] != 0
+        nz = mask[r]
         if nz.any():
             e = np.exp(A[r, nz] - A[r, nz].max())
             P[r, nz] = e / e.sum()
@@ -55,14 +57,7 @@ def softmax_rows(A):
 
 
 def attention_ref(M, Q, K, V, scale):
-    S = M * (Q @ K.T) * scale
-    P = np.zeros_like(S)
-    for r in range(M.shape[0]):
-        nz = M[r] != 0
-        if nz.any():
-            e = np.exp(S[r, nz] - S[r, nz].max())
-            P[r, nz] = e / e.sum()
-    return P @ V
+    return softmax_rows(M * (Q @ K.T) * scale, M != 0) @ V
 
 
 # ------------------------------------------------------------------------------------------ bugs
