@@ -35,20 +35,28 @@ from .tensor import Tensor
 _SCHEDULES = (None, "default", "auto")
 
 
-def _statements(statement: Any) -> list[Assignment]:
-    from .frontend import parse_program
+def _dsl_tensor_type() -> type:
+    from .frontend import TensorVar
+
+    return TensorVar
+
+
+def _statements(statement: Any) -> tuple[list[Assignment], Mapping[str, TensorDecl]]:
+    """The statements to compile, and the declarations that came with them (a Program's, a DSL tensor's)."""
+    from .frontend import TensorVar, parse_program, program
 
     if isinstance(statement, str):
-        return list(parse_program(statement))
+        return list(parse_program(statement)), {}
     if isinstance(statement, Assignment):
-        return [statement]
+        return [statement], {}
+    if isinstance(statement, TensorVar):
+        if not statement.statements:
+            raise TypeError(f"cannot compile tensor {statement.name!r}: nothing was assigned to it")
+        statement = program(statement)   # with the statements writing the tensors it reads
     if isinstance(statement, Program):
-        return list(statement.statements)
+        return list(statement.statements), statement.decl_map
     if isinstance(statement, (list, tuple)) and all(isinstance(s, Assignment) for s in statement):
-        return list(statement)
-    stmts = getattr(statement, "statements", None)
-    if stmts:
-        return list(stmts)
+        return list(statement), {}
     raise TypeError(f"cannot compile a {type(statement).__name__}; pass index notation text, an Assignment, "
                     "a Program or a DSL tensor that was assigned to")
 
@@ -100,8 +108,15 @@ def _short_repr(x: Any, limit: int = 80) -> str:
 
 
 def build_program(statements: Sequence[Assignment], formats: Mapping[str, FormatLike] | None,
-                  dtype: Any, out_format: FormatLike | None = None) -> Program:
-    """Declare every tensor of ``statements`` with its format (default dense) and dtype."""
+                  dtype: Any, out_format: FormatLike | None = None,
+                  declared: Mapping[str, TensorDecl] | None = None) -> Program:
+    """Declare every tensor of ``statements`` with its format (default dense) and dtype.
+
+    ``declared`` (a DSL program's declarations) gives the defaults: a tensor's format unless
+    ``formats`` names it, its dtype unless ``dtype`` names it (one dtype for all, or a mapping; a tensor
+    a mapping leaves out takes its declared dtype, else float64), and its shape.
+    """
+    declared = declared or {}
     formats = dict(formats or {})
     ndims: dict[str, int] = {}
     for s in statements:
@@ -122,9 +137,10 @@ def build_program(statements: Sequence[Assignment], formats: Mapping[str, Format
         raise VerificationError(f"dtypes given for {sorted(map(str, unknown))}, which the expression does not use")
     decls = []
     for name, nd in ndims.items():
-        fmt = as_format(formats.get(name), nd)
-        dt = _normalize_dtype(dtypes.get(name, "float64"), f"tensor {name!r}")
-        decls.append(TensorDecl(name, nd, fmt, dt))
+        old = declared.get(name)
+        fmt = as_format(formats[name], nd) if name in formats else old.format if old else as_format(None, nd)
+        dt = _normalize_dtype(dtypes.get(name, old.dtype if old else "float64"), f"tensor {name!r}")
+        decls.append(TensorDecl(name, nd, fmt, dt, old.shape if old else None))
     program = Program(tuple(statements), tuple(decls))
     from .ir.verify import verify
 
@@ -172,6 +188,8 @@ class Kernel:
             self._fast = FastCall.build(self._runner.runners[0], program, self.backend.threads)
         self.inputs = program.inputs()
         self._input_set = set(self.inputs)
+        #: inputs declared with a shape (a DSL program's ``shape=``): checked at every call
+        self._declared_shapes = {d.name: d.shape for d in program.decls if d.shape is not None and d.name in self._input_set}
         self._call_hook = getattr(self.backend, "call", None)
         self.outputs = list(outputs) if outputs is not None else written
 
@@ -201,7 +219,19 @@ class Kernel:
 
     def run(self, /, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
         """Run and return every output as a :class:`sparsec.Tensor`, by name."""
+        if self._declared_shapes:
+            self._check_declared_shapes(args, kwargs)
         return self._runner.run(self._bind(args, kwargs))
+
+    def _check_declared_shapes(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        """ShapeError when an operand's shape differs from its declared one (``None`` extents match any)."""
+        from .ir.verify import _merge_shape
+
+        given = {**dict(zip(self.inputs, args)), **kwargs}
+        for name, declared in self._declared_shapes.items():
+            if name in given:
+                x = given[name]
+                _merge_shape(name, tuple(declared), tuple(int(n) for n in getattr(x, "shape", np.shape(x))))
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         """Run; a dense output comes back as a numpy array, a sparse one as a Tensor.
@@ -209,6 +239,8 @@ class Kernel:
         A backend may take over the call to keep operands on its device (the Triton
         backend returns torch tensors on the device the kernel ran on).
         """
+        if self._declared_shapes:
+            self._check_declared_shapes(args, kwargs)
         fast = self._fast
         if fast is not None and self._call_hook is None:
             given = kwargs if not args else {**dict(zip(self.inputs, args)), **kwargs}
@@ -298,18 +330,20 @@ def _present(t: Tensor, decl: TensorDecl, torch_out: bool) -> Any:
     return arr
 
 
-def compile(statement: Any, formats: Mapping[str, FormatLike] | None = None, dtype: Any = "float64",
+def compile(statement: Any, formats: Mapping[str, FormatLike] | None = None, dtype: Any = None,
             target: str = "cpu", schedule: Any = None, out_format: FormatLike | None = None,
             name: str = "kernel", debug: bool | None = None, outputs: Sequence[str] | None = None) -> Kernel:
     """Compile index notation (``"C[i,j] = A[i,k] * B[k,j]"``) into a callable :class:`Kernel`.
 
     ``formats`` maps tensor names to formats (short names, MLIR encoding text or
-    :class:`~sparsec.formats.Format`); unnamed tensors are dense. ``dtype`` is one
-    dtype for all tensors or a mapping by name. ``out_format`` sets the format of
+    :class:`~sparsec.formats.Format`); unnamed tensors are dense, or as a DSL program
+    declared them. ``dtype`` is one dtype for all tensors or a mapping by name (default:
+    the DSL declarations', else float64). ``out_format`` sets the format of
     the (last) output. ``target`` is ``"cpu"``, ``"triton"`` or ``"interp"``.
     ``outputs`` lists the tensors to return when the text has several statements;
     the others are intermediates, fused into the statements that read them where
-    that is legal (``None``: return every written tensor, fuse nothing).
+    that is legal (``None``: return every written tensor, fuse nothing; for a DSL tensor
+    ``T``, ``[T]``: its statements and those writing what it reads, returning ``T``).
     ``schedule`` is None (the default schedule), a :class:`sparsec.Schedule`, or
     ``"auto"`` (an :class:`sparsec.autotune.AutoKernel` choosing per call).
     ``name`` names the generated function (an identifier); ``debug=True`` prints every
@@ -318,7 +352,10 @@ def compile(statement: Any, formats: Mapping[str, FormatLike] | None = None, dty
     from .ir.tensor_ir import check_identifier
 
     check_identifier(name, "kernel name")
-    program = build_program(_statements(statement), formats, dtype, out_format)
+    if outputs is None and isinstance(statement, _dsl_tensor_type()):
+        outputs = [statement.name]   # the tensor asked for; what it reads is fused or computed on the way
+    statements, declared = _statements(statement)
+    program = build_program(statements, formats, {} if dtype is None else dtype, out_format, declared)
     kernel = Kernel(program, target, schedule, name, debug, outputs=outputs)
     if schedule == "auto":
         from .autotune import AutoKernel

@@ -288,6 +288,7 @@ class FastCall:
             return hit[1]
         if x.format != fmt or x.values.dtype != dtype:
             return None
+        x.check_values_length(name)
         bufs = tensor_buffers(x, name)
         self._cache[name] = (x, bufs, x.values, x.levels)
         return bufs

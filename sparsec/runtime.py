@@ -151,9 +151,12 @@ class Bound:
 
 
 def as_tensor(x: Any, name: str, fmt: Format | None = None, dtype: str | None = None) -> Tensor:
-    """Wrap numpy / scipy / torch / sc.Tensor input as a Tensor (in ``fmt`` if given)."""
+    """Wrap numpy / scipy / torch / sc.Tensor input as a Tensor (in ``fmt`` if given).
+
+    A device tensor (the Triton target's sparse result) is copied to the host first."""
     if isinstance(x, Tensor):
-        t = x
+        t = x.to_host() if hasattr(x, "to_host") else x
+        t.check_values_length(name)
     elif _is_scipy_sparse(x):
         t = Tensor.from_scipy(x, name=name)
     elif is_torch(x):

@@ -303,6 +303,19 @@ class Tensor:
         self.levels: tuple[dict[str, np.ndarray], ...] = tuple(dict(b) for b in levels)
         self.values: np.ndarray = values
 
+    def __setattr__(self, key: str, value: Any) -> None:
+        # values replaced on a built tensor must still fill its positions: kernels read as many as there are
+        if key == "values" and "values" in self.__dict__ and self.format.rank and len(value) != len(self.values):
+            old = self.__dict__["values"]
+            object.__setattr__(self, key, value)
+            try:
+                self.check_values_length()
+            except FormatError:
+                object.__setattr__(self, key, old)
+                raise
+            return
+        object.__setattr__(self, key, value)
+
     # -- basic properties ------------------------------------------------------------
     @property
     def dtype(self) -> np.dtype:
@@ -348,6 +361,9 @@ class Tensor:
 
         Zeros are not stored, except where dense levels store every position.
         """
+        if not isinstance(arr, np.ndarray) and (hasattr(arr, "tocsr") or isinstance(arr, (Tensor, Mapping))):
+            hint = "; use Tensor.from_scipy" if hasattr(arr, "tocsr") else ""
+            raise FormatError(f"{_label(name)}: from_numpy takes an array, got a {type(arr).__name__}{hint}")
         arr = np.asarray(arr)
         shape = _check_shape(arr.shape, name)
         dtype = _check_dtype(arr.dtype, name)
@@ -920,11 +936,27 @@ class Tensor:
             counts.append(num_parents)
         return counts
 
-    def _check_values_length(self, num_positions: int) -> None:
+    def check_values_length(self, name: str | None = None) -> None:
+        """FormatError (naming ``name``, else the tensor's name) when ``values`` is not as long as the last
+        level's positions.
+
+        The cheap part of :meth:`validate` (it reads the ends of the pos arrays), which kernels run on
+        the operands they bind: a ``values`` array that does not fill the positions would be read past its end.
+        """
+        if self.format.rank == 0:
+            return
+        try:
+            n = self._position_counts()[-1]
+        except Exception:   # malformed level buffers: the full check says where
+            self.validate()
+            raise
+        self._check_values_length(n, name)
+
+    def _check_values_length(self, num_positions: int, name: str | None = None) -> None:
         if len(self.values) != num_positions:
             k = self.format.rank - 1
             raise FormatError(
-                f"{_label(self.name)}: values has {len(self.values)} entries, but level {k} "
+                f"{_label(name or self.name)}: values has {len(self.values)} entries, but level {k} "
                 f"({self.format.levels[k].mlir()}) has {num_positions} positions"
             )
 
@@ -1001,6 +1033,10 @@ def _coords_array(coords: Any, ndim: int, nnz: int, name: str | None) -> np.ndar
         raise FormatError(f"{_label(name)}: coords must have shape ({ndim}, {nnz}) (ndim, nnz), got {arr.shape}")
     if arr.size and (arr.dtype.kind not in "iu"):
         raise FormatError(f"{_label(name)}: coords must be integers, got dtype {arr.dtype}")
+    if arr.size and arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and int(arr.max()) > np.iinfo(_I64).max:
+        big = int(arr.max())   # the cast to int64 would wrap it to a negative coordinate in the message
+        d = int(np.argmax(arr.max(axis=1)))
+        raise FormatError(f"{_label(name)}: coordinate {big} of dimension {d} is out of range")
     return arr.astype(_I64, copy=False)
 
 

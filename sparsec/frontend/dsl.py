@@ -113,19 +113,19 @@ class DExpr:
     def __ror__(self, o): return _binary("or", o, self)
     def __invert__(self): return logical_not(self)
 
-    def __eq__(self, other: object) -> bool:
+    def __eq__(self, other: object) -> "StructurallyEqual":  # type: ignore[override]
         if isinstance(other, DExpr):
-            return self.node == other.node
+            return StructurallyEqual(self.node == other.node)
         if isinstance(other, Expr):
-            return self.node == other
+            return StructurallyEqual(self.node == other)
         if isinstance(other, (int, float, bool)):
             raise TypeError("'==' on a sparsec expression is structural equality; for an elementwise "
                             "comparison use expr.eq(value) (and expr.ne(value) for '!=')")
         return NotImplemented
 
-    def __ne__(self, other: object) -> bool:
+    def __ne__(self, other: object) -> "StructurallyEqual":  # type: ignore[override]
         result = self.__eq__(other)
-        return result if result is NotImplemented else not result
+        return result if result is NotImplemented else StructurallyEqual(not result)
 
     def __hash__(self) -> int:
         return hash(self.node)
@@ -138,6 +138,32 @@ class DExpr:
         from ..ir.tensor_printer import expr_text
 
         return f"DExpr({expr_text(self.node)})"
+
+
+class StructurallyEqual:
+    """The answer of ``==`` / ``!=`` between two expressions: whether they are the same expression.
+
+    It is true or false (``assert``, ``if`` and dict lookups use it), but it is no value of an expression:
+    ``(A[i] == B[i]) * x[i]`` would otherwise compute with a constant. Elementwise comparisons are
+    ``a.eq(b)`` and ``a.ne(b)``.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bool):
+        self.value = bool(value)
+
+    def __bool__(self) -> bool:
+        return self.value
+
+    def __eq__(self, other: object) -> bool:
+        return bool(self) == bool(other)
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+    def __repr__(self) -> str:
+        return repr(self.value)
 
 
 class TensorVar:
@@ -156,7 +182,10 @@ class TensorVar:
         shape_t = None if shape is None else tuple(shape)
         if shape_t is not None and len(shape_t) != ndim:
             raise ShapeError(f"tensor {name!r} is {ndim}-D but shape {shape_t} has {len(shape_t)} entries")
-        self.decl = TensorDecl(self.name, ndim, as_format(format, ndim), dtype, shape_t)
+        from ..api import _normalize_dtype
+
+        self.decl = TensorDecl(self.name, ndim, as_format(format, ndim),
+                               _normalize_dtype(dtype, f"tensor {self.name!r}"), shape_t)
         self._statements: list[tuple[int, Assignment, tuple[TensorVar, ...]]] = []
 
     @property
@@ -210,6 +239,25 @@ class TensorVar:
     def __truediv__(self, o): return self._scalar() / o
     def __rtruediv__(self, o): return o / self._scalar()
     def __neg__(self): return -self._scalar()
+    def __pos__(self): return self._scalar()
+    def __abs__(self): return abs_(self._scalar())
+    def __lt__(self, o): return self._scalar() < o
+    def __le__(self, o): return self._scalar() <= o
+    def __gt__(self, o): return self._scalar() > o
+    def __ge__(self, o): return self._scalar() >= o
+    def __and__(self, o): return self._scalar() & o
+    def __rand__(self, o): return o & self._scalar()
+    def __or__(self, o): return self._scalar() | o
+    def __ror__(self, o): return o | self._scalar()
+    def __invert__(self): return ~self._scalar()
+
+    def eq(self, other) -> DExpr:
+        """Elementwise ``self == other`` of a 0-d tensor."""
+        return self._scalar().eq(other)
+
+    def ne(self, other) -> DExpr:
+        """Elementwise ``self != other`` of a 0-d tensor."""
+        return self._scalar().ne(other)
 
     def __repr__(self) -> str:
         return f"tensor({self.name!r}, {self.ndim}, format={str(self.decl.format)!r}, dtype={self.decl.dtype!r})"
@@ -277,6 +325,9 @@ def program(*tensors: TensorVar, verify: bool = True) -> Program:
 def _wrap(x) -> DExpr:
     if isinstance(x, DExpr):
         return x
+    if isinstance(x, StructurallyEqual):
+        raise TypeError("'==' and '!=' between sparsec expressions compare their structure and give no "
+                        "expression; for elementwise comparisons use a.eq(b) and a.ne(b)")
     if isinstance(x, TensorVar):
         return x._scalar()
     if isinstance(x, Expr):

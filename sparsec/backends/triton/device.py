@@ -193,7 +193,19 @@ class DeviceTensor(Tensor):
         return DeviceTensor(fmt, self.shape, levels, self.values, self.name)
 
     def astype(self, dtype) -> "DeviceTensor":  # type: ignore[override]
-        return DeviceTensor(self.format, self.shape, self.levels, self.values.to(torch_dtype(dtype)), self.name)
+        """The same tensor with values cast to ``dtype`` (a name, numpy or torch dtype; one of sparsec's value dtypes)."""
+        from ...api import _normalize_dtype
+
+        name = _normalize_dtype(dtype, f"tensor {self.name!r}: astype")
+        return DeviceTensor(self.format, self.shape, self.levels, self.values.to(torch_dtype(name)), self.name)
+
+    def to_coo(self, *args, **kwargs):  # type: ignore[override]
+        """The host tensor's :meth:`Tensor.to_coo` (its numpy coordinates)."""
+        return self.to_host().to_coo(*args, **kwargs)
+
+    def level_coords(self, *args, **kwargs):  # type: ignore[override]
+        """The host tensor's :meth:`Tensor.level_coords` (numpy arrays)."""
+        return self.to_host().level_coords(*args, **kwargs)
 
     def copy(self) -> "DeviceTensor":  # type: ignore[override]
         levels = [{k: v.clone() for k, v in lv.items()} for lv in self.levels]
