@@ -160,7 +160,6 @@ class FastCall:
         # per input: (name, is_identity_dense, declared format, numpy dtype, ndim)
         self.checks = [(o.tensor, self.identity_dense[o.tensor], self.decls[o.tensor].format, self.np_dtype[o.tensor],
                         self.decls[o.tensor].ndim) for o in self.inputs]
-        self._cache: dict[str, tuple[Any, dict, Any, Any]] = {}
         self.fill_needs_scalars = low.reduce_op in ("max", "min")
         self.writes_all = low.writes_all or self._kernel_writes_every_row()
         self._work_memo = OwnedMemo(ROWS_MEMO_SIZE)   # per pos array and range: rows + nonzeros
@@ -281,17 +280,12 @@ class FastCall:
 
     # ------------------------------------------------------------------ the generic plan (dicts)
     def _tensor_buffers(self, name: str, x: Tensor, fmt, dtype) -> dict | None:
-        # The memo is keyed by the tensor *and* its values / levels objects: a tensor whose
-        # ``values`` or ``levels`` attribute was rebound gets its buffers looked up again.
-        hit = self._cache.get(name)
-        if hit is not None and hit[0] is x and hit[2] is x.values and hit[3] is x.levels:
-            return hit[1]
+        # Looked up at every call: a memo of them would keep the last operand's arrays alive (the
+        # interp target's path: a matrix the user freed stayed resident) or go stale when rebound.
         if x.format != fmt or x.values.dtype != dtype:
             return None
         x.check_values_length(name)
-        bufs = tensor_buffers(x, name)
-        self._cache[name] = (x, bufs, x.values, x.levels)
-        return bufs
+        return tensor_buffers(x, name)
 
     def _generic(self, given: Mapping[str, Any]) -> Any:
         buffers: dict[str, Any] = {}

@@ -9,10 +9,14 @@ releases it (a few µs), runs the first chunk itself, then waits for the others.
 One call uses the team at a time; a concurrent caller (another Python thread
 running a kernel) does not wait for it but runs its chunks one after another on
 its own thread, which gives the same result.
+
+A forked child starts with no workers (the parent's threads do not exist in it) and an
+unlocked team, so the pre-fork server pattern (warm up, then fork workers) works.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Callable, Sequence
 
@@ -50,6 +54,12 @@ class Team:
         self._workers: list[_Worker] = []
         self._busy = threading.Lock()
 
+    def forget_workers(self) -> None:
+        """Drop the workers and the busy lock (after ``fork``: the child has none of the parent's threads;
+        waiting for one would hang the call forever)."""
+        self._workers = []
+        self._busy = threading.Lock()
+
     def run(self, tasks: Sequence[Task]) -> None:
         """Run every task; the calling thread runs the first. Exceptions propagate (the first one)."""
         if len(tasks) <= 1 or not self._busy.acquire(blocking=False):
@@ -79,3 +89,5 @@ class Team:
 
 
 TEAM = Team()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=TEAM.forget_workers)
