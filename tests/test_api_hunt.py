@@ -1,10 +1,10 @@
 """Regression tests for bugs found by the API/frontend hunt (probe/hunt2/bugN.py). Failing cases are strict xfails."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hostarray import host
 
 import sparsec as sc
 from sparsec.errors import SparsecError
@@ -13,15 +13,6 @@ from sparsec.errors import SparsecError
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
-
-
-def host(x):
-    """A result as a numpy array: a (CUDA) torch tensor is copied to the host, a sparse tensor densified."""
-    if hasattr(x, "to_host"):
-        x = x.to_host()
-    if hasattr(x, "to_numpy"):
-        return x.to_numpy()
-    return x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
 
 
 @pytest.mark.parametrize("target", ["cpu", "triton"])

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hostarray import host
 
 import sparsec as sc
 from sparsec import runtime
@@ -18,14 +19,6 @@ def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
     # outputs the runtime leaves uninitialized are NaN-poisoned (conftest sets it too), so a missed store fails
     monkeypatch.setattr(runtime, "POISON", True)
-
-
-def _np(r):
-    if hasattr(r, "to_numpy"):
-        r = r.to_numpy()
-    if hasattr(r, "detach"):
-        r = r.detach().cpu().numpy()
-    return np.asarray(r)
 
 
 TARGETS = ["cpu", "interp", "triton"]
@@ -41,7 +34,7 @@ def test_zero_body_dense_output_is_written(expr, target):
     so the output came back uninitialized. ``A * 0`` is computed now (a written 0 is no structural zero);
     ``where(1 > 2, ...)`` still folds to an empty kernel, whose output is now filled."""
     k = sc.compile(expr, target=target)
-    got = _np(k(A=np.ones((2, 3))))
+    got = host(k(A=np.ones((2, 3))))
     assert got.shape == ((2, 3) if expr.startswith("C") else (2,))
     np.testing.assert_array_equal(got, np.zeros(got.shape))
 
@@ -55,7 +48,7 @@ def test_zero_body_sparse_output_is_well_formed(expr, out, target):
     C = k(A=np.eye(3))
     C = C.to_host() if hasattr(C, "to_host") else C
     C.validate()
-    np.testing.assert_array_equal(_np(C), np.zeros((3, 3)))
+    np.testing.assert_array_equal(host(C), np.zeros((3, 3)))
     assert C.to_scipy().shape == (3, 3)
 
 
@@ -66,12 +59,12 @@ def test_sparse_div_only_denominator_present(fmts, target):
     A = np.array([[0.0, 1.0, 0.0]])
     B = np.array([[2.0, 4.0, 0.0]])
     k = sc.compile("C[i,j] = A[i,j] / B[i,j]", formats={"A": fmts[0], "B": fmts[1]}, target=target)
-    got = _np(k(A=A, B=B))
+    got = host(k(A=A, B=B))
     # A absent, B = 2 -> 0 / 2 = 0 under any convention (numpy and structural-zero alike)
     assert got[0, 0] == 0.0
     assert got[0, 1] == 0.25
     # and every format pair agrees with the sparse/dense one
-    ref = _np(sc.compile("C[i,j] = A[i,j] / B[i,j]", formats={"A": "csr", "B": "dense"}, target=target)(A=A, B=B))
+    ref = host(sc.compile("C[i,j] = A[i,j] / B[i,j]", formats={"A": "csr", "B": "dense"}, target=target)(A=A, B=B))
     np.testing.assert_array_equal(got, ref)
 
 
@@ -79,7 +72,7 @@ def test_sparse_div_only_denominator_present(fmts, target):
 def test_triton_sqrt(dtype):
     """semhunt bug3: tl.sqrt_rn takes float32 only; float64 kernels raised a raw Triton error."""
     k = sc.compile("y[i] = sqrt(x[i])", target="triton", dtype=dtype)
-    np.testing.assert_allclose(_np(k(x=np.array([4.0, 9.0, 2.0], dtype))), np.sqrt([4.0, 9.0, 2.0]), rtol=1e-3)
+    np.testing.assert_allclose(host(k(x=np.array([4.0, 9.0, 2.0], dtype))), np.sqrt([4.0, 9.0, 2.0]), rtol=1e-3)
 
 
 @pytest.mark.parametrize("fmt,expr", [("csr", "C[i,j] = A[i,j] * 0 + B[i,j]"), ("coo", "C[i,j] = A[i,j] * 0 + B[i,j]"),
@@ -88,7 +81,7 @@ def test_stored_nan_times_literal_zero(fmt, expr):
     """semhunt bug4: a written 0 annihilated stored NaN / Inf like a structural zero does (lattice.Implicit)."""
     A = np.array([[np.nan, 0.0, np.inf], [1.0, 0.0, 0.0]])
     B = np.ones((2, 3))
-    got = _np(sc.compile(expr, formats={"A": fmt, "B": "dense"})(A=A, B=B))
+    got = host(sc.compile(expr, formats={"A": fmt, "B": "dense"})(A=A, B=B))
     with np.errstate(invalid="ignore"):
         ref = A * 0 + B if expr.startswith("C") else (A * 0).sum(1) + B.sum(1)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
@@ -96,7 +89,7 @@ def test_stored_nan_times_literal_zero(fmt, expr):
 
 def test_dense_nan_times_literal_zero_elementwise_propagates():
     A = np.array([[np.nan, 0.0, np.inf], [1.0, 0.0, 0.0]])
-    got = _np(sc.compile("C[i,j] = A[i,j] * 0 + B[i,j]")(A=A, B=np.ones((2, 3))))
+    got = host(sc.compile("C[i,j] = A[i,j] * 0 + B[i,j]")(A=A, B=np.ones((2, 3))))
     np.testing.assert_array_equal(np.isnan(got), [[True, False, True], [False, False, False]])
 
 
@@ -112,7 +105,7 @@ def test_union_sub_disjoint_patterns(fmts, target):
         f = {"A": fmts[0], "B": fmts[1]}
         if out:
             f["C"] = out
-        got = _np(sc.compile(expr, formats=f, target=target)(A=A, B=B))
+        got = host(sc.compile(expr, formats=f, target=target)(A=A, B=B))
         np.testing.assert_allclose(got, ref, err_msg=expr)
 
 
@@ -122,7 +115,7 @@ def test_implicit_zero_annihilates_nan_in_dense_operand(fmt, target):
     # README: absent entries are structural zeros, 0 * NaN = 0; stored NaN/Inf propagate
     A = np.array([[1.0, 0, np.nan], [0, 0, 0], [0, np.inf, 2]])
     x = np.array([np.nan, 1.0, 2.0])
-    got = _np(sc.einsum("ij,j->i", A if fmt == "dense" else sc.Tensor.from_numpy(A, format=fmt), x, target=target))
+    got = host(sc.einsum("ij,j->i", A if fmt == "dense" else sc.Tensor.from_numpy(A, format=fmt), x, target=target))
     if fmt == "dense":
         np.testing.assert_array_equal(np.isnan(got), [True, True, True])
     else:
@@ -136,16 +129,16 @@ def test_max_min_reductions_see_implicit_zeros(fmt, target, dt):
     A = np.array([[-3, 0, -1], [0, 0, 0], [-5, -2, -7], [4, 0, 0]]).astype(dt)
     kmax = sc.compile("y[i] = max[j](A[i,j])", formats={"A": fmt}, dtype=dt, target=target)
     kmin = sc.compile("y[j] = min[i](A[i,j])", formats={"A": fmt}, dtype=dt, target=target)
-    got = _np(kmax(A=A))
+    got = host(kmax(A=A))
     assert got.dtype == np.dtype(dt)
     np.testing.assert_array_equal(got, A.max(1))
-    np.testing.assert_array_equal(_np(kmin(A=A)), A.min(0))
+    np.testing.assert_array_equal(host(kmin(A=A)), A.min(0))
 
 
 @pytest.mark.parametrize("fmt", ["dense", "csr"])
 def test_max_over_empty_range_is_identity(fmt):
     E = np.zeros((3, 0))
-    got = _np(sc.compile("y[i] = max[j](A[i,j])", formats={"A": fmt})(A=E))
+    got = host(sc.compile("y[i] = max[j](A[i,j])", formats={"A": fmt})(A=E))
     np.testing.assert_array_equal(got, np.full(3, -np.inf))
 
 
@@ -156,20 +149,20 @@ def test_duplicate_coo_summed_everywhere(target):
     np.add.at(D, (r, c), v)
     x = np.array([1.0, 10, 100])
     S = sp.coo_matrix((v, (r, c)), shape=(2, 3))
-    np.testing.assert_allclose(_np(sc.einsum("ij,j->i", S, x, target=target)), D @ x)
+    np.testing.assert_allclose(host(sc.einsum("ij,j->i", S, x, target=target)), D @ x)
     k = sc.compile("y[i] = max[j](A[i,j])", formats={"A": "csr"}, target=target)
-    np.testing.assert_allclose(_np(k(A=S)), D.max(1))  # summed before the max, not max of duplicates
+    np.testing.assert_allclose(host(k(A=S)), D.max(1))  # summed before the max, not max of duplicates
     k = sc.compile("C[i,j] = A[i,j]*A[i,j]", formats={"A": "coo"}, target=target)
-    np.testing.assert_allclose(_np(k(A=S)), D * D)
+    np.testing.assert_allclose(host(k(A=S)), D * D)
 
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_unsorted_scipy_csr(target):
     S = sp.csr_matrix((np.array([4.0, 1, 3]), np.array([2, 1, 0]), np.array([0, 2, 3])), shape=(2, 3))
     D = S.toarray()
-    np.testing.assert_allclose(_np(sc.einsum("ij,j->i", S, np.array([1.0, 10, 100]), target=target)),
+    np.testing.assert_allclose(host(sc.einsum("ij,j->i", S, np.array([1.0, 10, 100]), target=target)),
                                D @ [1.0, 10, 100])
-    np.testing.assert_allclose(_np(sc.einsum("ij,ij->ij", S, S, target=target, out_format="csr")), D * D)
+    np.testing.assert_allclose(host(sc.einsum("ij,ij->ij", S, S, target=target, out_format="csr")), D * D)
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -178,12 +171,12 @@ def test_empty_and_tiny_shapes(shape, target):
     m, k, n = shape
     rng = np.random.default_rng(0)
     A, B, x = rng.random((m, k)), rng.random((k, n)), rng.random(k)
-    np.testing.assert_allclose(_np(sc.compile("C[i,j] = A[i,k]*B[k,j]", formats={"A": "csr"}, target=target)(A=A, B=B)),
+    np.testing.assert_allclose(host(sc.compile("C[i,j] = A[i,k]*B[k,j]", formats={"A": "csr"}, target=target)(A=A, B=B)),
                                A @ B)
-    np.testing.assert_allclose(_np(sc.compile("y[i] = A[i,k]*x[k]", formats={"A": "coo"}, target=target)(A=A, x=x)), A @ x)
-    np.testing.assert_allclose(_np(sc.compile("c = A[i,k]", formats={"A": "csr"}, target=target)(A=A)), A.sum())
+    np.testing.assert_allclose(host(sc.compile("y[i] = A[i,k]*x[k]", formats={"A": "coo"}, target=target)(A=A, x=x)), A @ x)
+    np.testing.assert_allclose(host(sc.compile("c = A[i,k]", formats={"A": "csr"}, target=target)(A=A)), A.sum())
     got = sc.compile("C[i,j] = A[i,k]*B[k,j]", formats={"A": "csr", "B": "csr", "C": "csr"}, target=target)(A=A, B=B)
-    np.testing.assert_allclose(_np(got), A @ B)
+    np.testing.assert_allclose(host(got), A @ B)
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -197,7 +190,7 @@ def test_diagonal_trace_transpose(fmt, target):
         ops = {"A": A, "B": B, "x": np.arange(3.0)}
         ops = {n: v for n, v in ops.items() if f"{n}[" in expr}
         f = {n: fmt for n in ("A", "B") if n in ops}
-        np.testing.assert_allclose(_np(sc.compile(expr, formats=f, target=target)(**ops)), ref, err_msg=expr)
+        np.testing.assert_allclose(host(sc.compile(expr, formats=f, target=target)(**ops)), ref, err_msg=expr)
 
 
 @pytest.mark.parametrize("target", ["cpu", "triton"])
@@ -208,7 +201,7 @@ def test_mixed_dtype_promotion_matches_numpy(target):
         a = (np.arange(6).reshape(2, 3) % 3).astype(da)
         b = (np.arange(3) + 1).astype(db)
         ref = np.einsum("ij,j->i", a, b)
-        got = _np(sc.einsum("ij,j->i", sc.Tensor.from_numpy(a, format="csr"), b, target=target))
+        got = host(sc.einsum("ij,j->i", sc.Tensor.from_numpy(a, format="csr"), b, target=target))
         assert got.dtype == ref.dtype, (da, db)
         np.testing.assert_allclose(got.astype(np.float64), ref.astype(np.float64), rtol=1e-6)
 
@@ -220,7 +213,7 @@ def test_int32_overflow_wraps_like_numpy(target):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = np.einsum("ij,j->i", a, v)
-    np.testing.assert_array_equal(_np(sc.einsum("ij,j->i", a, v, target=target)), ref)
+    np.testing.assert_array_equal(host(sc.einsum("ij,j->i", a, v, target=target)), ref)
 
 
 def test_uint8_refused_clearly():
@@ -232,6 +225,6 @@ def test_uint8_refused_clearly():
 def test_sparse_div_by_dense_and_scalar(target):
     A = np.array([[1.0, 0, 2], [0, 0, 0], [-1, 3, 0]])
     x = np.array([1.0, 2, 4])
-    np.testing.assert_allclose(_np(sc.compile("C[i,j] = A[i,j] / x[j]", formats={"A": "csr"}, target=target)(A=A, x=x)),
+    np.testing.assert_allclose(host(sc.compile("C[i,j] = A[i,j] / x[j]", formats={"A": "csr"}, target=target)(A=A, x=x)),
                                A / x)
-    np.testing.assert_allclose(_np(sc.compile("C[i,j] = A[i,j] / 2", formats={"A": "csr"}, target=target)(A=A)), A / 2)
+    np.testing.assert_allclose(host(sc.compile("C[i,j] = A[i,j] / 2", formats={"A": "csr"}, target=target)(A=A)), A / 2)

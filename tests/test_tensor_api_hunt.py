@@ -12,11 +12,19 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hostarray import host
 
 import sparsec as sc
 from sparsec.errors import SparsecError
 from sparsec.frontend import (
-    abs_, index_vars, maximum, program, reduce_max, reduce_sum, tensor, where,
+    abs_,
+    index_vars,
+    maximum,
+    program,
+    reduce_max,
+    reduce_sum,
+    tensor,
+    where,
 )
 
 i, j = index_vars("i j")
@@ -26,14 +34,6 @@ i, j = index_vars("i j")
 def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-
-
-def host(x):
-    if hasattr(x, "to_host"):
-        x = x.to_host()
-    if hasattr(x, "to_numpy"):
-        return x.to_numpy()
-    return x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
 
 
 def _mat(seed=0, shape=(5, 6)):
