@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import os
@@ -59,9 +60,18 @@ class Env:
 
 
 def setup(argv: Sequence[str] | None = None, dtype: torch.dtype | None = None, device: str | None = None) -> Env:
-    """The example's environment (see the module docs); ``device="cpu"`` forces the CPU backend."""
-    argv = sys.argv[1:] if argv is None else argv
-    quick = "--quick" in argv or os.environ.get("SPARSEC_EXAMPLES_QUICK", "0") not in ("", "0")
+    """The example's environment (see the module docs); ``device="cpu"`` forces the CPU backend.
+
+    The command line takes ``--quick`` (small sizes) and ``--help``; anything else is an error, so that a
+    mistyped flag does not start a full-size run.
+    """
+    main = sys.modules.get("__main__")
+    parser = argparse.ArgumentParser(description=(getattr(main, "__doc__", None) or "").strip().splitlines()[0]
+                                     if getattr(main, "__doc__", None) else None)
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes (also $SPARSEC_EXAMPLES_QUICK=1); CI runs the examples this way")
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    quick = args.quick or os.environ.get("SPARSEC_EXAMPLES_QUICK", "0") not in ("", "0")
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
