@@ -864,9 +864,14 @@ class Codegen:
             Y = ctx([qk, qn], promote=False).emit(y)
             self.out(cur, f"_t_x{n} = {X.code}")
             self.out(cur, f"_t_y{n} = {Y.code}")
+            from .launch import interpreting
+
             if x.dtype == "float32":
                 self.uses_prec = True
                 self.out(cur, f"_t_acc{n} += tl.dot(_t_x{n}, _t_y{n}, input_precision=PREC)")
+            elif x.dtype == "bfloat16" and interpreting():   # the interpreter gets bfloat16 tl.dot wrong
+                self.out(cur, f"_t_acc{n} += tl.dot(_t_x{n}.to(tl.float32), _t_y{n}.to(tl.float32), "
+                              "input_precision='ieee')")
             else:
                 self.out(cur, f"_t_acc{n} += tl.dot(_t_x{n}, _t_y{n})")
         else:
