@@ -198,7 +198,8 @@ class Kernel:
         self._compiled[kernel.name] = ck
         return ck
 
-    def _bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Tensor]:
+    def operands(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """The operands by name from a call's arguments; TypeError for extra, repeated, unknown or missing ones."""
         if len(args) > len(self.inputs):
             raise TypeError(f"kernel takes {len(self.inputs)} operands ({', '.join(self.inputs)}), got {len(args)}")
         given = dict(zip(self.inputs, args))
@@ -211,6 +212,10 @@ class Kernel:
         missing = [n for n in self.inputs if n not in given]
         if missing:
             raise TypeError(f"missing operand(s) {', '.join(map(repr, missing))}")
+        return given
+
+    def _bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Tensor]:
+        given = self.operands(args, kwargs)
         bound = {}
         for n in self.inputs:
             d = self.program.decl(n)

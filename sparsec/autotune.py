@@ -129,10 +129,16 @@ def _load_store() -> dict:
         return {}
 
 
+#: counts the winners stored by this process: an AutoKernel looks a signature up again after one
+_STORE_GENERATION = 0
+
+
 def _save_winner(key: str, winner: dict) -> None:
+    global _STORE_GENERATION
     path = _store_path()
     if path is None:
         return
+    _STORE_GENERATION += 1
     with _LOCK:
         store = _load_store()
         store[key] = winner
@@ -345,7 +351,8 @@ class AutoKernel:
         self.base = kernel
         self.fixed = fixed
         self._cache: dict = {}
-        self._choice: dict[str, Candidate] = {}
+        #: signature -> (store generation it was looked up at, candidate)
+        self._choice: dict[str, tuple[int, Candidate]] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.base, name)
@@ -355,10 +362,11 @@ class AutoKernel:
         if self.fixed is not None:
             return self.fixed
         sig = signature(operands, _device_name(self.base))
-        if sig not in self._choice:
+        hit = self._choice.get(sig)
+        if hit is None or hit[0] != _STORE_GENERATION:   # a winner stored since (sc.autotune here) takes over
             won = _load_store().get(f"{kernel_key(self.base)}|{sig}")
-            self._choice[sig] = Candidate.from_json(won) if won else self._heuristic(operands)
-        return self._choice[sig]
+            hit = self._choice[sig] = (_STORE_GENERATION, Candidate.from_json(won) if won else self._heuristic(operands))
+        return hit[1]
 
     def _heuristic(self, operands: Mapping[str, Any]) -> Candidate:
         if self.base.target != "cpu":
@@ -382,7 +390,7 @@ class AutoKernel:
             isinstance(s, L.Assign) and s.var.name.startswith("acc") for s in low.numeric.body.walk())
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
-        operands = {**dict(zip(self.base.inputs, args)), **kwargs}
+        operands = self.base.operands(args, kwargs)   # extra, repeated or unknown operands: TypeError
         return run_candidate(self.base, self.choose(operands), operands, self._cache)
 
     def dump(self, stage: str = "all") -> str:
@@ -391,7 +399,7 @@ class AutoKernel:
 
     def variant(self, /, **operands: Any) -> Any:
         """The kernel that would run for these operands."""
-        return _variant(self.base, self.choose(operands), self._cache)
+        return _variant(self.base, self.choose(self.base.operands((), operands)), self._cache)
 
     def __repr__(self) -> str:
         return f"<sparsec.AutoKernel of {self.base!r}{' fixed ' + self.fixed.label if self.fixed else ''}>"
