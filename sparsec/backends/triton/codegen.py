@@ -313,14 +313,13 @@ class Emitter:
             return Val(f"({_paren(ac)} == 0)", "bool", a.deps)
         if e.op == "abs":
             return Val(f"tl.abs({ac})", dt, a.deps)
-        # tl.sqrt_rn (IEEE-rounded; tl.sqrt is approximate in float32) takes float32 only: float64 has tl.sqrt
-        fn = {"exp": "tl.exp", "log": "tl.log", "sqrt": "tl.sqrt_rn"}[e.op]
-        f64 = {"exp": "tl.exp", "log": "tl.log", "sqrt": "tl.sqrt"}[e.op]
-        if dt in _SMALL_FLOATS:
-            return Val(f"{fn}({_paren(ac)}.to(tl.float32)).to({self.T(dt)})", dt, a.deps)
-        if not L.is_float(dt):
-            return Val(f"{f64}({_paren(ac)}.to(tl.float64)).to({self.T(dt)})", dt, a.deps)
-        return Val(f"{f64 if dt == 'float64' else fn}({ac})", dt, a.deps)
+        # the function runs in float32 (16-bit floats too) or float64 (integers too); tl.sqrt_rn (IEEE-rounded:
+        # tl.sqrt is approximate in float32) takes float32 only
+        md = "float32" if dt in _SMALL_FLOATS or dt == "float32" else "float64"
+        fn = {"exp": "tl.exp", "log": "tl.log", "sqrt": "tl.sqrt_rn" if md == "float32" else "tl.sqrt"}[e.op]
+        if md == dt:
+            return Val(f"{fn}({ac})", dt, a.deps)
+        return Val(f"{fn}({_paren(ac)}.to({_TL[md]})).to({self.T(dt)})", dt, a.deps)
 
 
 def loop_comment(s: L.For, note: str = "") -> str:
