@@ -35,28 +35,24 @@ from .tensor import Tensor
 _SCHEDULES = (None, "default", "auto")
 
 
-def _dsl_tensor_type() -> type:
-    from .frontend import TensorVar
-
-    return TensorVar
-
-
-def _statements(statement: Any) -> tuple[list[Assignment], Mapping[str, TensorDecl]]:
-    """The statements to compile, and the declarations that came with them (a Program's, a DSL tensor's)."""
+def _statements(statement: Any) -> tuple[list[Assignment], Mapping[str, TensorDecl], list[str] | None]:
+    """The statements to compile, the declarations that came with them (a Program's, a DSL tensor's), and
+    the outputs asked for (a DSL tensor: that tensor; what it reads is fused or computed on the way)."""
     from .frontend import TensorVar, parse_program, program
 
     if isinstance(statement, str):
-        return list(parse_program(statement)), {}
+        return list(parse_program(statement)), {}, None
     if isinstance(statement, Assignment):
-        return [statement], {}
+        return [statement], {}, None
     if isinstance(statement, TensorVar):
         if not statement.statements:
             raise TypeError(f"cannot compile tensor {statement.name!r}: nothing was assigned to it")
-        statement = program(statement)   # with the statements writing the tensors it reads
+        prog = program(statement)   # with the statements writing the tensors it reads
+        return list(prog.statements), prog.decl_map, [statement.name]
     if isinstance(statement, Program):
-        return list(statement.statements), statement.decl_map
+        return list(statement.statements), statement.decl_map, None
     if isinstance(statement, (list, tuple)) and all(isinstance(s, Assignment) for s in statement):
-        return list(statement), {}
+        return list(statement), {}, None
     raise TypeError(f"cannot compile a {type(statement).__name__}; pass index notation text, an Assignment, "
                     "a Program or a DSL tensor that was assigned to")
 
@@ -357,9 +353,8 @@ def compile(statement: Any, formats: Mapping[str, FormatLike] | None = None, dty
     from .ir.tensor_ir import check_identifier
 
     check_identifier(name, "kernel name")
-    if outputs is None and isinstance(statement, _dsl_tensor_type()):
-        outputs = [statement.name]   # the tensor asked for; what it reads is fused or computed on the way
-    statements, declared = _statements(statement)
+    statements, declared, wanted = _statements(statement)
+    outputs = wanted if outputs is None else outputs
     program = build_program(statements, formats, {} if dtype is None else dtype, out_format, declared)
     kernel = Kernel(program, target, schedule, name, debug, outputs=outputs)
     if schedule == "auto":
