@@ -488,13 +488,11 @@ class FastCall:
             emit(f"    hi = {hi if type(hi) is int else pvar[hi]}")
             bal_j = None
             if self.balance:
-                bal_j = next((j for j, p in enumerate(ck.buffer_params) if p.name == self.balance), None)
-                js = {p.name: j for j, p in enumerate(ck.buffer_params)}
-                if any(n not in js for n in self.balance_chain):
+                js = {p.name: j for j, p in enumerate(ck.buffer_params)}   # the plan's arrays by buffer name
+                if any(n not in js for n in (self.balance, *self.balance_chain)):
                     return None
+                bal_j = js[self.balance]
                 self._chain_js = tuple(js[n] for n in self.balance_chain)
-                if bal_j is None:
-                    return None
             bal = bufvar[bal_j] if bal_j is not None else "None"
             # dense operands the kernel reads with wide vectors: 64-byte aligned copies when reused a lot
             aligned = getattr(ck, "aligned_loads", frozenset())
