@@ -10,6 +10,8 @@ masked attention with negative mask values and causal masks of ragged length). O
 from __future__ import annotations
 
 
+import os
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -20,13 +22,17 @@ pytest.importorskip("triton")
 import sparsec as sc  # noqa: E402
 from sparsec.backends.triton import program_template, spgemm, tiles  # noqa: E402
 
+from hostarray import host  # noqa: E402
+
+#: compiled kernels on a GPU (TRITON_INTERPRET=0 with CUDA), else the interpreter on the CPU
+DEV = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0") else "cpu"
+
 TOL = {"float32": 1e-5, "float16": 3e-3, "bfloat16": 1e-2}
 
 
 @pytest.fixture(autouse=True)
 def _env(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEC_CACHE_DIR", str(tmp_path))
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 
 def _tile(k):
@@ -43,7 +49,8 @@ def _nm(rng, M, K, n, m):
 
 
 def _rel(Y, ref):
-    return float((Y.double() - ref).norm() / ref.norm().clamp_min(1e-30))
+    Y, ref = Y.double().cpu(), ref.double().cpu()
+    return float((Y - ref).norm() / ref.norm().clamp_min(1e-30))
 
 
 @pytest.mark.parametrize("fmt", ["bitmap", "nm(2,4)", "nm(2,4,packed)"])
@@ -62,7 +69,7 @@ def test_tile_template_tiny_and_ragged_shapes(fmt, shape, dt):
     else:
         w = _nm(rng, M, K, 2, 4)
     tdt = getattr(torch, dt[0])
-    W, X = torch.from_numpy(w).to(tdt), torch.from_numpy(rng.standard_normal((K, N))).to(tdt)
+    W, X = torch.from_numpy(w).to(DEV, tdt), torch.from_numpy(rng.standard_normal((K, N))).to(DEV, tdt)
     Y = k(W=W, X=X)
     assert Y.shape == (M, N) and Y.dtype == getattr(torch, dt[1])
     assert _rel(Y, W.double() @ X.double()) < TOL[dt[0]]
@@ -72,7 +79,7 @@ def test_tile_template_tiny_and_ragged_shapes(fmt, shape, dt):
 def test_tile_template_all_zero_weight(fmt):
     k = sc.compile("Y[i,j] = W[i,k] * X[k,j]", formats={"W": fmt}, dtype={"W": "float16", "X": "float16",
                                                                           "Y": "float32"}, target="triton")
-    Y = k(W=torch.zeros(9, 70, dtype=torch.float16), X=torch.randn(70, 3).half())
+    Y = k(W=torch.zeros(9, 70, dtype=torch.float16, device=DEV), X=torch.randn(70, 3, device=DEV).half())
     assert Y.shape == (9, 3) and torch.count_nonzero(Y) == 0
 
 
@@ -82,8 +89,8 @@ def test_skip_zeros_treats_negative_zero_as_zero():
         k = sc.compile("Y[r,i] = X[r,k] * Wt[k,i]", dtype=str(dt)[6:], target="triton",
                        schedule=sc.Schedule().skip_zeros("X"))
         assert tiles.match(k.lowered.statements[0].numeric).kind == "skip"
-        X = torch.tensor([[1.0, -0.0, 2.0]], dtype=dt)
-        W = torch.tensor([[1.0], [float("inf")], [1.0]], dtype=dt)
+        X = torch.tensor([[1.0, -0.0, 2.0]], dtype=dt, device=DEV)
+        W = torch.tensor([[1.0], [float("inf")], [1.0]], dtype=dt, device=DEV)
         assert float(k(X=X, Wt=W)[0, 0]) == 3.0
 
 
@@ -97,7 +104,7 @@ def test_skip_threshold_nan_inf_and_zero(t):
     k = sc.compile("Y[r,i] = where(abs(X[r,k]) > t, X[r,k], 0) * Wt[k,i]",
                    dtype={"X": "float32", "Wt": "float32", "Y": "float32", "t": "float32"}, target="triton",
                    schedule=sc.Schedule().skip_zeros("X"))
-    got = k(X=torch.tensor(a), Wt=torch.tensor(wt), t=t).numpy()
+    got = host(k(X=torch.tensor(a, device=DEV), Wt=torch.tensor(wt, device=DEV), t=t))
     want = np.where(np.abs(a) > t, a, 0).astype(np.float64) @ wt
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
@@ -111,7 +118,7 @@ def test_skip_threshold_int_tensor():
                    dtype={"X": "float32", "Wt": "float32", "Y": "float32", "t": "int32"}, target="triton",
                    schedule=sc.Schedule().skip_zeros("X"))
     assert tiles.match(k.lowered.statements[0].numeric).threshold == "T"
-    got = k(X=torch.tensor(a), Wt=torch.tensor(wt), t=torch.tensor(1, dtype=torch.int32)).numpy()
+    got = host(k(X=torch.tensor(a, device=DEV), Wt=torch.tensor(wt, device=DEV), t=torch.tensor(1, dtype=torch.int32)))
     np.testing.assert_allclose(got, np.where(np.abs(a) > 1, a, 0).astype(np.float64) @ wt, rtol=1e-5, atol=1e-5)
 
 
@@ -159,9 +166,9 @@ def test_sparse_linear_bias_and_odd_sizes(fmt, sizes):
         w = torch.randn(outf, inf)
         w[torch.rand(outf, inf) < 0.5] = 0
     b = torch.randn(outf)
-    lin = snn.SparseLinear(w, b, format=fmt, target="triton")
+    lin = snn.SparseLinear(w.to(DEV), b.to(DEV), format=fmt, target="triton")
     x = torch.randn(bs, inf)
-    y = lin(x)
+    y = lin(x.to(DEV)).cpu()
     assert y.shape == (bs, outf)
     assert float((y.double() - (x.double() @ w.double().T + b.double())).abs().max()) < 1e-4
 
@@ -186,8 +193,11 @@ def test_attention_causal_ragged_and_negative_mask_values(n):
     M = np.tril(np.ones((n, n)))
     M[:16, :16] *= np.tril(rng.choice([-1.0, 0.5, 2.0], size=(16, 16)))
     Q, K, V = (torch.from_numpy(rng.standard_normal((2, n, 8))).float() for _ in range(3))
-    got = k(M=sc.Tensor.from_numpy(M.astype(np.float32), format="bsr(16,16)"), Q=Q, K=K, V=V)
-    np.testing.assert_allclose(got.double().numpy(), _attn_oracle(M, Q, K, V, 0.5), rtol=1e-5, atol=1e-5)
+    mask = sc.Tensor.from_numpy(M.astype(np.float32), format="bsr(16,16)")
+    if DEV != "cpu":
+        mask = mask.to_device(DEV)
+    got = k(M=mask, Q=Q.to(DEV), K=K.to(DEV), V=V.to(DEV))
+    np.testing.assert_allclose(host(got.double()), _attn_oracle(M, Q, K, V, 0.5), rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------ the bug (fixed)
@@ -196,7 +206,7 @@ def test_bf16_bsr_spmm_in_the_interpreter(fmt):
     torch.manual_seed(0)
     W, X = torch.randn(18, 36).bfloat16(), torch.randn(36, 3).bfloat16()
     k = sc.compile("Y[o,t] = W[o,k] * X[k,t]", formats={"W": fmt}, dtype="bfloat16", target="triton")
-    Y = k(W=W, X=X)
+    Y = k(W=W.to(DEV), X=X.to(DEV)).cpu()
     ref = W.double() @ X.double()
     assert float((Y.double() - ref).abs().max() / ref.abs().max()) < 2e-2
 
@@ -207,7 +217,7 @@ def test_sparse_linear_bf16_bsr_batch():
     w = torch.zeros(18, 36)
     w[:16, :16] = torch.randn(16, 16)
     w, b = w.bfloat16(), torch.randn(18).bfloat16()
-    lin = snn.SparseLinear(w, b, format="bsr(16,16)", target="triton")
+    lin = snn.SparseLinear(w.to(DEV), b.to(DEV), format="bsr(16,16)", target="triton")
     x = torch.randn(3, 36).bfloat16()
     ref = x.double() @ w.double().T + b.double()
-    assert float((lin(x).double() - ref).abs().max() / ref.abs().max()) < 2e-2
+    assert float((lin(x.to(DEV)).cpu().double() - ref).abs().max() / ref.abs().max()) < 2e-2
