@@ -230,14 +230,16 @@ def _sync(kernel) -> Callable[[], None]:
 
 
 def _variant(kernel, cand: Candidate, cache: dict) -> Any:
-    """The kernel object a candidate runs (recompiled with its schedule when it has one)."""
+    """The kernel object a candidate runs: recompiled with the kernel's own schedule followed by the
+    candidate's, when the candidate has one."""
     if cand.schedule is None:
         return kernel
     if cand.label not in cache:
         from .api import Kernel
 
-        cache[cand.label] = Kernel(kernel.program, kernel.target, cand.schedule, kernel.name,
-                                   outputs=kernel.outputs)
+        own = kernel.schedule      # the user's schedule comes first; the candidate's commands refine it
+        sched = cand.schedule if own is None else Schedule(own.commands + cand.schedule.commands)
+        cache[cand.label] = Kernel(kernel.program, kernel.target, sched, kernel.name, outputs=kernel.outputs)
     return cache[cand.label]
 
 

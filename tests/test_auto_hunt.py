@@ -1,8 +1,8 @@
 """Automatic scheduling hunt (probe/autohunt/): schedule="auto", sc.autotune and the conversion pass.
 
-Three of its four bugs are fixed (operands given twice or in excess to an AutoKernel; an AutoKernel not seeing a
-winner stored after its first call) and their tests assert the right behaviour; the open one (autotune drops the
-user's own schedule) is a strict xfail. The rest pin behaviours checked correct.
+Its four bugs are fixed (operands given twice or in excess to an AutoKernel; an AutoKernel not seeing a
+winner stored after its first call; autotune's candidates dropping the user's own schedule) and their tests
+assert the right behaviour. The rest pin behaviours checked correct.
 """
 from __future__ import annotations
 
@@ -219,9 +219,6 @@ def test_csf_conversion_of_permuted_modes(target):
     np.testing.assert_allclose(_dense(k2(T=sc.Tensor.from_numpy(X, format="csf(1,2,0)"), v=v)), X @ v, atol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="autotune._variant recompiles a candidate from kernel.program with only the "
-                                       "candidate's schedule: a user schedule (parallelize/pos) on the tuned kernel "
-                                       "is silently dropped from every non-default candidate and from the winner")
 def test_autotune_candidates_keep_the_users_schedule():
     s = sc.Schedule().parallelize("i").pos("i", "A")
     k = sc.compile(SPMV, formats={"A": "csr"}, schedule=s)
