@@ -284,7 +284,8 @@ class FastCall:
         # interp target's path: a matrix the user freed stayed resident) or go stale when rebound.
         if x.format != fmt or x.values.dtype != dtype:
             return None
-        x.check_values_length(name)
+        if not x._length_checked:
+            x.check_values_length(name)
         return tensor_buffers(x, name)
 
     def _generic(self, given: Mapping[str, Any]) -> Any:
@@ -423,6 +424,10 @@ class FastCall:
             emit(f"    {'elif' if dense_array else 'if'} type(x{k}) is Tensor and "
                  f"(x{k}.format is FOK{k}[0] or FMTOK{k}(x{k}.format)):")
             emit(f"        s{k} = x{k}.shape")
+            # a Tensor built by the plain constructor may hold too few values: checked once per tensor
+            ns[f"CHK{k}"] = functools.partial(_check_length, name)
+            emit(f"        if not x{k}._length_checked:")
+            emit(f"            CHK{k}(x{k})")
             if any(lv is not None for _, (_, lv, _) in mine):
                 emit(f"        v{k} = x{k}.levels")
             for j, (_, lv, part) in mine:
@@ -755,6 +760,10 @@ ZERO_STEP_BYTES = 64 * 1024
 _ALIGN_MIN_SIZE = 16384
 #: ... nor unless the kernel's inner work is at least this many times their size
 _ALIGN_REUSE = 16
+
+
+def _check_length(name: str, t: Tensor) -> None:
+    t.check_values_length(name)
 
 
 def _format_ok(cell: list, declared: Any, fmt: Any) -> bool:

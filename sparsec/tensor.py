@@ -289,6 +289,10 @@ class Tensor:
     and is meant for sparsec's own code.
     """
 
+    #: ``values`` was found to fill the last level's positions (:meth:`check_values_length`) since
+    #: ``values`` and ``levels`` were last assigned; kernels check again only when it is False.
+    _length_checked: bool = False
+
     def __init__(
         self,
         format: Format,
@@ -304,6 +308,8 @@ class Tensor:
         self.values: np.ndarray = values
 
     def __setattr__(self, key: str, value: Any) -> None:
+        if key == "values" or key == "levels":
+            object.__setattr__(self, "_length_checked", False)
         # values replaced on a built tensor must still fill its positions: kernels read as many as there are
         if key == "values" and "values" in self.__dict__ and self.format.rank and len(value) != len(self.values):
             old = self.__dict__["values"]
@@ -951,6 +957,7 @@ class Tensor:
             self.validate()
             raise
         self._check_values_length(n, name)
+        object.__setattr__(self, "_length_checked", True)
 
     def _check_values_length(self, num_positions: int, name: str | None = None) -> None:
         if len(self.values) != num_positions:

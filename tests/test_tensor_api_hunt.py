@@ -6,6 +6,7 @@ and found correct that other tests do not cover.
 from __future__ import annotations
 
 import copy
+import os
 import pickle
 import warnings
 
@@ -167,8 +168,8 @@ def test_from_coo_uint64_coordinate_reported_as_given():
 def test_kernel_checks_values_length_of_a_mutated_tensor(target):
     """A shorter values array was read past its end by the kernels. Replacing a built tensor's values now
     checks their length (Tensor.__setattr__); a tensor from the plain constructor (which trusts its
-    arguments: it is for sparsec's own code) is checked where a kernel binds it on the general path
-    (``run``; the CPU fast path reads a Tensor's buffers as they are), naming the operand."""
+    arguments: it is for sparsec's own code) is checked where a kernel binds it, on the general path
+    (``run``) and on the fast call path (once per tensor), naming the operand."""
     M = _mat()
     T = sc.Tensor.from_numpy(M, "csr")
     with pytest.raises(sc.FormatError, match="values has"):
@@ -180,6 +181,29 @@ def test_kernel_checks_values_length_of_a_mutated_tensor(target):
     k = sc.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"}, target=target)
     with pytest.raises(SparsecError, match="'A'"):
         k.run(A=short, x=np.arange(6.0))                 # observed: a result, reading one value past the end
+    for _ in range(2):                                   # the fast path (observed: a result, on the CPU)
+        with pytest.raises(sc.FormatError, match="'A'.*values has"):
+            k(A=short, x=np.arange(6.0))
+    np.testing.assert_allclose(host(k(A=T, x=np.arange(6.0))), M @ np.arange(6.0))
+    short.values = np.append(short.values, T.values[-1])  # mended in place: accepted again
+    np.testing.assert_allclose(host(k(A=short, x=np.arange(6.0))), M @ np.arange(6.0))
+
+
+def test_triton_fast_path_checks_a_device_tensors_values_length():
+    """A DeviceTensor from the plain constructor with too few values: refused naming the operand (the compiled
+    kernel would read past the end of the values on the GPU)."""
+    torch = pytest.importorskip("torch")
+    from sparsec.backends.triton.device import DeviceTensor
+    dev = "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0") else "cpu"
+    M = _mat()
+    good = sc.Tensor.from_numpy(M, "csr").to_device(dev)
+    short = DeviceTensor(good.format, good.shape, good.levels, good.values[:-1], "W")
+    k = sc.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr"}, target="triton")
+    x = torch.arange(6.0, dtype=torch.float64, device=dev)
+    np.testing.assert_allclose(host(k(A=good, x=x)), M @ np.arange(6.0))
+    for _ in range(2):
+        with pytest.raises(sc.FormatError, match="'A'.*values has"):
+            k(A=short, x=x)
 
 
 # =====================================================================================

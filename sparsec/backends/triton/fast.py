@@ -143,6 +143,8 @@ class TritonFastCall:
             if t is not None:
                 return t
         if type(x) is DeviceTensor:
+            if not x._length_checked:      # built by the plain constructor: once per tensor (reads pos[-1])
+                x.check_values_length(name)
             t = _at_widths(x, decl.format)
             key = None
         elif isinstance(x, torch.Tensor):
@@ -225,7 +227,9 @@ class TritonFastCall:
     def _result(self, bound, shape, vals):
         if self.pattern is not None:
             src = bound[self.pattern]
-            return DeviceTensor(self.out_fmt, shape, src.levels, vals, self.out_name)
+            out = DeviceTensor(self.out_fmt, shape, src.levels, vals, self.out_name)
+            out._length_checked = src._length_checked   # as many values as the pattern's, by construction
+            return out
         return vals
 
 
