@@ -289,7 +289,7 @@ def test_device_tensor_basics():
     np.testing.assert_allclose(d.astype("float32").to_numpy(), want, rtol=1e-6)
     np.testing.assert_allclose(d.copy().to_numpy(), want)
     np.testing.assert_allclose(pickle.loads(pickle.dumps(d)).to_numpy(), want)
-    assert d.renamed("Q").name == "Q" and d.to_device("cpu") is d
+    assert d.renamed("Q").name == "Q" and d.to_device(d.device) is d
     d.validate()
 
 
