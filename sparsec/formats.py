@@ -58,6 +58,8 @@ __all__ = [
 #: position / coordinate bit widths (MLIR's ``posWidth`` / ``crdWidth``; 0 there means 64).
 #: Buffers are signed (``int8`` holds 0..127, ``int16`` 0..32767), as for 32 and 64.
 WIDTHS = (8, 16, 32, 64)
+#: the largest block factor (``floordiv`` / ``mod``): level coordinates and sizes are int64
+MAX_FACTOR = 2**31 - 1
 
 
 def fit_width(declared: int, largest: int) -> int:
@@ -81,6 +83,8 @@ class LevelExpr:
             raise FormatError(f"level expression op must be id, floordiv or mod, got {self.op!r}")
         if not isinstance(self.factor, int) or self.factor < 1:
             raise FormatError(f"block factor must be a positive integer, got {self.factor!r}")
+        if self.factor > MAX_FACTOR:
+            raise FormatError(f"block factor {self.factor} is too large (at most {MAX_FACTOR})")
         if self.op == "id" and self.factor != 1:
             raise FormatError("an identity level expression has no factor")
 
@@ -548,6 +552,8 @@ def _parse_cached(text: str, ndim: int | None) -> Format:
 
 def _parse_text(text: str, ndim: int | None) -> Format:
     stripped = text.strip()
+    if not stripped:
+        raise FormatError(f"not a format name: {text!r}")
     if stripped.startswith("#") or stripped.startswith("{") or "->" in stripped:
         fmt = _parse_mlir(stripped)
         if ndim is not None and fmt.ndim != ndim:

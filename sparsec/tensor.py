@@ -161,11 +161,11 @@ def _cast_levels(levels: Sequence[Mapping[str, np.ndarray]], fmt: Format) -> tup
 
 def _last_level_fills(fmt: Format) -> bool:
     """Whether the format's entries may include zeros its levels filled in: a filling last level (dense,
-    N:M), or a singleton under a dense level (a parent without an entry keeps coordinate 0 and a zero)."""
-    levels = fmt.levels
-    if not levels:
-        return False
-    return _fills(levels[-1]) or (len(levels) > 1 and levels[-1].kind == "singleton" and levels[-2].kind == "dense")
+    N:M), or singletons under one (a filled position without an entry keeps coordinates 0 and a zero)."""
+    k = len(fmt.levels) - 1
+    while k > 0 and fmt.levels[k].kind == "singleton":
+        k -= 1
+    return k >= 0 and _fills(fmt.levels[k])
 
 
 def _fills(level: Level) -> bool:
@@ -370,7 +370,10 @@ class Tensor:
         if not isinstance(arr, np.ndarray) and (hasattr(arr, "tocsr") or isinstance(arr, (Tensor, Mapping))):
             hint = "; use Tensor.from_scipy" if hasattr(arr, "tocsr") else ""
             raise FormatError(f"{_label(name)}: from_numpy takes an array, got a {type(arr).__name__}{hint}")
-        arr = np.asarray(arr)
+        try:
+            arr = np.asarray(arr)
+        except ValueError as e:      # ragged nested lists
+            raise FormatError(f"{_label(name)}: from_numpy needs a rectangular array: {e}") from None
         shape = _check_shape(arr.shape, name)
         dtype = _check_dtype(arr.dtype, name)
         fmt = _resolve_format(format, arr.ndim, name)
@@ -393,7 +396,8 @@ class Tensor:
 
         ``coords`` is an ``(ndim, nnz)`` integer array or a sequence of ``ndim`` 1-D
         arrays. **Duplicate coordinates are summed.** Explicit zeros are kept as
-        stored entries. A coordinate outside the shape raises FormatError naming the
+        stored entries (not in N:M formats, whose blocks cannot tell a stored zero from
+        their padding). A coordinate outside the shape raises FormatError naming the
         dimension and the entry.
         """
         shape = _check_shape(shape, name)
@@ -456,7 +460,9 @@ class Tensor:
                 )
             lc.append(c)
         out_lc, out_values = _canonicalize(lc, values, sizes, sum_duplicates=False, presorted=presorted, name=name)
-        return cls._assemble(fmt, shape, out_lc, out_values, name, copy_values=out_values is values)
+        t = cls._assemble(fmt, shape, out_lc, out_values, name, copy_values=out_values is values)
+        t._check_padding()      # entries of partial blocks outside the shape must be zero
+        return t
 
     @classmethod
     def from_buffers(
@@ -619,6 +625,12 @@ class Tensor:
 
         ``copy_values=False`` lets the tensor keep ``values`` itself (a fresh array).
         """
+        if len(values) and any(lvl.kind == "n_out_of_m" for lvl in fmt.levels):
+            # an N:M block cannot tell a stored zero from its padding: zeros are not entries there (a -0.0
+            # is kept: padding reads +0.0, so the sign would be lost)
+            nz = (values != 0) | np.signbit(values) if values.dtype.kind == "f" else values != 0
+            if not nz.all():
+                level_coords, values, copy_values = [c[nz] for c in level_coords], values[nz], False
         n = len(values)
         sizes = fmt.level_sizes(shape)
         parent = np.zeros(n, dtype=_I64)
@@ -1100,6 +1112,8 @@ def _scatter_dense(
     """A dense array with ``values`` at ``dims``; duplicates summed when asked."""
     out = np.zeros(shape, dtype=values.dtype)
     if sum_duplicates:
+        if out.dtype.kind in "fc":
+            out[tuple(dims)] = -0.0      # the sum's identity that keeps a stored -0.0 (0.0 + -0.0 is 0.0)
         np.add.at(out, tuple(dims), values)
     else:
         out[tuple(dims)] = values
@@ -1179,12 +1193,13 @@ def _describe_parent(fmt: Format, k: int, coords: Sequence[int]) -> str:
     two_d = fmt.ndim == 2
     parts = []
     for e, c in zip(fmt.exprs[:k], coords):
-        dim = ("row", "column")[e.dim] if two_d else f"dimension {e.dim}"
-        many = f"{dim}s" if two_d else f"{dim} indices"
-        if e.op == "id":
-            parts.append(f"{dim} {c}")
-        elif e.op == "floordiv":
-            parts.append(f"{dim} block {c} ({many} {c * e.factor}..{c * e.factor + e.factor - 1})")
+        lo, hi = (c * e.factor, c * e.factor + e.factor - 1) if e.op == "floordiv" else (0, 0)
+        if two_d:
+            dim = ("row", "column")[e.dim]
+            parts.append(f"{dim} {c}" if e.op == "id" else f"{dim} block {c} ({dim}s {lo}..{hi})"
+                         if e.op == "floordiv" else f"{dim} offset {c}")
         else:
-            parts.append(f"{dim} offset {c}")
+            parts.append(f"index {c} of dimension {e.dim}" if e.op == "id" else
+                         f"block {c} of dimension {e.dim} (indices {lo}..{hi})" if e.op == "floordiv" else
+                         f"offset {c} in dimension {e.dim}")
     return ", ".join(parts) if parts else "the tensor"
