@@ -1,8 +1,9 @@
 """CSR SpMV on matrices larger than the last-level cache: sparsec against the memory-bandwidth floor.
 
-Usage: python benchmarks/spmv_bandwidth.py [--rounds 5] [--llc-factor 1.5] [--per-row 16]
+Usage: python benchmarks/spmv_bandwidth.py [--rounds 5] [--llc-factor 1.5] [--per-row 16] [--x-window N]
+[--only uniform,xwindow]
 
-The benchmark suite's matrices all fit in this VM's 260 MiB L3, so the issue's bandwidth
+The benchmark suite's matrices fit in the L3 of the machines it ran on, so the issue's bandwidth
 target ("SpMV on matrices larger than the last-level cache at 80 % or more of the
 floor") needs its own inputs: a band, uniform random and Zipf row lengths (``cases.banded``,
 ``cases.uniform_random``, ``cases.powerlaw_rows``), float32 values and int32 indices, sized so that the least bytes
@@ -11,6 +12,10 @@ a SpMV must move (values, column indices, row pointers, x and y once each;
 machine's bandwidth, measured here as in ``benchmarks/run.py`` (numpy copy on all
 threads). Prints, per matrix, the median time of sparsec at 1 and 2 threads, scipy and
 MKL (sparse_dot_mkl, 1 and 2 threads) and each one's fraction of the floor.
+
+``--x-window N`` adds a control: a uniform matrix of as many rows and nonzeros whose columns lie in
+``[0, N)``, so that x fits in a core's L2. The SpMV streams the same matrix bytes and makes the same number
+of gathers; only where x lives differs.
 
 SpMV only reads, and on this VM reads alone stream slower than a copy's reads plus
 non-temporal writes; so each round also times reading the same number of bytes (a float32
@@ -46,13 +51,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--llc-factor", type=float, default=1.5, help="least bytes of the SpMV / last-level cache")
     p.add_argument("--per-row", type=int, default=16, help="average nonzeros per row")
+    p.add_argument("--x-window", type=int, default=0,
+                   help="also a uniform matrix whose columns lie in [0, X_WINDOW): as many bytes and gathers, but x "
+                        "small enough for the L2 (the control that separates the loop from where x lives)")
+    p.add_argument("--only", default="", help="comma-separated name prefixes of the matrices to run (default all)")
     return p.parse_args(argv)
 
 
-def matrices(llc: int, factor: float, per_row: int) -> list[C.MatrixSpec]:
+def matrices(llc: int, factor: float, per_row: int, x_window: int = 0) -> list[C.MatrixSpec]:
     """Banded, uniform and power-law matrices whose SpMV moves about ``factor`` x ``llc`` bytes (float32/int32).
 
-    The band reads x almost in order (a stream); the others gather it at random."""
+    The band reads x almost in order (a stream); the others gather it at random. With ``x_window``, also a
+    uniform matrix of as many rows whose columns lie in ``[0, x_window)``."""
     rows = int(factor * llc / (8 * per_row + 12)) + 1   # nnz * (4 + 4) + rows * (4 + 4 + 4)
     half = per_row // 2
     band_rows = int(factor * llc / (8 * (2 * half + 1) + 12)) + 1
@@ -61,7 +71,10 @@ def matrices(llc: int, factor: float, per_row: int) -> list[C.MatrixSpec]:
             C.MatrixSpec(f"uniform_{rows // 1000}k_d{per_row}", "synthetic",
                          lambda: C.uniform_random(rows, rows, per_row, 31), structure="uniform"),
             C.MatrixSpec(f"powerlaw_{rows // 1000}k_d{per_row}", "synthetic",
-                         lambda: C.powerlaw_rows(rows, rows, per_row, 32), structure="powerlaw")]
+                         lambda: C.powerlaw_rows(rows, rows, per_row, 32), structure="powerlaw")] + ([
+            C.MatrixSpec(f"xwindow_{rows // 1000}k_d{per_row}_x{x_window // 1000}k", "synthetic",
+                         lambda: C.uniform_random(rows, x_window, per_row, 34), structure="uniform")]
+            if x_window else [])
 
 
 def read_stream(nbytes: int, threads: int, pool: ThreadPoolExecutor | None) -> Callable[[], object]:
@@ -87,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
              "mkl2": MKLPeer(2)}
     peers = {n: p for n, p in peers.items() if not p.missing()}
     threads = os.cpu_count() or 1
-    for m in matrices(llc, a.llc_factor, a.per_row):
+    only = tuple(p for p in a.only.split(",") if p)
+    for m in matrices(llc, a.llc_factor, a.per_row, a.x_window):
+        if only and not m.name.startswith(only):
+            continue
         A64 = m.build()
         (case,) = C.cases_for(m, [C.KernelSpec("spmv")], ["float32"])
         data = C.CaseData(case, A64)
