@@ -78,9 +78,19 @@ def _var(name: Any, what: str = "loop variable") -> str:
         raise ScheduleError(str(e)) from None
 
 
-def _positive(n: Any, what: str) -> int:
+#: upper bounds of the integer arguments: loop arithmetic is int64 on the CPU and int32 in Triton; LLVM
+#: unrolls a count's copies at compile time; a Triton tile holds at most 2**20 elements
+MAX_FACTOR = 2**31 - 1
+MAX_UNROLL = 64
+MAX_VECTOR = 64
+MAX_BLOCK = 4096
+
+
+def _positive(n: Any, what: str, limit: int = MAX_FACTOR) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ScheduleError(f"{what} must be a positive integer, got {n!r}")
+    if n > limit:
+        raise ScheduleError(f"{what} must be at most {limit}, got {n}")
     return n
 
 
@@ -161,15 +171,15 @@ class Schedule:
 
     def vectorize(self, var: str, width: int) -> "Schedule":
         """CPU vectorization width of loop ``var`` (1: scalar)."""
-        return self._add("vectorize", _var(var), _positive(width, "vector width"))
+        return self._add("vectorize", _var(var), _positive(width, "vector width", MAX_VECTOR))
 
     def unroll(self, var: str, factor: int) -> "Schedule":
-        """CPU unroll count of loop ``var``."""
-        return self._add("unroll", _var(var), _positive(factor, "unroll factor"))
+        """CPU unroll count of loop ``var`` (at most 64)."""
+        return self._add("unroll", _var(var), _positive(factor, "unroll factor", MAX_UNROLL))
 
     def block(self, var: str, size: int) -> "Schedule":
-        """Triton: tile size of the block dimension loop ``var`` became (a power of two)."""
-        n = _positive(size, "block size")
+        """Triton: tile size of the block dimension loop ``var`` became (a power of two, at most 4096)."""
+        n = _positive(size, "block size", MAX_BLOCK)
         if n & (n - 1):
             raise ScheduleError(f"block size must be a power of two, got {n}")
         return self._add("block", _var(var), n)

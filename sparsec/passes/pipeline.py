@@ -157,14 +157,24 @@ def _tensor_level(schedule, main_vars: set[str], used: set[int]) -> tuple[tuple[
             forced, _ = c.args, used.add(n)
         elif c.op == "parallelize" and c.args[0] in main_vars:
             once(c)
-            spec = replace(spec, var=c.args[0], enabled=c.args[1] != "none", reduction=c.args[2])
+            spec = replace(spec, var=c.args[0], enabled=c.args[1] != "none", reduction=c.args[2], command=str(c))
             used.add(n)
         elif c.op == "pos" and c.args[0] in main_vars:
-            spec = replace(spec, var=spec.var or c.args[0], balance_tensor=c.args[1], segment=c.args[2])
+            once(c)
+            spec = replace(spec, var=spec.var or c.args[0], balance_tensor=c.args[1], segment=c.args[2],
+                           command=spec.command or str(c))
             used.add(n)
         elif c.op == "workspace" and c.args[0] in main_vars:
             spec = replace(spec, workspace_var=c.args[0], workspace=c.args[1], workspace_touch=c.args[2])
             used.add(n)
+    pos = earlier.get("pos")
+    if pos is not None:      # pos splits the parallel loop's work: it must name that loop, and it must run in parallel
+        if pos.args[0] != spec.var:
+            raise ScheduleError(f"{pos}: pos splits the parallel loop's work by nonzeros, and the parallel loop is "
+                                f"{spec.var} ({earlier['parallelize']}); write pos({spec.var}, {pos.args[1]})")
+        if not spec.enabled:
+            raise ScheduleError(f"{pos}: loop {spec.var} does not run in parallel ({earlier['parallelize']}); pos "
+                                "splits a parallel loop's work by nonzeros")
     return forced, spec
 
 
@@ -173,7 +183,7 @@ def _check_parallel(low: Lowered, spec: ParallelSpec, order: tuple[str, ...]) ->
     if spec.var is None or not spec.enabled:
         return
     if not order or order[0] != spec.var:
-        raise ScheduleError(f"parallelize({spec.var}): only the outermost loop runs in parallel and the order is "
+        raise ScheduleError(f"{spec.command}: only the outermost loop runs in parallel and the order is "
                             f"{', '.join(order)}; reorder first")
     if low.parallel is None:
         lv = low.space.level_vars()[spec.var]
@@ -184,7 +194,7 @@ def _check_parallel(low: Lowered, spec: ParallelSpec, order: tuple[str, ...]) ->
             why = "a sparse output cannot take atomic or private reductions"
         else:
             why = "it co-iterates several sparse operands (a while loop) or walks a non-unique level"
-        raise ScheduleError(f"parallelize({spec.var}): loop {spec.var} cannot run in parallel: {why}")
+        raise ScheduleError(f"{spec.command}: loop {spec.var} cannot run in parallel: {why}")
 
 
 def _product_factors(e) -> list:

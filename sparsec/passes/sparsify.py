@@ -143,6 +143,7 @@ class ParallelSpec:
     reduction: str | None = None    # None | "atomic" | "private"
     balance_tensor: str | None = None
     segment: int | None = None
+    command: str = ""               # the command that named ``var`` (for messages): parallelize(...) or pos(...)
     #: ``Schedule.workspace(var, kind)``: the output variable named and the workspace kind asked for
     workspace_var: str | None = None
     workspace: str = "auto"
@@ -1041,7 +1042,7 @@ class Sparsifier:
     def _parallel_kind(self, var: str, it) -> L.LoopKind:
         """The annotation of the parallel outer loop: balance, atomics (see :class:`ParallelSpec`)."""
         balance = self._balance_for(var, it)
-        if self.spec.balance_tensor is not None:
+        if self.spec.balance_tensor is not None and self.spec.var in (None, var):
             balance = self._balance_of(self.spec.balance_tensor, var) or balance
         return L.LoopKind("parallel", balance=balance, atomic=self.spec.reduction == "atomic",
                           private=self._private(var))
