@@ -1728,8 +1728,12 @@ class Sparsifier:
 
     def _arith(self, *dtypes: str) -> str:
         """Arithmetic runs in the compute dtype when it is a float; otherwise (bool or int outputs)
-        in the operands' promoted dtype, and the result is cast on store, as numpy does."""
-        return self.cdt if L.is_float(self.cdt) else promote(*dtypes)
+        in the operands' promoted dtype, and the result is cast on store, as numpy does. Booleans in
+        arithmetic count as integers (the verifier's rule: ``True + True`` is 2), in the output's int type."""
+        if L.is_float(self.cdt):
+            return self.cdt
+        dt = promote(*dtypes)
+        return (self.cdt if self.cdt != BOOL else "int64") if dt == BOOL else dt
 
     def _ex(self, e: Expr, st: _State) -> L.LExpr:
         """Values keep their own dtype until an operator needs another (see :meth:`_arith`)."""
