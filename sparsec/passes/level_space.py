@@ -158,6 +158,32 @@ def split_vars(dim_var: str, factor: int) -> tuple[LevelVar, ...]:
     return (LevelVar(f"{dim_var}_blk", dim_var, "outer", factor), LevelVar(f"{dim_var}_in", dim_var, "inner", factor))
 
 
+def _last_segment_level(fmt: Format) -> int:
+    """Index of the last level that is not a singleton (-1 if none)."""
+    return max((k for k, lvl in enumerate(fmt.levels) if lvl.kind != "singleton"), default=-1)
+
+
+def _repeats_above_a_segment(fmt: Format) -> bool:
+    """Whether a non-unique level sits above a level that is not a singleton.
+
+    Such a format repeats a coordinate prefix, each repeat owning its own child segment
+    (``(i : compressed(nonunique), j : singleton(nonunique), k : compressed)``). Kernels group a
+    non-unique level's run of equal coordinates and walk one child segment per coordinate (COO's
+    trailing singletons are the run itself), so these operands are converted to :func:`grouped`.
+    """
+    last = _last_segment_level(fmt)
+    return any(not lvl.unique for lvl in fmt.levels[:last])
+
+
+def grouped(fmt: Format) -> Format:
+    """``fmt`` with every level above its last non-singleton level unique: non-unique and singleton
+    levels there become compressed (duplicate coordinates are summed by the conversion)."""
+    last = _last_segment_level(fmt)
+    levels = [Compressed() if k < last and (not lvl.unique or lvl.kind == "singleton") else lvl
+              for k, lvl in enumerate(fmt.levels)]
+    return Format(tuple(levels), fmt.exprs, fmt.ndim, fmt.pos_width, fmt.crd_width)
+
+
 def unblocked(fmt: Format) -> Format:
     """The same format without floordiv/mod blocking: BSR -> CSR, nm(n, m) -> CSR.
 
@@ -226,6 +252,10 @@ def build_level_space(
     output = Operand(operand_key(out_acc), out_acc.tensor, out_acc.tensor, out_decl.format, out_decl.dtype,
                      tuple(v.name for v in out_acc.indices), is_output=True)
     space = LevelSpace(operands, output, {}, out_decl.format, taken=set(taken_names))
+    for o in operands:
+        if _repeats_above_a_segment(o.fmt):
+            space.convert(o, grouped(o.fmt), "a non-unique level above a level that is not a singleton: kernels "
+                                             "walk each coordinate's children once")
     _choose_factors(space)
     for var, f in space.factors.items():
         for lv in split_vars(var, f):
