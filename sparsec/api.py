@@ -134,7 +134,10 @@ def build_program(statements: Sequence[Assignment], formats: Mapping[str, Format
     decls = []
     for name, nd in ndims.items():
         old = declared.get(name)
-        fmt = as_format(formats[name], nd) if name in formats else old.format if old else as_format(None, nd)
+        try:
+            fmt = as_format(formats[name], nd) if name in formats else old.format if old else as_format(None, nd)
+        except FormatError as e:
+            raise FormatError(f"tensor {name!r}: {e}") from None
         dt = _normalize_dtype(dtypes.get(name, old.dtype if old else "float64"), f"tensor {name!r}")
         decls.append(TensorDecl(name, nd, fmt, dt, old.shape if old else None))
     program = Program(tuple(statements), tuple(decls))

@@ -286,6 +286,8 @@ class FastCall:
             return None
         if not x._length_checked:
             x.check_values_length(name)
+        if x._duplicates is not False and x.has_duplicate_entries():
+            return None          # the general path sums them
         return tensor_buffers(x, name)
 
     def _generic(self, given: Mapping[str, Any]) -> Any:
@@ -428,6 +430,8 @@ class FastCall:
             ns[f"CHK{k}"] = functools.partial(_check_length, name)
             emit(f"        if not x{k}._length_checked:")
             emit(f"            CHK{k}(x{k})")
+            emit(f"        if x{k}._duplicates is not False and x{k}.has_duplicate_entries():")
+            emit("            return FALLBACK")        # entries sharing coordinates: the general path sums them
             if any(lv is not None for _, (_, lv, _) in mine):
                 emit(f"        v{k} = x{k}.levels")
             for j, (_, lv, part) in mine:

@@ -150,6 +150,14 @@ class Bound:
     tensor: Tensor
 
 
+def check_operand_ndim(shape: tuple[int, ...], fmt: Format | None, name: str) -> None:
+    """FormatError naming the operand when a tensor of ``shape`` cannot be read in ``fmt`` for lack of
+    dimensions (a 0-d operand may travel as one element)."""
+    if fmt is not None and fmt.ndim != len(shape) and not (fmt.ndim == 0 and tuple(shape) == (1,)):
+        raise FormatError(f"tensor {name!r}: the kernel reads it as a {fmt.ndim}-D tensor ({fmt}), "
+                          f"got shape {tuple(shape)}")
+
+
 def as_tensor(x: Any, name: str, fmt: Format | None = None, dtype: str | None = None) -> Tensor:
     """Wrap numpy / scipy / torch / sc.Tensor input as a Tensor (in ``fmt`` if given).
 
@@ -157,6 +165,7 @@ def as_tensor(x: Any, name: str, fmt: Format | None = None, dtype: str | None = 
     if isinstance(x, Tensor):
         t = x.to_host() if hasattr(x, "to_host") else x
         t.check_values_length(name)
+        t = t.summed()        # entries sharing coordinates (raw buffers) add up, as conversions sum them
     elif _is_scipy_sparse(x):
         t = Tensor.from_scipy(x, name=name)
     elif is_torch(x):
@@ -171,6 +180,7 @@ def as_tensor(x: Any, name: str, fmt: Format | None = None, dtype: str | None = 
         if arr.ndim == 0:
             arr = arr.reshape(())
         t = Tensor.from_numpy(arr if arr.ndim else arr.reshape(1), name=name) if arr.ndim else _scalar_tensor(arr, name)
+    check_operand_ndim(t.shape, fmt, name)
     if fmt is not None and fmt.ndim == 0 and t.shape == (1,) and t.format.is_dense:
         pass   # a 0-d operand travels as its one element (see infer_extents)
     elif fmt is not None and t.format != fmt:

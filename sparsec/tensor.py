@@ -292,6 +292,8 @@ class Tensor:
     #: ``values`` was found to fill the last level's positions (:meth:`check_values_length`) since
     #: ``values`` and ``levels`` were last assigned; kernels check again only when it is False.
     _length_checked: bool = False
+    #: whether two stored entries share their coordinates (:meth:`has_duplicate_entries`); None: not known
+    _duplicates: bool | None = None
 
     def __init__(
         self,
@@ -310,6 +312,7 @@ class Tensor:
     def __setattr__(self, key: str, value: Any) -> None:
         if key == "values" or key == "levels":
             object.__setattr__(self, "_length_checked", False)
+            object.__setattr__(self, "_duplicates", None)
         # values replaced on a built tensor must still fill its positions: kernels read as many as there are
         if key == "values" and "values" in self.__dict__ and self.format.rank and len(value) != len(self.values):
             old = self.__dict__["values"]
@@ -970,6 +973,30 @@ class Tensor:
             raise
         self._check_values_length(n, name)
         object.__setattr__(self, "_length_checked", True)
+
+    def has_duplicate_entries(self) -> bool:
+        """Whether two stored entries share their coordinates.
+
+        Only a format with a non-unique level can hold such entries (buffers handed in with
+        :meth:`from_buffers`); conversions and kernels sum them. Found once (a pass over the entries,
+        a sort when a level is unordered) and remembered until ``values`` or ``levels`` are replaced.
+        """
+        if self._duplicates is None:
+            dup = False
+            if any(not lvl.unique for lvl in self.format.levels) and self.nse > 1:
+                coords, _ = self.to_coo()
+                if not all(lvl.ordered for lvl in self.format.levels):
+                    coords = coords[:, np.lexsort(coords[::-1])]
+                dup = bool((coords[:, 1:] == coords[:, :-1]).all(axis=0).any())
+            object.__setattr__(self, "_duplicates", dup)
+        return self._duplicates
+
+    def summed(self) -> "Tensor":
+        """This tensor with entries that share their coordinates summed into one (itself if none do)."""
+        if not self.has_duplicate_entries():
+            return self
+        coords, vals = self.to_coo()
+        return Tensor.from_coo(coords, vals, self.shape, self.format, self.name)
 
     def _check_values_length(self, num_positions: int, name: str | None = None) -> None:
         if len(self.values) != num_positions:

@@ -36,7 +36,7 @@ import numpy as np
 from ...errors import BackendError, FormatError, PerformanceWarning
 from ...formats import Format, fit_width, parse_format
 from ...ir import loop_ir as L
-from ...runtime import StatementRunner, as_tensor, check_value_cast
+from ...runtime import StatementRunner, as_tensor, check_operand_ndim, check_value_cast
 from ...tensor import Tensor
 from .launch import interpreting
 
@@ -382,6 +382,7 @@ def bind_operand(x: Any, name: str, fmt: Format | None, dtype: str | None, devic
         t = from_host(as_tensor(x, name), device, name)
         uploaded = True
     converted = None
+    check_operand_ndim(t.shape, fmt, name)
     if fmt is not None and fmt.ndim == 0 and t.shape == (1,) and t.format.is_dense:
         pass   # a 0-d operand travels as its one element (the runtime's convention: see infer_extents)
     elif fmt is not None and t.format != fmt:
