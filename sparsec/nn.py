@@ -63,6 +63,8 @@ What :class:`SparseLinear` does
 from __future__ import annotations
 
 import itertools
+import math
+import operator
 import sys
 import threading
 import weakref
@@ -115,7 +117,7 @@ def parse_pattern(pattern: str | Sequence[int]) -> tuple[int, int]:
         n, m = int(parts[0]), int(parts[1])
     else:
         try:
-            vals = [int(v) for v in pattern]
+            vals = [operator.index(v) for v in pattern]      # 2.5 is refused, not truncated
         except (TypeError, ValueError):
             raise ValueError(f"pattern must be 'n:m' or a pair of integers, got {pattern!r}") from None
         if len(vals) != 2:
@@ -135,7 +137,7 @@ def nm_prune(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
     rows, cols = w.shape
     pad = (-cols) % m
     wp = torch.nn.functional.pad(w, (0, pad)) if pad else w
-    groups = wp.reshape(rows, -1, m)
+    groups = wp.reshape(rows, (cols + pad) // m, m)
     keep = groups.abs().float().topk(n, dim=2).indices
     mask = torch.zeros(groups.shape, dtype=torch.bool, device=w.device).scatter_(2, keep, True)
     out = torch.where(mask, groups, torch.zeros((), dtype=w.dtype, device=w.device)).reshape(rows, cols + pad)
@@ -146,7 +148,7 @@ def block_prune(weight: torch.Tensor, block: Sequence[int], sparsity: float) -> 
     """Zero the ``round(sparsity * nblocks)`` blocks of smallest L2 norm (partial edge blocks count as blocks)."""
     s = _check_sparsity(sparsity)
     try:
-        bm, bn = (int(b) for b in block)
+        bm, bn = (operator.index(b) for b in block)
     except (TypeError, ValueError):
         raise ValueError(f"block must be a pair of positive integers, got {block!r}") from None
     if bm < 1 or bn < 1:
@@ -267,6 +269,9 @@ class SparseLinear(torch.nn.Module):
     (an already pruned dense weight). ``forward`` takes ``(..., in_features)`` and
     returns ``(..., out_features)`` in the layer's dtype on the layer's device.
     """
+
+    #: why the last load_state_dict was refused (forward raises while it is set), else None
+    _load_error: str | None = None
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, format: Any = "csr",
                  target: str | None = None, kind: str = "unstructured"):
@@ -423,8 +428,10 @@ class SparseLinear(torch.nn.Module):
         self._refresh_stats()
         try:
             self._host_tensor(validate=True)
-        except Exception as e:  # malformed index arrays must not reach a kernel
-            error_msgs.append(f"{prefix}: the loaded sparse weight is invalid: {e}")
+            self._load_error = None
+        except Exception as e:  # malformed index arrays must not reach a kernel: forward refuses them
+            self._load_error = f"the loaded sparse weight is invalid: {e}"
+            error_msgs.append(f"{prefix}: {self._load_error}")
 
     # -- properties -----------------------------------------------------------------------
     @property
@@ -477,7 +484,9 @@ class SparseLinear(torch.nn.Module):
                                       vals.cpu().numpy(), name="W", validate=validate)
 
     def _bind(self):
-        key = (self.w_values.data_ptr(), self.w_values.dtype, self.w_values.device, self.target)
+        # _version: an in-place write to the weight (the CPU target's bfloat16 copy must be made again)
+        key = (self.w_values.data_ptr(), self.w_values._version, self.w_values.dtype, self.w_values.device,
+               self.target)
         if self._bound is not None and self._bound_key == key:
             return self._bound
         if self.target == "cpu":
@@ -542,8 +551,13 @@ class SparseLinear(torch.nn.Module):
                             "(convert the input or the layer with .to())")
         if x.device != self.device:
             raise ValueError(f"SparseLinear: input on {x.device}, the layer's weight on {self.device}")
+        if self._load_error is not None:
+            raise RuntimeError(f"SparseLinear: {self._load_error}; load a valid state_dict before calling it")
         lead = x.shape[:-1]
-        y = sparse_linear(x.reshape(-1, self.in_features), self._handle, self.out_features)
+        if self.in_features == 0:       # an empty sum: the bias alone, as nn.Linear gives
+            y = torch.zeros(math.prod(lead), self.out_features, dtype=x.dtype, device=x.device)
+        else:
+            y = sparse_linear(x.reshape(-1, self.in_features), self._handle, self.out_features)
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*lead, self.out_features)
