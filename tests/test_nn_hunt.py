@@ -31,6 +31,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
 import sparsec.nn as snn  # noqa: E402
+from test_nn import make_linear  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET", "0") in ("", "0"),
                                 reason="runs the Triton target in its interpreter on CPU tensors (TRITON_INTERPRET=1)")
@@ -46,13 +47,7 @@ def _spec(fmt: str) -> dict:
 
 
 def _layer(in_f: int, out_f: int, fmt: str, target: str, dtype=torch.float32, bias: bool = True, seed: int = 0):
-    torch.manual_seed(seed)
-    lin = torch.nn.Linear(in_f, out_f, bias=bias)
-    with torch.no_grad():
-        lin.weight.normal_()
-        if bias:
-            lin.bias.normal_()
-    lin = lin.to(dtype)
+    lin = make_linear(out_f, in_f, dtype, "cpu", bias=bias, seed=seed)
     return snn.SparseLinear.from_dense(lin, format=fmt, target=target, **_spec(fmt)), lin
 
 
