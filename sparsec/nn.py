@@ -484,9 +484,13 @@ class SparseLinear(torch.nn.Module):
                                       vals.cpu().numpy(), name="W", validate=validate)
 
     def _bind(self):
-        # _version: an in-place write to the weight (the CPU target's bfloat16 copy must be made again)
-        key = (self.w_values.data_ptr(), self.w_values._version, self.w_values.dtype, self.w_values.device,
-               self.target)
+        # _version: an in-place write to the weight (the CPU target's bfloat16 copy must be made again); an
+        # inference tensor keeps no counter
+        try:
+            version = self.w_values._version
+        except RuntimeError:
+            version = None
+        key = (self.w_values.data_ptr(), version, self.w_values.dtype, self.w_values.device, self.target)
         if self._bound is not None and self._bound_key == key:
             return self._bound
         if self.target == "cpu":
