@@ -427,9 +427,8 @@ class FastCall:
                  f"(x{k}.format is FOK{k}[0] or FMTOK{k}(x{k}.format)):")
             emit(f"        s{k} = x{k}.shape")
             # a Tensor built by the plain constructor may hold too few values: checked once per tensor
-            ns[f"CHK{k}"] = functools.partial(_check_length, name)
             emit(f"        if not x{k}._length_checked:")
-            emit(f"            CHK{k}(x{k})")
+            emit(f"            x{k}.check_values_length(N{k})")
             emit(f"        if x{k}._duplicates is not False and x{k}.has_duplicate_entries():")
             emit("            return FALLBACK")        # entries sharing coordinates: the general path sums them
             if any(lv is not None for _, (_, lv, _) in mine):
@@ -764,10 +763,6 @@ ZERO_STEP_BYTES = 64 * 1024
 _ALIGN_MIN_SIZE = 16384
 #: ... nor unless the kernel's inner work is at least this many times their size
 _ALIGN_REUSE = 16
-
-
-def _check_length(name: str, t: Tensor) -> None:
-    t.check_values_length(name)
 
 
 def _format_ok(cell: list, declared: Any, fmt: Any) -> bool:

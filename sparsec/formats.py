@@ -37,6 +37,7 @@ from lark import Lark, Token, Transformer, UnexpectedInput
 
 from .errors import FormatError, ParseError
 from .levels import LEVEL_TYPES, Compressed, Dense, Level, LooseCompressed, NOutOfM, Singleton
+from .levels.base import MAX_FACTOR
 
 __all__ = [
     "Format",
@@ -58,8 +59,6 @@ __all__ = [
 #: position / coordinate bit widths (MLIR's ``posWidth`` / ``crdWidth``; 0 there means 64).
 #: Buffers are signed (``int8`` holds 0..127, ``int16`` 0..32767), as for 32 and 64.
 WIDTHS = (8, 16, 32, 64)
-#: the largest block factor (``floordiv`` / ``mod``): level coordinates and sizes are int64
-MAX_FACTOR = 2**31 - 1
 
 
 def fit_width(declared: int, largest: int) -> int:

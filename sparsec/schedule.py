@@ -53,6 +53,7 @@ from typing import Any
 
 from .errors import ScheduleError
 from .ir.tensor_ir import check_identifier
+from .levels.base import MAX_FACTOR
 
 _UNITS = ("threads", "grid", "none")
 _REDUCTIONS = (None, "atomic", "private")
@@ -78,9 +79,8 @@ def _var(name: Any, what: str = "loop variable") -> str:
         raise ScheduleError(str(e)) from None
 
 
-#: upper bounds of the integer arguments: loop arithmetic is int64 on the CPU and int32 in Triton; LLVM
-#: unrolls a count's copies at compile time; a Triton tile holds at most 2**20 elements
-MAX_FACTOR = 2**31 - 1
+#: upper bounds of the other integer arguments (factors: MAX_FACTOR): LLVM unrolls a count's copies at
+#: compile time; a Triton tile holds at most 2**20 elements
 MAX_UNROLL = 64
 MAX_VECTOR = 64
 MAX_BLOCK = 4096

@@ -42,6 +42,10 @@ class LevelCodegen(Protocol):
         """The level's size (number of coordinates under one parent)."""
 
 #: level-type keyword -> class; filled by each level module on import.
+#: the largest block factor a format (``floordiv`` / ``mod``, N:M's ``m``) or a schedule (``split``, ``pos``'s
+#: segment) takes: Triton kernels compute loop indices in int32
+MAX_FACTOR = 2**31 - 1
+
 LEVEL_TYPES: dict[str, type["Level"]] = {}
 
 

@@ -27,7 +27,7 @@ from typing import ClassVar, Mapping
 import numpy as np
 
 from ..errors import FormatError
-from .base import Level, register
+from .base import MAX_FACTOR, Level, register
 from ._helpers import check_coords_in_range, distinct_children, located_error
 
 _I64 = np.dtype(np.int64)
@@ -50,8 +50,8 @@ class NOutOfM(Level):
     def __post_init__(self) -> None:
         if not (isinstance(self.n, int) and isinstance(self.m, int)) or not 0 < self.n <= self.m:
             raise FormatError(f"n_out_of_m needs integers 0 < n <= m, got n={self.n!r}, m={self.m!r}")
-        if self.m > 2**31 - 1:
-            raise FormatError(f"n_out_of_m: block size m={self.m} is too large (at most {2**31 - 1})")
+        if self.m > MAX_FACTOR:
+            raise FormatError(f"n_out_of_m: block size m={self.m} is too large (at most {MAX_FACTOR})")
         if self.packed and self.m > 16:
             raise FormatError(f"structured[{self.n}, {self.m}, packed] needs m <= 16: packed in-block coordinates "
                               f"take 1, 2 or 4 bits, and {self.m - 1} needs more")
