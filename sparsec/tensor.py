@@ -1220,13 +1220,12 @@ def _describe_parent(fmt: Format, k: int, coords: Sequence[int]) -> str:
     two_d = fmt.ndim == 2
     parts = []
     for e, c in zip(fmt.exprs[:k], coords):
-        lo, hi = (c * e.factor, c * e.factor + e.factor - 1) if e.op == "floordiv" else (0, 0)
+        span = f"{c * e.factor}..{c * e.factor + e.factor - 1}"
         if two_d:
             dim = ("row", "column")[e.dim]
-            parts.append(f"{dim} {c}" if e.op == "id" else f"{dim} block {c} ({dim}s {lo}..{hi})"
-                         if e.op == "floordiv" else f"{dim} offset {c}")
+            words = {"id": f"{dim} {c}", "floordiv": f"{dim} block {c} ({dim}s {span})", "mod": f"{dim} offset {c}"}
         else:
-            parts.append(f"index {c} of dimension {e.dim}" if e.op == "id" else
-                         f"block {c} of dimension {e.dim} (indices {lo}..{hi})" if e.op == "floordiv" else
-                         f"offset {c} in dimension {e.dim}")
+            words = {"id": f"index {c} of dimension {e.dim}", "mod": f"offset {c} in dimension {e.dim}",
+                     "floordiv": f"block {c} of dimension {e.dim} (indices {span})"}
+        parts.append(words[e.op])
     return ", ".join(parts) if parts else "the tensor"
